@@ -1,0 +1,49 @@
+"""The numpy reference backend: runs a graph op by op with each op's reference implementation.
+
+It is the oracle every other backend and every gradient is tested against, so it favours
+clarity and exactness over speed, and checks each result against the node's declared type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from graphc.dims import evaluate_shape
+from graphc.errors import CompileError
+from graphc.graph import Graph
+from graphc.ops import get_op
+
+
+class ReferenceExecutable:
+    """Executes a graph with numpy, one node at a time."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self._steps = [(node, get_op(node.op)) for node in graph.nodes if node.op != "input"]
+
+    def run(
+        self, feeds: Sequence[np.ndarray], bindings: Mapping[str, int]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        values: dict[int, np.ndarray] = {
+            node.id: array for node, array in zip(self.graph.inputs, feeds, strict=True)
+        }
+        for node, op in self._steps:
+            args = [values[source.id] for source in node.inputs]
+            with np.errstate(all="ignore"):
+                result = np.asarray(op.reference(args, node.attrs, bindings))
+            values[node.id] = self._checked(node, result, bindings)
+        outputs = [np.array(values[n.id]) for n in self.graph.outputs]
+        updates = [np.array(values[value.id]) for _, value in self.graph.updates]
+        return outputs, updates
+
+    @staticmethod
+    def _checked(node, result: np.ndarray, bindings: Mapping[str, int]) -> np.ndarray:
+        expected = evaluate_shape(node.type.shape, bindings)
+        if result.shape != expected:
+            raise CompileError(
+                f"reference {node.op} produced shape {result.shape}, its type says {expected}"
+                f" (node {node!r} at {node.location})"
+            )
+        return result.astype(node.type.dtype.numpy, copy=False)

@@ -1,0 +1,92 @@
+"""graphc: a static-graph tensor compiler with PyTorch's vocabulary.
+
+Build a graph with tensors, check its shapes as you write it, and compile it into a Function.
+"""
+
+from graphc import errors
+from graphc import ops as _ops  # noqa: F401 - registers the primitive ops
+from graphc.compiler import (
+    Function,
+    available_backends,
+    compile,
+    default_backend,
+    register_backend,
+    set_default_backend,
+)
+from graphc.creation import (
+    arange,
+    eye,
+    full,
+    full_like,
+    input,
+    linspace,
+    manual_seed,
+    ones,
+    ones_like,
+    rand,
+    randn,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from graphc.dims import Sym
+from graphc.dtypes import DType, bool_, float32, float64, int32, int64
+from graphc.graph import Graph, Node
+from graphc.math_ops import cast, clamp, maximum, minimum, relu, where
+from graphc.printing import show, subgraph
+from graphc.reductions import (
+    argmax,
+    argmin,
+    log_softmax,
+    logsumexp,
+    max,
+    mean,
+    min,
+    prod,
+    softmax,
+    std,
+    sum,
+    var,
+)
+from graphc.shaping import (
+    broadcast_to,
+    cat,
+    chunk,
+    flatten,
+    matmul,
+    permute,
+    reshape,
+    split,
+    squeeze,
+    stack,
+    transpose,
+    unsqueeze,
+)
+from graphc.tensor import Tensor
+from graphc.types import TensorType
+from graphc.variable import Variable
+
+bool = bool_  # noqa: A001 - gc.bool, as torch.bool
+float = float32  # noqa: A001 - gc.float, as torch.float
+double = float64
+long = int64
+int = int32  # noqa: A001 - gc.int, as torch.int
+
+
+def _unary(op: str):
+    from graphc.math_ops import unary
+
+    def function(x):
+        return unary(op, x)
+
+    function.__name__ = op
+    function.__doc__ = f"Return {op}(x) elementwise."
+    return function
+
+
+exp, log, sqrt, rsqrt = _unary("exp"), _unary("log"), _unary("sqrt"), _unary("rsqrt")
+sin, cos, tanh, sigmoid = _unary("sin"), _unary("cos"), _unary("tanh"), _unary("sigmoid")
+erf, abs, sign, neg = _unary("erf"), _unary("abs"), _unary("sign"), _unary("neg")  # noqa: A001
+floor, ceil, round = _unary("floor"), _unary("ceil"), _unary("round")  # noqa: A001
+
+__version__ = "0.1.0"

@@ -1,0 +1,239 @@
+"""compile(): turn tensors into a callable Function on a backend.
+
+A Function validates what it is fed (count, dtype, shape, symbolic dims bound consistently),
+runs the backend's executable once per call, and applies Variable updates only after every
+output was computed, so a failed call leaves all state as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from graphc.dims import Sym, evaluate_dim, format_shape
+from graphc.errors import GraphError, InputError, located, user_location
+from graphc.graph import Graph, Node
+from graphc.tensor import Tensor
+from graphc.types import TensorType
+
+
+class Executable(Protocol):
+    """What a backend returns for a graph: run(feeds, bindings) -> (outputs, update values)."""
+
+    def run(
+        self, feeds: Sequence[np.ndarray], bindings: Mapping[str, int]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]: ...
+
+
+BackendFactory = Callable[[Graph], Executable]
+_BACKENDS: dict[str, BackendFactory] = {}
+_DEFAULT_BACKEND = ["reference"]
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Make a backend available to compile() under a name."""
+    _BACKENDS[name] = factory
+
+
+def available_backends() -> tuple[str, ...]:
+    """Return the names of the registered backends."""
+    _load_builtin_backends()
+    return tuple(_BACKENDS)
+
+
+def default_backend() -> str:
+    """Return the backend used when compile() is given none."""
+    return _DEFAULT_BACKEND[0]
+
+
+def set_default_backend(name: str) -> None:
+    """Choose the backend used by compile() and by .numpy()/.item()/.eval()."""
+    _load_builtin_backends()
+    if name not in _BACKENDS:
+        raise GraphError(f"unknown backend {name!r}; available: {', '.join(_BACKENDS)}")
+    _DEFAULT_BACKEND[0] = name
+
+
+def _load_builtin_backends() -> None:
+    import graphc.backends  # noqa: F401 - registers the built-in backends
+
+
+def _as_node(t: Any, role: str) -> Node:
+    if not isinstance(t, Tensor):
+        raise GraphError(
+            located(f"{role} must be a graphc Tensor, got {type(t).__name__}", user_location())
+        )
+    return t.node
+
+
+def build_graph(
+    inputs: Iterable[Tensor],
+    outputs: Iterable[Tensor],
+    updates: Mapping[Tensor, Any] | Iterable[tuple[Tensor, Any]] | None = None,
+) -> Graph:
+    """Return the Graph computing outputs from inputs, checking inputs and updates."""
+    from graphc.math_ops import as_tensor, cast
+
+    input_nodes = tuple(_as_node(t, "each input") for t in inputs)
+    for node in input_nodes:
+        if node.op != "input":
+            raise GraphError(
+                located(
+                    f"inputs must be placeholders made by gc.input(), got {Tensor(node)!r}",
+                    user_location(),
+                )
+            )
+    names = [n.name for n in input_nodes]
+    if len(set(names)) != len(names):
+        raise GraphError(located(f"inputs have repeated names: {names}", user_location()))
+    output_nodes = tuple(_as_node(as_tensor(t), "each output") for t in outputs)
+    pairs = list(updates.items() if isinstance(updates, Mapping) else updates or [])
+    update_nodes = []
+    for variable, value in pairs:
+        var_node = _as_node(variable, "each updated variable")
+        if var_node.op != "variable":
+            raise GraphError(
+                located(f"only Variables can be updated, got {variable!r}", user_location())
+            )
+        value = cast(as_tensor(value), var_node.type.dtype)
+        _check_update_shape(var_node, value.node)
+        update_nodes.append((var_node, value.node))
+    if len({v.id for v, _ in update_nodes}) != len(update_nodes):
+        raise GraphError(located("a variable is updated twice", user_location()))
+    graph = Graph(input_nodes, output_nodes, tuple(update_nodes))
+    fed = {n.id for n in input_nodes}
+    for node in graph.nodes:
+        if node.op == "input" and node.id not in fed:
+            raise GraphError(
+                located(
+                    f"the outputs depend on input {node.name!r} {node.type}, which is not fed; "
+                    "add it to inputs (or to the feed dict of .eval())",
+                    user_location(),
+                )
+            )
+    return graph
+
+
+def _check_update_shape(var_node: Node, value: Node) -> None:
+    from graphc.dims import dims_equal
+
+    want, got = var_node.type.shape, value.type.shape
+    if len(want) != len(got) or not all(map(dims_equal, want, got)):
+        raise GraphError(
+            located(
+                f"update of variable {var_node.name!r} {var_node.type} has shape "
+                f"{format_shape(got)}",
+                user_location(),
+            )
+        )
+
+
+def compile(  # noqa: A001 - the user-facing name, as in the design
+    inputs: Sequence[Tensor],
+    outputs: Sequence[Tensor] | Tensor,
+    updates: Mapping[Tensor, Any] | None = None,
+    backend: str | None = None,
+    *,
+    optimize: bool = True,
+) -> Function:
+    """Return a Function computing outputs from fed inputs and applying updates after each call."""
+    single = isinstance(outputs, Tensor)
+    outputs = [outputs] if single else list(outputs)
+    graph = build_graph(inputs, outputs, updates)
+    if optimize:
+        from graphc.passes import optimize as optimize_graph
+
+        graph = optimize_graph(graph)
+    name = backend or default_backend()
+    _load_builtin_backends()
+    if name not in _BACKENDS:
+        raise GraphError(f"unknown backend {name!r}; available: {', '.join(_BACKENDS)}")
+    return Function(graph, _BACKENDS[name](graph), name, single or len(outputs) == 1)
+
+
+class Function:
+    """A compiled graph: call it with one array per input; returns the outputs as arrays."""
+
+    def __init__(self, graph: Graph, executable: Executable, backend: str, single: bool) -> None:
+        self.graph = graph
+        self.backend = backend
+        self._executable = executable
+        self._single = single
+
+    def __repr__(self) -> str:
+        names = ", ".join(n.name for n in self.graph.inputs)
+        return f"Function({names}) -> {len(self.graph.outputs)} outputs on {self.backend!r}"
+
+    def __call__(self, *arrays: Any) -> Any:
+        feeds, bindings = self.validate(arrays)
+        outputs, new_values = self._executable.run(feeds, bindings)
+        for (variable, _), value in zip(self.graph.updates, new_values, strict=True):
+            storage = variable.attrs["storage"]
+            np.copyto(storage.value, value)
+        if not outputs:
+            return None
+        return outputs[0] if self._single else tuple(outputs)
+
+    def validate(self, arrays: Sequence[Any]) -> tuple[list[np.ndarray], dict[str, int]]:
+        """Return the fed arrays as checked contiguous arrays and the symbol bindings."""
+        inputs = self.graph.inputs
+        if len(arrays) != len(inputs):
+            names = ", ".join(n.name for n in inputs)
+            raise InputError(f"expected {len(inputs)} arrays ({names}), got {len(arrays)}")
+        feeds = [_checked_array(node, value) for node, value in zip(inputs, arrays, strict=True)]
+        return feeds, bind_symbols(inputs, feeds)
+
+
+def _checked_array(node: Node, value: Any) -> np.ndarray:
+    declared: TensorType = node.type
+    if isinstance(value, Tensor):
+        raise InputError(f"input {node.name!r} must be fed a numpy array, got {value!r}")
+    if isinstance(value, np.ndarray):
+        if value.dtype != declared.dtype.numpy:
+            raise InputError(
+                f"input {node.name!r} is {declared}, got an array of dtype {value.dtype}; "
+                f"convert it with .astype(np.{declared.dtype.numpy})"
+            )
+        array = value
+    else:
+        try:
+            array = np.asarray(value, dtype=declared.dtype.numpy)
+        except (TypeError, ValueError) as error:
+            raise InputError(
+                f"input {node.name!r} {declared}: cannot convert value: {error}"
+            ) from None
+    if array.ndim != declared.ndim:
+        raise InputError(
+            f"input {node.name!r} is {declared} ({declared.ndim}-d), got an array of shape "
+            f"{format_shape(array.shape)}"
+        )
+    return array if array.flags.c_contiguous else np.array(array, order="C")
+
+
+def bind_symbols(inputs: Sequence[Node], feeds: Sequence[np.ndarray]) -> dict[str, int]:
+    """Return symbol -> size from the fed shapes, raising InputError on any inconsistency."""
+    bindings: dict[str, int] = {}
+    bound_by: dict[str, str] = {}
+    for node, array in zip(inputs, feeds, strict=True):
+        for axis, (dim, size) in enumerate(zip(node.type.shape, array.shape, strict=True)):
+            symbol = dim.single_symbol if isinstance(dim, Sym) else None
+            if symbol is not None and symbol not in bindings:
+                bindings[symbol] = size
+                bound_by[symbol] = f"input {node.name!r} dim {axis}"
+    for node, array in zip(inputs, feeds, strict=True):
+        for axis, (dim, size) in enumerate(zip(node.type.shape, array.shape, strict=True)):
+            expected = evaluate_dim(dim, bindings)
+            if expected != size:
+                source = ""
+                if isinstance(dim, Sym):
+                    source = "; " + ", ".join(
+                        f"{s}={bindings[s]} from {bound_by[s]}" for s in sorted(dim.symbols)
+                    )
+                wanted = f"{dim} = {expected}" if isinstance(dim, Sym) else str(dim)
+                raise InputError(
+                    f"input {node.name!r} {node.type}: dim {axis} should be {wanted}, "
+                    f"got {size} (array shape {format_shape(array.shape)}){source}"
+                )
+    return bindings

@@ -1,0 +1,148 @@
+"""Elementwise functions of the Tensor API, with PyTorch's type promotion.
+
+Python scalars are weakly typed (f32 tensor * 2 stays f32); numpy arrays and tensors are
+strongly typed. Primitives receive operands of one dtype: casts are inserted here.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from graphc import dtypes
+from graphc.dtypes import DType, as_dtype, bool_
+from graphc.errors import DTypeError
+from graphc.ops.registry import make_node
+from graphc.tensor import Tensor
+
+_BOOL_RESULT = {"eq", "ne", "lt", "le", "gt", "ge"}
+_LOGICAL = {"logical_and", "logical_or"}
+
+
+def is_scalar(value: Any) -> bool:
+    """Return True for Python and numpy scalars (weakly typed operands)."""
+    return isinstance(value, (numbers.Number, np.bool_)) and not isinstance(value, Tensor)
+
+
+def constant(value: Any, dtype: DType | None = None) -> Tensor:
+    """Return a constant tensor holding value (an array-like), in dtype if given."""
+    array = np.asarray(value)
+    if dtype is None:
+        dtype = dtypes.from_numpy(array.dtype) if array.dtype.kind != "O" else None
+        if dtype is None:
+            raise DTypeError(f"cannot make a tensor from {type(value).__name__} values")
+        if (
+            array.dtype.kind == "f"
+            and array.dtype != np.float32
+            and not isinstance(value, np.ndarray)
+        ):
+            dtype = dtypes.DEFAULT_FLOAT  # Python floats become float32, as in PyTorch.
+    array = np.array(array, dtype=dtype.numpy, order="C")
+    array.setflags(write=False)
+    return Tensor(make_node("constant", [], {"value": array}))
+
+
+def as_tensor(value: Any, dtype: DType | None = None) -> Tensor:
+    """Return value as a Tensor: tensors pass through, arrays and scalars become constants."""
+    if isinstance(value, Tensor):
+        return value if dtype is None else cast(value, dtype)
+    if isinstance(value, np.ndarray) and dtype is None:
+        return constant(value, dtypes.from_numpy(value.dtype))
+    return constant(value, dtype)
+
+
+def cast(x: Tensor | Any, dtype: Any) -> Tensor:
+    """Return x converted to dtype (float to int truncates toward zero)."""
+    dtype = as_dtype(dtype)
+    x = as_tensor(x)
+    if x.dtype == dtype:
+        return x
+    return Tensor(make_node("cast", [x.node], {"dtype": dtype}))
+
+
+def result_dtype(a: Any, b: Any) -> DType:
+    """Return the dtype both operands are promoted to (scalars weakly typed)."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return dtypes.promote(a.dtype, b.dtype)
+    if isinstance(a, Tensor):
+        return _promote_other(a.dtype, b)
+    if isinstance(b, Tensor):
+        return _promote_other(b.dtype, a)
+    raise DTypeError("at least one operand must be a Tensor")
+
+
+def _promote_other(tensor_dtype: DType, other: Any) -> DType:
+    if is_scalar(other):
+        return dtypes.promote_with_scalar(tensor_dtype, other)
+    if isinstance(other, np.ndarray):
+        return dtypes.promote(tensor_dtype, dtypes.from_numpy(other.dtype))
+    return dtypes.promote(tensor_dtype, as_tensor(other).dtype)
+
+
+def binary(op: str, a: Any, b: Any) -> Tensor:
+    """Return op(a, b) elementwise with broadcasting and PyTorch's type promotion."""
+    dtype = result_dtype(a, b)
+    if op in _LOGICAL:
+        dtype = bool_
+    elif op == "div":
+        dtype = dtypes.float_result(dtype)
+    elif dtype.is_bool and op not in _BOOL_RESULT:
+        dtype = dtypes.int64  # arithmetic on bool tensors counts in int64
+    a, b = as_tensor(a, dtype), as_tensor(b, dtype)
+    return Tensor(make_node(op, [a.node, b.node]))
+
+
+def unary(op: str, x: Any) -> Tensor:
+    """Return op(x) elementwise; float functions of integer tensors give float32."""
+    x = as_tensor(x)
+    if op in {"exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf"}:
+        x = cast(x, dtypes.float_result(x.dtype))
+    elif op in {"floor", "ceil", "round"} and not x.dtype.is_float:
+        return x  # already integral, as in PyTorch
+    elif op in {"neg", "abs", "sign"} and x.dtype.is_bool:
+        raise DTypeError(f"{op}: not defined for bool tensors ({x!r}); use ~x or .long()")
+    return Tensor(make_node(op, [x.node]))
+
+
+def logical_not(x: Any) -> Tensor:
+    """Return the elementwise logical negation (nonzero counts as True)."""
+    return Tensor(make_node("logical_not", [cast(x, bool_).node]))
+
+
+def where(condition: Any, a: Any, b: Any) -> Tensor:
+    """Return a where condition holds, else b, broadcasting all three."""
+    condition = cast(condition, bool_)
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        a = as_tensor(a)
+    dtype = result_dtype(a, b)
+    a, b = as_tensor(a, dtype), as_tensor(b, dtype)
+    return Tensor(make_node("where", [condition.node, a.node, b.node]))
+
+
+def relu(x: Tensor) -> Tensor:
+    """Return max(x, 0); its gradient at 0 is 0, as in PyTorch."""
+    return where(x > 0, x, 0)
+
+
+def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+    """Return x limited to [min, max]; either bound may be None."""
+    if min is None and max is None:
+        raise DTypeError("clamp needs at least one of min and max")
+    result = x
+    if min is not None:
+        result = binary("maximum", result, min)
+    if max is not None:
+        result = binary("minimum", result, max)
+    return result
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    """Return the elementwise maximum (NaN propagates)."""
+    return binary("maximum", a, b)
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    """Return the elementwise minimum (NaN propagates)."""
+    return binary("minimum", a, b)

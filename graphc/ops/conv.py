@@ -1,0 +1,262 @@
+"""2-D convolution (NCHW, stride, padding, dilation, groups), pooling, and their gradient ops.
+
+The batch dim may be symbolic; channel and spatial dims must be concrete. The reference
+implementations gather the kernel's taps one (i, j) offset at a time, so no im2col buffer
+larger than the output times the kernel area is made.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.dims import format_shape
+from graphc.errors import ShapeError
+from graphc.ops.registry import define_op
+from graphc.ops.shape_rules import require_dtype, same_dtype
+from graphc.types import TensorType
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Return the output length of a convolution or pooling window sweep along one dim."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _spatial(x: TensorType, role: str) -> tuple[int, int, int]:
+    if x.ndim != 4:
+        raise ShapeError(f"{role} must be 4-d (N, C, H, W), got {format_shape(x.shape)}")
+    for axis in (1, 2, 3):
+        if not isinstance(x.shape[axis], int):
+            raise ShapeError(
+                f"{role} {format_shape(x.shape)} has a symbolic dim {axis}; only the batch dim "
+                "may be symbolic"
+            )
+    return x.shape[1], x.shape[2], x.shape[3]
+
+
+def _output_hw(h: int, w: int, kernel, attrs) -> tuple[int, int]:
+    (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
+    oh = conv_output_size(h, kernel[0], sh, ph, dh)
+    ow = conv_output_size(w, kernel[1], sw, pw, dw)
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(
+            f"a {kernel[0]}x{kernel[1]} window (dilation {attrs['dilation']}) does not fit an "
+            f"{h}x{w} input with padding {attrs['padding']}"
+        )
+    return oh, ow
+
+
+def _conv2d_infer(types, attrs):
+    x, w = types
+    dtype = same_dtype(types, "input and weight")
+    require_dtype(x, "float", "the input")
+    c, h, wd = _spatial(x, "the input")
+    if w.ndim != 4 or not all(isinstance(d, int) for d in w.shape):
+        raise ShapeError(f"weight must be a concrete 4-d (O, C/groups, kH, kW), got {w}")
+    groups = attrs["groups"]
+    out_c, per_group, kh, kw = w.shape
+    if c % groups or out_c % groups:
+        raise ShapeError(f"channels in={c} and out={out_c} must both divide by groups={groups}")
+    if per_group != c // groups:
+        raise ShapeError(
+            f"weight {format_shape(w.shape)} expects {per_group * groups} input channels "
+            f"(dim 1 times groups={groups}), the input {format_shape(x.shape)} has {c} in dim 1"
+        )
+    oh, ow = _output_hw(h, wd, (kh, kw), attrs)
+    return TensorType((x.shape[0], out_c, oh, ow), dtype)
+
+
+def _taps(xp: np.ndarray, kernel, out_hw, attrs):
+    """Yield (i, j, view) with view[n, c, oh, ow] = xp[n, c, oh*s + i*d, ow*s + j*d]."""
+    (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
+    oh, ow = out_hw
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            rows = slice(i * dh, i * dh + sh * (oh - 1) + 1, sh)
+            cols = slice(j * dw, j * dw + sw * (ow - 1) + 1, sw)
+            yield i, j, (slice(None), slice(None), rows, cols)
+
+
+def _pad_hw(x: np.ndarray, padding, value=0.0) -> np.ndarray:
+    (ph, pw) = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _grouped(a: np.ndarray, groups: int) -> np.ndarray:
+    return a.reshape(a.shape[0], groups, a.shape[1] // groups, *a.shape[2:])
+
+
+def _conv2d_reference(args, attrs, env):
+    x, w = args
+    groups = attrs["groups"]
+    kernel = w.shape[2:]
+    out_hw = _output_hw(x.shape[2], x.shape[3], kernel, attrs)
+    xp = _grouped(_pad_hw(x, attrs["padding"]), groups)
+    wg = w.reshape(groups, w.shape[0] // groups, *w.shape[1:])
+    out = np.zeros((x.shape[0], groups, wg.shape[1], *out_hw), dtype=x.dtype)
+    for i, j, view in _taps(xp[:, 0], kernel, out_hw, attrs):
+        patch = xp[(slice(None), slice(None), *view[1:])]  # (N, G, Cg, OH, OW)
+        out += np.einsum("ngchw,goc->ngohw", patch, wg[:, :, :, i, j])
+    return out.reshape(x.shape[0], w.shape[0], *out_hw)
+
+
+define_op("conv2d", "conv", _conv2d_infer, _conv2d_reference)
+
+
+def _conv_input_grad_infer(types, attrs):
+    gy, w = types
+    dtype = same_dtype(types, "gradient and weight")
+    c = w.shape[1] * attrs["groups"]
+    h, wd = attrs["input_hw"]
+    return TensorType((gy.shape[0], c, h, wd), dtype)
+
+
+def _conv_input_grad_reference(args, attrs, env):
+    gy, w = args
+    groups = attrs["groups"]
+    h, wd = attrs["input_hw"]
+    (ph, pw) = attrs["padding"]
+    kernel = w.shape[2:]
+    wg = w.reshape(groups, w.shape[0] // groups, *w.shape[1:])
+    gyg = _grouped(gy, groups)
+    n, c = gy.shape[0], w.shape[1] * groups
+    # Room for every tap a strided sweep touches, also past the input (output_padding).
+    full_h = max(
+        h + 2 * ph,
+        (gy.shape[2] - 1) * attrs["stride"][0] + (kernel[0] - 1) * attrs["dilation"][0] + 1,
+    )
+    full_w = max(
+        wd + 2 * pw,
+        (gy.shape[3] - 1) * attrs["stride"][1] + (kernel[1] - 1) * attrs["dilation"][1] + 1,
+    )
+    dxp = np.zeros((n, groups, c // groups, full_h, full_w), dtype=gy.dtype)
+    for i, j, view in _taps(dxp[:, 0], kernel, gy.shape[2:], attrs):
+        dxp[(slice(None), slice(None), *view[1:])] += np.einsum(
+            "ngohw,goc->ngchw", gyg, wg[:, :, :, i, j]
+        )
+    return dxp.reshape(n, c, full_h, full_w)[:, :, ph : ph + h, pw : pw + wd]
+
+
+define_op("conv2d_input_grad", "conv", _conv_input_grad_infer, _conv_input_grad_reference)
+
+
+def _conv_weight_grad_infer(types, attrs):
+    x, gy = types
+    dtype = same_dtype(types, "input and gradient")
+    c = x.shape[1]
+    kh, kw = attrs["kernel"]
+    return TensorType((gy.shape[1], c // attrs["groups"], kh, kw), dtype)
+
+
+def _conv_weight_grad_reference(args, attrs, env):
+    x, gy = args
+    groups = attrs["groups"]
+    kernel = attrs["kernel"]
+    xp = _grouped(_pad_hw(x, attrs["padding"]), groups)
+    gyg = _grouped(gy, groups)
+    dw = np.zeros((groups, gy.shape[1] // groups, x.shape[1] // groups, *kernel), dtype=x.dtype)
+    for i, j, view in _taps(xp[:, 0], kernel, gy.shape[2:], attrs):
+        patch = xp[(slice(None), slice(None), *view[1:])]
+        dw[:, :, :, i, j] = np.einsum("ngchw,ngohw->goc", patch, gyg)
+    return dw.reshape(gy.shape[1], x.shape[1] // groups, *kernel)
+
+
+define_op("conv2d_weight_grad", "conv", _conv_weight_grad_infer, _conv_weight_grad_reference)
+
+
+# Pooling: attrs kernel, stride, padding (pairs); dilation is fixed at 1.
+def _pool_attrs(attrs):
+    return {**attrs, "dilation": (1, 1)}
+
+
+def _pool_infer(types, attrs):
+    (x,) = types
+    require_dtype(x, "float", "the input")
+    c, h, w = _spatial(x, "the input")
+    kernel, padding = attrs["kernel"], attrs["padding"]
+    if any(p * 2 > k for p, k in zip(padding, kernel, strict=True)):
+        raise ShapeError(f"padding {padding} must be at most half the kernel {kernel}")
+    oh, ow = _output_hw(h, w, kernel, _pool_attrs(attrs))
+    return TensorType((x.shape[0], c, oh, ow), x.dtype)
+
+
+def _pool_out_hw(x_shape, attrs):
+    return _output_hw(x_shape[2], x_shape[3], attrs["kernel"], _pool_attrs(attrs))
+
+
+def _max_pool_windows(x: np.ndarray, attrs) -> np.ndarray:
+    """Return (N, C, kH*kW, OH, OW): every window's taps, padded with -inf."""
+    xp = _pad_hw(x, attrs["padding"], -np.inf)
+    out_hw = _pool_out_hw(x.shape, attrs)
+    return np.stack(
+        [xp[view] for _, _, view in _taps(xp, attrs["kernel"], out_hw, _pool_attrs(attrs))],
+        axis=2,
+    )
+
+
+define_op(
+    "max_pool2d",
+    "pool",
+    _pool_infer,
+    lambda args, attrs, env: _max_pool_windows(args[0], attrs).max(axis=2),
+)
+
+
+def _max_pool_grad_infer(types, attrs):
+    x, gy = types
+    return TensorType(x.shape, same_dtype(types, "input and gradient"))
+
+
+def _max_pool_grad_reference(args, attrs, env):
+    x, gy = args
+    # The whole gradient of a window goes to its first maximum, as in PyTorch.
+    first_max = _max_pool_windows(x, attrs).argmax(axis=2)
+    dxp = np.zeros_like(_pad_hw(x, attrs["padding"]))
+    kw = attrs["kernel"][1]
+    for i, j, view in _taps(dxp, attrs["kernel"], gy.shape[2:], _pool_attrs(attrs)):
+        dxp[view] += np.where(first_max == i * kw + j, gy, 0)
+    (ph, pw) = attrs["padding"]
+    return dxp[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]
+
+
+define_op("max_pool2d_grad", "pool", _max_pool_grad_infer, _max_pool_grad_reference)
+
+
+def _avg_divisor(x_hw, attrs, dtype) -> np.ndarray | float:
+    if attrs["count_include_pad"]:
+        return float(attrs["kernel"][0] * attrs["kernel"][1])
+    ones = np.ones((1, 1, *x_hw), dtype=dtype)
+    return _avg_pool_sum(ones, attrs)
+
+
+def _avg_pool_sum(x: np.ndarray, attrs) -> np.ndarray:
+    xp = _pad_hw(x, attrs["padding"])
+    out_hw = _pool_out_hw(x.shape, attrs)
+    return sum(xp[view] for _, _, view in _taps(xp, attrs["kernel"], out_hw, _pool_attrs(attrs)))
+
+
+def _avg_pool_reference(args, attrs, env):
+    (x,) = args
+    return _avg_pool_sum(x, attrs) / _avg_divisor(x.shape[2:], attrs, x.dtype)
+
+
+define_op("avg_pool2d", "pool", _pool_infer, _avg_pool_reference)
+
+
+def _avg_pool_grad_infer(types, attrs):
+    (gy,) = types
+    h, w = attrs["input_hw"]
+    return TensorType((gy.shape[0], gy.shape[1], h, w), gy.dtype)
+
+
+def _avg_pool_grad_reference(args, attrs, env):
+    (gy,) = args
+    h, w = attrs["input_hw"]
+    (ph, pw) = attrs["padding"]
+    share = gy / _avg_divisor((h, w), attrs, gy.dtype)
+    dxp = np.zeros((gy.shape[0], gy.shape[1], h + 2 * ph, w + 2 * pw), dtype=gy.dtype)
+    for _, _, view in _taps(dxp, attrs["kernel"], gy.shape[2:], _pool_attrs(attrs)):
+        dxp[view] += share
+    return dxp[:, :, ph : ph + h, pw : pw + w]
+
+
+define_op("avg_pool2d_grad", "pool", _avg_pool_grad_infer, _avg_pool_grad_reference)

@@ -1,0 +1,51 @@
+"""matmul with numpy semantics: 1-D operands, batched operands, broadcast batch dims."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.dims import dims_equal, format_shape
+from graphc.errors import ShapeError
+from graphc.ops.registry import define_op
+from graphc.ops.shape_rules import broadcast_shapes, require_dtype, same_dtype
+from graphc.types import TensorType
+
+
+def matmul_shape(a_shape, b_shape):
+    """Return numpy's matmul result shape, raising ShapeError on a contraction mismatch."""
+    if not a_shape or not b_shape:
+        raise ShapeError(
+            f"both operands need at least one dim, got {format_shape(a_shape)} @ "
+            f"{format_shape(b_shape)}"
+        )
+    a2 = (1, *a_shape) if len(a_shape) == 1 else a_shape
+    b2 = (*b_shape, 1) if len(b_shape) == 1 else b_shape
+    if not dims_equal(a2[-1], b2[-2]):
+        raise ShapeError(
+            f"contraction dims differ in {format_shape(a_shape)} @ {format_shape(b_shape)}: "
+            f"the left's last dim is {a2[-1]}, the right's "
+            f"{'only' if len(b_shape) == 1 else 'second-to-last'} dim is {b2[-2]}"
+        )
+    try:
+        batch = broadcast_shapes(a2[:-2], b2[:-2])
+    except ShapeError as error:
+        raise ShapeError(
+            f"batch dims of {format_shape(a_shape)} @ {format_shape(b_shape)} do not broadcast: "
+            f"{error}"
+        ) from None
+    out = (*batch, a2[-2], b2[-1])
+    if len(a_shape) == 1:
+        out = (*out[:-2], out[-1])
+    if len(b_shape) == 1:
+        out = out[:-1]
+    return out
+
+
+def _matmul_infer(types, attrs):
+    a, b = types
+    dtype = same_dtype(types, "both operands")
+    require_dtype(a, "float,int", "the operands")
+    return TensorType(matmul_shape(a.shape, b.shape), dtype)
+
+
+define_op("matmul", "matmul", _matmul_infer, lambda args, attrs, env: np.matmul(*args))

@@ -1,0 +1,225 @@
+"""Movement ops: reshape, permute, broadcast_to, strided slice, pad, concat, gather, scatter-add.
+
+Shape attributes may hold symbolic dims; implementations evaluate them with the call's
+symbol bindings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.dims import dim_add, dim_prod, dims_equal, evaluate_dim, evaluate_shape, format_shape
+from graphc.errors import DTypeError, ShapeError
+from graphc.ops.registry import define_op
+from graphc.ops.shape_rules import broadcast_shapes, same_dtype
+from graphc.types import TensorType
+
+
+def _reshape_infer(types, attrs):
+    (x,) = types
+    shape = tuple(attrs["shape"])
+    if not dims_equal(dim_prod(x.shape), dim_prod(shape)):
+        raise ShapeError(
+            f"cannot reshape {format_shape(x.shape)} ({dim_prod(x.shape)} elements) "
+            f"to {format_shape(shape)} ({dim_prod(shape)} elements)"
+        )
+    return TensorType(shape, x.dtype)
+
+
+define_op(
+    "reshape",
+    "movement",
+    _reshape_infer,
+    lambda args, attrs, env: args[0].reshape(evaluate_shape(attrs["shape"], env)),
+)
+
+
+def _permute_infer(types, attrs):
+    (x,) = types
+    perm = tuple(attrs["perm"])
+    if sorted(perm) != list(range(x.ndim)):
+        raise ShapeError(f"{perm} is not a permutation of the dims of {format_shape(x.shape)}")
+    return TensorType(tuple(x.shape[p] for p in perm), x.dtype)
+
+
+define_op(
+    "permute",
+    "movement",
+    _permute_infer,
+    lambda args, attrs, env: np.transpose(args[0], attrs["perm"]),
+)
+
+
+def _broadcast_to_infer(types, attrs):
+    (x,) = types
+    shape = tuple(attrs["shape"])
+    if len(shape) < x.ndim or not dims_equal_all(broadcast_shapes(x.shape, shape), shape):
+        raise ShapeError(f"cannot broadcast {format_shape(x.shape)} to {format_shape(shape)}")
+    return TensorType(shape, x.dtype)
+
+
+def dims_equal_all(a, b) -> bool:
+    """Return True when two shapes are equal dim by dim (symbolically)."""
+    return len(a) == len(b) and all(dims_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+define_op(
+    "broadcast_to",
+    "movement",
+    _broadcast_to_infer,
+    lambda args, attrs, env: np.broadcast_to(args[0], evaluate_shape(attrs["shape"], env)),
+)
+
+
+def _slice_infer(types, attrs):
+    (x,) = types
+    starts, sizes, steps = attrs["starts"], attrs["sizes"], attrs["steps"]
+    if not len(starts) == len(sizes) == len(steps) == x.ndim:
+        raise ShapeError(f"slice needs one (start, size, step) per dim of {format_shape(x.shape)}")
+    for axis, step in enumerate(steps):
+        if not isinstance(step, int) or step <= 0:
+            raise ShapeError(f"slice step must be a positive int, got {step} on dim {axis}")
+    return TensorType(tuple(sizes), x.dtype)
+
+
+def _slice_reference(args, attrs, env):
+    (x,) = args
+    index = []
+    for axis, (start, size, step) in enumerate(
+        zip(attrs["starts"], attrs["sizes"], attrs["steps"], strict=True)
+    ):
+        start, size = evaluate_dim(start, env), evaluate_dim(size, env)
+        last = start + (size - 1) * step
+        if size and not (start >= 0 and last < x.shape[axis]):
+            raise IndexError(
+                f"slice of dim {axis} reads elements {start}..{last} of a dim of size "
+                f"{x.shape[axis]}"
+            )
+        index.append(slice(start, start + size * step, step))
+    return x[tuple(index)]
+
+
+define_op("slice", "movement", _slice_infer, _slice_reference)
+
+
+def _pad_infer(types, attrs):
+    (x,) = types
+    pads = attrs["pads"]
+    if len(pads) != x.ndim:
+        raise ShapeError(f"pad needs one (before, after) pair per dim of {format_shape(x.shape)}")
+    for axis, (lo, hi) in enumerate(pads):
+        if lo < 0 or hi < 0:
+            raise ShapeError(f"pad widths must be non-negative, got ({lo}, {hi}) on dim {axis}")
+    shape = tuple(dim_add(d, lo + hi) for d, (lo, hi) in zip(x.shape, pads, strict=True))
+    return TensorType(shape, x.dtype)
+
+
+define_op(
+    "pad",
+    "movement",
+    _pad_infer,
+    lambda args, attrs, env: np.pad(args[0], attrs["pads"], constant_values=attrs["value"]),
+)
+
+
+def _concat_infer(types, attrs):
+    axis = attrs["axis"]
+    dtype = same_dtype(types, "concatenated tensors")
+    first = types[0]
+    total = 0
+    for position, t in enumerate(types):
+        if t.ndim != first.ndim:
+            raise ShapeError(
+                f"tensor {position} has {t.ndim} dims, tensor 0 has {first.ndim} "
+                f"({format_shape(t.shape)} vs {format_shape(first.shape)})"
+            )
+        for d in range(first.ndim):
+            if d != axis and not dims_equal(t.shape[d], first.shape[d]):
+                raise ShapeError(
+                    f"sizes must match except in dim {axis}: tensor {position} is "
+                    f"{format_shape(t.shape)}, tensor 0 is {format_shape(first.shape)} (dim {d})"
+                )
+        total = dim_add(total, t.shape[axis])
+    shape = tuple(total if d == axis else first.shape[d] for d in range(first.ndim))
+    return TensorType(shape, dtype)
+
+
+define_op(
+    "concat",
+    "movement",
+    _concat_infer,
+    lambda args, attrs, env: np.concatenate(args, axis=attrs["axis"]),
+)
+
+
+def _check_index_type(idx: TensorType) -> None:
+    if not idx.dtype.is_int:
+        raise DTypeError(f"indices must be an integer tensor, got {idx}")
+
+
+def gathered_shape(x_shape, idx_shape, axis):
+    """Return gather's output shape, checking idx against x on every dim but axis."""
+    if len(idx_shape) != len(x_shape):
+        raise ShapeError(
+            f"index {format_shape(idx_shape)} must have as many dims as the input "
+            f"{format_shape(x_shape)}"
+        )
+    for d, (xd, idd) in enumerate(zip(x_shape, idx_shape, strict=True)):
+        if d != axis and not (idd == 1 or dims_equal(xd, idd)):
+            raise ShapeError(
+                f"index {format_shape(idx_shape)} does not fit input {format_shape(x_shape)} "
+                f"in dim {d}: sizes {idd} and {xd} (must be equal or 1)"
+            )
+    return tuple(idx_shape[d] if d == axis else x_shape[d] for d in range(len(x_shape)))
+
+
+def _gather_infer(types, attrs):
+    x, idx = types
+    _check_index_type(idx)
+    return TensorType(gathered_shape(x.shape, idx.shape, attrs["axis"]), x.dtype)
+
+
+def checked_indices(idx: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Return indices with negatives wrapped, raising IndexError for any out of range."""
+    bad = (idx < -size) | (idx >= size)
+    if bad.any():
+        value = int(idx[bad].flat[0])
+        raise IndexError(f"index {value} is out of bounds for dim {axis} with size {size}")
+    return np.where(idx < 0, idx + size, idx)
+
+
+def _gather_reference(args, attrs, env):
+    x, idx = args
+    axis = attrs["axis"]
+    out_shape = tuple(idx.shape[d] if d == axis else x.shape[d] for d in range(x.ndim))
+    idx = checked_indices(np.broadcast_to(idx, out_shape), x.shape[axis], axis)
+    return np.take_along_axis(x, idx, axis)
+
+
+define_op("gather", "gather", _gather_infer, _gather_reference)
+
+
+def _scatter_add_infer(types, attrs):
+    idx, src = types
+    _check_index_type(idx)
+    shape, axis = tuple(attrs["shape"]), attrs["axis"]
+    expected = gathered_shape(shape, idx.shape, axis)
+    if not dims_equal_all(expected, src.shape):
+        raise ShapeError(
+            f"source {format_shape(src.shape)} must have shape {format_shape(expected)} to "
+            f"scatter into {format_shape(shape)} along dim {axis}"
+        )
+    return TensorType(shape, src.dtype)
+
+
+def _scatter_add_reference(args, attrs, env):
+    idx, src = args
+    axis = attrs["axis"]
+    out = np.zeros(evaluate_shape(attrs["shape"], env), dtype=src.dtype)
+    index = list(np.indices(src.shape, sparse=True))
+    index[axis] = checked_indices(np.broadcast_to(idx, src.shape), out.shape[axis], axis)
+    np.add.at(out, tuple(index), src)
+    return out
+
+
+define_op("scatter_add", "gather", _scatter_add_infer, _scatter_add_reference)

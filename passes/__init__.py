@@ -1,0 +1,19 @@
+"""Graph -> Graph passes, one module each; `optimize` runs the standard pipeline."""
+
+from graphc.passes.constant_fold import constant_fold
+from graphc.passes.cse import cse
+from graphc.passes.dce import dce
+from graphc.passes.verify import verify
+
+from graphc.errors import register_internal_root
+from graphc.graph import Graph
+
+
+def optimize(graph: Graph) -> Graph:
+    """Return the verified graph with constants folded, duplicates merged and dead code gone."""
+    return dce(cse(constant_fold(verify(graph))))
+
+
+__all__ = ["constant_fold", "cse", "dce", "optimize", "verify"]
+
+register_internal_root(__file__)
