@@ -5,6 +5,12 @@ Build a graph with tensors, check its shapes as you write it, and compile it int
 
 from graphc import errors
 from graphc import ops as _ops  # noqa: F401 - registers the primitive ops
+
+# The Tensor class first: the functional modules it binds import each other through it.
+from graphc.tensor import Tensor
+
+# isort: split
+from graphc.autograd import grad, value_and_grad
 from graphc.compiler import (
     Function,
     available_backends,
@@ -62,7 +68,6 @@ from graphc.shaping import (
     transpose,
     unsqueeze,
 )
-from graphc.tensor import Tensor
 from graphc.types import TensorType
 from graphc.variable import Variable
 

@@ -102,7 +102,7 @@ def _expand_ellipsis(items: tuple, ndim: int) -> tuple:
         raise _error("an index can only have a single ellipsis ('...')")
     if consuming > ndim:
         raise _error(f"too many indices for a tensor of dimension {ndim} ({consuming} given)")
-    if Ellipsis in items:
+    if any(it is Ellipsis for it in items):
         at = next(i for i, it in enumerate(items) if it is Ellipsis)
         return items[:at] + (slice(None),) * (ndim - consuming) + items[at + 1 :]
     return items + (slice(None),) * (ndim - consuming)

@@ -134,7 +134,7 @@ def logsumexp(x: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
     """Return log(sum(exp(x))) over dim, shifted by the maximum so it does not overflow."""
     x = cast(as_tensor(x), dtypes.float_result(as_tensor(x).dtype))
     axes = normalize_dims(x, dim)
-    shift = _reduce("reduce_max", x, axes, True)
+    shift = stop_gradient(_reduce("reduce_max", x, axes, True))
     # An all -inf (or inf) slice would give inf - inf; shift by 0 there instead.
     shift = where(abs(shift) == float("inf"), 0.0, shift)
     total = sum(unary("exp", x - shift), axes, keepdim=True)
@@ -142,10 +142,15 @@ def logsumexp(x: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
     return result if keepdim else result.squeeze(axes)
 
 
+def stop_gradient(x: Tensor) -> Tensor:
+    """Return x unchanged, with no gradient flowing through it."""
+    return Tensor(make_node("stop_gradient", [as_tensor(x).node]))
+
+
 def softmax(x: Tensor, dim: int) -> Tensor:
     """Return exp(x) / sum(exp(x)) over dim, computed with the maximum subtracted."""
     x = cast(as_tensor(x), dtypes.float_result(as_tensor(x).dtype))
-    shifted = x - _reduce("reduce_max", x, dim, True)
+    shifted = x - stop_gradient(_reduce("reduce_max", x, dim, True))
     e = unary("exp", shifted)
     return e / sum(e, dim, keepdim=True)
 

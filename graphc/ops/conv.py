@@ -11,7 +11,8 @@ import numpy as np
 
 from graphc.dims import format_shape
 from graphc.errors import ShapeError
-from graphc.ops.registry import define_op
+from graphc.ops.grad_helpers import apply_op
+from graphc.ops.registry import define_op, grad_rule
 from graphc.ops.shape_rules import require_dtype, same_dtype
 from graphc.types import TensorType
 
@@ -260,3 +261,61 @@ def _avg_pool_grad_reference(args, attrs, env):
 
 
 define_op("avg_pool2d_grad", "pool", _avg_pool_grad_infer, _avg_pool_grad_reference)
+
+
+# -- gradients -------------------------------------------------------------------------------
+# conv2d, its input gradient (a transposed convolution) and its weight gradient are the three
+# bilinear products of one contraction, so each one's gradients are the other two.
+def _conv_attrs(attrs) -> dict:
+    return {k: attrs[k] for k in ("stride", "padding", "dilation", "groups")}
+
+
+@grad_rule("conv2d")
+def _conv2d_grad(xs, out, g, attrs):
+    x, w = xs
+    base = _conv_attrs(attrs)
+    return [
+        apply_op("conv2d_input_grad", [g, w], {**base, "input_hw": tuple(x.shape[2:])}),
+        apply_op("conv2d_weight_grad", [x, g], {**base, "kernel": tuple(w.shape[2:])}),
+    ]
+
+
+@grad_rule("conv2d_input_grad")
+def _conv2d_input_grad_grad(xs, out, g, attrs):
+    gy, w = xs
+    base = _conv_attrs(attrs)
+    return [
+        apply_op("conv2d", [g, w], base),
+        apply_op("conv2d_weight_grad", [g, gy], {**base, "kernel": tuple(w.shape[2:])}),
+    ]
+
+
+@grad_rule("conv2d_weight_grad")
+def _conv2d_weight_grad_grad(xs, out, g, attrs):
+    x, gy = xs
+    base = _conv_attrs(attrs)
+    return [
+        apply_op("conv2d_input_grad", [gy, g], {**base, "input_hw": tuple(x.shape[2:])}),
+        apply_op("conv2d", [x, g], base),
+    ]
+
+
+_POOL_ATTRS = ("kernel", "stride", "padding")
+
+
+@grad_rule("max_pool2d")
+def _max_pool_grad(xs, out, g, attrs):
+    (x,) = xs
+    return [apply_op("max_pool2d_grad", [x, g], {k: attrs[k] for k in _POOL_ATTRS})]
+
+
+@grad_rule("avg_pool2d")
+def _avg_pool_grad(xs, out, g, attrs):
+    (x,) = xs
+    return [apply_op("avg_pool2d_grad", [g], {**attrs, "input_hw": tuple(x.shape[2:])})]
+
+
+@grad_rule("avg_pool2d_grad")
+def _avg_pool_grad_grad(xs, out, g, attrs):
+    pool_attrs = {k: v for k, v in attrs.items() if k != "input_hw"}
+    return [apply_op("avg_pool2d", [g], pool_attrs)]

@@ -13,7 +13,8 @@ import numpy as np
 
 from graphc.dtypes import DType, as_dtype, bool_
 from graphc.errors import DTypeError
-from graphc.ops.registry import define_op
+from graphc.ops.grad_helpers import frontend, sum_to, zeros_like
+from graphc.ops.registry import define_op, grad_rule
 from graphc.ops.shape_rules import broadcast_shapes, require_dtype, same_dtype
 from graphc.types import TensorType
 
@@ -148,3 +149,95 @@ def _cast_reference(args, attrs, env):
 
 
 define_op("cast", "elementwise", _cast_infer, _cast_reference)
+
+# The identity with a zero gradient: marks a shift that cancels out of the derivative (the
+# maximum subtracted in softmax and logsumexp), so the gradient graph does not carry it.
+define_op(
+    "stop_gradient",
+    "elementwise",
+    lambda types, attrs: types[0],
+    lambda args, attrs, env: args[0],
+    differentiable=False,
+)
+
+
+# -- gradients: rule(inputs, output, output gradient, attrs) -> one gradient per input -------
+def _rule(name: str, fn) -> None:
+    grad_rule(name)(fn)
+
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_rule("neg", lambda xs, out, g, attrs: [-g])
+_rule("abs", lambda xs, out, g, attrs: [g * xs[0].sign()])
+for _name in PIECEWISE_CONSTANT:
+    _rule(_name, lambda xs, out, g, attrs: [zeros_like(xs[0])])
+_rule("exp", lambda xs, out, g, attrs: [g * out])
+_rule("log", lambda xs, out, g, attrs: [g / xs[0]])
+_rule("sqrt", lambda xs, out, g, attrs: [g / (out * 2)])
+_rule("rsqrt", lambda xs, out, g, attrs: [g * out * out * out * -0.5])
+_rule("sin", lambda xs, out, g, attrs: [g * xs[0].cos()])
+_rule("cos", lambda xs, out, g, attrs: [-(g * xs[0].sin())])
+_rule("tanh", lambda xs, out, g, attrs: [g * (1 - out * out)])
+_rule("sigmoid", lambda xs, out, g, attrs: [g * (out * (1 - out))])
+_rule("erf", lambda xs, out, g, attrs: [g * (-(xs[0] * xs[0])).exp() * _TWO_OVER_SQRT_PI])
+_rule("add", lambda xs, out, g, attrs: [sum_to(g, xs[0].shape), sum_to(g, xs[1].shape)])
+_rule("sub", lambda xs, out, g, attrs: [sum_to(g, xs[0].shape), sum_to(-g, xs[1].shape)])
+_rule(
+    "mul",
+    lambda xs, out, g, attrs: [sum_to(g * xs[1], xs[0].shape), sum_to(g * xs[0], xs[1].shape)],
+)
+_rule(
+    "div",
+    lambda xs, out, g, attrs: [
+        sum_to(g / xs[1], xs[0].shape),
+        sum_to(-(g * out) / xs[1], xs[1].shape),
+    ],
+)
+_rule("floordiv", lambda xs, out, g, attrs: [zeros_like(xs[0]), zeros_like(xs[1])])
+_rule(
+    "mod",
+    lambda xs, out, g, attrs: [
+        sum_to(g, xs[0].shape),
+        sum_to(-(g * (xs[0] // xs[1])), xs[1].shape),
+    ],
+)
+
+
+@grad_rule("pow")
+def _pow_grad(xs, out, g, attrs):
+    base, exponent = xs
+    gc = frontend()
+    d_base = g * exponent * base ** (exponent - 1)
+    # As in PyTorch, a zero base contributes no gradient to the exponent (0 * log 0 = 0).
+    d_exponent = g * gc.where(base == 0, 0.0, out * base.log())
+    return [sum_to(d_base, base.shape), sum_to(d_exponent, exponent.shape)]
+
+
+def _extremum_grad(xs, out, g, winner_is_first):
+    # Ties split the gradient evenly between both operands, as in PyTorch.
+    gc = frontend()
+    a, b = xs
+    share_a = gc.where(winner_is_first, 1.0, gc.where(a == b, 0.5, 0.0)).to(g.dtype)
+    return [sum_to(g * share_a, a.shape), sum_to(g * (1 - share_a), b.shape)]
+
+
+_rule("maximum", lambda xs, out, g, attrs: _extremum_grad(xs, out, g, xs[0] > xs[1]))
+_rule("minimum", lambda xs, out, g, attrs: _extremum_grad(xs, out, g, xs[0] < xs[1]))
+
+
+@grad_rule("where")
+def _where_grad(xs, out, g, attrs):
+    gc = frontend()
+    condition, a, b = xs
+    zero = gc.zeros_like(g)
+    return [
+        None,
+        sum_to(gc.where(condition, g, zero), a.shape),
+        sum_to(gc.where(condition, zero, g), b.shape),
+    ]
+
+
+@grad_rule("cast")
+def _cast_grad(xs, out, g, attrs):
+    (x,) = xs
+    return [g.to(x.dtype) if x.dtype.is_float else None]

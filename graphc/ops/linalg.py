@@ -6,7 +6,8 @@ import numpy as np
 
 from graphc.dims import dims_equal, format_shape
 from graphc.errors import ShapeError
-from graphc.ops.registry import define_op
+from graphc.ops.grad_helpers import sum_to
+from graphc.ops.registry import define_op, grad_rule
 from graphc.ops.shape_rules import broadcast_shapes, require_dtype, same_dtype
 from graphc.types import TensorType
 
@@ -49,3 +50,16 @@ def _matmul_infer(types, attrs):
 
 
 define_op("matmul", "matmul", _matmul_infer, lambda args, attrs, env: np.matmul(*args))
+
+
+# -- gradients -------------------------------------------------------------------------------
+@grad_rule("matmul")
+def _matmul_grad(xs, out, g, attrs):
+    # Work on the 2-d (or batched) forms: a 1-d left operand is a row, a 1-d right one a column.
+    a, b = xs
+    a2 = a.reshape(1, *a.shape) if a.ndim == 1 else a
+    b2 = b.reshape(*b.shape, 1) if b.ndim == 1 else b
+    g2 = g.reshape(*matmul_shape(a2.shape, b2.shape))
+    grad_a = sum_to(g2 @ b2.mT, a2.shape).reshape(*a.shape)
+    grad_b = sum_to(a2.mT @ g2, b2.shape).reshape(*b.shape)
+    return [grad_a, grad_b]

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphc.dims import dim_add, dim_prod, dims_equal, evaluate_dim, evaluate_shape, format_shape
+from graphc.dims import (
+    dim_add,
+    dim_mul,
+    dim_prod,
+    dims_equal,
+    evaluate_dim,
+    evaluate_shape,
+    format_shape,
+)
 from graphc.errors import DTypeError, ShapeError
-from graphc.ops.registry import define_op
+from graphc.ops.grad_helpers import apply_op, sum_to
+from graphc.ops.registry import define_op, grad_rule
 from graphc.ops.shape_rules import broadcast_shapes, same_dtype
 from graphc.types import TensorType
 
@@ -108,9 +117,9 @@ def _pad_infer(types, attrs):
     if len(pads) != x.ndim:
         raise ShapeError(f"pad needs one (before, after) pair per dim of {format_shape(x.shape)}")
     for axis, (lo, hi) in enumerate(pads):
-        if lo < 0 or hi < 0:
+        if (isinstance(lo, int) and lo < 0) or (isinstance(hi, int) and hi < 0):
             raise ShapeError(f"pad widths must be non-negative, got ({lo}, {hi}) on dim {axis}")
-    shape = tuple(dim_add(d, lo + hi) for d, (lo, hi) in zip(x.shape, pads, strict=True))
+    shape = tuple(dim_add(d, dim_add(lo, hi)) for d, (lo, hi) in zip(x.shape, pads, strict=True))
     return TensorType(shape, x.dtype)
 
 
@@ -118,7 +127,11 @@ define_op(
     "pad",
     "movement",
     _pad_infer,
-    lambda args, attrs, env: np.pad(args[0], attrs["pads"], constant_values=attrs["value"]),
+    lambda args, attrs, env: np.pad(
+        args[0],
+        [(evaluate_dim(lo, env), evaluate_dim(hi, env)) for lo, hi in attrs["pads"]],
+        constant_values=attrs["value"],
+    ),
 )
 
 
@@ -223,3 +236,101 @@ def _scatter_add_reference(args, attrs, env):
 
 
 define_op("scatter_add", "gather", _scatter_add_infer, _scatter_add_reference)
+
+
+# -- gradients -------------------------------------------------------------------------------
+@grad_rule("reshape")
+def _reshape_grad(xs, out, g, attrs):
+    return [g.reshape(*xs[0].shape)]
+
+
+@grad_rule("permute")
+def _permute_grad(xs, out, g, attrs):
+    inverse = [0] * len(attrs["perm"])
+    for position, axis in enumerate(attrs["perm"]):
+        inverse[axis] = position
+    return [g.permute(*inverse)]
+
+
+@grad_rule("broadcast_to")
+def _broadcast_to_grad(xs, out, g, attrs):
+    return [sum_to(g, xs[0].shape)]
+
+
+@grad_rule("slice")
+def _slice_grad(xs, out, g, attrs):
+    # Spread a strided slice back with zeros between the taken elements, then pad to x's size.
+    (x,) = xs
+    pads = []
+    for axis, (start, size, step) in enumerate(
+        zip(attrs["starts"], attrs["sizes"], attrs["steps"], strict=True)
+    ):
+        if step > 1:
+            g = _interleave_zeros(g, axis, step)
+            size = dim_add(dim_mul(size, step), 1 - step)
+        after = dim_add(x.shape[axis], dim_mul(dim_add(start, size), -1))
+        pads.append((start, after))
+    return [pad_tensor(g, pads)]
+
+
+def _interleave_zeros(g, axis: int, step: int):
+    """Return g with step-1 zeros after each element along axis, the trailing ones cut."""
+    size = g.shape[axis]
+    spread = pad_tensor(
+        g.unsqueeze(axis + 1),
+        [(0, step - 1) if d == axis + 1 else (0, 0) for d in range(g.ndim + 1)],
+    )
+    merged = spread.reshape(*g.shape[:axis], dim_mul(size, step), *g.shape[axis + 1 :])
+    keep = dim_add(dim_mul(size, step), 1 - step)
+    index = (slice(None),) * axis + (slice(0, keep),)
+    return merged[index]
+
+
+def pad_tensor(x, pads, value=0.0):
+    """Return x padded with value by (before, after) widths per dim (the `pad` primitive)."""
+    if all(lo == 0 and hi == 0 for lo, hi in pads):
+        return x
+    return apply_op("pad", [x], {"pads": tuple(pads), "value": value})
+
+
+@grad_rule("pad")
+def _pad_grad(xs, out, g, attrs):
+    (x,) = xs
+    index = tuple(
+        slice(lo, dim_add(lo, d)) for (lo, _), d in zip(attrs["pads"], x.shape, strict=True)
+    )
+    return [slice_tensor(g, index)]
+
+
+def slice_tensor(x, index):
+    """Return x sliced by (start, stop) slices whose bounds may be symbolic (step 1)."""
+    starts = tuple(s.start for s in index)
+    sizes = tuple(dim_add(s.stop, dim_mul(s.start, -1)) for s in index)
+    attrs = {"starts": starts, "sizes": sizes, "steps": (1,) * len(index)}
+    return apply_op("slice", [x], attrs)
+
+
+@grad_rule("concat")
+def _concat_grad(xs, out, g, attrs):
+    axis = attrs["axis"]
+    grads, start = [], 0
+    for x in xs:
+        stop = dim_add(start, x.shape[axis])
+        index = tuple(
+            slice(start, stop) if d == axis else slice(0, size) for d, size in enumerate(g.shape)
+        )
+        grads.append(slice_tensor(g, index))
+        start = stop
+    return grads
+
+
+@grad_rule("gather")
+def _gather_grad(xs, out, g, attrs):
+    x, idx = xs
+    return [apply_op("scatter_add", [idx, g], {"shape": x.shape, "axis": attrs["axis"]}), None]
+
+
+@grad_rule("scatter_add")
+def _scatter_add_grad(xs, out, g, attrs):
+    idx, src = xs
+    return [None, apply_op("gather", [g, idx], {"axis": attrs["axis"]})]

@@ -7,7 +7,8 @@ import numpy as np
 from graphc.dims import format_shape
 from graphc.dtypes import int64
 from graphc.errors import ShapeError
-from graphc.ops.registry import define_op
+from graphc.ops.grad_helpers import frontend
+from graphc.ops.registry import define_op, grad_rule
 from graphc.ops.shape_rules import require_dtype
 from graphc.types import TensorType
 
@@ -73,3 +74,45 @@ def _arg_reference(fn):
 
 define_op("argmax", "reduce", _arg_infer, _arg_reference(np.argmax), differentiable=False)
 define_op("argmin", "reduce", _arg_infer, _arg_reference(np.argmin), differentiable=False)
+
+
+# -- gradients -------------------------------------------------------------------------------
+def _expand_back(g, x, attrs):
+    """Return g (a reduction's gradient) broadcast back to x's shape."""
+    if not attrs["keepdims"]:
+        g = g.reshape(*reduced_shape(x.shape, attrs["axes"], True))
+    return g.broadcast_to(x.shape)
+
+
+@grad_rule("reduce_sum")
+def _sum_grad(xs, out, g, attrs):
+    return [_expand_back(g, xs[0], attrs)]
+
+
+def _extremum_grad(xs, out, g, attrs):
+    # The gradient is shared evenly between tied extrema, as PyTorch's amax/amin do.
+    (x,) = xs
+    hits = (x == _expand_back(out, x, attrs)).to(g.dtype)
+    count = hits.sum(dim=attrs["axes"], keepdim=True)
+    return [_expand_back(g, x, attrs) * hits / count]
+
+
+grad_rule("reduce_max")(_extremum_grad)
+grad_rule("reduce_min")(_extremum_grad)
+
+
+@grad_rule("reduce_prod")
+def _prod_grad(xs, out, g, attrs):
+    # d prod / d x_i is the product of the other entries; computed without dividing by a zero.
+    gc = frontend()
+    (x,) = xs
+    axes = attrs["axes"]
+    is_zero = x == 0
+    zeros = is_zero.sum(dim=axes, keepdim=True)
+    nonzero_product = gc.where(is_zero, 1, x).prod(dim=axes, keepdim=True)
+    others = gc.where(
+        is_zero,
+        gc.where(zeros == 1, nonzero_product, 0),
+        gc.where(zeros == 0, nonzero_product / gc.where(is_zero, 1, x), 0),
+    )
+    return [_expand_back(g, x, attrs) * others]

@@ -1,0 +1,64 @@
+"""Reverse-mode symbolic differentiation as a graph transformation.
+
+Walks the nodes between the differentiated outputs and the `wrt` values in reverse
+topological order, calling each op's gradient rule (defined next to the op) and summing the
+contributions that reach each value. Integer and bool values carry no gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from graphc.graph import Node, topological_nodes
+from graphc.ops import get_op
+from graphc.tensor import Tensor
+
+
+def _depends_on_wrt(order: Sequence[Node], wrt_ids: set[int]) -> set[int]:
+    """Return the ids of nodes in order that depend on (or are) a wrt node."""
+    relevant = set()
+    for node in order:
+        if node.id in wrt_ids or any(source.id in relevant for source in node.inputs):
+            relevant.add(node.id)
+    return relevant
+
+
+def _total(contributions: list[Tensor]) -> Tensor:
+    total = contributions[0]
+    for term in contributions[1:]:
+        total = total + term
+    return total
+
+
+def gradients(
+    outputs: Sequence[Tensor], grad_outputs: Sequence[Tensor], wrt: Sequence[Tensor]
+) -> list[Tensor | None]:
+    """Return d(sum_i <outputs[i], grad_outputs[i]>)/d wrt[j] per j; None where unreached."""
+    order = topological_nodes(t.node for t in outputs)
+    wrt_ids = {t.node.id for t in wrt}
+    relevant = _depends_on_wrt(order, wrt_ids)
+    pending: dict[int, list[Tensor]] = {}
+    for output, seed in zip(outputs, grad_outputs, strict=True):
+        if output.node.id in relevant:
+            pending.setdefault(output.node.id, []).append(seed)
+    done: dict[int, Tensor] = {}
+    for node in reversed(order):
+        contributions = pending.pop(node.id, None)
+        if not contributions:
+            continue
+        g = _total(contributions)
+        done[node.id] = g
+        op = get_op(node.op)
+        if not op.differentiable or not node.inputs or op.grad is None:
+            continue
+        if not any(source.id in relevant for source in node.inputs):
+            continue
+        inputs = [Tensor(source) for source in node.inputs]
+        input_grads = op.grad(inputs, Tensor(node), g, node.attrs)
+        for source, source_grad in zip(node.inputs, input_grads, strict=True):
+            if source_grad is None or source.id not in relevant:
+                continue
+            if not source.type.dtype.is_float:
+                continue
+            pending.setdefault(source.id, []).append(source_grad)
+    return [done.get(t.node.id) for t in wrt]
