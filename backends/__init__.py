@@ -1,7 +1,6 @@
 """Backends: each compiles a Graph into an executable; importing this package registers them."""
 
 from graphc.backends.reference import ReferenceExecutable
-
 from graphc.compiler import register_backend
 from graphc.errors import register_internal_root
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from graphc.dims import evaluate_shape
-from graphc.errors import CompileError
+from graphc.errors import CompileError, IndexingError, located
 from graphc.graph import Graph
 from graphc.ops import get_op
 
@@ -31,8 +31,12 @@ class ReferenceExecutable:
         }
         for node, op in self._steps:
             args = [values[source.id] for source in node.inputs]
-            with np.errstate(all="ignore"):
-                result = np.asarray(op.reference(args, node.attrs, bindings))
+            try:
+                with np.errstate(all="ignore"):
+                    result = np.asarray(op.reference(args, node.attrs, bindings))
+            except IndexingError as error:
+                detail = f"{node.op}: {error} (sizes {dict(bindings)})" if bindings else error
+                raise IndexingError(located(f"{detail}", node.location)) from None
             values[node.id] = self._checked(node, result, bindings)
         outputs = [np.array(values[n.id]) for n in self.graph.outputs]
         updates = [np.array(values[value.id]) for _, value in self.graph.updates]

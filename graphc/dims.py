@@ -29,11 +29,15 @@ class Sym:
         return Sym((((name,), 1),))
 
     def __str__(self) -> str:
-        parts = []
-        for monomial, coeff in self.terms:
-            factors = list(monomial) + ([str(coeff)] if coeff != 1 or not monomial else [])
-            parts.append("*".join(factors))
-        return "+".join(parts).replace("+-", "-")
+        # Highest-degree terms first and the constant last, so B-1 reads as written.
+        ordered = sorted(self.terms, key=lambda term: (-len(term[0]), term[0]))
+        text = ""
+        for monomial, coeff in ordered:
+            magnitude = abs(coeff)
+            factors = list(monomial) + ([str(magnitude)] if magnitude != 1 or not monomial else [])
+            sign = "-" if coeff < 0 else ("+" if text else "")
+            text += sign + "*".join(factors)
+        return text
 
     def __repr__(self) -> str:
         return str(self)

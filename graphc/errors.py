@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+_LOCATION_MARK = "\n  at "
 
 _PACKAGE_ROOTS: tuple[str, ...] = ()
 
@@ -57,8 +63,24 @@ class CompileError(GraphcError, RuntimeError):
 
 def located(message: str, location: str | None) -> str:
     """Append the user's source location to an error message."""
-    return f"{message}\n  at {location}" if location else message
+    return f"{message}{_LOCATION_MARK}{location}" if location else message
 
 
 class IndexingError(ShapeError, IndexError):
     """An index out of range, or an index expression graphc cannot express."""
+
+
+def user_op(function: F) -> F:
+    """Decorate a Tensor-API function so its errors name it and the user's file:line."""
+
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except GraphcError as error:
+            if _LOCATION_MARK in str(error):
+                raise
+            message = located(f"{function.__name__}: {error}", user_location())
+            raise type(error)(message) from None
+
+    return checked  # type: ignore[return-value]

@@ -15,7 +15,7 @@ import numpy as np
 
 from graphc.dims import Dim, dim_add, dim_mul, dims_equal
 from graphc.dtypes import int64
-from graphc.errors import IndexingError, located, user_location
+from graphc.errors import IndexingError, located, user_location, user_op
 from graphc.math_ops import as_tensor, cast
 from graphc.ops.registry import make_node
 from graphc.tensor import Tensor
@@ -108,6 +108,7 @@ def _expand_ellipsis(items: tuple, ndim: int) -> tuple:
     return items + (slice(None),) * (ndim - consuming)
 
 
+@user_op
 def getitem(x: Tensor, index: Any) -> Tensor:
     """Return x[index] with PyTorch/numpy semantics (see the module docstring)."""
     items = index if isinstance(index, tuple) else (index,)

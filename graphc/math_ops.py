@@ -13,7 +13,7 @@ import numpy as np
 
 from graphc import dtypes
 from graphc.dtypes import DType, as_dtype, bool_
-from graphc.errors import DTypeError
+from graphc.errors import DTypeError, located, user_location, user_op
 from graphc.ops.registry import make_node
 from graphc.tensor import Tensor
 
@@ -53,6 +53,7 @@ def as_tensor(value: Any, dtype: DType | None = None) -> Tensor:
     return constant(value, dtype)
 
 
+@user_op
 def cast(x: Tensor | Any, dtype: Any) -> Tensor:
     """Return x converted to dtype (float to int truncates toward zero)."""
     dtype = as_dtype(dtype)
@@ -102,15 +103,21 @@ def unary(op: str, x: Any) -> Tensor:
     elif op in {"floor", "ceil", "round"} and not x.dtype.is_float:
         return x  # already integral, as in PyTorch
     elif op in {"neg", "abs", "sign"} and x.dtype.is_bool:
-        raise DTypeError(f"{op}: not defined for bool tensors ({x!r}); use ~x or .long()")
+        raise DTypeError(
+            located(
+                f"{op}: not defined for bool tensors ({x!r}); use ~x or .long()", user_location()
+            )
+        )
     return Tensor(make_node(op, [x.node]))
 
 
+@user_op
 def logical_not(x: Any) -> Tensor:
     """Return the elementwise logical negation (nonzero counts as True)."""
     return Tensor(make_node("logical_not", [cast(x, bool_).node]))
 
 
+@user_op
 def where(condition: Any, a: Any, b: Any) -> Tensor:
     """Return a where condition holds, else b, broadcasting all three."""
     condition = cast(condition, bool_)
@@ -126,6 +133,7 @@ def relu(x: Tensor) -> Tensor:
     return where(x > 0, x, 0)
 
 
+@user_op
 def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
     """Return x limited to [min, max]; either bound may be None."""
     if min is None and max is None:

@@ -90,7 +90,9 @@ def format_graph(graph: Graph) -> str:
 
 
 def _dot_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """Return text as a DOT string literal; newlines become DOT line breaks."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n") + '"'
 
 
 def graph_to_dot(graph: Graph) -> str:
@@ -99,7 +101,7 @@ def graph_to_dot(graph: Graph) -> str:
     lines = ["digraph graphc {", "  rankdir=TB;", "  node [shape=box, fontname=monospace];"]
     for node in graph.nodes:
         shape = "ellipse" if node.op in ("input", "variable") else "box"
-        label = f"{names[node.id]}\\n{node.op}"
+        label = f"{names[node.id]}\n{node.op}"
         lines.append(f"  n{node.id} [label={_dot_quote(label)}, shape={shape}];")
     for node in graph.nodes:
         for source in node.inputs:

@@ -8,7 +8,7 @@ from typing import Any
 
 from graphc import dtypes
 from graphc.dims import Dim, dim_prod
-from graphc.errors import DTypeError
+from graphc.errors import DTypeError, user_op
 from graphc.math_ops import as_tensor, cast, unary, where
 from graphc.ops.registry import make_node
 from graphc.ops.shape_rules import normalize_axis
@@ -41,6 +41,7 @@ def count_tensor(count: Dim, dtype: dtypes.DType) -> Tensor:
     return Tensor(make_node("dim_size", [], {"dim": count, "dtype": dtype}))
 
 
+@user_op
 def sum(x: Tensor, dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:  # noqa: A001
     """Return the sum over dim; integer and bool tensors sum in int64, as in PyTorch."""
     x = as_tensor(x)
@@ -51,15 +52,17 @@ def sum(x: Tensor, dim: Any = None, keepdim: bool = False, dtype: Any = None) ->
     return _reduce("reduce_sum", x, dim, keepdim)
 
 
+@user_op
 def mean(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     """Return the mean over dim (floating-point tensors only, as in PyTorch)."""
     x = as_tensor(x)
     if not x.dtype.is_float:
-        raise DTypeError(f"mean needs a floating-point tensor, got {x!r}; call .float() first")
+        raise DTypeError(f"needs a floating-point tensor, got {x!r}; call .float() first")
     axes = normalize_dims(x, dim)
     return sum(x, axes, keepdim) / count_tensor(_count(x, axes), x.dtype)
 
 
+@user_op
 def var(x: Tensor, dim: Any = None, keepdim: bool = False, *, correction: int = 1) -> Tensor:
     """Return the variance over dim, dividing by N - correction (Bessel's by default)."""
     x = as_tensor(x)
@@ -69,11 +72,13 @@ def var(x: Tensor, dim: Any = None, keepdim: bool = False, *, correction: int = 
     return squares / count_tensor(_count(x, axes) - correction, x.dtype)
 
 
+@user_op
 def std(x: Tensor, dim: Any = None, keepdim: bool = False, *, correction: int = 1) -> Tensor:
     """Return the standard deviation over dim."""
     return unary("sqrt", var(x, dim, keepdim, correction=correction))
 
 
+@user_op
 def prod(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     """Return the product over dim."""
     x = as_tensor(x)
@@ -95,6 +100,7 @@ def _extremum(op: str, arg_op: str, x: Tensor, dim: Any, keepdim: bool):
     return MinMax(values, indices)
 
 
+@user_op
 def max(x: Tensor, dim: Any = None, keepdim: bool = False):  # noqa: A001
     """Return the maximum; with an int dim, (values, indices) like torch.max."""
     if isinstance(dim, Tensor):
@@ -102,6 +108,7 @@ def max(x: Tensor, dim: Any = None, keepdim: bool = False):  # noqa: A001
     return _extremum("reduce_max", "argmax", x, dim, keepdim)
 
 
+@user_op
 def min(x: Tensor, dim: Any = None, keepdim: bool = False):  # noqa: A001
     """Return the minimum; with an int dim, (values, indices) like torch.min."""
     if isinstance(dim, Tensor):
@@ -120,16 +127,19 @@ def _arg(op: str, x: Tensor, dim: Any, keepdim: bool) -> Tensor:
     return Tensor(make_node(op, [x.node], {"axis": axis, "keepdims": bool(keepdim)}))
 
 
+@user_op
 def argmax(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     """Return the index of the (first) maximum over dim, or over the flattened tensor."""
     return _arg("argmax", x, dim, keepdim)
 
 
+@user_op
 def argmin(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     """Return the index of the (first) minimum over dim, or over the flattened tensor."""
     return _arg("argmin", x, dim, keepdim)
 
 
+@user_op
 def logsumexp(x: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
     """Return log(sum(exp(x))) over dim, shifted by the maximum so it does not overflow."""
     x = cast(as_tensor(x), dtypes.float_result(as_tensor(x).dtype))
@@ -147,6 +157,7 @@ def stop_gradient(x: Tensor) -> Tensor:
     return Tensor(make_node("stop_gradient", [as_tensor(x).node]))
 
 
+@user_op
 def softmax(x: Tensor, dim: int) -> Tensor:
     """Return exp(x) / sum(exp(x)) over dim, computed with the maximum subtracted."""
     x = cast(as_tensor(x), dtypes.float_result(as_tensor(x).dtype))
@@ -155,6 +166,7 @@ def softmax(x: Tensor, dim: int) -> Tensor:
     return e / sum(e, dim, keepdim=True)
 
 
+@user_op
 def log_softmax(x: Tensor, dim: int) -> Tensor:
     """Return x - logsumexp(x) over dim."""
     x = cast(as_tensor(x), dtypes.float_result(as_tensor(x).dtype))

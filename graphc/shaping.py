@@ -12,7 +12,7 @@ from typing import Any
 
 from graphc.dims import Dim, as_dim, dim_div, dim_prod, dims_equal, format_shape
 from graphc.dtypes import promote
-from graphc.errors import GraphError, ShapeError, located, user_location
+from graphc.errors import GraphError, ShapeError, located, user_location, user_op
 from graphc.math_ops import as_tensor, result_dtype
 from graphc.ops.registry import make_node
 from graphc.ops.shape_rules import normalize_axis
@@ -29,6 +29,7 @@ def _shape_error(message: str) -> ShapeError:
     return ShapeError(located(message, user_location()))
 
 
+@user_op
 def reshape(x: Tensor, *shape: Any) -> Tensor:
     """Return x with a new shape of the same size; one dim may be -1 (inferred)."""
     requested = _flat_args(shape)
@@ -51,6 +52,7 @@ def reshape(x: Tensor, *shape: Any) -> Tensor:
     return Tensor(make_node("reshape", [x.node], {"shape": new_shape}))
 
 
+@user_op
 def permute(x: Tensor, *dims: Any) -> Tensor:
     """Return x with its dims reordered."""
     perm = tuple(normalize_axis(d, x.ndim, x.shape) for d in _flat_args(dims))
@@ -59,6 +61,7 @@ def permute(x: Tensor, *dims: Any) -> Tensor:
     return Tensor(make_node("permute", [x.node], {"perm": perm}))
 
 
+@user_op
 def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     """Return x with two dims swapped."""
     perm = list(range(x.ndim))
@@ -67,6 +70,7 @@ def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     return permute(x, *perm)
 
 
+@user_op
 def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Return x with dims start_dim..end_dim merged into one."""
     if x.ndim == 0:
@@ -79,6 +83,7 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     return reshape(x, *x.shape[:start], merged, *x.shape[end + 1 :])
 
 
+@user_op
 def squeeze(x: Tensor, dim: Any = None) -> Tensor:
     """Return x without size-1 dims (all of them, or those named by dim that are 1)."""
     if dim is None:
@@ -89,12 +94,14 @@ def squeeze(x: Tensor, dim: Any = None) -> Tensor:
     return reshape(x, *(d for i, d in enumerate(x.shape) if i not in axes))
 
 
+@user_op
 def unsqueeze(x: Tensor, dim: int) -> Tensor:
     """Return x with a size-1 dim inserted at dim."""
     axis = normalize_axis(dim, x.ndim + 1, x.shape)
     return reshape(x, *x.shape[:axis], 1, *x.shape[axis:])
 
 
+@user_op
 def broadcast_to(x: Tensor, shape: Sequence[Any]) -> Tensor:
     """Return x broadcast to shape (numpy's rules)."""
     target = tuple(as_dim(d) for d in shape)
@@ -103,6 +110,7 @@ def broadcast_to(x: Tensor, shape: Sequence[Any]) -> Tensor:
     return Tensor(make_node("broadcast_to", [x.node], {"shape": target}))
 
 
+@user_op
 def expand(x: Tensor, *sizes: Any) -> Tensor:
     """Return x broadcast to sizes, where -1 keeps a dim's size (PyTorch's expand)."""
     sizes = _flat_args(sizes)
@@ -115,6 +123,7 @@ def expand(x: Tensor, *sizes: Any) -> Tensor:
     return broadcast_to(x, target)
 
 
+@user_op
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """Return the tensors joined along an existing dim."""
     tensors = [as_tensor(t) for t in tensors]
@@ -130,6 +139,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     return Tensor(make_node("concat", [t.node for t in tensors], {"axis": axis}))
 
 
+@user_op
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """Return the tensors joined along a new dim."""
     tensors = [as_tensor(t) for t in tensors]
@@ -139,6 +149,7 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     return cat([unsqueeze(t, axis) for t in tensors], axis)
 
 
+@user_op
 def split(x: Tensor, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
     """Return x cut along dim into pieces of a given size, or of the listed sizes."""
     axis = normalize_axis(dim, x.ndim, x.shape)
@@ -165,6 +176,7 @@ def split(x: Tensor, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor,
     return tuple(pieces)
 
 
+@user_op
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
     """Return x cut into `chunks` nearly equal pieces along dim (the last may be smaller)."""
     axis = normalize_axis(dim, x.ndim, x.shape)
@@ -174,6 +186,7 @@ def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
     return split(x, -(-size // chunks), axis)
 
 
+@user_op
 def matmul(a: Any, b: Any) -> Tensor:
     """Return the matrix product with numpy semantics (1-D, batched, broadcast batch dims)."""
     dtype = result_dtype(a, b)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from graphc.passes.rewrite import rewrite
 
 from graphc.dims import is_static
 from graphc.graph import Graph, Node
 from graphc.ops import get_op
+from graphc.passes.rewrite import rewrite
 
 # Larger results stay as computations: folding them would bloat the graph and the binary.
 MAX_FOLDED_ELEMENTS = 1024

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from graphc.passes.rewrite import rewrite
-
 from graphc.graph import Graph, Node
+from graphc.passes.rewrite import rewrite
 
 # Sources whose identity matters: two inputs or variables with equal attributes differ.
 _NEVER_MERGED = frozenset({"input", "variable"})

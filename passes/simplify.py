@@ -11,7 +11,6 @@ x * 0 -> 0 is deliberately absent: it changes inf and NaN inputs (a fast-math re
 from __future__ import annotations
 
 import numpy as np
-from graphc.passes.rewrite import rewrite
 
 from graphc.dims import dims_equal
 from graphc.errors import ShapeError
@@ -19,6 +18,7 @@ from graphc.graph import Graph, Node
 from graphc.ops import get_op
 from graphc.ops.registry import make_node
 from graphc.ops.shape_rules import broadcast_shapes
+from graphc.passes.rewrite import rewrite
 
 _IDENTITY_CONSTANT = {"add": (0, 1), "sub": (0,), "mul": (1, 1), "div": (1,)}
 _IDENTITY_VALUE = {"add": 0, "sub": 0, "mul": 1, "div": 1}

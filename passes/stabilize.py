@@ -6,10 +6,9 @@ log(e / sum(e)) is rewritten to s - log(sum(e)), which stays finite where softma
 
 from __future__ import annotations
 
-from graphc.passes.rewrite import rewrite
-
 from graphc.graph import Graph, Node
 from graphc.ops.registry import make_node
+from graphc.passes.rewrite import rewrite
 
 
 def _log_of_softmax(node: Node) -> Node | None:

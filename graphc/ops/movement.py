@@ -17,7 +17,7 @@ from graphc.dims import (
     evaluate_shape,
     format_shape,
 )
-from graphc.errors import DTypeError, ShapeError
+from graphc.errors import DTypeError, IndexingError, ShapeError
 from graphc.ops.grad_helpers import apply_op, sum_to
 from graphc.ops.registry import define_op, grad_rule
 from graphc.ops.shape_rules import broadcast_shapes, same_dtype
@@ -197,7 +197,7 @@ def checked_indices(idx: np.ndarray, size: int, axis: int) -> np.ndarray:
     bad = (idx < -size) | (idx >= size)
     if bad.any():
         value = int(idx[bad].flat[0])
-        raise IndexError(f"index {value} is out of bounds for dim {axis} with size {size}")
+        raise IndexingError(f"index {value} is out of bounds for dim {axis} with size {size}")
     return np.where(idx < 0, idx + size, idx)
 
 
