@@ -23,9 +23,7 @@ class ReferenceExecutable:
         self.graph = graph
         self._steps = [(node, get_op(node.op)) for node in graph.nodes if node.op != "input"]
 
-    def run(
-        self, feeds: Sequence[np.ndarray], bindings: Mapping[str, int]
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def run(self, feeds: Sequence[np.ndarray], bindings: Mapping[str, int]) -> list[np.ndarray]:
         values: dict[int, np.ndarray] = {
             node.id: array for node, array in zip(self.graph.inputs, feeds, strict=True)
         }
@@ -39,8 +37,11 @@ class ReferenceExecutable:
                 raise IndexingError(located(f"{detail}", node.location)) from None
             values[node.id] = self._checked(node, result, bindings)
         outputs = [np.array(values[n.id]) for n in self.graph.outputs]
-        updates = [np.array(values[value.id]) for _, value in self.graph.updates]
-        return outputs, updates
+        # Every value exists before any variable changes, so a failure above changed nothing.
+        new_values = [np.array(values[value.id]) for _, value in self.graph.updates]
+        for (variable, _), value in zip(self.graph.updates, new_values, strict=True):
+            np.copyto(variable.attrs["storage"].value, value)
+        return outputs
 
     @staticmethod
     def _checked(node, result: np.ndarray, bindings: Mapping[str, int]) -> np.ndarray:

@@ -20,11 +20,10 @@ from graphc.types import TensorType
 
 
 class Executable(Protocol):
-    """What a backend returns for a graph: run(feeds, bindings) -> (outputs, update values)."""
+    """What a backend returns for a graph. run(feeds, bindings) returns the outputs and applies
+    the updates to the variables, all of them or (on an error) none."""
 
-    def run(
-        self, feeds: Sequence[np.ndarray], bindings: Mapping[str, int]
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]: ...
+    def run(self, feeds: Sequence[np.ndarray], bindings: Mapping[str, int]) -> list[np.ndarray]: ...
 
 
 BackendFactory = Callable[[Graph], Executable]
@@ -168,13 +167,31 @@ class Function:
 
     def __call__(self, *arrays: Any) -> Any:
         feeds, bindings = self.validate(arrays)
-        outputs, new_values = self._executable.run(feeds, bindings)
-        for (variable, _), value in zip(self.graph.updates, new_values, strict=True):
-            storage = variable.attrs["storage"]
-            np.copyto(storage.value, value)
+        outputs = self._executable.run(feeds, bindings)
         if not outputs:
             return None
         return outputs[0] if self._single else tuple(outputs)
+
+    def memory_stats(self) -> dict[str, int]:
+        """Return the backend's memory figures (the LLVM backend: arena bytes)."""
+        stats = getattr(self._executable, "memory_stats", None)
+        return stats() if stats else {}
+
+    def kernels(self) -> list[tuple[str, list[Node]]]:
+        """Return each kernel's name and the graph nodes it computes (backends that fuse)."""
+        program = getattr(self._executable, "program", None)
+        if program is None:
+            return [(node.op, [node]) for node in self.graph.nodes if node.op != "input"]
+        nodes = {n.id: n for n in self.graph.nodes}
+        return [(kernel.name, [nodes[i] for i in kernel.covers]) for kernel in program.kernels]
+
+    def llvm_ir(self) -> str:
+        """Return the optimised LLVM IR (LLVM backend only)."""
+        return self._executable.compiled.optimized_ir
+
+    def asm(self) -> str:
+        """Return the generated assembly (LLVM backend only)."""
+        return self._executable.compiled.assembly()
 
     def validate(self, arrays: Sequence[Any]) -> tuple[list[np.ndarray], dict[str, int]]:
         """Return the fed arrays as checked contiguous arrays and the symbol bindings."""

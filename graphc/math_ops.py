@@ -33,11 +33,7 @@ def constant(value: Any, dtype: DType | None = None) -> Tensor:
         dtype = dtypes.from_numpy(array.dtype) if array.dtype.kind != "O" else None
         if dtype is None:
             raise DTypeError(f"cannot make a tensor from {type(value).__name__} values")
-        if (
-            array.dtype.kind == "f"
-            and array.dtype != np.float32
-            and not isinstance(value, np.ndarray)
-        ):
+        if array.dtype.kind == "f" and not isinstance(value, (np.ndarray, np.generic)):
             dtype = dtypes.DEFAULT_FLOAT  # Python floats become float32, as in PyTorch.
     array = np.array(array, dtype=dtype.numpy, order="C")
     array.setflags(write=False)
@@ -48,7 +44,7 @@ def as_tensor(value: Any, dtype: DType | None = None) -> Tensor:
     """Return value as a Tensor: tensors pass through, arrays and scalars become constants."""
     if isinstance(value, Tensor):
         return value if dtype is None else cast(value, dtype)
-    if isinstance(value, np.ndarray) and dtype is None:
+    if isinstance(value, (np.ndarray, np.generic)) and dtype is None:
         return constant(value, dtypes.from_numpy(value.dtype))
     return constant(value, dtype)
 
@@ -115,6 +111,19 @@ def unary(op: str, x: Any) -> Tensor:
 def logical_not(x: Any) -> Tensor:
     """Return the elementwise logical negation (nonzero counts as True)."""
     return Tensor(make_node("logical_not", [cast(x, bool_).node]))
+
+
+def require_bool(*operands: Any, op: str) -> None:
+    """Raise DTypeError unless every tensor operand is bool: graphc's &, |, ~ are logical."""
+    for operand in operands:
+        if isinstance(operand, Tensor) and not operand.dtype.is_bool:
+            raise DTypeError(
+                located(
+                    f"{op}: only defined for bool tensors here, got {operand!r}; compare first "
+                    "(x > 0) or use gc.where",
+                    user_location(),
+                )
+            )
 
 
 @user_op

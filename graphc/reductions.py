@@ -121,8 +121,8 @@ def _arg(op: str, x: Tensor, dim: Any, keepdim: bool) -> Tensor:
     if x.dtype.is_bool:
         x = cast(x, dtypes.int64)
     if dim is None:
-        x = x.reshape(-1)
-        return Tensor(make_node(op, [x.node], {"axis": 0, "keepdims": False}))
+        flat = Tensor(make_node(op, [x.reshape(-1).node], {"axis": 0, "keepdims": False}))
+        return flat.reshape(*([1] * x.ndim)) if keepdim else flat
     axis = normalize_axis(dim, x.ndim, x.shape)
     return Tensor(make_node(op, [x.node], {"axis": axis, "keepdims": bool(keepdim)}))
 

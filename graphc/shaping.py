@@ -116,10 +116,14 @@ def expand(x: Tensor, *sizes: Any) -> Tensor:
     sizes = _flat_args(sizes)
     offset = len(sizes) - x.ndim
     if offset < 0:
-        raise _shape_error(f"expand: {len(sizes)} sizes given for a {x.ndim}-d tensor")
-    target = [
-        x.shape[i - offset] if (isinstance(s, int) and s == -1) else s for i, s in enumerate(sizes)
-    ]
+        raise ShapeError(f"{len(sizes)} sizes given for a {x.ndim}-d tensor")
+    target = []
+    for i, size in enumerate(sizes):
+        if isinstance(size, int) and size == -1:
+            if i < offset:
+                raise ShapeError(f"-1 is not allowed for the new leading dim {i} of expand")
+            size = x.shape[i - offset]
+        target.append(size)
     return broadcast_to(x, target)
 
 

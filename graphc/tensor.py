@@ -162,18 +162,23 @@ class Tensor:
         return _math.unary("abs", self)
 
     def __invert__(self):
+        _math.require_bool(self, op="~")
         return _math.logical_not(self)
 
     def __and__(self, other):
+        _math.require_bool(self, other, op="and")
         return _math.binary("logical_and", self, other)
 
     def __rand__(self, other):
+        _math.require_bool(self, other, op="and")
         return _math.binary("logical_and", other, self)
 
     def __or__(self, other):
+        _math.require_bool(self, other, op="or")
         return _math.binary("logical_or", self, other)
 
     def __ror__(self, other):
+        _math.require_bool(self, other, op="or")
         return _math.binary("logical_or", other, self)
 
     def __eq__(self, other):

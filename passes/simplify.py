@@ -1,6 +1,7 @@
 """The canonicalise rewrite tier: algebraic identities that never change NaN/inf results.
 
-- x + 0, x - 0, x * 1, x / 1 -> x (when x already has the result's shape);
+- x + (-0.0), x - 0, x * 1, x / 1 -> x (when x already has the result's shape; + 0.0 is
+  not an identity for floats, as -0.0 + 0.0 is +0.0);
 - an elementwise op applied to broadcast_to(y) -> the op on y, broadcasting inside the op
   (binary ops keep the operand unbroadcast; unary ops move the broadcast after them);
 - reshape(reshape(x)) and broadcast_to(broadcast_to(x)) collapse; a no-op reshape,
@@ -28,8 +29,15 @@ def _same_shape(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(map(dims_equal, a, b))
 
 
-def _constant_equal_to(node: Node, value: float) -> bool:
-    return node.op == "constant" and bool(np.all(node.attrs["value"] == value))
+def _constant_equal_to(node: Node, value: float, negative_zero: bool = False) -> bool:
+    if node.op != "constant" or not bool(np.all(node.attrs["value"] == value)):
+        return False
+    # Only -0.0 is an identity of float addition: (-0.0) + 0.0 is +0.0.
+    return (
+        not negative_zero
+        or not node.type.dtype.is_float
+        or bool(np.all(np.signbit(node.attrs["value"])))
+    )
 
 
 def _identity_operand(node: Node) -> Node | None:
@@ -37,11 +45,16 @@ def _identity_operand(node: Node) -> Node | None:
     if node.op not in _IDENTITY_VALUE:
         return None
     value = _IDENTITY_VALUE[node.op]
+    signed = node.op == "add"
     a, b = node.inputs
-    if _constant_equal_to(b, value) and _same_shape(a.type.shape, node.type.shape):
+    if _constant_equal_to(b, value, signed) and _same_shape(a.type.shape, node.type.shape):
         return a
     commutes = node.op in ("add", "mul")
-    if commutes and _constant_equal_to(a, value) and _same_shape(b.type.shape, node.type.shape):
+    if (
+        commutes
+        and _constant_equal_to(a, value, signed)
+        and _same_shape(b.type.shape, node.type.shape)
+    ):
         return b
     return None
 

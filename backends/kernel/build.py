@@ -1,0 +1,198 @@
+"""Build kernel IR from a fusion partition: one kernel per group, buffers named after nodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graphc.backends.kernel.index import Index, dim_expr
+from graphc.backends.kernel.ir import (
+    IConst,
+    IndexCheck,
+    IntExpr,
+    Kernel,
+    LoopKernel,
+    MatmulKernel,
+    Operand,
+    ScatterAddKernel,
+    Store,
+    ValueIndex,
+    Var,
+    imul,
+)
+from graphc.backends.kernel.lowering import LoweringContext
+from graphc.dims import Dim
+from graphc.dtypes import DType, int64
+from graphc.graph import Graph, Node
+from graphc.ops import get_op
+from graphc.passes.fusion import Group, Partition, strided_view
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    """A named buffer: the node it holds, its shape and dtype, and where its memory comes from
+    ("input", "variable", "constant", "output" or "temp")."""
+
+    name: str
+    node: Node
+    shape: tuple[Dim, ...]
+    dtype: DType
+    role: str
+
+
+@dataclass(frozen=True)
+class KernelProgram:
+    """Everything a backend needs: buffers, kernels in order, outputs and updates by name."""
+
+    buffers: dict[str, BufferSpec]
+    kernels: list[Kernel]
+    outputs: list[str]
+    updates: list[tuple[str, str]]
+    symbols: tuple[str, ...]
+
+
+def _buffer_name(node: Node) -> str:
+    if node.op == "input":
+        return f"in_{node.name}"
+    if node.op == "variable":
+        return f"var_{node.attrs['storage'].name}"
+    return f"{node.op}_{node.id}"
+
+
+def _role(node: Node, outputs: set[int]) -> str:
+    if node.op in ("input", "variable", "constant"):
+        return node.op
+    return "output" if node.id in outputs else "temp"
+
+
+def build_program(graph: Graph, plan: Partition) -> KernelProgram:
+    """Return the kernel program computing graph with the given partition."""
+    nodes = {n.id: n for n in graph.nodes}
+    output_ids = {n.id for n in graph.outputs}
+    buffers = {}
+    names = {}
+    for node_id in sorted(plan.buffers):
+        node = nodes[node_id]
+        name = _buffer_name(node)
+        names[node_id] = name
+        buffers[name] = BufferSpec(
+            name, node, node.type.shape, node.type.dtype, _role(node, output_ids)
+        )
+    ctx = LoweringContext(names)
+    kernels = [
+        _build_group(ctx, group, position, names) for position, group in enumerate(plan.groups)
+    ]
+    symbols = sorted(
+        {s for n in graph.inputs for d in n.type.shape for s in getattr(d, "symbols", ())}
+    )
+    return KernelProgram(
+        buffers,
+        kernels,
+        [names[n.id] for n in graph.outputs],
+        [(names[v.id], names[value.id]) for v, value in graph.updates],
+        tuple(symbols),
+    )
+
+
+def _domain(shape: tuple[Dim, ...]) -> tuple[tuple[IntExpr, ...], tuple[Var, ...]]:
+    return tuple(dim_expr(d) for d in shape), tuple(Var(f"i{k}") for k in range(len(shape)))
+
+
+def _loop_kernel(ctx, name: str, roots: list[Node], names, covers) -> LoopKernel:
+    shape = roots[0].type.shape
+    domain, variables = _domain(shape)
+    stores = []
+    for root in roots:
+        rule = get_op(root.op).lowerings["kernel"]
+        stores.append(Store(names[root.id], rule(ctx, root, Index(shape, dims=variables))))
+    return LoopKernel(name, domain, variables, tuple(stores), covers)
+
+
+def _build_group(ctx: LoweringContext, group: Group, position: int, names) -> Kernel:
+    name = f"{group.name}_{position}"
+    covers = tuple(n.id for n in group.members)
+    root = group.roots[0]
+    if group.kind == "matmul":
+        epilogue = None
+        if len(group.roots) > 1:
+            epilogue = _loop_kernel(ctx, f"{name}_epilogue", group.roots[1:], names, covers)
+        return _matmul_kernel(name, root, names, epilogue, covers)
+    if group.kind == "scatter_add":
+        return _scatter_kernel(ctx, name, root, names, covers)
+    return _loop_kernel(ctx, name, group.roots, names, covers)
+
+
+def _operand(node: Node, names, batch_rank: int, vector_role: str) -> Operand:
+    view = strided_view(node, lambda n: n.id in names)
+    assert view is not None, f"matmul operand {node!r} is not a strided view of a buffer"
+    shape, strides = list(view.shape), list(view.strides)
+    if len(shape) == 1:  # a vector operand: a row on the left, a column on the right
+        if vector_role == "left":
+            shape, strides = [1, shape[0]], [0, strides[0]]
+        else:
+            shape, strides = [shape[0], 1], [strides[0], 0]
+    batch_shape, batch_strides = shape[:-2], strides[:-2]
+    missing = batch_rank - len(batch_shape)
+    batch_strides = [0] * missing + [
+        0 if (isinstance(d, int) and d == 1) else s
+        for d, s in zip(batch_shape, batch_strides, strict=True)
+    ]
+    full_strides = batch_strides + strides[-2:]
+    full_shape = [1] * missing + batch_shape + shape[-2:]
+    return Operand(
+        names[view.base.id],
+        tuple(dim_expr(d) for d in full_shape),
+        tuple(dim_expr(s) for s in full_strides),
+    )
+
+
+def _matmul_kernel(name, node: Node, names, epilogue, covers) -> MatmulKernel:
+    a_node, b_node = node.inputs
+    a_shape = a_node.type.shape if a_node.type.ndim > 1 else (1, a_node.type.shape[0])
+    b_shape = b_node.type.shape if b_node.type.ndim > 1 else (b_node.type.shape[0], 1)
+    out_rank = max(len(a_shape), len(b_shape))
+    batch_rank = out_rank - 2
+    a = _operand(a_node, names, batch_rank, "left")
+    b = _operand(b_node, names, batch_rank, "right")
+    batch = tuple(
+        b_dim if (isinstance(a_dim, IConst) and a_dim.value == 1) else a_dim
+        for a_dim, b_dim in zip(a.shape[:-2], b.shape[:-2], strict=True)
+    )
+    return MatmulKernel(
+        name,
+        a,
+        b,
+        names[node.id],
+        batch,
+        a.shape[-2],
+        b.shape[-1],
+        a.shape[-1],
+        node.type.dtype,
+        epilogue,
+        covers,
+    )
+
+
+def _scatter_kernel(ctx, name, node: Node, names, covers) -> ScatterAddKernel:
+    idx, src = node.inputs
+    axis = node.attrs["axis"]
+    out_shape = node.type.shape
+    domain, variables = _domain(src.type.shape)
+    index = Index(src.type.shape, dims=variables)
+    position = ctx.value(idx, index.broadcast_from(idx.type.shape))
+    checked = ValueIndex(IndexCheck(position, dim_expr(out_shape[axis]), axis, int64))
+    target_dims = tuple(checked if d == axis else variables[d] for d in range(len(variables)))
+    target = Index(out_shape, dims=target_dims).linear()
+    size: IntExpr = IConst(1)
+    for d in out_shape:
+        size = imul(size, dim_expr(d))
+    return ScatterAddKernel(
+        name,
+        names[node.id],
+        size,
+        domain,
+        variables,
+        target,
+        ctx.value(src, index),
+        node.type.dtype,
+        covers,
+    )

@@ -1,0 +1,318 @@
+"""The loop-level kernel IR shared by the CPU and CUDA backends.
+
+A Kernel computes one or more output buffers over an iteration domain (a row-major loop
+nest). Each output element is an expression tree: loads from buffers at integer index
+expressions, constants, elementwise math, and Reduce nodes that stand for an inner loop.
+Index expressions are integer expressions over the loop variables and the symbolic sizes
+bound at call time. Nothing here names a target: backends decide vector widths, threads
+and memory spaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphc.dtypes import DType
+
+# -- integer (index) expressions ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    """A loop variable."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class IConst:
+    """An integer constant."""
+
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class SymSize:
+    """The run-time value of a symbolic dimension (a symbol name such as 'B')."""
+
+    symbol: str
+
+
+@dataclass(frozen=True, slots=True)
+class IBin:
+    """Integer arithmetic or comparison: add sub mul div (floor) mod min max lt le eq ne and or."""
+
+    op: str
+    a: IntExpr
+    b: IntExpr
+
+
+@dataclass(frozen=True, slots=True)
+class ISelect:
+    """cond ? a : b on integers (cond is an integer comparison)."""
+
+    cond: IntExpr
+    a: IntExpr
+    b: IntExpr
+
+
+@dataclass(frozen=True, slots=True)
+class ValueIndex:
+    """An integer index read from data (a gather index), as an index expression."""
+
+    value: Expr
+
+
+IntExpr = Var | IConst | SymSize | IBin | ISelect | ValueIndex
+
+
+def iconst(value: int) -> IConst:
+    return IConst(int(value))
+
+
+def iadd(a: IntExpr, b: IntExpr) -> IntExpr:
+    """Return a + b, folding constants and zeros."""
+    if isinstance(a, IConst) and isinstance(b, IConst):
+        return IConst(a.value + b.value)
+    if isinstance(a, IConst) and a.value == 0:
+        return b
+    if isinstance(b, IConst) and b.value == 0:
+        return a
+    return IBin("add", a, b)
+
+
+def imul(a: IntExpr, b: IntExpr) -> IntExpr:
+    """Return a * b, folding constants, zeros and ones."""
+    if isinstance(a, IConst) and isinstance(b, IConst):
+        return IConst(a.value * b.value)
+    for x, y in ((a, b), (b, a)):
+        if isinstance(x, IConst) and x.value == 0:
+            return IConst(0)
+        if isinstance(x, IConst) and x.value == 1:
+            return y
+    return IBin("mul", a, b)
+
+
+def ibin(op: str, a: IntExpr, b: IntExpr) -> IntExpr:
+    """Return the integer op applied to a and b, folding constants where exact."""
+    if op == "add":
+        return iadd(a, b)
+    if op == "mul":
+        return imul(a, b)
+    if op == "sub" and isinstance(b, IConst):
+        return iadd(a, IConst(-b.value))
+    if op in ("div", "mod") and isinstance(b, IConst) and b.value == 1:
+        return a if op == "div" else IConst(0)
+    if isinstance(a, IConst) and isinstance(b, IConst):
+        return IConst(_fold_int(op, a.value, b.value))
+    return IBin(op, a, b)
+
+
+def _fold_int(op: str, a: int, b: int) -> int:
+    return {
+        "sub": a - b,
+        "div": a // b if b else 0,
+        "mod": a % b if b else 0,
+        "min": min(a, b),
+        "max": max(a, b),
+        "lt": int(a < b),
+        "le": int(a <= b),
+        "eq": int(a == b),
+        "ne": int(a != b),
+        "and": int(bool(a) and bool(b)),
+        "or": int(bool(a) or bool(b)),
+    }[op]
+
+
+# -- value expressions --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """buffer[offset], offset in elements."""
+
+    buffer: str
+    offset: IntExpr
+    dtype: DType
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    """A scalar constant of a dtype."""
+
+    value: Any
+    dtype: DType
+
+
+@dataclass(frozen=True, slots=True)
+class Unary:
+    """An elementwise unary op (the graph op names: exp, log, neg, ...)."""
+
+    op: str
+    a: Expr
+    dtype: DType
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    """An elementwise binary op (add, mul, lt, logical_and, ...)."""
+
+    op: str
+    a: Expr
+    b: Expr
+    dtype: DType
+
+
+@dataclass(frozen=True, slots=True)
+class Select:
+    """cond ? a : b elementwise; cond is a bool expression."""
+
+    cond: Expr
+    a: Expr
+    b: Expr
+    dtype: DType
+
+
+@dataclass(frozen=True, slots=True)
+class Cast:
+    """Conversion to dtype (float to int truncates toward zero)."""
+
+    a: Expr
+    dtype: DType
+
+
+@dataclass(frozen=True, slots=True)
+class IndexValue:
+    """An integer index expression used as a value of dtype."""
+
+    index: IntExpr
+    dtype: DType
+
+
+@dataclass(frozen=True, slots=True)
+class IndexCheck:
+    """A run-time index in [-size, size): yields it wrapped to [0, size), else flags an error."""
+
+    index: Expr
+    size: IntExpr
+    axis: int
+    dtype: DType
+
+
+@dataclass(frozen=True, slots=True)
+class Philox:
+    """Word `word` (0..3) of Philox-4x32-10 at a 64-bit counter, as a uint32 held in int64."""
+
+    counter: IntExpr
+    offset: Expr
+    seed: int
+    word: int
+    dtype: DType
+
+
+@dataclass(frozen=True, slots=True)
+class Reduce:
+    """An inner loop: combine `body` over vars in [0, extent) with op (sum max min prod
+    argmax argmin); argmax/argmin yield the flat index (row-major over vars) of the first
+    extremum."""
+
+    op: str
+    vars: tuple[Var, ...]
+    extents: tuple[IntExpr, ...]
+    body: Expr
+    dtype: DType
+
+
+Expr = Load | Const | Unary | Binary | Select | Cast | IndexValue | IndexCheck | Philox | Reduce
+
+
+# -- kernels ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Write `value` to buffer at the domain index (row-major, contiguous)."""
+
+    buffer: str
+    value: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class LoopKernel:
+    """out[i] = value(i) for every i in the domain, for each store, in order."""
+
+    name: str
+    domain: tuple[IntExpr, ...]
+    vars: tuple[Var, ...]
+    stores: tuple[Store, ...]
+    covers: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Operand:
+    """A strided view of a buffer: element (i0, i1, ...) is at offset + sum(i_k * strides_k)."""
+
+    buffer: str
+    shape: tuple[IntExpr, ...]
+    strides: tuple[IntExpr, ...]
+    offset: IntExpr = field(default_factory=lambda: IConst(0))
+
+
+@dataclass(frozen=True, slots=True)
+class MatmulKernel:
+    """out[batch..., M, N] = a @ b over broadcast batch dims, then the epilogue stores (which
+    may read `out` at the domain index) run over the same domain."""
+
+    name: str
+    a: Operand
+    b: Operand
+    out: str
+    batch: tuple[IntExpr, ...]
+    m: IntExpr
+    n: IntExpr
+    k: IntExpr
+    dtype: DType
+    epilogue: LoopKernel | None = None
+    covers: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ScatterAddKernel:
+    """out = 0; then out[index(i)] += value(i) for every i of the source domain, in order."""
+
+    name: str
+    out: str
+    out_size: IntExpr
+    domain: tuple[IntExpr, ...]
+    vars: tuple[Var, ...]
+    target: IntExpr
+    value: Expr
+    dtype: DType
+    covers: tuple[int, ...] = ()
+
+
+Kernel = LoopKernel | MatmulKernel | ScatterAddKernel
+
+
+def children(expr: Any) -> list[Any]:
+    """Return the sub-expressions (value and index expressions) of an IR expression."""
+    found = []
+    for name in getattr(expr, "__slots__", ()):
+        value = getattr(expr, name)
+        items = value if isinstance(value, tuple) else (value,)
+        found.extend(
+            item for item in items if hasattr(item, "__slots__") and not isinstance(item, DType)
+        )
+    return found
+
+
+def free_vars(expr: Any) -> frozenset[Var]:
+    """Return the loop variables an expression reads (Reduce binds its own)."""
+    if isinstance(expr, Var):
+        return frozenset({expr})
+    if isinstance(expr, Reduce):
+        return free_vars(expr.body) - frozenset(expr.vars) | frozenset().union(
+            *(free_vars(e) for e in expr.extents)
+        )
+    return frozenset().union(*(free_vars(child) for child in children(expr)))

@@ -1,0 +1,512 @@
+"""Lowering of graph ops to kernel-IR expressions, one rule per op, registered on the op's
+definition (OpDef.lowerings["kernel"]).
+
+A rule gets the lowering context, the node, and the Index of the element wanted, and returns
+the expression for that element; it asks the context for its inputs' elements, which are
+loads from buffers for materialised nodes and inlined expressions for the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from graphc.backends.kernel.index import Index, dim_expr
+from graphc.backends.kernel.ir import (
+    Binary,
+    Cast,
+    Const,
+    Expr,
+    IConst,
+    IndexCheck,
+    IndexValue,
+    IntExpr,
+    Load,
+    Philox,
+    Reduce,
+    Select,
+    Unary,
+    ValueIndex,
+    Var,
+    iadd,
+    ibin,
+    imul,
+)
+from graphc.dtypes import DType, bool_, float64, int64
+from graphc.graph import Node
+from graphc.ops import get_op
+from graphc.ops.elementwise import BINARY, UNARY
+
+Rule = Callable[["LoweringContext", Node, Index], Expr]
+
+
+class LoweringContext:
+    """Resolves node elements to expressions: loads for buffers, inlined rules otherwise."""
+
+    def __init__(self, buffers: Mapping[int, str]) -> None:
+        self.buffers = buffers
+        self._counter = 0
+
+    def fresh(self, prefix: str) -> Var:
+        self._counter += 1
+        return Var(f"{prefix}.{self._counter}")
+
+    def value(self, node: Node, index: Index) -> Expr:
+        """Return the expression of node's element at index."""
+        name = self.buffers.get(node.id)
+        if name is not None:
+            return Load(name, index.linear(), node.type.dtype)
+        rule = get_op(node.op).lowerings.get("kernel")
+        if rule is None:
+            raise NotImplementedError(f"no kernel lowering for op {node.op}")
+        return rule(self, node, index)
+
+    def operand(self, node: Node, position: int, index: Index) -> Expr:
+        """Return input `position` of node at index, broadcast to node's shape."""
+        source = node.inputs[position]
+        return self.value(source, index.broadcast_from(source.type.shape))
+
+
+def _register(name: str, rule: Rule) -> None:
+    get_op(name).lowerings["kernel"] = rule
+
+
+def _clamp(i: IntExpr, size: IntExpr) -> IntExpr:
+    return ibin("min", ibin("max", i, IConst(0)), ibin("sub", size, IConst(1)))
+
+
+def _in_range(i: IntExpr, size: IntExpr) -> IntExpr:
+    return ibin("and", ibin("le", IConst(0), i), ibin("lt", i, size))
+
+
+def _all(conditions: list[IntExpr]) -> IntExpr:
+    result: IntExpr = IConst(1)
+    for c in conditions:
+        result = c if isinstance(result, IConst) else ibin("and", result, c)
+    return result
+
+
+# -- elementwise ----------------------------------------------------------------------------
+for _name in UNARY:
+    _register(
+        _name, lambda ctx, node, index: Unary(node.op, ctx.operand(node, 0, index), node.type.dtype)
+    )
+for _name in BINARY:
+    _register(
+        _name,
+        lambda ctx, node, index: Binary(
+            node.op, ctx.operand(node, 0, index), ctx.operand(node, 1, index), node.type.dtype
+        ),
+    )
+_register(
+    "where",
+    lambda ctx, node, index: Select(
+        ctx.operand(node, 0, index),
+        ctx.operand(node, 1, index),
+        ctx.operand(node, 2, index),
+        node.type.dtype,
+    ),
+)
+_register("cast", lambda ctx, node, index: Cast(ctx.operand(node, 0, index), node.type.dtype))
+_register("stop_gradient", lambda ctx, node, index: ctx.operand(node, 0, index))
+
+
+def _constant(ctx, node, index):
+    value = node.attrs["value"]
+    if value.size != 1:
+        raise NotImplementedError("constants with several elements are buffers")
+    return Const(value.reshape(()).item(), node.type.dtype)
+
+
+_register("constant", _constant)
+_register(
+    "dim_size", lambda ctx, node, index: IndexValue(dim_expr(node.attrs["dim"]), node.type.dtype)
+)
+
+
+# -- reductions -----------------------------------------------------------------------------
+_REDUCE_OPS = {"reduce_sum": "sum", "reduce_max": "max", "reduce_min": "min", "reduce_prod": "prod"}
+
+
+def _reduction(ctx, node, index, op: str, axes: tuple[int, ...], keepdims: bool):
+    x = node.inputs[0]
+    out = index.dims()
+    reduce_vars = {axis: ctx.fresh("r") for axis in axes}
+    dims, position = [], 0
+    for axis in range(x.type.ndim):
+        if axis in reduce_vars:
+            dims.append(reduce_vars[axis])
+            position += keepdims
+        else:
+            dims.append(out[position])
+            position += 1
+    body = ctx.value(x, Index(x.type.shape, dims=tuple(dims)))
+    extents = tuple(dim_expr(x.type.shape[axis]) for axis in axes)
+    return Reduce(op, tuple(reduce_vars[a] for a in axes), extents, body, node.type.dtype)
+
+
+for _name, _op in _REDUCE_OPS.items():
+    _register(
+        _name,
+        lambda ctx, node, index, op=_op: _reduction(
+            ctx, node, index, op, node.attrs["axes"], node.attrs["keepdims"]
+        ),
+    )
+_register(
+    "argmax",
+    lambda ctx, node, index: _reduction(
+        ctx, node, index, "argmax", (node.attrs["axis"],), node.attrs["keepdims"]
+    ),
+)
+_register(
+    "argmin",
+    lambda ctx, node, index: _reduction(
+        ctx, node, index, "argmin", (node.attrs["axis"],), node.attrs["keepdims"]
+    ),
+)
+
+
+# -- movement -------------------------------------------------------------------------------
+_register(
+    "reshape",
+    lambda ctx, node, index: ctx.value(node.inputs[0], index.reshaped(node.inputs[0].type.shape)),
+)
+
+
+def _permute(ctx, node, index):
+    out = index.dims()
+    dims = [None] * len(out)
+    for position, axis in enumerate(node.attrs["perm"]):
+        dims[axis] = out[position]
+    return ctx.value(node.inputs[0], Index(node.inputs[0].type.shape, dims=tuple(dims)))
+
+
+_register("permute", _permute)
+_register("broadcast_to", lambda ctx, node, index: ctx.operand(node, 0, index))
+
+
+def _slice(ctx, node, index):
+    out = index.dims()
+    dims = tuple(
+        iadd(dim_expr(start), imul(i, IConst(step)))
+        for i, start, step in zip(out, node.attrs["starts"], node.attrs["steps"], strict=True)
+    )
+    return ctx.value(node.inputs[0], Index(node.inputs[0].type.shape, dims=dims))
+
+
+_register("slice", _slice)
+
+
+def _pad(ctx, node, index):
+    x = node.inputs[0]
+    out = index.dims()
+    dims, inside = [], []
+    for i, (lo, hi), size in zip(out, node.attrs["pads"], x.type.shape, strict=True):
+        if (lo, hi) == (0, 0):
+            dims.append(i)
+            continue
+        shifted = ibin("sub", i, dim_expr(lo))
+        dims.append(_clamp(shifted, dim_expr(size)))
+        inside.append(_in_range(shifted, dim_expr(size)))
+    value = ctx.value(x, Index(x.type.shape, dims=tuple(dims)))
+    if not inside:
+        return value
+    condition = IndexValue(_all(inside), bool_)
+    return Select(condition, value, Const(node.attrs["value"], node.type.dtype), node.type.dtype)
+
+
+_register("pad", _pad)
+
+
+def _concat(ctx, node, index):
+    axis = node.attrs["axis"]
+    out = index.dims()
+    starts, start = [], IConst(0)
+    for source in node.inputs:
+        starts.append(start)
+        start = iadd(start, dim_expr(source.type.shape[axis]))
+    result: Expr | None = None
+    for source, begin in reversed(list(zip(node.inputs, starts, strict=True))):
+        size = dim_expr(source.type.shape[axis])
+        local = _clamp(ibin("sub", out[axis], begin), size)
+        dims = tuple(local if d == axis else out[d] for d in range(len(out)))
+        piece = ctx.value(source, Index(source.type.shape, dims=dims))
+        if result is None:
+            result = piece
+        else:
+            chosen = IndexValue(ibin("lt", out[axis], iadd(begin, size)), bool_)
+            result = Select(chosen, piece, result, node.type.dtype)
+    return result
+
+
+_register("concat", _concat)
+
+
+def _gather(ctx, node, index):
+    x, idx = node.inputs
+    axis = node.attrs["axis"]
+    out = index.dims()
+    position = ctx.value(idx, index.broadcast_from(idx.type.shape))
+    size = dim_expr(x.type.shape[axis])
+    checked = ValueIndex(IndexCheck(position, size, axis, int64))
+    dims = tuple(checked if d == axis else out[d] for d in range(len(out)))
+    return ctx.value(x, Index(x.type.shape, dims=dims))
+
+
+_register("gather", _gather)
+
+
+# -- matmul (the generic loop form; float matmuls use the backend's GEMM instead) ----------
+def _matmul(ctx, node, index):
+    a, b = node.inputs
+    out = index.dims()
+    k = ctx.fresh("k")
+    a_rows = a.type.ndim > 1
+    b_cols = b.type.ndim > 1
+    rank = len(out)
+    m = out[-2] if (a_rows and b_cols) else (out[-1] if a_rows else None)
+    n = out[-1] if b_cols else None
+    batch = out[: rank - int(a_rows) - int(b_cols)]
+    a_dims = (m, k) if a_rows else (k,)
+    b_dims = (k, n) if b_cols else (k,)
+    a_index = _batched(a.type.shape, batch, a_dims)
+    b_index = _batched(b.type.shape, batch, b_dims)
+    dtype = node.type.dtype
+    body = Binary("mul", ctx.value(a, a_index), ctx.value(b, b_index), dtype)
+    return Reduce("sum", (k,), (dim_expr(a.type.shape[-1]),), body, dtype)
+
+
+def _batched(shape, batch, trailing) -> Index:
+    """Return the index of an operand of shape whose batch dims broadcast against batch."""
+    lead = shape[: len(shape) - len(trailing)]
+    offset = len(batch) - len(lead)
+    dims = tuple(
+        IConst(0) if (isinstance(d, int) and d == 1) else batch[i + offset]
+        for i, d in enumerate(lead)
+    )
+    return Index(shape, dims=dims + tuple(trailing))
+
+
+_register("matmul", _matmul)
+
+
+# -- random ---------------------------------------------------------------------------------
+def _uniform(word: Expr, dtype: DType) -> Expr:
+    if dtype == float64:
+        return Binary("mul", Cast(word, dtype), Const(2.0**-32, dtype), dtype)
+    top = Binary("floordiv", word, Const(256, int64), int64)
+    return Binary("mul", Cast(top, dtype), Const(2.0**-24, dtype), dtype)
+
+
+def _random(ctx, node, index):
+    dtype = node.type.dtype
+    offset = ctx.operand(node, 0, Index((), dims=()))
+    seed = node.attrs["seed"]
+
+    def word(k: int) -> Expr:
+        return Philox(index.linear(), offset, seed, k, int64)
+
+    if node.attrs["distribution"] == "uniform":
+        return _uniform(word(0), dtype)
+    u1 = Binary("sub", Const(1.0, dtype), _uniform(word(0), dtype), dtype)
+    u2 = _uniform(word(1), dtype)
+    radius = Unary("sqrt", Binary("mul", Const(-2.0, dtype), Unary("log", u1, dtype), dtype), dtype)
+    angle = Binary("mul", Const(2 * math.pi, dtype), u2, dtype)
+    return Binary("mul", radius, Unary("cos", angle, dtype), dtype)
+
+
+_register("random", _random)
+
+
+# -- convolution and pooling ----------------------------------------------------------------
+def _window_position(out_i: IntExpr, tap: IntExpr, stride: int, dilation: int, pad: int):
+    return ibin("sub", iadd(imul(out_i, IConst(stride)), imul(tap, IConst(dilation))), IConst(pad))
+
+
+def _conv2d(ctx, node, index):
+    x, w = node.inputs
+    n, o, oh, ow = index.dims()
+    groups = node.attrs["groups"]
+    (sh, sw), (ph, pw), (dh, dw) = (node.attrs[k] for k in ("stride", "padding", "dilation"))
+    out_c, per_group, kh, kw = w.type.shape
+    _, _, height, width = x.type.shape
+    c, i, j = ctx.fresh("c"), ctx.fresh("i"), ctx.fresh("j")
+    group = ibin("div", o, IConst(out_c // groups))
+    ih = _window_position(oh, i, sh, dh, ph)
+    iw = _window_position(ow, j, sw, dw, pw)
+    inside = _all([_in_range(ih, IConst(height)), _in_range(iw, IConst(width))])
+    channel = iadd(imul(group, IConst(per_group)), c)
+    xv = ctx.value(
+        x,
+        Index(
+            x.type.shape, dims=(n, channel, _clamp(ih, IConst(height)), _clamp(iw, IConst(width)))
+        ),
+    )
+    wv = ctx.value(w, Index(w.type.shape, dims=(o, c, i, j)))
+    dtype = node.type.dtype
+    body = Select(IndexValue(inside, bool_), Binary("mul", xv, wv, dtype), Const(0, dtype), dtype)
+    return Reduce("sum", (c, i, j), (IConst(per_group), IConst(kh), IConst(kw)), body, dtype)
+
+
+def _strided_source(
+    position: IntExpr, tap: IntExpr, stride: int, dilation: int, pad: int, size: int
+):
+    """Return (index, valid) of the output element whose window puts `tap` on `position`."""
+    t = ibin("sub", iadd(position, IConst(pad)), imul(tap, IConst(dilation)))
+    source = ibin("div", t, IConst(stride))
+    valid = _all(
+        [
+            ibin("le", IConst(0), t),
+            ibin("eq", ibin("mod", t, IConst(stride)), IConst(0)),
+            ibin("lt", source, IConst(size)),
+        ]
+    )
+    return _clamp(source, IConst(size)), valid
+
+
+def _conv2d_input_grad(ctx, node, index):
+    gy, w = node.inputs
+    n, c, h, wd = index.dims()
+    groups = node.attrs["groups"]
+    (sh, sw), (ph, pw), (dh, dw) = (node.attrs[k] for k in ("stride", "padding", "dilation"))
+    out_c, per_group, kh, kw = w.type.shape
+    out_h, out_w = gy.type.shape[2], gy.type.shape[3]
+    per_out = out_c // groups
+    o, i, j = ctx.fresh("o"), ctx.fresh("i"), ctx.fresh("j")
+    group = ibin("div", c, IConst(per_group))
+    channel = iadd(imul(group, IConst(per_out)), o)
+    row, row_ok = _strided_source(h, i, sh, dh, ph, out_h)
+    col, col_ok = _strided_source(wd, j, sw, dw, pw, out_w)
+    gv = ctx.value(gy, Index(gy.type.shape, dims=(n, channel, row, col)))
+    wv = ctx.value(w, Index(w.type.shape, dims=(channel, ibin("mod", c, IConst(per_group)), i, j)))
+    dtype = node.type.dtype
+    body = Select(
+        IndexValue(_all([row_ok, col_ok]), bool_),
+        Binary("mul", gv, wv, dtype),
+        Const(0, dtype),
+        dtype,
+    )
+    return Reduce("sum", (o, i, j), (IConst(per_out), IConst(kh), IConst(kw)), body, dtype)
+
+
+def _conv2d_weight_grad(ctx, node, index):
+    x, gy = node.inputs
+    o, c, i, j = index.dims()
+    groups = node.attrs["groups"]
+    (sh, sw), (ph, pw), (dh, dw) = (node.attrs[k] for k in ("stride", "padding", "dilation"))
+    _, in_c, height, width = x.type.shape
+    _, out_c, out_h, out_w = gy.type.shape
+    n, oh, ow = ctx.fresh("n"), ctx.fresh("oh"), ctx.fresh("ow")
+    group = ibin("div", o, IConst(out_c // groups))
+    channel = iadd(imul(group, IConst(in_c // groups)), c)
+    ih = _window_position(oh, i, sh, dh, ph)
+    iw = _window_position(ow, j, sw, dw, pw)
+    inside = _all([_in_range(ih, IConst(height)), _in_range(iw, IConst(width))])
+    xv = ctx.value(
+        x,
+        Index(
+            x.type.shape, dims=(n, channel, _clamp(ih, IConst(height)), _clamp(iw, IConst(width)))
+        ),
+    )
+    gv = ctx.value(gy, Index(gy.type.shape, dims=(n, o, oh, ow)))
+    dtype = node.type.dtype
+    body = Select(IndexValue(inside, bool_), Binary("mul", xv, gv, dtype), Const(0, dtype), dtype)
+    extents = (dim_expr(x.type.shape[0]), IConst(out_h), IConst(out_w))
+    return Reduce("sum", (n, oh, ow), extents, body, dtype)
+
+
+_register("conv2d", _conv2d)
+_register("conv2d_input_grad", _conv2d_input_grad)
+_register("conv2d_weight_grad", _conv2d_weight_grad)
+
+
+def _window(ctx, node, x: Node, n, ch, oh, ow, fill: float):
+    """Return (vars, extents, value of x under tap (i, j) or `fill` outside, valid flag)."""
+    (kh, kw), (sh, sw), (ph, pw) = (node.attrs[k] for k in ("kernel", "stride", "padding"))
+    _, _, height, width = x.type.shape
+    i, j = ctx.fresh("i"), ctx.fresh("j")
+    ih = _window_position(oh, i, sh, 1, ph)
+    iw = _window_position(ow, j, sw, 1, pw)
+    inside = _all([_in_range(ih, IConst(height)), _in_range(iw, IConst(width))])
+    xv = ctx.value(
+        x, Index(x.type.shape, dims=(n, ch, _clamp(ih, IConst(height)), _clamp(iw, IConst(width))))
+    )
+    dtype = x.type.dtype
+    value = Select(IndexValue(inside, bool_), xv, Const(fill, dtype), dtype)
+    return (i, j), (IConst(kh), IConst(kw)), value, inside
+
+
+def _max_pool(ctx, node, index):
+    n, ch, oh, ow = index.dims()
+    taps, extents, value, _ = _window(ctx, node, node.inputs[0], n, ch, oh, ow, -np.inf)
+    return Reduce("max", taps, extents, value, node.type.dtype)
+
+
+def _avg_divisor(ctx, node, n, ch, oh, ow, x_shape, dtype) -> Expr:
+    if node.attrs["count_include_pad"]:
+        kh, kw = node.attrs["kernel"]
+        return Const(float(kh * kw), dtype)
+    (kh, kw), (sh, sw), (ph, pw) = (node.attrs[k] for k in ("kernel", "stride", "padding"))
+    i, j = ctx.fresh("i"), ctx.fresh("j")
+    ih = _window_position(oh, i, sh, 1, ph)
+    iw = _window_position(ow, j, sw, 1, pw)
+    inside = _all([_in_range(ih, IConst(x_shape[2])), _in_range(iw, IConst(x_shape[3]))])
+    return Reduce(
+        "sum", (i, j), (IConst(kh), IConst(kw)), Cast(IndexValue(inside, bool_), dtype), dtype
+    )
+
+
+def _avg_pool(ctx, node, index):
+    n, ch, oh, ow = index.dims()
+    x = node.inputs[0]
+    dtype = node.type.dtype
+    taps, extents, value, _ = _window(ctx, node, x, n, ch, oh, ow, 0.0)
+    total = Reduce("sum", taps, extents, value, dtype)
+    divisor = _avg_divisor(ctx, node, n, ch, oh, ow, x.type.shape, dtype)
+    return Binary("div", total, divisor, dtype)
+
+
+def _avg_pool_grad(ctx, node, index):
+    (gy,) = node.inputs
+    n, ch, h, w = index.dims()
+    (kh, kw), (sh, sw), (ph, pw) = (node.attrs[k] for k in ("kernel", "stride", "padding"))
+    out_h, out_w = gy.type.shape[2], gy.type.shape[3]
+    i, j = ctx.fresh("i"), ctx.fresh("j")
+    row, row_ok = _strided_source(h, i, sh, 1, ph, out_h)
+    col, col_ok = _strided_source(w, j, sw, 1, pw, out_w)
+    dtype = node.type.dtype
+    share = Binary(
+        "div",
+        ctx.value(gy, Index(gy.type.shape, dims=(n, ch, row, col))),
+        _avg_divisor(ctx, node, n, ch, row, col, node.type.shape, dtype),
+        dtype,
+    )
+    body = Select(IndexValue(_all([row_ok, col_ok]), bool_), share, Const(0, dtype), dtype)
+    return Reduce("sum", (i, j), (IConst(kh), IConst(kw)), body, dtype)
+
+
+def _max_pool_grad(ctx, node, index):
+    # dx[h, w] sums g over the windows whose first maximum sits at (h, w).
+    x, gy = node.inputs
+    n, ch, h, w = index.dims()
+    (kh, kw), (sh, sw), (ph, pw) = (node.attrs[k] for k in ("kernel", "stride", "padding"))
+    out_h, out_w = gy.type.shape[2], gy.type.shape[3]
+    i, j = ctx.fresh("i"), ctx.fresh("j")
+    row, row_ok = _strided_source(h, i, sh, 1, ph, out_h)
+    col, col_ok = _strided_source(w, j, sw, 1, pw, out_w)
+    taps, extents, value, _ = _window(ctx, node, x, n, ch, row, col, -np.inf)
+    first_max = Reduce("argmax", taps, extents, value, int64)
+    is_here = IndexValue(ibin("eq", ValueIndex(first_max), iadd(imul(i, IConst(kw)), j)), bool_)
+    dtype = node.type.dtype
+    gv = ctx.value(gy, Index(gy.type.shape, dims=(n, ch, row, col)))
+    chosen = Binary("logical_and", IndexValue(_all([row_ok, col_ok]), bool_), is_here, bool_)
+    body = Select(chosen, gv, Const(0, dtype), dtype)
+    return Reduce("sum", (i, j), (IConst(kh), IConst(kw)), body, dtype)
+
+
+_register("max_pool2d", _max_pool)
+_register("avg_pool2d", _avg_pool)
+_register("avg_pool2d_grad", _avg_pool_grad)
+_register("max_pool2d_grad", _max_pool_grad)

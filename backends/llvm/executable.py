@@ -1,0 +1,182 @@
+"""LLVMExecutable: compiles a graph to native code once, then runs it per call.
+
+Per call, Python fills one table of buffer pointers (inputs, variables, constants, fresh
+output arrays, and slices of one reused arena for intermediates) and crosses into native
+code once; the entry point runs every kernel and applies the updates itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from graphc.backends.kernel import KernelProgram, build_program
+from graphc.backends.kernel import ir as k
+from graphc.backends.llvm import gemm
+from graphc.backends.llvm.jit import compile_module, thread_pool_library
+from graphc.backends.llvm.mathfunctions import math_function
+from graphc.backends.llvm.memory import ArenaPlanner
+from graphc.backends.llvm.program import ENTRY_NAME, build_module, slot_names
+from graphc.dims import evaluate_shape
+from graphc.errors import IndexingError, located
+from graphc.graph import Graph
+from graphc.ops.registry import make_node
+from graphc.passes.fusion import is_buffer_source, partition
+
+_ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+
+
+def thread_count() -> int:
+    """Return the threads kernels may use: GRAPHC_NUM_THREADS, else the usable cores."""
+    configured = os.environ.get("GRAPHC_NUM_THREADS")
+    if configured:
+        return max(1, int(configured))
+    return max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+
+
+class LLVMExecutable:
+    """A graph compiled to one native entry point."""
+
+    def __init__(self, graph: Graph) -> None:
+        graph = _updates_from_kernels(graph)
+        self.graph = graph
+        self.partition = partition(graph)
+        self.program: KernelProgram = build_program(graph, self.partition)
+        parallel = thread_pool_library()
+        workspace = max(gemm.workspace_bytes("f32"), gemm.workspace_bytes("f64"))
+        module = build_module(self.program, math_function, gemm.gemm_function, workspace, parallel)
+        self.llvm_ir = str(module)
+        self.compiled = compile_module(module)
+        self._entry = _ENTRY(self.compiled.address(ENTRY_NAME))
+        self._threads = thread_count() if parallel else 1
+        self._slots = slot_names(self.program)
+        self._table = np.zeros(len(self._slots), dtype=np.uint64)
+        self._sizes = np.zeros(max(1, len(self.program.symbols)), dtype=np.int64)
+        self._error = np.zeros(4, dtype=np.int64)
+        self._workspace = np.zeros(workspace * self._threads + 64, dtype=np.uint8)
+        self._planner = ArenaPlanner(self.program, _buffer_lifetimes(self.program))
+        self._constants = {
+            name: spec.node.attrs["value"]
+            for name, spec in self.program.buffers.items()
+            if spec.role == "constant"
+        }
+
+    def memory_stats(self) -> dict[str, int]:
+        """Return the arena size in bytes (intermediates) of the last call's shapes."""
+        return {"arena_bytes": self._planner.arena_bytes}
+
+    def run(self, feeds: Sequence[np.ndarray], bindings: Mapping[str, int]) -> list[np.ndarray]:
+        """Run the entry point; returns the outputs (updates are applied in native code)."""
+        for position, symbol in enumerate(self.program.symbols):
+            self._sizes[position] = bindings[symbol]
+        table = self._table
+        fed = {
+            f"in_{node.name}": array for node, array in zip(self.graph.inputs, feeds, strict=True)
+        }
+        outputs: dict[str, np.ndarray] = {}
+        offsets, arena = self._planner.plan(bindings)
+        arena_address = arena.ctypes.data if arena is not None else 0
+        for slot, name in enumerate(self._slots):
+            if name == "workspace":
+                address = _aligned(self._workspace.ctypes.data)
+            else:
+                spec = self.program.buffers[name]
+                if spec.role == "input":
+                    address = fed[name].ctypes.data
+                elif spec.role == "variable":
+                    address = spec.node.attrs["storage"].value.ctypes.data
+                elif spec.role == "constant":
+                    address = self._constants[name].ctypes.data
+                elif spec.role == "output":
+                    array = np.empty(evaluate_shape(spec.shape, bindings), spec.dtype.numpy)
+                    outputs[name] = array
+                    address = array.ctypes.data
+                else:
+                    address = arena_address + offsets[name]
+            table[slot] = address
+        self._error[:] = 0
+        self._entry(
+            table.ctypes.data, self._sizes.ctypes.data, self._error.ctypes.data, self._threads
+        )
+        if self._error[0]:
+            _, value, size, axis = (int(v) for v in self._error)
+            raise IndexingError(
+                located(f"index {value} is out of bounds for dim {axis} with size {size}", None)
+            )
+        return self._collect(outputs, fed)
+
+    def _collect(
+        self, outputs: dict[str, np.ndarray], fed: dict[str, np.ndarray]
+    ) -> list[np.ndarray]:
+        results, seen = [], set()
+        for name in self.program.outputs:
+            spec = self.program.buffers[name]
+            if spec.role == "output":
+                array = outputs[name]
+                results.append(array.copy() if name in seen else array)
+                seen.add(name)
+            elif spec.role == "variable":
+                results.append(spec.node.attrs["storage"].value.copy())
+            elif spec.role == "constant":
+                results.append(np.array(self._constants[name]))
+            else:
+                results.append(np.array(fed[name]))
+        return results
+
+
+def _updates_from_kernels(graph: Graph) -> Graph:
+    """Return graph with every update value computed by a kernel: one that is a variable or
+    input itself is copied first, so `a <- b, b <- a` reads both old values."""
+    updates = []
+    for variable, value in graph.updates:
+        if is_buffer_source(value):
+            value = make_node("stop_gradient", [value], location=value.location)
+        updates.append((variable, value))
+    return Graph(graph.inputs, graph.outputs, tuple(updates))
+
+
+def _aligned(address: int) -> int:
+    return (address + 63) // 64 * 64
+
+
+def _buffer_lifetimes(program: KernelProgram) -> dict[str, tuple[int, int]]:
+    """Return, per buffer, the first and last kernel positions that touch it."""
+    spans: dict[str, list[int]] = {}
+    for position, kernel in enumerate(program.kernels):
+        for name in _touched(kernel):
+            span = spans.setdefault(name, [position, position])
+            span[0], span[1] = min(span[0], position), max(span[1], position)
+    end = len(program.kernels)
+    for target, source in program.updates:
+        for name in (target, source):
+            spans.setdefault(name, [end, end])[1] = end
+    return {name: (lo, hi) for name, (lo, hi) in spans.items()}
+
+
+def _touched(kernel) -> set[str]:
+    names: set[str] = set()
+
+    def visit(expr) -> None:
+        if isinstance(expr, k.Load):
+            names.add(expr.buffer)
+        for child in k.children(expr):
+            visit(child)
+
+    if isinstance(kernel, k.LoopKernel):
+        for store in kernel.stores:
+            names.add(store.buffer)
+            visit(store.value)
+    elif isinstance(kernel, k.MatmulKernel):
+        names |= {kernel.a.buffer, kernel.b.buffer, kernel.out}
+        if kernel.epilogue is not None:
+            names |= _touched(kernel.epilogue)
+    else:
+        names.add(kernel.out)
+        visit(kernel.value)
+        visit(kernel.target)
+    return names

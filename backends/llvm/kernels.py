@@ -1,0 +1,353 @@
+"""LLVM functions for kernels: every kernel becomes `void name(i8** table, i64* sizes,
+i64* error, i64 lo, i64 hi, i64 thread)`, computing the part [lo, hi) of its work range, so
+the entry point can run it on one thread or split it across a thread pool."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from llvmlite import ir
+
+from graphc.backends.kernel import ir as k
+from graphc.backends.llvm.expressions import (
+    I8,
+    I64,
+    ExpressionEmitter,
+    Scope,
+    memory_type,
+    register_type,
+)
+from graphc.dtypes import DType, bool_
+
+I8_PTR = I8.as_pointer()
+I64_PTR = I64.as_pointer()
+KERNEL_TYPE = ir.FunctionType(ir.VoidType(), [I8_PTR.as_pointer(), I64_PTR, I64_PTR, I64, I64, I64])
+KERNEL_ARGS = ("table", "sizes", "error", "lo", "hi", "thread")
+
+
+class KernelContext:
+    """What kernel emission needs from the module: buffer slots, symbols, math, gemm."""
+
+    def __init__(
+        self,
+        module: ir.Module,
+        slots: dict[str, int],
+        dtypes: dict[str, DType],
+        symbols: tuple[str, ...],
+        math: Callable[[ir.Module, str, str], ir.Function],
+        gemm: Callable[[ir.Module, str], ir.Function] | None,
+        workspace_bytes: int,
+    ) -> None:
+        self.module = module
+        self.slots = slots
+        self.dtypes = dtypes
+        self.symbols = symbols
+        self.math = math
+        self.gemm = gemm
+        self.workspace_bytes = workspace_bytes
+
+
+class FunctionEmitter:
+    """Emits one kernel function: argument unpacking, loops, and expression emission."""
+
+    def __init__(
+        self,
+        ctx: KernelContext,
+        name: str,
+        function_type: ir.FunctionType = KERNEL_TYPE,
+        arg_names: tuple[str, ...] = KERNEL_ARGS,
+    ) -> None:
+        self.ctx = ctx
+        self.function = ir.Function(ctx.module, function_type, name)
+        self.args = {}
+        for arg, label in zip(self.function.args, arg_names, strict=True):
+            arg.name = label
+            self.args[label] = arg
+        self.table, self.sizes, self.error = (self.args[n] for n in ("table", "sizes", "error"))
+        # Pointers and sizes are loaded in a prologue block, whatever code asks for them first.
+        self.entry = self.function.append_basic_block("prologue")
+        body = self.function.append_basic_block("body")
+        self._jump = ir.IRBuilder(self.entry).branch(body)
+        self.builder = ir.IRBuilder(body)
+        self._pointers: dict[str, ir.Value] = {}
+        self._sizes: dict[str, ir.Value] = {}
+        self.expr = ExpressionEmitter(
+            ctx.module,
+            self.builder,
+            self.pointer,
+            self.size,
+            self.error,
+            lambda op, dtype: ctx.math(ctx.module, op, dtype.short),
+            self.loop,
+        )
+
+    def _at_entry(self, make: Callable[[ir.IRBuilder], ir.Value]) -> ir.Value:
+        builder = ir.IRBuilder(self.entry)
+        builder.position_before(self._jump)
+        return make(builder)
+
+    def pointer(self, buffer: str) -> ir.Value:
+        """Return the typed pointer of a buffer, loaded once at function entry."""
+        if buffer not in self._pointers:
+            slot = self.ctx.slots[buffer]
+            ty = memory_type(self.ctx.dtypes[buffer]).as_pointer()
+
+            def load(b: ir.IRBuilder) -> ir.Value:
+                raw = b.load(b.gep(self.table, [ir.Constant(I64, slot)]), name=f"{buffer}.raw")
+                return b.bitcast(raw, ty, name=buffer)
+
+            self._pointers[buffer] = self._at_entry(load)
+        return self._pointers[buffer]
+
+    def size(self, symbol: str) -> ir.Value:
+        """Return the run-time value of a symbolic dim, loaded once at function entry."""
+        if symbol not in self._sizes:
+            slot = self.ctx.symbols.index(symbol)
+            self._sizes[symbol] = self._at_entry(
+                lambda b: b.load(b.gep(self.sizes, [ir.Constant(I64, slot)]), name=symbol)
+            )
+        return self._sizes[symbol]
+
+    # -- loops ------------------------------------------------------------------------------
+    def counted(self, start, end, carried, body, name: str) -> list[ir.Value]:
+        """Emit `for i in [start, end)` carrying values; body(i, carried) -> new carried."""
+        b = self.builder
+        before = b.block
+        head = self.function.append_basic_block(f"{name}.head")
+        body_block = self.function.append_basic_block(f"{name}.body")
+        done = self.function.append_basic_block(f"{name}.done")
+        b.branch(head)
+        b.position_at_end(head)
+        index = b.phi(I64, name=name)
+        index.add_incoming(start, before)
+        phis = []
+        for position, value in enumerate(carried):
+            phi = b.phi(value.type, name=f"{name}.acc{position}")
+            phi.add_incoming(value, before)
+            phis.append(phi)
+        b.cbranch(b.icmp_signed("<", index, end), body_block, done)
+        b.position_at_end(body_block)
+        updated = body(index, phis)
+        latch = b.block
+        index.add_incoming(b.add(index, ir.Constant(I64, 1), name=f"{name}.next"), latch)
+        for phi, value in zip(phis, updated, strict=True):
+            phi.add_incoming(value, latch)
+        b.branch(head)
+        b.position_at_end(done)
+        return list(phis)
+
+    def loop(self, variables, extents, scope: Scope, initial, step) -> list[ir.Value]:
+        """Emit nested loops over variables (row-major); step(scope, flat, carried)."""
+
+        def level(depth: int, outer: Scope, flat: ir.Value, carried: list[ir.Value]):
+            if depth == len(variables):
+                return step(outer, flat, carried)
+            var, extent = variables[depth], extents[depth]
+
+            def body(index, acc):
+                inner = outer.child()
+                inner.values[var] = index
+                new_flat = self.builder.add(self.builder.mul(flat, extent), index)
+                return level(depth + 1, inner, new_flat, acc)
+
+            return self.counted(ir.Constant(I64, 0), extent, carried, body, var.name)
+
+        return level(0, scope, ir.Constant(I64, 0), list(initial))
+
+    def store(self, buffer: str, offset: ir.Value, value: ir.Value) -> None:
+        dtype = self.ctx.dtypes[buffer]
+        if dtype == bool_:
+            value = self.builder.zext(value, I8)
+        pointer = self.builder.gep(self.pointer(buffer), [offset], inbounds=True)
+        self.builder.store(value, pointer, align=max(1, dtype.itemsize))
+
+
+def _product(b: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
+    total = ir.Constant(I64, 1)
+    for v in values:
+        total = b.mul(total, v)
+    return total
+
+
+def loop_work(emitter: FunctionEmitter, kernel: k.LoopKernel, scope: Scope) -> ir.Value:
+    """Return the size of a loop kernel's work range (its domain's element count)."""
+    return _product(emitter.builder, [emitter.expr.index(d, scope) for d in kernel.domain])
+
+
+def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
+    """Emit a loop kernel: rows of the domain, row-invariant reductions hoisted out of rows."""
+    fe = FunctionEmitter(ctx, kernel.name)
+    b = fe.builder
+    scope = Scope()
+    extents = [fe.expr.index(d, scope) for d in kernel.domain]
+    if not kernel.domain:
+        with b.if_then(b.icmp_signed("<", fe.args["lo"], fe.args["hi"])):
+            _emit_stores(fe, kernel, scope, ir.Constant(I64, 0))
+        b.ret_void()
+        return fe.function
+    inner_extent = extents[-1]
+    outer_vars, inner_var = kernel.vars[:-1], kernel.vars[-1]
+    safe_inner = b.select(
+        b.icmp_signed(">", inner_extent, ir.Constant(I64, 0)), inner_extent, ir.Constant(I64, 1)
+    )
+    first_row = b.sdiv(fe.args["lo"], safe_inner, name="first_row")
+    end_row = b.sdiv(
+        b.add(fe.args["hi"], b.sub(safe_inner, ir.Constant(I64, 1))), safe_inner, name="end_row"
+    )
+    hoistable = _row_invariant_reductions(kernel, inner_var)
+
+    def row_body(row, carried):
+        row_scope = scope.child()
+        remaining = row
+        for var, extent in reversed(list(zip(outer_vars, extents[:-1], strict=True))):
+            row_scope.values[var] = b.srem(remaining, extent, name=var.name)
+            remaining = b.sdiv(remaining, extent)
+        for reduction in hoistable:
+            fe.expr.value(reduction, row_scope)
+        row_start = b.mul(row, inner_extent, name="row_start")
+        start = _max(b, b.sub(fe.args["lo"], row_start), ir.Constant(I64, 0))
+        end = _min(b, b.sub(fe.args["hi"], row_start), inner_extent)
+
+        def inner_body(i, acc):
+            inner_scope = row_scope.child()
+            inner_scope.values[inner_var] = i
+            _emit_stores(fe, kernel, inner_scope, b.add(row_start, i))
+            return []
+
+        fe.counted(start, end, [], inner_body, inner_var.name)
+        return []
+
+    fe.counted(first_row, end_row, [], row_body, "row")
+    b.ret_void()
+    return fe.function
+
+
+def _emit_stores(fe: FunctionEmitter, kernel: k.LoopKernel, scope: Scope, offset) -> None:
+    for store in kernel.stores:
+        fe.store(store.buffer, offset, fe.expr.value(store.value, scope))
+
+
+def _max(b, x, y):
+    return b.select(b.icmp_signed(">", x, y), x, y)
+
+
+def _min(b, x, y):
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _row_invariant_reductions(kernel: k.LoopKernel, inner: k.Var) -> list[k.Reduce]:
+    """Return the outermost Reduce subexpressions that do not read the innermost variable."""
+    found: list[k.Reduce] = []
+
+    def visit(expr) -> None:
+        if isinstance(expr, k.Reduce):
+            # Only whole reductions move; one nested in another's body stays with its loop.
+            if inner not in k.free_vars(expr) and expr not in found:
+                found.append(expr)
+            return
+        for child in k.children(expr):
+            visit(child)
+
+    for store in kernel.stores:
+        visit(store.value)
+    return found
+
+
+def matmul_work(emitter: FunctionEmitter, kernel: k.MatmulKernel, scope: Scope) -> ir.Value:
+    """Return a matmul's work range: its rows if it has at least as many as columns, else
+    its columns (the split the kernel reads lo and hi in)."""
+    b = emitter.builder
+    m, n = emitter.expr.index(kernel.m, scope), emitter.expr.index(kernel.n, scope)
+    return _max(b, m, n)
+
+
+def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Function:
+    """Emit the GEMM calls of a (batched) matmul over a block of rows or columns."""
+    fe = FunctionEmitter(ctx, kernel.name)
+    b = fe.builder
+    scope = Scope()
+    index = fe.expr.index
+    m, n, depth = index(kernel.m, scope), index(kernel.n, scope), index(kernel.k, scope)
+    by_rows = b.icmp_signed(">=", m, n, name="by_rows")
+    count = b.sub(fe.args["hi"], fe.args["lo"], name="count")
+    rows = b.select(by_rows, count, m, name="rows")
+    columns = b.select(by_rows, n, count, name="columns")
+    row_start = b.select(by_rows, fe.args["lo"], ir.Constant(I64, 0), name="row_start")
+    column_start = b.select(by_rows, ir.Constant(I64, 0), fe.args["lo"], name="column_start")
+    a_rs, a_cs = index(kernel.a.strides[-2], scope), index(kernel.a.strides[-1], scope)
+    b_rs, b_cs = index(kernel.b.strides[-2], scope), index(kernel.b.strides[-1], scope)
+    batch = [index(d, scope) for d in kernel.batch]
+    elem = memory_type(kernel.dtype)
+    workspace = b.bitcast(fe.pointer("workspace"), I8.as_pointer())
+    workspace = b.gep(workspace, [b.mul(fe.args["thread"], ir.Constant(I64, ctx.workspace_bytes))])
+    workspace = b.bitcast(workspace, elem.as_pointer())
+    gemm = ctx.gemm(ctx.module, kernel.dtype.short)
+
+    def batch_body(flat, carried):
+        remaining = flat
+        a_off, b_off = ir.Constant(I64, 0), ir.Constant(I64, 0)
+        for position in reversed(range(len(batch))):
+            i = b.srem(remaining, batch[position])
+            remaining = b.sdiv(remaining, batch[position])
+            a_off = b.add(a_off, b.mul(i, index(kernel.a.strides[position], scope)))
+            b_off = b.add(b_off, b.mul(i, index(kernel.b.strides[position], scope)))
+        c_off = b.mul(flat, b.mul(m, n))
+        a_off = b.add(a_off, b.mul(row_start, a_rs))
+        b_off = b.add(b_off, b.mul(column_start, b_cs))
+        c_off = b.add(c_off, b.add(b.mul(row_start, n), column_start))
+        a_ptr = b.gep(fe.pointer(kernel.a.buffer), [a_off])
+        b_ptr = b.gep(fe.pointer(kernel.b.buffer), [b_off])
+        c_ptr = b.gep(fe.pointer(kernel.out), [c_off])
+        b.call(
+            gemm,
+            [
+                rows,
+                columns,
+                depth,
+                a_ptr,
+                a_rs,
+                a_cs,
+                b_ptr,
+                b_rs,
+                b_cs,
+                c_ptr,
+                n,
+                workspace,
+                ir.Constant(ir.IntType(32), 0),
+            ],
+        )
+        return []
+
+    fe.counted(ir.Constant(I64, 0), _product(b, batch), [], batch_body, "batch")
+    b.ret_void()
+    return fe.function
+
+
+def emit_scatter_kernel(ctx: KernelContext, kernel: k.ScatterAddKernel) -> ir.Function:
+    """Emit a scatter-add: zero the output, then add every source element at its target
+    (single-threaded: targets may repeat)."""
+    fe = FunctionEmitter(ctx, kernel.name)
+    b = fe.builder
+    scope = Scope()
+    size = fe.expr.index(kernel.out_size, scope)
+    zero = ir.Constant(register_type(kernel.dtype), 0.0 if kernel.dtype.is_float else 0)
+
+    def clear(i, carried):
+        fe.store(kernel.out, i, zero)
+        return []
+
+    with b.if_then(b.icmp_signed("<", fe.args["lo"], fe.args["hi"])):
+        fe.counted(ir.Constant(I64, 0), size, [], clear, "clear")
+        extents = [fe.expr.index(d, scope) for d in kernel.domain]
+
+        def accumulate(inner: Scope, flat, carried):
+            target = fe.expr.index(kernel.target, inner)
+            value = fe.expr.value(kernel.value, inner)
+            pointer = b.gep(fe.pointer(kernel.out), [target], inbounds=True)
+            old = b.load(pointer)
+            b.store(b.fadd(old, value) if kernel.dtype.is_float else b.add(old, value), pointer)
+            return []
+
+        fe.loop(kernel.vars, extents, scope, [], accumulate)
+    b.ret_void()
+    return fe.function

@@ -1,0 +1,297 @@
+"""Fusion: partition a graph into kernels. Rules, applied in reverse topological order:
+
+1. Sources (inputs, variables, multi-element constants) are buffers; scalar constants,
+   symbolic sizes and movement ops (reshape, permute, broadcast_to, slice, pad, concat,
+   gather), casts and stop_gradient are index arithmetic, inlined into every consumer.
+2. Graph outputs, update values, matmul, scatter-add, convolution and pooling results get
+   their own buffer and kernel (a "root").
+3. Any other node (elementwise, random, reductions) joins its consumers' kernel when all of
+   them are in one kernel; otherwise it becomes a root. A reduction joins only a kernel over
+   its input's shape that reads it broadcast along the reduced, trailing axes (so the backend
+   computes it once per row, before the row's loop).
+4. Matmul operands must be strided views of buffers (permute/reshape/broadcast of a buffer);
+   the first node under a view chain that is not a buffer becomes a root.
+5. Epilogues: an elementwise root whose shape equals an earlier kernel's and that reads that
+   kernel's result at the same index joins it (bias + activation after a matmul; a chain of
+   materialised elementwise values), provided everything else it reads is ready by then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from graphc.dims import dim_mul, dims_equal
+from graphc.graph import Graph, Node
+from graphc.ops import get_op
+
+INLINE_OPS = frozenset(
+    {
+        "reshape",
+        "permute",
+        "broadcast_to",
+        "slice",
+        "pad",
+        "concat",
+        "gather",
+        "cast",
+        "stop_gradient",
+        "dim_size",
+    }
+)
+ROOT_OPS = frozenset(
+    {
+        "matmul",
+        "scatter_add",
+        "conv2d",
+        "conv2d_input_grad",
+        "conv2d_weight_grad",
+        "max_pool2d",
+        "max_pool2d_grad",
+        "avg_pool2d",
+        "avg_pool2d_grad",
+    }
+)
+VIEW_OPS = frozenset({"reshape", "permute", "broadcast_to"})
+REDUCE_OPS = frozenset(
+    {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"}
+)
+
+
+@dataclass
+class Group:
+    """One kernel: the roots it materialises (in order) and every node it covers."""
+
+    kind: str  # "loop" | "matmul" | "scatter_add"
+    roots: list[Node]
+    members: list[Node] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        ops = []
+        for node in self.members:
+            if node.op not in ops and node.op not in INLINE_OPS and node.op != "constant":
+                ops.append(node.op)
+        return "fused_" + "_".join(ops[:4]) if len(ops) > 1 else f"{ops[0] if ops else 'copy'}"
+
+
+@dataclass
+class Partition:
+    """The kernels of a graph in execution order, and which nodes own a buffer."""
+
+    groups: list[Group]
+    buffers: set[int]
+
+
+def is_buffer_source(node: Node) -> bool:
+    """Return True for nodes whose value lives in memory before any kernel runs."""
+    if node.op in ("input", "variable"):
+        return True
+    return node.op == "constant" and node.attrs["value"].size != 1
+
+
+def _inlined_everywhere(node: Node) -> bool:
+    if node.op == "constant":
+        return node.attrs["value"].size == 1
+    return node.op in INLINE_OPS
+
+
+def _trailing(axes: tuple[int, ...], ndim: int) -> bool:
+    return tuple(axes) == tuple(range(ndim - len(axes), ndim))
+
+
+def partition(graph: Graph) -> Partition:
+    """Return the kernels computing graph's outputs and updates."""
+    users = graph.users()
+    forced = {n.id for n in graph.outputs} | {value.id for _, value in graph.updates}
+    forced |= _matmul_operand_roots(graph)
+    root_of: dict[int, int | None] = {}
+    node_by_id = {n.id: n for n in graph.nodes}
+
+    def consumer_roots(node: Node) -> set[int]:
+        found: set[int] = set()
+        for user in users[node.id]:
+            root = root_of[user.id]
+            if root is None:
+                found |= consumer_roots(user)
+            else:
+                found.add(root)
+        return found
+
+    for node in reversed(graph.nodes):
+        if is_buffer_source(node):
+            root_of[node.id] = node.id
+            continue
+        if node.id in forced or node.op in ROOT_OPS:
+            root_of[node.id] = node.id
+            continue
+        if _inlined_everywhere(node):
+            root_of[node.id] = None
+            continue
+        roots = consumer_roots(node)
+        joinable = len(roots) == 1
+        if joinable and node.op in REDUCE_OPS:
+            joinable = _reduction_joins(node, node_by_id[next(iter(roots))])
+        if joinable:
+            (target,) = roots
+            joinable = node_by_id[target].op not in ROOT_OPS
+        root_of[node.id] = next(iter(roots)) if joinable else node.id
+
+    groups: dict[int, Group] = {}
+    for node in graph.nodes:
+        if is_buffer_source(node):
+            continue
+        root = root_of[node.id]
+        if root == node.id:
+            kind = node.op if node.op in ("matmul", "scatter_add") else "loop"
+            if node.op == "matmul" and not node.type.dtype.is_float:
+                kind = "loop"  # integer products use the generic loop, not the float GEMM
+            groups[root] = Group(kind, [node])
+    for node in graph.nodes:
+        root = root_of.get(node.id)
+        if root is not None and root in groups:
+            groups[root].members.append(node)
+    ordered = [groups[n.id] for n in graph.nodes if n.id in groups]
+    buffers = {n.id for n in graph.nodes if is_buffer_source(n)} | set(groups)
+    free = {node_id for node_id, root in root_of.items() if root is None}
+    return Partition(_merge_epilogues(ordered, free), buffers)
+
+
+def _reduction_joins(reduction: Node, root: Node) -> bool:
+    axes = reduction.attrs.get("axes", (reduction.attrs.get("axis"),))
+    source = reduction.inputs[0].type.shape
+    same_shape = len(source) == len(root.type.shape) and all(
+        map(dims_equal, source, root.type.shape)
+    )
+    return same_shape and _trailing(tuple(axes), len(source)) and reduction.attrs["keepdims"]
+
+
+@dataclass(frozen=True)
+class StridedView:
+    """A node's value read from another node's buffer: element i at sum(i_k * strides_k)."""
+
+    base: Node
+    shape: tuple
+    strides: tuple
+
+
+def strided_view(node: Node, is_buffer) -> StridedView | None:
+    """Return node as a strided view of a buffer through permute/reshape/broadcast_to, or None
+    when the chain cannot be expressed with strides (a reshape of a non-contiguous view)."""
+    if is_buffer(node):
+        return StridedView(node, node.type.shape, _contiguous_strides(node.type.shape))
+    if node.op not in VIEW_OPS:
+        return None
+    inner = strided_view(node.inputs[0], is_buffer)
+    if inner is None:
+        return None
+    shape = node.type.shape
+    if node.op == "permute":
+        perm = node.attrs["perm"]
+        return StridedView(inner.base, shape, tuple(inner.strides[p] for p in perm))
+    if node.op == "broadcast_to":
+        offset = len(shape) - len(inner.shape)
+        strides = [0] * offset + [
+            0 if (d == 1 and not (isinstance(t, int) and t == 1)) else stride
+            for d, t, stride in zip(inner.shape, shape[offset:], inner.strides, strict=True)
+        ]
+        return StridedView(inner.base, shape, tuple(strides))
+    if inner.strides == _contiguous_strides(inner.shape):
+        return StridedView(inner.base, shape, _contiguous_strides(shape))
+    return None
+
+
+def _contiguous_strides(shape: tuple) -> tuple:
+    strides, running = [], 1
+    for d in reversed(shape):
+        strides.append(running)
+        running = dim_mul(running, d)
+    return tuple(reversed(strides))
+
+
+def _matmul_operand_roots(graph: Graph) -> set[int]:
+    """Return the nodes that must be buffers because a matmul reads them as strided views."""
+    needed = set()
+    for node in graph.nodes:
+        if node.op != "matmul" or not node.type.dtype.is_float:
+            continue
+        for operand in node.inputs:
+            base = operand
+            while base.op in VIEW_OPS:
+                base = base.inputs[0]
+            if not is_buffer_source(base):
+                needed.add(base.id)
+            if strided_view(operand, lambda n, b=base: n is b) is None:
+                needed.add(operand.id)
+    return needed
+
+
+def _same_shape(a: Node, b: Node) -> bool:
+    return len(a.type.shape) == len(b.type.shape) and all(
+        map(dims_equal, a.type.shape, b.type.shape)
+    )
+
+
+def _reads_at_same_index(group: Group, producer: Node) -> bool:
+    """Return True if some elementwise member reads producer directly, with its own shape."""
+    return any(
+        producer in member.inputs
+        and get_op(member.op).kind == "elementwise"
+        and _same_shape(member, producer)
+        for member in group.members
+    )
+
+
+def _external_reads(group: Group, free: set[int]) -> list[Node]:
+    """Return the materialised nodes a group reads, looking through inlined movement ops."""
+    member_ids = {m.id for m in group.members}
+    found, stack = [], [s for m in group.members for s in m.inputs]
+    while stack:
+        source = stack.pop()
+        if source.id in member_ids:
+            continue
+        if source.id in free:
+            stack.extend(source.inputs)
+        elif source not in found:
+            found.append(source)
+    return found
+
+
+def _merge_epilogues(groups: list[Group], free: set[int]) -> list[Group]:
+    """Fold elementwise roots into an earlier kernel over the same shape (rule 5)."""
+    merged: list[Group] = []
+    defined_at: dict[int, int] = {}
+    for group in groups:
+        target = None
+        if group.kind == "loop":
+            target = _epilogue_target(group, merged, defined_at, free)
+        if target is None:
+            merged.append(group)
+            position = len(merged) - 1
+        else:
+            position = target
+            merged[target].roots.extend(group.roots)
+            merged[target].members.extend(group.members)
+        for node in group.roots:
+            defined_at[node.id] = position
+    return merged
+
+
+def _epilogue_target(
+    group: Group, merged: list[Group], defined_at: dict[int, int], free: set[int]
+) -> int | None:
+    root = group.roots[0]
+    if get_op(root.op).kind != "elementwise":
+        return None
+    if any(get_op(m.op).kind == "reduce" for m in group.members):
+        return None
+    external = [s for s in _external_reads(group, free) if s.id in defined_at]
+    for producer in external:
+        position = defined_at[producer.id]
+        host = merged[position]
+        if host.kind == "scatter_add" or not _same_shape(host.roots[0], root):
+            continue
+        if _reads_at_same_index(group, producer) and all(
+            defined_at[s.id] <= position for s in external
+        ):
+            return position
+    return None

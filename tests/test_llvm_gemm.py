@@ -1,0 +1,289 @@
+"""The LLVM backend's packed GEMM kernel, JIT-compiled and called through ctypes, against numpy."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+llvmlite = pytest.importorskip("llvmlite")
+llvm = pytest.importorskip("llvmlite.binding")
+ir = pytest.importorskip("llvmlite.ir")
+
+from graphc.errors import DTypeError  # noqa: E402
+
+
+def _load_gemm_module():
+    """Import backends/llvm/gemm.py by path (the llvm package's __init__ may not exist yet)."""
+    path = Path(__file__).resolve().parents[1] / "backends" / "llvm" / "gemm.py"
+    spec = importlib.util.spec_from_file_location("_graphc_llvm_gemm_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+gemm = _load_gemm_module()
+
+_SIGNATURE = ctypes.CFUNCTYPE(
+    None,
+    *(ctypes.c_int64,) * 3,
+    *(ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64) * 2,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int32,
+)
+_NUMPY = {"f32": np.float32, "f64": np.float64}
+# Bound on |C - A @ B| relative to |A| @ |B| (the magnitude the rounding error scales with).
+_RTOL = {"f32": 2e-6, "f64": 1e-14}
+
+
+class JitGemm:
+    """Both dtypes' GEMMs compiled once for the host; call(...) runs one on numpy arrays."""
+
+    def __init__(self) -> None:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        module = ir.Module(name="gemm_test")
+        module.triple = llvm.get_process_triple()
+        for dtype in _NUMPY:
+            gemm.gemm_function(module, dtype)
+        self.ir_text = str(module)
+        target = llvm.Target.from_default_triple()
+        machine = target.create_target_machine(
+            cpu=llvm.get_host_cpu_name(),
+            features=llvm.get_host_cpu_features().flatten(),
+            opt=3,
+        )
+        parsed = llvm.parse_assembly(self.ir_text)
+        parsed.verify()
+        builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(3))
+        builder.getModulePassManager().run(parsed, builder)
+        self.engine = llvm.create_mcjit_compiler(parsed, machine)
+        self.engine.finalize_object()
+        self.functions = {
+            dtype: _SIGNATURE(self.engine.get_function_address(f"graphc_gemm_{dtype}"))
+            for dtype in _NUMPY
+        }
+
+    def call(
+        self,
+        dtype: str,
+        a: np.ndarray,
+        b: np.ndarray,
+        c: np.ndarray,
+        accumulate: bool = False,
+        workspace: np.ndarray | None = None,
+    ) -> None:
+        """Run C (+)= A @ B in place; A and B may be any strided views, C has unit column stride."""
+        (m, k), n = a.shape, b.shape[1]
+        item = c.itemsize
+        assert c.shape == (m, n) and (m == 0 or n <= 1 or c.strides[1] == item)
+        if workspace is None:
+            workspace = aligned_workspace(dtype)
+        self.functions[dtype](
+            m,
+            n,
+            k,
+            a.ctypes.data,
+            a.strides[0] // item,
+            a.strides[1] // item,
+            b.ctypes.data,
+            b.strides[0] // item,
+            b.strides[1] // item,
+            c.ctypes.data,
+            c.strides[0] // item,
+            workspace.ctypes.data,
+            int(accumulate),
+        )
+
+
+def aligned_workspace(dtype: str) -> np.ndarray:
+    """Return a 64-byte aligned scratch buffer of workspace_bytes(dtype) bytes."""
+    size = gemm.workspace_bytes(dtype)
+    raw = np.empty(size + 64, dtype=np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + size]
+
+
+@pytest.fixture(scope="module")
+def jit() -> JitGemm:
+    return JitGemm()
+
+
+def assert_gemm_close(dtype: str, got: np.ndarray, a: np.ndarray, b: np.ndarray, c0=None) -> None:
+    """Check got == c0 + a @ b within a tolerance scaled by |a| @ |b| (computed in float64)."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    want = a64 @ b64 if c0 is None else c0.astype(np.float64) + a64 @ b64
+    scale = np.abs(a64) @ np.abs(b64) + (0.0 if c0 is None else np.abs(c0))
+    error = np.abs(got.astype(np.float64) - want)
+    assert np.all(error <= _RTOL[dtype] * scale + 1e-30), f"max error {error.max()}"
+
+
+# M, N, K: edge cases, tile remainders, skinny shapes, and blocks crossing MC (120 f32, 60 f64),
+# KC (512) and NC (2048 f32, 1024 f64).
+SHAPES = [
+    (1, 1, 1),
+    (2, 3, 4),
+    (6, 64, 8),
+    (7, 65, 9),
+    (5, 63, 1),
+    (1, 300, 70),
+    (300, 1, 70),
+    (1, 1, 600),
+    (13, 17, 600),
+    (121, 130, 33),
+    (250, 70, 270),
+    (3, 2100, 5),
+]
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_matches_numpy(jit: JitGemm, dtype: str, shape: tuple[int, int, int]) -> None:
+    m, n, k = shape
+    rng = np.random.default_rng(m * 10007 + n * 101 + k)
+    a = rng.standard_normal((m, k)).astype(_NUMPY[dtype])
+    b = rng.standard_normal((k, n)).astype(_NUMPY[dtype])
+    c = np.full((m, n), np.nan, dtype=_NUMPY[dtype])  # accumulate=0 must never read C
+    jit.call(dtype, a, b, c)
+    assert_gemm_close(dtype, c, a, b)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_transposed_operands_through_strides(
+    jit: JitGemm, dtype: str, transpose_a: bool, transpose_b: bool
+) -> None:
+    m, n, k = 37, 150, 530
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(_NUMPY[dtype])
+    y = rng.standard_normal((n, k) if transpose_b else (k, n)).astype(_NUMPY[dtype])
+    a = x.T if transpose_a else x
+    b = y.T if transpose_b else y
+    c = np.empty((m, n), dtype=_NUMPY[dtype])
+    jit.call(dtype, a, b, c)
+    assert_gemm_close(dtype, c, a, b)
+
+
+def test_arbitrary_strided_views(jit: JitGemm) -> None:
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((40, 90)).astype(np.float32)[::2, ::3]  # 20 x 30, strides 180 and 3
+    b = rng.standard_normal((60, 100)).astype(np.float32)[::2, 1::2]  # 30 x 50
+    c = np.empty((20, 50), dtype=np.float32)
+    jit.call("f32", a, b, c)
+    assert_gemm_close("f32", c, a, b)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (9, 70, 3), (130, 67, 600)])
+def test_accumulate_adds_to_c(jit: JitGemm, dtype: str, shape: tuple[int, int, int]) -> None:
+    m, n, k = shape
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((m, k)).astype(_NUMPY[dtype])
+    b = rng.standard_normal((k, n)).astype(_NUMPY[dtype])
+    c0 = rng.standard_normal((m, n)).astype(_NUMPY[dtype])
+    c = c0.copy()
+    jit.call(dtype, a, b, c, accumulate=True)
+    assert_gemm_close(dtype, c, a, b, c0)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_zero_depth_writes_zeros_or_keeps_c(jit: JitGemm, dtype: str) -> None:
+    a = np.empty((5, 0), dtype=_NUMPY[dtype])
+    b = np.empty((0, 70), dtype=_NUMPY[dtype])
+    c = np.full((5, 70), np.nan, dtype=_NUMPY[dtype])
+    jit.call(dtype, a, b, c)
+    assert np.array_equal(c, np.zeros((5, 70)))
+    c[:] = 2.5
+    jit.call(dtype, a, b, c, accumulate=True)
+    assert np.all(c == 2.5)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_column_output_with_and_without_transposition(jit: JitGemm, dtype: str) -> None:
+    # A contiguous C[M, 1] is computed as C.T = B.T @ A.T; a strided column cannot be.
+    rng = np.random.default_rng(17)
+    a = rng.standard_normal((130, 530)).astype(_NUMPY[dtype])
+    b = rng.standard_normal((530, 1)).astype(_NUMPY[dtype])
+    contiguous = np.empty((130, 1), dtype=_NUMPY[dtype])
+    strided = np.empty((130, 5), dtype=_NUMPY[dtype])[:, 2:3]
+    jit.call(dtype, a, b, contiguous)
+    jit.call(dtype, a, b, strided)
+    assert_gemm_close(dtype, contiguous, a, b)
+    assert np.array_equal(contiguous, strided)
+
+
+def test_empty_output_is_a_no_op(jit: JitGemm) -> None:
+    a = np.ones((4, 4), dtype=np.float32)
+    jit.call("f32", a[:0], a, np.empty((0, 4), dtype=np.float32))  # M = 0
+    c = np.full((4, 4), 7.0, dtype=np.float32)
+    jit.call("f32", a, a[:, :0], c[:, :0])  # N = 0
+    assert np.all(c == 7.0)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_writes_only_inside_c(jit: JitGemm, dtype: str) -> None:
+    # C is a window of a larger buffer (row stride 80): masked edge tiles must not touch the rest.
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((11, 20)).astype(_NUMPY[dtype])
+    b = rng.standard_normal((20, 67)).astype(_NUMPY[dtype])
+    buffer = np.full((13, 80), -7.0, dtype=_NUMPY[dtype])
+    c = buffer[1:12, 3:70]
+    jit.call(dtype, a, b, c)
+    assert_gemm_close(dtype, c, a, b)
+    outside = np.ones(buffer.shape, dtype=bool)
+    outside[1:12, 3:70] = False
+    assert np.all(buffer[outside] == -7.0)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("split", [64, 100])
+def test_disjoint_column_blocks_on_two_threads(jit: JitGemm, dtype: str, split: int) -> None:
+    m, n, k = 70, 200, 300
+    rng = np.random.default_rng(13)
+    a = rng.standard_normal((m, k)).astype(_NUMPY[dtype])
+    b = rng.standard_normal((k, n)).astype(_NUMPY[dtype])
+    whole = np.empty((m, n), dtype=_NUMPY[dtype])
+    jit.call(dtype, a, b, whole)
+    halves = np.empty((m, n), dtype=_NUMPY[dtype])
+    blocks = [slice(0, split), slice(split, n)]
+    threads = [
+        threading.Thread(
+            target=jit.call,
+            args=(dtype, a, b[:, cols], halves[:, cols]),
+            kwargs={"workspace": aligned_workspace(dtype)},
+        )
+        for cols in blocks
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Each element sums over k in the same order whichever block it is in: bitwise equal.
+    assert np.array_equal(whole, halves)
+
+
+def test_function_is_cached_and_ir_is_readable() -> None:
+    module = ir.Module(name="names")
+    first = gemm.gemm_function(module, "float32")
+    assert gemm.gemm_function(module, "f32") is first
+    assert first.name == "graphc_gemm_f32"
+    text = str(module)
+    for name in ("graphc_gemm_f32_micro_kernel", "graphc_gemm_f32_pack_b", '%"c_row_stride"'):
+        assert name in text
+
+
+def test_workspace_and_dtype_errors() -> None:
+    plan = gemm.gemm_plan("f32")
+    assert gemm.workspace_bytes("f32") == (plan.kc * plan.nc + plan.mc * plan.kc) * 4
+    assert gemm.workspace_bytes("float64") > 0
+    with pytest.raises(DTypeError, match="int32"):
+        gemm.workspace_bytes("int32")
