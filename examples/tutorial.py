@@ -211,7 +211,31 @@ def symbolic_batch() -> None:
         print("InputError:", error)
 
 
-# Sections run in order. The tutorial's second half (autograd onwards) is appended here.
+def autograd() -> None:
+    """Autograd: gradients as graph nodes"""
+    x = gc.tensor(2.0)
+    y = 3 * x * x
+    dy_dx = gc.grad(y, x)
+    print("x = 2, y = 3x^2; dy/dx =", dy_dx.item())
+    z = 3 * x * x
+    print("gc.grad(y + z, x) =", gc.grad(y + z, x).item())
+    print(
+        "PyTorch's second y.backward() prints 24 because it adds into x.grad; graphc's "
+        "gradients are values in the graph, so nothing accumulates behind your back."
+    )
+    print(
+        "To sum gradients over several terms you add them in the graph (as y + z above); "
+        "across calls of a training step, the optimizer's accumulate=k does it for you."
+    )
+    w = gc.input("w", (3,))
+    loss = ((w * w).sum() + w[0]).named("loss")
+    grad_w = gc.grad(loss, w)
+    print("gradient graph of loss = sum(w^2) + w[0]:")
+    gc.show(grad_w)
+    print("at w = [1, 2, 3]:", grad_w.eval({w: np.array([1.0, 2.0, 3.0], np.float32)}))
+
+
+# Sections run in order. The tutorial's second half (nn onwards) is appended here.
 SECTIONS = (
     creating_tensors,
     elementwise_ops,
@@ -224,6 +248,7 @@ SECTIONS = (
     indexing,
     scalars,
     symbolic_batch,
+    autograd,
 )
 
 

@@ -68,6 +68,14 @@ from graphc.shaping import (
     transpose,
     unsqueeze,
 )
+from graphc.spatial import (
+    avg_pool2d,
+    conv2d,
+    conv_transpose2d,
+    gather,
+    max_pool2d,
+    pad,
+)
 from graphc.types import TensorType
 from graphc.variable import Variable
 

@@ -12,7 +12,7 @@ from graphc import dtypes
 from graphc.dims import as_shape, dim_prod, is_static
 from graphc.dtypes import as_dtype
 from graphc.errors import DTypeError, GraphError, located, user_location
-from graphc.math_ops import as_tensor, constant
+from graphc.math_ops import as_tensor, cast, constant
 from graphc.ops.registry import make_node
 from graphc.shaping import broadcast_to
 from graphc.tensor import Tensor
@@ -114,7 +114,7 @@ def eye(n: int, m: int | None = None, dtype: Any = None) -> Tensor:
     return constant(np.eye(n, m), as_dtype(dtype or dtypes.DEFAULT_FLOAT))
 
 
-def _random(distribution: str, size: Sequence[Any], dtype: Any) -> Tensor:
+def _random(distribution: str, size: Sequence[Any], dtype: Any, step: Tensor | None) -> Tensor:
     shape = as_shape(_shape_args(size))
     dtype = as_dtype(dtype or dtypes.DEFAULT_FLOAT)
     offset = _RandomState.offset
@@ -128,17 +128,25 @@ def _random(distribution: str, size: Sequence[Any], dtype: Any) -> Tensor:
         "distribution": distribution,
     }
     counter = constant(np.int64(offset), dtypes.int64)
+    if step is not None:
+        # A changing step (e.g. a Variable advanced by a training step's updates) moves the
+        # draw to a fresh counter range, far from every other draw's, on each call.
+        counter = counter + cast(step, dtypes.int64) * (1 << 44)
     return Tensor(make_node("random", [counter.node], attrs))
 
 
-def rand(*size: Any, dtype: Any = None) -> Tensor:
-    """Return uniform random values in [0, 1) from the counter-based generator."""
-    return _random("uniform", size, dtype)
+def rand(*size: Any, dtype: Any = None, step: Tensor | None = None) -> Tensor:
+    """Return uniform random values in [0, 1) from the counter-based generator.
+
+    `step`, an integer scalar tensor, makes the values differ between calls of a compiled
+    Function: pass a Variable that the Function's updates increment (as Dropout does).
+    """
+    return _random("uniform", size, dtype, step)
 
 
-def randn(*size: Any, dtype: Any = None) -> Tensor:
-    """Return standard normal random values from the counter-based generator."""
-    return _random("normal", size, dtype)
+def randn(*size: Any, dtype: Any = None, step: Tensor | None = None) -> Tensor:
+    """Return standard normal random values from the counter-based generator (see rand)."""
+    return _random("normal", size, dtype, step)
 
 
 def input(name: str, shape: Sequence[Any], dtype: Any = dtypes.float32) -> Tensor:  # noqa: A001

@@ -1,0 +1,138 @@
+"""Convolution, pooling, padding and gather in the Tensor API (PyTorch's functional names and
+argument conventions; layouts are NCHW)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from graphc.errors import ShapeError, user_op
+from graphc.math_ops import as_tensor, result_dtype
+from graphc.ops.registry import make_node
+from graphc.ops.shape_rules import normalize_axis
+from graphc.tensor import Tensor
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+        raise ShapeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _conv_attrs(stride, padding, dilation, groups) -> dict[str, Any]:
+    return {
+        "stride": _pair(stride, "stride"),
+        "padding": _pair(padding, "padding"),
+        "dilation": _pair(dilation, "dilation"),
+        "groups": int(groups),
+    }
+
+
+@user_op
+def conv2d(
+    input: Tensor,  # noqa: A002 - PyTorch's name
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> Tensor:
+    """Return the 2-D convolution of input (N, C, H, W) with weight (O, C/groups, kH, kW)."""
+    dtype = result_dtype(input, weight)
+    x, w = as_tensor(input, dtype), as_tensor(weight, dtype)
+    out = Tensor(
+        make_node("conv2d", [x.node, w.node], _conv_attrs(stride, padding, dilation, groups))
+    )
+    return out if bias is None else out + as_tensor(bias, dtype).reshape(-1, 1, 1)
+
+
+@user_op
+def conv_transpose2d(
+    input: Tensor,  # noqa: A002
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    output_padding: int | Sequence[int] = 0,
+    groups: int = 1,
+    dilation: int | Sequence[int] = 1,
+) -> Tensor:
+    """Return the transposed convolution of input (N, C_in, H, W) with weight
+    (C_in, C_out/groups, kH, kW), PyTorch's layout: the gradient of conv2d w.r.t. its input."""
+    dtype = result_dtype(input, weight)
+    x, w = as_tensor(input, dtype), as_tensor(weight, dtype)
+    attrs = _conv_attrs(stride, padding, dilation, groups)
+    if x.ndim != 4 or w.ndim != 4:
+        raise ShapeError(f"input and weight must be 4-d, got {x!r} and {w!r}")
+    (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
+    oph, opw = _pair(output_padding, "output_padding")
+    kh, kw = w.shape[2], w.shape[3]
+    height = (x.shape[2] - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
+    width = (x.shape[3] - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
+    attrs["input_hw"] = (height, width)
+    out = Tensor(make_node("conv2d_input_grad", [x.node, w.node], attrs))
+    return out if bias is None else out + as_tensor(bias, dtype).reshape(-1, 1, 1)
+
+
+def _pool_attrs(kernel_size, stride, padding) -> dict[str, Any]:
+    kernel = _pair(kernel_size, "kernel_size")
+    return {
+        "kernel": kernel,
+        "stride": kernel if stride is None else _pair(stride, "stride"),
+        "padding": _pair(padding, "padding"),
+    }
+
+
+@user_op
+def max_pool2d(
+    input: Tensor,  # noqa: A002
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+) -> Tensor:
+    """Return the maximum over each kernel_size window (stride defaults to kernel_size)."""
+    attrs = _pool_attrs(kernel_size, stride, padding)
+    return Tensor(make_node("max_pool2d", [as_tensor(input).node], attrs))
+
+
+@user_op
+def avg_pool2d(
+    input: Tensor,  # noqa: A002
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    count_include_pad: bool = True,
+) -> Tensor:
+    """Return the mean over each kernel_size window (stride defaults to kernel_size)."""
+    attrs = {
+        **_pool_attrs(kernel_size, stride, padding),
+        "count_include_pad": bool(count_include_pad),
+    }
+    return Tensor(make_node("avg_pool2d", [as_tensor(input).node], attrs))
+
+
+@user_op
+def pad(input: Tensor, pad: Sequence[int], value: float = 0.0) -> Tensor:  # noqa: A002
+    """Return input padded with a constant; `pad` lists (before, after) pairs starting from
+    the last dim, as in torch.nn.functional.pad."""
+    x = as_tensor(input)
+    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+        raise ShapeError(f"pad needs (before, after) pairs for at most {x.ndim} dims, got {pad}")
+    pairs = [(0, 0)] * x.ndim
+    for k in range(len(pad) // 2):
+        pairs[x.ndim - 1 - k] = (int(pad[2 * k]), int(pad[2 * k + 1]))
+    if all(p == (0, 0) for p in pairs):
+        return x
+    return Tensor(make_node("pad", [x.node], {"pads": tuple(pairs), "value": value}))
+
+
+@user_op
+def gather(input: Tensor, dim: int, index: Any) -> Tensor:  # noqa: A002
+    """Return input's values at `index` along dim (torch.gather): out[i][j] = x[i][index[i][j]]
+    for dim=1; index has input's number of dims and its other dims are 1 or input's."""
+    x = as_tensor(input)
+    idx = as_tensor(index)
+    axis = normalize_axis(dim, x.ndim, x.shape)
+    return Tensor(make_node("gather", [x.node, idx.node], {"axis": axis}))
