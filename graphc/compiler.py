@@ -28,7 +28,7 @@ class Executable(Protocol):
 
 BackendFactory = Callable[[Graph], Executable]
 _BACKENDS: dict[str, BackendFactory] = {}
-_DEFAULT_BACKEND = ["reference"]
+_DEFAULT_BACKEND = ["llvm"]
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:
@@ -156,6 +156,11 @@ class Function:
     """A compiled graph: call it with one array per input; returns the outputs as arrays."""
 
     def __init__(self, graph: Graph, executable: Executable, backend: str, single: bool) -> None:
+        program = getattr(executable, "program", None)
+        if program is not None:
+            graph = graph.with_kernels(
+                {node_id: kernel.name for kernel in program.kernels for node_id in kernel.covers}
+            )
         self.graph = graph
         self.backend = backend
         self._executable = executable

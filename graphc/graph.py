@@ -75,6 +75,8 @@ class Graph:
     inputs: tuple[Node, ...]
     outputs: tuple[Node, ...]
     updates: tuple[tuple[Node, Node], ...] = ()
+    # Display only: node id -> the name of the compiled kernel that computes it.
+    kernels: Mapping[int, str] = field(default_factory=dict)
     nodes: tuple[Node, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +98,10 @@ class Graph:
         """Return a graph with the same inputs and new outputs and update values."""
         new_updates = self.updates if updates is None else tuple(updates)
         return Graph(self.inputs, tuple(outputs), tuple(new_updates))
+
+    def with_kernels(self, kernels: Mapping[int, str]) -> Graph:
+        """Return the same graph annotated with the kernel computing each node."""
+        return Graph(self.inputs, self.outputs, self.updates, dict(kernels))
 
     def users(self) -> dict[int, list[Node]]:
         """Return, for each node id, the nodes that take it as an input."""

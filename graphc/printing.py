@@ -54,7 +54,7 @@ def _format_constant(value: np.ndarray) -> str:
     return "<elided>"
 
 
-def format_node(node: Node, names: dict[int, str]) -> str:
+def format_node(node: Node, names: dict[int, str], kernel: str | None = None) -> str:
     """Return one listing line: '%h = op(%a, %b) {attrs} : f32[B,10]  # file.py:12'."""
     if node.op == "constant":
         rhs = f"constant {_format_constant(node.attrs['value'])}"
@@ -65,7 +65,9 @@ def format_node(node: Node, names: dict[int, str]) -> str:
         )
         rhs = f"{node.op}({args})" + (f" {{{attrs}}}" if attrs else "")
     line = f"  {names[node.id]} = {rhs} : {node.type}"
-    return line + (f"  # {node.location}" if node.location else "")
+    notes = [kernel] if kernel else []
+    notes += [node.location] if node.location else []
+    return line + (f"  # {', '.join(notes)}" if notes else "")
 
 
 def format_graph(graph: Graph) -> str:
@@ -80,7 +82,7 @@ def format_graph(graph: Graph) -> str:
         lines += [f"  {names[v.id]} : {v.type}" for v in variables]
     for node in graph.nodes:
         if node.op not in ("input", "variable"):
-            lines.append(format_node(node, names))
+            lines.append(format_node(node, names, graph.kernels.get(node.id)))
     outputs = ", ".join(names[n.id] for n in graph.outputs)
     lines.append(f"  return {outputs}")
     for variable, value in graph.updates:

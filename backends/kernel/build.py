@@ -50,12 +50,14 @@ class KernelProgram:
     symbols: tuple[str, ...]
 
 
-def _buffer_name(node: Node) -> str:
+def _buffer_name(node: Node, position: int) -> str:
+    """Return a buffer name from the node's position in the graph (not its global id), so
+    structurally equal graphs give identical code and can share a compiled module."""
     if node.op == "input":
         return f"in_{node.name}"
     if node.op == "variable":
-        return f"var_{node.attrs['storage'].name}"
-    return f"{node.op}_{node.id}"
+        return f"var{position}"
+    return f"{node.op}{position}"
 
 
 def _role(node: Node, outputs: set[int]) -> str:
@@ -67,12 +69,13 @@ def _role(node: Node, outputs: set[int]) -> str:
 def build_program(graph: Graph, plan: Partition) -> KernelProgram:
     """Return the kernel program computing graph with the given partition."""
     nodes = {n.id: n for n in graph.nodes}
+    positions = {n.id: position for position, n in enumerate(graph.nodes)}
     output_ids = {n.id for n in graph.outputs}
     buffers = {}
     names = {}
     for node_id in sorted(plan.buffers):
         node = nodes[node_id]
-        name = _buffer_name(node)
+        name = _buffer_name(node, positions[node_id])
         names[node_id] = name
         buffers[name] = BufferSpec(
             name, node, node.type.shape, node.type.dtype, _role(node, output_ids)

@@ -20,6 +20,7 @@ from graphc.backends.llvm.jit import compile_module, thread_pool_library
 from graphc.backends.llvm.mathfunctions import math_function
 from graphc.backends.llvm.memory import ArenaPlanner
 from graphc.backends.llvm.program import ENTRY_NAME, build_module, slot_names
+from graphc.backends.llvm.runtime_library import gemm_declaration
 from graphc.dims import evaluate_shape
 from graphc.errors import IndexingError, located
 from graphc.graph import Graph
@@ -49,7 +50,7 @@ class LLVMExecutable:
         self.program: KernelProgram = build_program(graph, self.partition)
         parallel = thread_pool_library()
         workspace = max(gemm.workspace_bytes("f32"), gemm.workspace_bytes("f64"))
-        module = build_module(self.program, math_function, gemm.gemm_function, workspace, parallel)
+        module = build_module(self.program, math_function, gemm_declaration, workspace, parallel)
         self.llvm_ir = str(module)
         self.compiled = compile_module(module)
         self._entry = _ENTRY(self.compiled.address(ENTRY_NAME))
@@ -130,14 +131,19 @@ class LLVMExecutable:
 
 
 def _updates_from_kernels(graph: Graph) -> Graph:
-    """Return graph with every update value computed by a kernel: one that is a variable or
-    input itself is copied first, so `a <- b, b <- a` reads both old values."""
-    updates = []
-    for variable, value in graph.updates:
-        if is_buffer_source(value):
-            value = make_node("stop_gradient", [value], location=value.location)
-        updates.append((variable, value))
-    return Graph(graph.inputs, graph.outputs, tuple(updates))
+    """Return graph with every update value and every variable output computed by a kernel:
+    a copy taken before any variable changes, so `a <- b, b <- a` reads both old values and
+    an output that is an updated variable shows its value from before the call."""
+
+    def copied(node):
+        return make_node("stop_gradient", [node], location=node.location)
+
+    updates = tuple(
+        (variable, copied(value) if is_buffer_source(value) else value)
+        for variable, value in graph.updates
+    )
+    outputs = tuple(copied(n) if n.op == "variable" else n for n in graph.outputs)
+    return Graph(graph.inputs, outputs, updates)
 
 
 def _aligned(address: int) -> int:

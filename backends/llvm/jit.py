@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import ctypes
 import ctypes.util
 import functools
+import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
+import llvmlite
 import llvmlite.binding as llvm
 from llvmlite import ir
 
@@ -59,17 +63,87 @@ class CompiledModule:
         return target_machine().emit_assembly(llvm.parse_assembly(self.optimized_ir))
 
 
+_MEMORY_CACHE: dict[str, CompiledModule] = {}
+
+
+def cache_directory() -> Path | None:
+    """Return the on-disk cache folder (GRAPHC_CACHE_DIR, default ~/.cache/graphc), or None
+    when GRAPHC_CACHE=0 disables it."""
+    if os.environ.get("GRAPHC_CACHE", "1") == "0":
+        return None
+    configured = os.environ.get("GRAPHC_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "graphc"
+
+
+def module_key(text: str) -> str:
+    """Return the cache key of a module: its IR, graphc's and llvmlite's versions, the CPU."""
+    from graphc import __version__
+
+    cpu, features = host_cpu()
+    digest = hashlib.sha256()
+    for part in (text, __version__, llvmlite.__version__, cpu, features):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def compile_module(module: ir.Module) -> CompiledModule:
-    """Return the module verified, optimised at O3 for the host, and JIT-compiled."""
+    """Return the module optimised at O3 for the host and JIT-compiled, reusing an earlier
+    compilation of the same IR from this process or from the on-disk cache."""
     machine = target_machine()
     module.triple = llvm.get_process_triple()
     module.data_layout = str(machine.target_data)
-    parsed = llvm.parse_assembly(str(module))
+    text = str(module)
+    key = module_key(text)
+    if key in _MEMORY_CACHE:
+        return _MEMORY_CACHE[key]
+    folder = cache_directory()
+    stored = _read_cached(folder, key)
+    parsed = llvm.parse_assembly(text)
     parsed.verify()
-    tuning = llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL)
-    builder = llvm.create_pass_builder(machine, tuning)
-    builder.getModulePassManager().run(parsed, builder)
-    optimized = str(parsed)
+    if stored is None:
+        tuning = llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL)
+        builder = llvm.create_pass_builder(machine, tuning)
+        builder.getModulePassManager().run(parsed, builder)
+        optimized = str(parsed)
+    else:
+        optimized = stored[1]
     engine = llvm.create_mcjit_compiler(parsed, machine)
+    if stored is None:
+        engine.set_object_cache(
+            notify_func=lambda _module, obj: _write_cached(folder, key, obj, optimized)
+        )
+    else:
+        engine.set_object_cache(getbuffer_func=lambda _module: stored[0])
     engine.finalize_object()
-    return CompiledModule(engine, optimized, parsed)
+    compiled = CompiledModule(engine, optimized, parsed)
+    _MEMORY_CACHE[key] = compiled
+    return compiled
+
+
+def _read_cached(folder: Path | None, key: str) -> tuple[bytes, str] | None:
+    if folder is None:
+        return None
+    try:
+        return (folder / f"{key}.o").read_bytes(), (folder / f"{key}.ll").read_text()
+    except OSError:
+        return None
+
+
+def _write_cached(folder: Path | None, key: str, obj: bytes, optimized: str) -> None:
+    """Store object code and optimised IR atomically; a cache that cannot be written is
+    skipped (it only saves time)."""
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for suffix, data in ((".ll", optimized.encode()), (".o", obj)):
+            handle, temporary = tempfile.mkstemp(dir=folder, suffix=suffix)
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+            os.replace(temporary, folder / f"{key}{suffix}")
+    except OSError:
+        return

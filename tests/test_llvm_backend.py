@@ -1,0 +1,104 @@
+"""The LLVM backend specifically: kernel counts of fusion, threads, symbolic dims, the arena,
+run-time index errors, caching and the debugging views."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.errors import IndexingError
+
+rng = np.random.default_rng(7)
+
+
+def _compile(inputs, outputs, **options):
+    return gc.compile(inputs, outputs, backend="llvm", **options)
+
+
+def test_elementwise_chain_is_one_kernel():
+    x, w, b = (gc.input(name, (64,)) for name in "xwb")
+    y = (x * w + b).sigmoid() * x.tanh() + 0.5 * x * x
+    f = _compile([x, w, b], [y])
+    assert len(f.kernels()) == 1
+    xs = [rng.standard_normal(64).astype(np.float32) for _ in range(3)]
+    x0, w0, b0 = xs
+    expected = 1 / (1 + np.exp(-(x0 * w0 + b0))) * np.tanh(x0) + 0.5 * x0 * x0
+    np.testing.assert_allclose(f(*xs), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_row_softmax_is_at_most_two_kernels():
+    x = gc.input("x", ("B", 33))
+    f = _compile([x], [x.softmax(1)])
+    assert len(f.kernels()) <= 2
+    value = rng.standard_normal((5, 33)).astype(np.float32) * 10
+    e = np.exp(value - value.max(1, keepdims=True))
+    np.testing.assert_allclose(f(value), e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-7)
+
+
+def test_linear_relu_is_one_kernel():
+    x = gc.input("x", ("B", 16))
+    w = gc.Variable(rng.standard_normal((16, 8)).astype(np.float32), name="w")
+    b = gc.Variable(rng.standard_normal(8).astype(np.float32), name="b")
+    f = _compile([x], [(x @ w + b).relu()])
+    assert len(f.kernels()) == 1
+    value = rng.standard_normal((3, 16)).astype(np.float32)
+    expected = np.maximum(value @ w.numpy() + b.numpy(), 0)
+    np.testing.assert_allclose(f(value), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_graph_listing_names_kernels():
+    x = gc.input("x", (4,))
+    f = _compile([x], [(x * 2).exp()])
+    name = f.kernels()[0][0]
+    assert f"# {name}" in str(f.graph)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_results_do_not_depend_on_thread_count(monkeypatch, threads):
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
+    x = gc.input("x", ("B", 300))
+    w = gc.Variable(rng.standard_normal((300, 200)).astype(np.float32), name="w")
+    f = _compile([x], [(x @ w).tanh().sum(1), (x * x).exp().mean(0)])
+    value = rng.standard_normal((257, 300)).astype(np.float32) * 0.1
+    rows, columns = f(value)
+    np.testing.assert_allclose(rows, np.tanh(value @ w.numpy()).sum(1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(columns, np.exp(value * value).mean(0), rtol=1e-5)
+
+
+def test_one_compilation_serves_every_batch_size():
+    x = gc.input("x", ("B", 3))
+    f = _compile([x], [(x * x).sum(1) + x[:, 0]])
+    for batch in (1, 2, 17, 1000):
+        value = rng.standard_normal((batch, 3)).astype(np.float32)
+        np.testing.assert_allclose(f(value), (value * value).sum(1) + value[:, 0], rtol=1e-5)
+
+
+def test_arena_is_reported_and_reused():
+    x = gc.input("x", ("B", 64))
+    h = (x * 2).exp()
+    f = _compile([x], [(h * h.sum(1, keepdim=True)).sum()])
+    f(np.ones((10, 64), np.float32))
+    small = f.memory_stats()["arena_bytes"]
+    f(np.ones((100, 64), np.float32))
+    assert f.memory_stats()["arena_bytes"] >= small
+
+
+def test_out_of_range_gather_raises_and_changes_nothing():
+    table = gc.Variable(np.arange(5, dtype=np.float32), name="table")
+    index = gc.input("index", (2,), gc.int64)
+    f = _compile([index], [table[index]], updates={table: table * 2})
+    np.testing.assert_array_equal(f(np.array([0, -1])), [0.0, 4.0])
+    before = table.numpy()
+    with pytest.raises(IndexingError, match="index 7 is out of bounds"):
+        f(np.array([1, 7]))
+    np.testing.assert_array_equal(table.numpy(), before)
+
+
+def test_debug_views_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    x = gc.input("x", (8,))
+    f = _compile([x], [x.exp() + 1])
+    assert "define void @graph_main" in f.llvm_ir()
+    assert "graph_main" in f.asm()
+    assert list(tmp_path.glob("*.o"))
