@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from graphc.errors import GraphError, located
 from graphc.graph import Node, topological_nodes
 from graphc.ops import get_op
 from graphc.tensor import Tensor
@@ -49,10 +50,12 @@ def gradients(
         g = _total(contributions)
         done[node.id] = g
         op = get_op(node.op)
-        if not op.differentiable or not node.inputs or op.grad is None:
+        if not op.differentiable or not node.inputs:
             continue
-        if not any(source.id in relevant for source in node.inputs):
+        if not any(source.id in relevant and source.type.dtype.is_float for source in node.inputs):
             continue
+        if op.grad is None:
+            raise GraphError(located(f"{node.op} has no gradient rule", node.location))
         inputs = [Tensor(source) for source in node.inputs]
         input_grads = op.grad(inputs, Tensor(node), g, node.attrs)
         for source, source_grad in zip(node.inputs, input_grads, strict=True):

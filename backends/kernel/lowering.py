@@ -506,6 +506,21 @@ def _max_pool_grad(ctx, node, index):
     return Reduce("sum", (i, j), (IConst(kh), IConst(kw)), body, dtype)
 
 
+def _max_pool_select(ctx, node, index):
+    x, values = node.inputs
+    n, ch, oh, ow = index.dims()
+    taps, extents, value, _ = _window(ctx, node, x, n, ch, oh, ow, -np.inf)
+    first_max = ValueIndex(Reduce("argmax", taps, extents, value, int64))
+    kw = IConst(node.attrs["kernel"][1])
+    i, j = ibin("div", first_max, kw), ibin("mod", first_max, kw)
+    (sh, sw), (ph, pw) = node.attrs["stride"], node.attrs["padding"]
+    _, _, height, width = x.type.shape
+    row = _clamp(_window_position(oh, i, sh, 1, ph), IConst(height))
+    col = _clamp(_window_position(ow, j, sw, 1, pw), IConst(width))
+    return ctx.value(values, Index(values.type.shape, dims=(n, ch, row, col)))
+
+
+_register("max_pool2d_select", _max_pool_select)
 _register("max_pool2d", _max_pool)
 _register("avg_pool2d", _avg_pool)
 _register("avg_pool2d_grad", _avg_pool_grad)

@@ -222,6 +222,23 @@ def _max_pool_grad_reference(args, attrs, env):
 define_op("max_pool2d_grad", "pool", _max_pool_grad_infer, _max_pool_grad_reference)
 
 
+def _max_pool_select_infer(types, attrs):
+    x, values = types
+    return TensorType(_pool_infer([x], attrs).shape, same_dtype(types, "input and values"))
+
+
+def _max_pool_select_reference(args, attrs, env):
+    # The adjoint of max_pool2d_grad in its second input: each window takes `values` at the
+    # position of the window's first maximum of x.
+    x, values = args
+    first_max = _max_pool_windows(x, attrs).argmax(axis=2)[:, :, None]
+    taps = _max_pool_windows(values, attrs)
+    return np.take_along_axis(taps, first_max, axis=2)[:, :, 0]
+
+
+define_op("max_pool2d_select", "pool", _max_pool_select_infer, _max_pool_select_reference)
+
+
 def _avg_divisor(x_hw, attrs, dtype) -> np.ndarray | float:
     if attrs["count_include_pad"]:
         return float(attrs["kernel"][0] * attrs["kernel"][1])
@@ -307,6 +324,19 @@ _POOL_ATTRS = ("kernel", "stride", "padding")
 def _max_pool_grad(xs, out, g, attrs):
     (x,) = xs
     return [apply_op("max_pool2d_grad", [x, g], {k: attrs[k] for k in _POOL_ATTRS})]
+
+
+@grad_rule("max_pool2d_grad")
+def _max_pool_grad_grad(xs, out, g, attrs):
+    x, gy = xs
+    # The routing depends on x only through comparisons: no gradient flows to x.
+    return [None, apply_op("max_pool2d_select", [x, g], dict(attrs))]
+
+
+@grad_rule("max_pool2d_select")
+def _max_pool_select_grad(xs, out, g, attrs):
+    x, values = xs
+    return [None, apply_op("max_pool2d_grad", [x, g], dict(attrs))]
 
 
 @grad_rule("avg_pool2d")
