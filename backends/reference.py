@@ -23,7 +23,13 @@ class ReferenceExecutable:
         self.graph = graph
         self._steps = [(node, get_op(node.op)) for node in graph.nodes if node.op != "input"]
 
-    def run(self, feeds: Sequence[np.ndarray], bindings: Mapping[str, int]) -> list[np.ndarray]:
+    def run(
+        self,
+        feeds: Sequence[np.ndarray],
+        bindings: Mapping[str, int],
+        out: Sequence[np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
+        """Return the outputs (copied into `out` if given), then apply the updates."""
         values: dict[int, np.ndarray] = {
             node.id: array for node, array in zip(self.graph.inputs, feeds, strict=True)
         }
@@ -36,7 +42,12 @@ class ReferenceExecutable:
                 detail = f"{node.op}: {error} (sizes {dict(bindings)})" if bindings else error
                 raise IndexingError(located(f"{detail}", node.location)) from None
             values[node.id] = self._checked(node, result, bindings)
-        outputs = [np.array(values[n.id]) for n in self.graph.outputs]
+        if out is None:
+            outputs = [np.array(values[n.id]) for n in self.graph.outputs]
+        else:
+            outputs = list(out)
+            for target, node in zip(outputs, self.graph.outputs, strict=True):
+                np.copyto(target, values[node.id])
         # Every value exists before any variable changes, so a failure above changed nothing.
         new_values = [np.array(values[value.id]) for _, value in self.graph.updates]
         for (variable, _), value in zip(self.graph.updates, new_values, strict=True):

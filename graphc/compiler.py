@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from graphc.dims import Sym, evaluate_dim, format_shape
-from graphc.errors import GraphError, InputError, located, user_location
+from graphc.errors import GraphError, IndexingError, InputError, located, user_location
 from graphc.graph import Graph, Node
 from graphc.tensor import Tensor
 from graphc.types import TensorType
@@ -23,7 +23,12 @@ class Executable(Protocol):
     """What a backend returns for a graph. run(feeds, bindings) returns the outputs and applies
     the updates to the variables, all of them or (on an error) none."""
 
-    def run(self, feeds: Sequence[np.ndarray], bindings: Mapping[str, int]) -> list[np.ndarray]: ...
+    def run(
+        self,
+        feeds: Sequence[np.ndarray],
+        bindings: Mapping[str, int],
+        out: Sequence[np.ndarray] | None = None,
+    ) -> list[np.ndarray]: ...
 
 
 BackendFactory = Callable[[Graph], Executable]
@@ -162,6 +167,7 @@ class Function:
                 {node_id: kernel.name for kernel in program.kernels for node_id in kernel.covers}
             )
         self.graph = graph
+        self._guards = run_time_bounds(graph)
         self.backend = backend
         self._executable = executable
         self._single = single
@@ -170,12 +176,37 @@ class Function:
         names = ", ".join(n.name for n in self.graph.inputs)
         return f"Function({names}) -> {len(self.graph.outputs)} outputs on {self.backend!r}"
 
-    def __call__(self, *arrays: Any) -> Any:
+    def __call__(self, *arrays: Any, out: Any = None) -> Any:
+        """Run the graph on arrays (one per input). `out` may give preallocated output arrays
+        (one array, or a tuple with one per output) that receive the results."""
         feeds, bindings = self.validate(arrays)
-        outputs = self._executable.run(feeds, bindings)
+        targets = self._output_targets(out, bindings)
+        outputs = self._executable.run(feeds, bindings, targets)
         if not outputs:
             return None
         return outputs[0] if self._single else tuple(outputs)
+
+    def _output_targets(self, out: Any, bindings: dict[str, int]) -> list[np.ndarray] | None:
+        if out is None:
+            return None
+        arrays = list(out) if isinstance(out, (tuple, list)) else [out]
+        if len(arrays) != len(self.graph.outputs):
+            raise InputError(f"out= needs {len(self.graph.outputs)} arrays, got {len(arrays)}")
+        for position, (node, array) in enumerate(zip(self.graph.outputs, arrays, strict=True)):
+            shape = tuple(evaluate_dim(d, bindings) for d in node.type.shape)
+            if (
+                not isinstance(array, np.ndarray)
+                or array.dtype != node.type.dtype.numpy
+                or array.shape != shape
+                or not array.flags.c_contiguous
+                or not array.flags.writeable
+            ):
+                raise InputError(
+                    f"out[{position}] must be a writeable C-contiguous {node.type.dtype.name} "
+                    f"array of shape {shape}, got {getattr(array, 'dtype', type(array))} "
+                    f"{getattr(array, 'shape', '')}"
+                )
+        return arrays
 
     def memory_stats(self) -> dict[str, int]:
         """Return the backend's memory figures (the LLVM backend: arena bytes)."""
@@ -205,7 +236,9 @@ class Function:
             names = ", ".join(n.name for n in inputs)
             raise InputError(f"expected {len(inputs)} arrays ({names}), got {len(arrays)}")
         feeds = [_checked_array(node, value) for node, value in zip(inputs, arrays, strict=True)]
-        return feeds, bind_symbols(inputs, feeds)
+        bindings = bind_symbols(inputs, feeds)
+        check_run_time_bounds(self._guards, bindings)
+        return feeds, bindings
 
 
 def _checked_array(node: Node, value: Any) -> np.ndarray:
@@ -259,3 +292,44 @@ def bind_symbols(inputs: Sequence[Node], feeds: Sequence[np.ndarray]) -> dict[st
                     f"got {size} (array shape {format_shape(array.shape)}){source}"
                 )
     return bindings
+
+
+def run_time_bounds(graph: Graph) -> list[Node]:
+    """Return the slice and pad nodes whose bounds depend on symbolic sizes (checked per call)."""
+    guards = []
+    for node in graph.nodes:
+        if node.op == "slice":
+            bounds = (*node.attrs["starts"], *node.attrs["sizes"], *node.inputs[0].type.shape)
+        elif node.op == "pad":
+            bounds = tuple(width for pair in node.attrs["pads"] for width in pair)
+        else:
+            continue
+        if any(isinstance(d, Sym) for d in bounds):
+            guards.append(node)
+    return guards
+
+
+def check_run_time_bounds(guards: Sequence[Node], bindings: Mapping[str, int]) -> None:
+    """Raise IndexingError if a symbolic slice or pad falls outside its input for these sizes."""
+    for node in guards:
+        sizes = ", ".join(f"{k}={v}" for k, v in sorted(bindings.items()))
+        if node.op == "pad":
+            for lo, hi in node.attrs["pads"]:
+                if evaluate_dim(lo, bindings) < 0 or evaluate_dim(hi, bindings) < 0:
+                    raise IndexingError(located(f"pad: negative width for {sizes}", node.location))
+            continue
+        source = node.inputs[0].type.shape
+        for axis, (start, size, step) in enumerate(
+            zip(node.attrs["starts"], node.attrs["sizes"], node.attrs["steps"], strict=True)
+        ):
+            begin, count = evaluate_dim(start, bindings), evaluate_dim(size, bindings)
+            length = evaluate_dim(source[axis], bindings)
+            last = begin + (count - 1) * step
+            if count < 0 or (count and not (begin >= 0 and last < length)):
+                raise IndexingError(
+                    located(
+                        f"slice of dim {axis} reads elements {begin}..{last} of a dim of size "
+                        f"{length} (with {sizes})",
+                        node.location,
+                    )
+                )

@@ -102,3 +102,31 @@ def test_debug_views_and_cache(tmp_path, monkeypatch):
     assert "define void @graph_main" in f.llvm_ir()
     assert "graph_main" in f.asm()
     assert list(tmp_path.glob("*.o"))
+
+
+def test_dump_writes_ir_and_assembly(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHC_DUMP", str(tmp_path))
+    x = gc.input("x", (8,))
+    _compile([x], [x.sqrt() * 3])
+    suffixes = sorted(p.name.split(".", 1)[1] for p in tmp_path.iterdir())
+    assert suffixes == ["kernels.txt", "ll", "opt.ll", "s"]
+
+
+def test_preallocated_outputs_and_symbolic_slice_checks():
+    x = gc.input("x", ("B", 4))
+    f = _compile([x], [x[:5] * 2])
+    out = np.empty((5, 4), np.float32)
+    assert f(np.ones((6, 4), np.float32), out=out) is out
+    np.testing.assert_array_equal(out, np.full((5, 4), 2.0))
+    with pytest.raises(IndexingError, match="B=3"):
+        f(np.ones((3, 4), np.float32))
+    with pytest.raises(gc.errors.InputError, match="out"):
+        f(np.ones((6, 4), np.float32), out=np.empty((4, 4), np.float32))
+
+
+def test_non_contiguous_inputs_are_copied_not_misread():
+    x = gc.input("x", (3, 4))
+    f = _compile([x], [x + 0.5])
+    base = np.arange(24, dtype=np.float32).reshape(6, 4)
+    view = base[::2]
+    np.testing.assert_array_equal(f(view), view + 0.5)

@@ -16,7 +16,7 @@ import numpy as np
 from graphc.backends.kernel import KernelProgram, build_program
 from graphc.backends.kernel import ir as k
 from graphc.backends.llvm import gemm
-from graphc.backends.llvm.jit import compile_module, thread_pool_library
+from graphc.backends.llvm.jit import compile_module, module_key, thread_pool_library
 from graphc.backends.llvm.mathfunctions import math_function
 from graphc.backends.llvm.memory import ArenaPlanner
 from graphc.backends.llvm.program import ENTRY_NAME, build_module, slot_names
@@ -53,6 +53,7 @@ class LLVMExecutable:
         module = build_module(self.program, math_function, gemm_declaration, workspace, parallel)
         self.llvm_ir = str(module)
         self.compiled = compile_module(module)
+        _dump(self.program, self.llvm_ir, self.compiled)
         self._entry = _ENTRY(self.compiled.address(ENTRY_NAME))
         self._threads = thread_count() if parallel else 1
         self._slots = slot_names(self.program)
@@ -71,7 +72,12 @@ class LLVMExecutable:
         """Return the arena size in bytes (intermediates) of the last call's shapes."""
         return {"arena_bytes": self._planner.arena_bytes}
 
-    def run(self, feeds: Sequence[np.ndarray], bindings: Mapping[str, int]) -> list[np.ndarray]:
+    def run(
+        self,
+        feeds: Sequence[np.ndarray],
+        bindings: Mapping[str, int],
+        out: Sequence[np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
         """Run the entry point; returns the outputs (updates are applied in native code)."""
         for position, symbol in enumerate(self.program.symbols):
             self._sizes[position] = bindings[symbol]
@@ -80,6 +86,10 @@ class LLVMExecutable:
             f"in_{node.name}": array for node, array in zip(self.graph.inputs, feeds, strict=True)
         }
         outputs: dict[str, np.ndarray] = {}
+        if out is not None:
+            for name, array in zip(self.program.outputs, out, strict=True):
+                if self.program.buffers[name].role == "output":
+                    outputs.setdefault(name, array)
         offsets, arena = self._planner.plan(bindings)
         arena_address = arena.ctypes.data if arena is not None else 0
         for slot, name in enumerate(self._slots):
@@ -94,9 +104,10 @@ class LLVMExecutable:
                 elif spec.role == "constant":
                     address = self._constants[name].ctypes.data
                 elif spec.role == "output":
-                    array = np.empty(evaluate_shape(spec.shape, bindings), spec.dtype.numpy)
-                    outputs[name] = array
-                    address = array.ctypes.data
+                    if name not in outputs:
+                        shape = evaluate_shape(spec.shape, bindings)
+                        outputs[name] = np.empty(shape, spec.dtype.numpy)
+                    address = outputs[name].ctypes.data
                 else:
                     address = arena_address + offsets[name]
             table[slot] = address
@@ -109,7 +120,13 @@ class LLVMExecutable:
             raise IndexingError(
                 located(f"index {value} is out of bounds for dim {axis} with size {size}", None)
             )
-        return self._collect(outputs, fed)
+        results = self._collect(outputs, fed)
+        if out is None:
+            return results
+        for target, result in zip(out, results, strict=True):
+            if target is not result:
+                np.copyto(target, result)
+        return list(out)
 
     def _collect(
         self, outputs: dict[str, np.ndarray], fed: dict[str, np.ndarray]
@@ -144,6 +161,23 @@ def _updates_from_kernels(graph: Graph) -> Graph:
     )
     outputs = tuple(copied(n) if n.op == "variable" else n for n in graph.outputs)
     return Graph(graph.inputs, outputs, updates)
+
+
+def _dump(program: KernelProgram, text: str, compiled) -> None:
+    """Write the module's IR, optimised IR and assembly to GRAPHC_DUMP, if it names a folder."""
+    folder = os.environ.get("GRAPHC_DUMP")
+    if not folder:
+        return
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.join(folder, "graph_" + module_key(text)[:12])
+    with open(stem + ".ll", "w") as stream:
+        stream.write(text)
+    with open(stem + ".opt.ll", "w") as stream:
+        stream.write(compiled.optimized_ir)
+    with open(stem + ".s", "w") as stream:
+        stream.write(compiled.assembly())
+    with open(stem + ".kernels.txt", "w") as stream:
+        stream.write("\n".join(kernel.name for kernel in program.kernels) + "\n")
 
 
 def _aligned(address: int) -> int:
