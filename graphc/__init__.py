@@ -51,6 +51,7 @@ from graphc.reductions import (
     prod,
     softmax,
     std,
+    stop_gradient,
     sum,
     var,
 )

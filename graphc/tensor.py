@@ -374,6 +374,10 @@ class Tensor:
     def matmul(self, other) -> Tensor:
         return _shaping.matmul(self, other)
 
+    def detach(self) -> Tensor:
+        """Return the same value with no gradient flowing back through it."""
+        return _reductions.stop_gradient(self)
+
     def contiguous(self) -> Tensor:
         return self
 
