@@ -325,29 +325,33 @@ def _window_position(out_i: IntExpr, tap: IntExpr, stride: int, dilation: int, p
     return ibin("sub", iadd(imul(out_i, IConst(stride)), imul(tap, IConst(dilation))), IConst(pad))
 
 
+def _tap(ctx, x: Node, n, channel, oh, ow, i, j, stride, dilation, padding):
+    """Return (x at window tap (i, j) of output (oh, ow), clamped; whether it is inside x)."""
+    _, _, height, width = x.type.shape
+    ih = _window_position(oh, i, stride[0], dilation[0], padding[0])
+    iw = _window_position(ow, j, stride[1], dilation[1], padding[1])
+    inside = _all([_in_range(ih, IConst(height)), _in_range(iw, IConst(width))])
+    rows, cols = _clamp(ih, IConst(height)), _clamp(iw, IConst(width))
+    return ctx.value(x, Index(x.type.shape, dims=(n, channel, rows, cols))), inside
+
+
+def _masked_product(a: Expr, b: Expr, inside: IntExpr, dtype: DType) -> Expr:
+    return Select(IndexValue(inside, bool_), Binary("mul", a, b, dtype), Const(0, dtype), dtype)
+
+
 def _conv2d(ctx, node, index):
     x, w = node.inputs
     n, o, oh, ow = index.dims()
-    groups = node.attrs["groups"]
-    (sh, sw), (ph, pw), (dh, dw) = (node.attrs[k] for k in ("stride", "padding", "dilation"))
+    stride, padding, dilation = (node.attrs[k] for k in ("stride", "padding", "dilation"))
     out_c, per_group, kh, kw = w.type.shape
-    _, _, height, width = x.type.shape
     c, i, j = ctx.fresh("c"), ctx.fresh("i"), ctx.fresh("j")
-    group = ibin("div", o, IConst(out_c // groups))
-    ih = _window_position(oh, i, sh, dh, ph)
-    iw = _window_position(ow, j, sw, dw, pw)
-    inside = _all([_in_range(ih, IConst(height)), _in_range(iw, IConst(width))])
+    group = ibin("div", o, IConst(out_c // node.attrs["groups"]))
     channel = iadd(imul(group, IConst(per_group)), c)
-    xv = ctx.value(
-        x,
-        Index(
-            x.type.shape, dims=(n, channel, _clamp(ih, IConst(height)), _clamp(iw, IConst(width)))
-        ),
-    )
+    xv, inside = _tap(ctx, x, n, channel, oh, ow, i, j, stride, dilation, padding)
     wv = ctx.value(w, Index(w.type.shape, dims=(o, c, i, j)))
-    dtype = node.type.dtype
-    body = Select(IndexValue(inside, bool_), Binary("mul", xv, wv, dtype), Const(0, dtype), dtype)
-    return Reduce("sum", (c, i, j), (IConst(per_group), IConst(kh), IConst(kw)), body, dtype)
+    body = _masked_product(xv, wv, inside, node.type.dtype)
+    extents = (IConst(per_group), IConst(kh), IConst(kw))
+    return Reduce("sum", (c, i, j), extents, body, node.type.dtype)
 
 
 def _strided_source(
@@ -381,40 +385,25 @@ def _conv2d_input_grad(ctx, node, index):
     col, col_ok = _strided_source(wd, j, sw, dw, pw, out_w)
     gv = ctx.value(gy, Index(gy.type.shape, dims=(n, channel, row, col)))
     wv = ctx.value(w, Index(w.type.shape, dims=(channel, ibin("mod", c, IConst(per_group)), i, j)))
-    dtype = node.type.dtype
-    body = Select(
-        IndexValue(_all([row_ok, col_ok]), bool_),
-        Binary("mul", gv, wv, dtype),
-        Const(0, dtype),
-        dtype,
-    )
-    return Reduce("sum", (o, i, j), (IConst(per_out), IConst(kh), IConst(kw)), body, dtype)
+    body = _masked_product(gv, wv, _all([row_ok, col_ok]), node.type.dtype)
+    extents = (IConst(per_out), IConst(kh), IConst(kw))
+    return Reduce("sum", (o, i, j), extents, body, node.type.dtype)
 
 
 def _conv2d_weight_grad(ctx, node, index):
     x, gy = node.inputs
     o, c, i, j = index.dims()
+    stride, padding, dilation = (node.attrs[k] for k in ("stride", "padding", "dilation"))
     groups = node.attrs["groups"]
-    (sh, sw), (ph, pw), (dh, dw) = (node.attrs[k] for k in ("stride", "padding", "dilation"))
-    _, in_c, height, width = x.type.shape
-    _, out_c, out_h, out_w = gy.type.shape
+    in_c, (_, out_c, out_h, out_w) = x.type.shape[1], gy.type.shape
     n, oh, ow = ctx.fresh("n"), ctx.fresh("oh"), ctx.fresh("ow")
     group = ibin("div", o, IConst(out_c // groups))
     channel = iadd(imul(group, IConst(in_c // groups)), c)
-    ih = _window_position(oh, i, sh, dh, ph)
-    iw = _window_position(ow, j, sw, dw, pw)
-    inside = _all([_in_range(ih, IConst(height)), _in_range(iw, IConst(width))])
-    xv = ctx.value(
-        x,
-        Index(
-            x.type.shape, dims=(n, channel, _clamp(ih, IConst(height)), _clamp(iw, IConst(width)))
-        ),
-    )
+    xv, inside = _tap(ctx, x, n, channel, oh, ow, i, j, stride, dilation, padding)
     gv = ctx.value(gy, Index(gy.type.shape, dims=(n, o, oh, ow)))
-    dtype = node.type.dtype
-    body = Select(IndexValue(inside, bool_), Binary("mul", xv, gv, dtype), Const(0, dtype), dtype)
+    body = _masked_product(xv, gv, inside, node.type.dtype)
     extents = (dim_expr(x.type.shape[0]), IConst(out_h), IConst(out_w))
-    return Reduce("sum", (n, oh, ow), extents, body, dtype)
+    return Reduce("sum", (n, oh, ow), extents, body, node.type.dtype)
 
 
 _register("conv2d", _conv2d)
@@ -424,15 +413,9 @@ _register("conv2d_weight_grad", _conv2d_weight_grad)
 
 def _window(ctx, node, x: Node, n, ch, oh, ow, fill: float):
     """Return (vars, extents, value of x under tap (i, j) or `fill` outside, valid flag)."""
-    (kh, kw), (sh, sw), (ph, pw) = (node.attrs[k] for k in ("kernel", "stride", "padding"))
-    _, _, height, width = x.type.shape
+    (kh, kw), stride, padding = (node.attrs[k] for k in ("kernel", "stride", "padding"))
     i, j = ctx.fresh("i"), ctx.fresh("j")
-    ih = _window_position(oh, i, sh, 1, ph)
-    iw = _window_position(ow, j, sw, 1, pw)
-    inside = _all([_in_range(ih, IConst(height)), _in_range(iw, IConst(width))])
-    xv = ctx.value(
-        x, Index(x.type.shape, dims=(n, ch, _clamp(ih, IConst(height)), _clamp(iw, IConst(width))))
-    )
+    xv, inside = _tap(ctx, x, n, ch, oh, ow, i, j, stride, (1, 1), padding)
     dtype = x.type.dtype
     value = Select(IndexValue(inside, bool_), xv, Const(fill, dtype), dtype)
     return (i, j), (IConst(kh), IConst(kw)), value, inside
