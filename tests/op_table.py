@@ -1583,6 +1583,16 @@ def _torch_max_pool(attrs):
     return pool
 
 
+def _torch_max_pool_select(x, values, attrs):
+    """Return, per window, values at the position of x's maximum (PyTorch's pooling indices)."""
+    torch = _torch()
+    _, where = torch.nn.functional.max_pool2d(
+        torch.from_numpy(x), attrs["kernel"], attrs["stride"], attrs["padding"], return_indices=True
+    )
+    picked = torch.from_numpy(values).flatten(2).gather(2, where.flatten(2))
+    return picked.reshape(where.shape).numpy()
+
+
 def _torch_avg_pool(attrs):
     def pool(x):
         torch = _torch()
@@ -1622,6 +1632,15 @@ for _pid, _xs, _k, _s, _p in _POOL:
         lambda x, gy, a=_attrs: _torch_grad(_torch_max_pool(a), [x], 0, gy),
         F(*_xs),
         F(*_ys),
+        diff=True,
+        order=1,
+    )
+    add(
+        f"max_pool2d_select_{_pid}",
+        lambda x, v, a=_attrs: _prim("max_pool2d_select", [x, v], **a),
+        lambda x, v, a=_attrs: _torch_max_pool_select(x, v, a),
+        F(*_xs),
+        F(*_xs),
         diff=True,
         order=1,
     )
