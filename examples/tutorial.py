@@ -1,7 +1,10 @@
-"""The tensor half of the CS224N PyTorch tutorial, written with graphc.
+"""The CS224N PyTorch tutorial, written with graphc: tensors first, then nn, optimizers and
+the training loop.
 
 Every tensor here is a node in a graph; `.numpy()` and `.item()` compile the subgraph that
-produces it on the default backend and run it. Run it with `python examples/tutorial.py`.
+produces it on the default backend and run it. The second half builds layers with graphc.nn
+and compiles a whole training step (forward, backward and Adam update) into one Function.
+Run it with `python examples/tutorial.py`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import textwrap
 import numpy as np
 
 import graphc as gc
+from graphc import nn, optim
 from graphc.errors import InputError, ShapeError
 
 
@@ -235,7 +239,163 @@ def autograd() -> None:
     print("at w = [1, 2, 3]:", grad_w.eval({w: np.array([1.0, 2.0, 3.0], np.float32)}))
 
 
-# Sections run in order. The tutorial's second half (nn onwards) is appended here.
+def nn_linear() -> None:
+    """nn.Linear"""
+    gc.manual_seed(0)
+    x = gc.randn(2, 3, 4)
+    linear = nn.Linear(4, 2)
+    print("linear =", linear)
+    output = linear(x)
+    print("x.shape =", x.shape, "-> linear(x).shape =", output.shape)
+    show("linear(x)", output)
+    print("Linear maps the last dim (in_features=4) to out_features=2; the other dims ride along.")
+    print("Matching the wrong dim is caught as the layer is called, before anything runs:")
+    try:
+        nn.Linear(2, 2)(x)
+    except ShapeError as error:
+        print("ShapeError:", error)
+
+
+def nn_parameters() -> None:
+    """Parameters"""
+    gc.manual_seed(0)
+    linear = nn.Linear(4, 2)
+    for name, parameter in linear.named_parameters():
+        print(f"{name}: {parameter!r}")
+        print(textwrap.indent(np.array2string(parameter.numpy()), "    "))
+    print(
+        "A Parameter is a gc.Variable: its value persists between calls of compiled functions, "
+        "and a training step updates it in place. weight is (out_features, in_features), as in "
+        "PyTorch, and both start from PyTorch's default (Kaiming-uniform) initialisation."
+    )
+
+
+def nn_sequential() -> None:
+    """Activations, other layers and nn.Sequential"""
+    gc.manual_seed(0)
+    x = gc.randn(2, 3, 4)
+    linear = nn.Linear(4, 2)
+    sigmoid = nn.Sigmoid()
+    show("sigmoid(linear(x))", sigmoid(linear(x)))
+    block = nn.Sequential(linear, sigmoid)
+    print("block =", block)
+    show("block(x) (the same layers, applied in order)", block(x))
+    print("Other layers work the same way; the shapes of an image batch through a few:")
+    images = gc.randn(1, 3, 8, 8)
+    print(f"  input {images.shape}")
+    for layer in (
+        nn.Conv2d(3, 4, kernel_size=3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.MaxPool2d(2),
+        nn.ConvTranspose2d(4, 2, kernel_size=2, stride=2),
+        nn.Upsample(scale_factor=2),
+    ):
+        images = layer(images)
+        print(f"  {type(layer).__name__:>15} -> {images.shape}")
+
+
+class MultilayerPerceptron(nn.Module):
+    """The tutorial's MLP: Linear, ReLU, Linear, Sigmoid, back to the input size."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.model = nn.Sequential(
+            nn.Linear(input_size, hidden_size),
+            nn.ReLU(),
+            nn.Linear(hidden_size, input_size),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: gc.Tensor) -> gc.Tensor:
+        """Return the model's output for x; this builds graph nodes, it computes nothing."""
+        return self.model(x)
+
+
+def nn_module() -> None:
+    """Your own nn.Module: a multilayer perceptron"""
+    gc.manual_seed(0)
+    model = MultilayerPerceptron(5, 3)
+    print("model =", model)
+    x = gc.randn(2, 5)
+    show("model(x)", model(x))
+    for name, parameter in model.named_parameters():
+        print(f"  {name}: {parameter.node.type}")
+
+
+def _training_problem() -> tuple[MultilayerPerceptron, gc.Tensor, gc.Tensor, gc.Tensor]:
+    """Return (model, x, y, loss) for the optimisation sections, built the same every time."""
+    gc.manual_seed(0)
+    model = MultilayerPerceptron(5, 3)
+    x = gc.input("x", ("B", 5))
+    y = gc.input("y", ("B",), gc.int64)
+    loss_function = nn.CrossEntropyLoss()
+    loss = loss_function(model(x), y)
+    return model, x, y, loss
+
+
+def _random_data() -> tuple[np.ndarray, np.ndarray]:
+    """Return 10 noisy points x (10, 5) whose class y is the position of their largest entry."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, size=10)
+    x = (np.eye(5)[y] * 3 + rng.standard_normal((10, 5))).astype(np.float32)
+    return x, y
+
+
+def optimization() -> None:
+    """Optimizers and losses: Adam and CrossEntropyLoss"""
+    model, x, y, loss = _training_problem()
+    adam = optim.Adam(model.parameters(), lr=1e-1)
+    print("adam =", adam)
+    print("loss =", loss, "(a scalar in the graph: CrossEntropyLoss of model(x) and y)")
+    xb, yb = _random_data()
+    print("the loss on random data before training:", loss.eval({x: xb, y: yb}))
+    print(
+        "PyTorch's loop calls zero_grad(), backward() and step() every iteration. In graphc "
+        "the gradients are graph values, so nothing accumulates between calls and there is "
+        "nothing to zero: adam.minimize(loss) returns the new value of every parameter and "
+        "every piece of Adam's state, and gc.compile turns forward, backward and update into "
+        "one function. (To sum gradients over several batches, as .grad does, use "
+        "adam.minimize(loss, accumulate=k).)"
+    )
+    updates = adam.minimize(loss)
+    for variable in list(updates)[:4]:
+        print(f"  updates[{variable.storage.name}] = {updates[variable]!r}")
+    print(f"  ... {len(updates)} updates in all")
+
+
+def training_loop() -> None:
+    """The training loop"""
+    model, x, y, loss = _training_problem()
+    adam = optim.Adam(model.parameters(), lr=1e-1)
+    step = gc.compile(inputs=[x, y], outputs=[loss], updates=adam.minimize(loss))
+    xb, yb = _random_data()
+    weight = model.model[0].weight
+    before = weight.numpy()
+    for epoch in range(10):
+        loss_value = step(xb, yb)  # forward, backward and the Adam update, in one call
+        print(f"epoch {epoch + 1:2d}: loss {loss_value:.4f}")
+    print("the first layer's weight moved by up to", np.abs(weight.numpy() - before).max())
+    model.eval()
+    predict = gc.compile(inputs=[x], outputs=[model(x).argmax(dim=1)])
+    print("predictions:", predict(xb), " labels:", yb)
+    print(
+        "(The MLP ends in a Sigmoid, as in the tutorial, so its class scores stay in (0, 1) "
+        "and the loss cannot reach 0; the predictions show the fit.)"
+    )
+
+
+def compiled_step() -> None:
+    """The compiled training step's graph"""
+    model, x, y, loss = _training_problem()
+    adam = optim.Adam(model.parameters(), lr=1e-1)
+    step = gc.compile(inputs=[x, y], outputs=[loss], updates=adam.minimize(loss))
+    print("print(step.graph): the forward pass, its gradients and the Adam update, with shapes:")
+    print(step.graph)
+
+
+# Sections run in order: the tensor half, then nn, optimizers and the training loop.
 SECTIONS = (
     creating_tensors,
     elementwise_ops,
@@ -249,6 +409,13 @@ SECTIONS = (
     scalars,
     symbolic_batch,
     autograd,
+    nn_linear,
+    nn_parameters,
+    nn_sequential,
+    nn_module,
+    optimization,
+    training_loop,
+    compiled_step,
 )
 
 

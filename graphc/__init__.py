@@ -55,6 +55,7 @@ from graphc.reductions import (
     sum,
     var,
 )
+from graphc.serialization import load, save
 from graphc.shaping import (
     broadcast_to,
     cat,
@@ -104,3 +105,6 @@ erf, abs, sign, neg = _unary("erf"), _unary("abs"), _unary("sign"), _unary("neg"
 floor, ceil, round = _unary("floor"), _unary("ceil"), _unary("round")  # noqa: A001
 
 __version__ = "0.1.0"
+
+# nn and optim are written with the API above, like user code, so they load last.
+from graphc import nn, optim  # noqa: E402

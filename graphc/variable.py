@@ -90,7 +90,7 @@ class Variable(Tensor):
 
 
 def _default_numpy_dtype(value: Any, array: np.ndarray) -> np.dtype:
-    if isinstance(value, np.ndarray):
+    if isinstance(value, (np.ndarray, np.generic)):
         return array.dtype
     if array.dtype.kind == "f":
         return np.dtype(np.float32)
