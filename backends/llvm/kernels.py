@@ -5,6 +5,7 @@ the entry point can run it on one thread or split it across a thread pool."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from llvmlite import ir
 
@@ -25,26 +26,17 @@ KERNEL_TYPE = ir.FunctionType(ir.VoidType(), [I8_PTR.as_pointer(), I64_PTR, I64_
 KERNEL_ARGS = ("table", "sizes", "error", "lo", "hi", "thread")
 
 
+@dataclass(frozen=True)
 class KernelContext:
     """What kernel emission needs from the module: buffer slots, symbols, math, gemm."""
 
-    def __init__(
-        self,
-        module: ir.Module,
-        slots: dict[str, int],
-        dtypes: dict[str, DType],
-        symbols: tuple[str, ...],
-        math: Callable[[ir.Module, str, str], ir.Function],
-        gemm: Callable[[ir.Module, str], ir.Function] | None,
-        workspace_bytes: int,
-    ) -> None:
-        self.module = module
-        self.slots = slots
-        self.dtypes = dtypes
-        self.symbols = symbols
-        self.math = math
-        self.gemm = gemm
-        self.workspace_bytes = workspace_bytes
+    module: ir.Module
+    slots: dict[str, int]
+    dtypes: dict[str, DType]
+    symbols: tuple[str, ...]
+    math: Callable[[ir.Module, str, str], ir.Function]
+    gemm: Callable[[ir.Module, str], ir.Function] | None
+    workspace_bytes: int
 
 
 class FunctionEmitter:
@@ -253,12 +245,16 @@ def _row_invariant_reductions(kernel: k.LoopKernel, inner: k.Var) -> list[k.Redu
     return found
 
 
-def matmul_work(emitter: FunctionEmitter, kernel: k.MatmulKernel, scope: Scope) -> ir.Value:
-    """Return a matmul's work range: its rows if it has at least as many as columns, else
-    its columns (the split the kernel reads lo and hi in)."""
+def matmul_work(
+    emitter: FunctionEmitter, kernel: k.MatmulKernel, scope: Scope
+) -> tuple[ir.Value, ir.Value]:
+    """Return a matmul's work range (its rows if it has at least as many as columns, else its
+    columns: the split the kernel reads lo and hi in) and the flops per unit of that range."""
     b = emitter.builder
-    m, n = emitter.expr.index(kernel.m, scope), emitter.expr.index(kernel.n, scope)
-    return _max(b, m, n)
+    index = emitter.expr.index
+    m, n, depth = index(kernel.m, scope), index(kernel.n, scope), index(kernel.k, scope)
+    batch = _product(b, [index(d, scope) for d in kernel.batch])
+    return _max(b, m, n), b.mul(b.mul(_min(b, m, n), depth), b.mul(batch, ir.Constant(I64, 2)))
 
 
 def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Function:
