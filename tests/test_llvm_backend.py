@@ -130,3 +130,31 @@ def test_non_contiguous_inputs_are_copied_not_misread():
     base = np.arange(24, dtype=np.float32).reshape(6, 4)
     view = base[::2]
     np.testing.assert_array_equal(f(view), view + 0.5)
+
+
+def test_updates_are_computed_in_place_when_nothing_can_see_it():
+    w = gc.Variable(np.ones(4, np.float32), name="w")
+    velocity = gc.Variable(np.zeros(4, np.float32), name="velocity")
+    x = gc.input("x", (4,))
+    loss = ((w * x) ** 2).sum()
+    grad = gc.grad(loss, w)
+    new_velocity = velocity * 0.9 + grad
+    f = _compile([x], [loss], updates={velocity: new_velocity, w: w - 0.1 * new_velocity})
+    stats = f.memory_stats()
+    assert stats["in_place_updates"] == 2 and stats["copied_updates"] == 0
+    data = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    w0, v0 = w.numpy(), velocity.numpy()
+    f(data)
+    v1 = v0 * 0.9 + 2 * w0 * data * data
+    np.testing.assert_allclose(velocity.numpy(), v1, rtol=1e-6)
+    np.testing.assert_allclose(w.numpy(), w0 - 0.1 * v1, rtol=1e-6)
+
+
+def test_an_update_read_later_is_copied_at_the_end():
+    a = gc.Variable(np.array([1.0, 2.0], np.float32), name="a")
+    b = gc.Variable(np.array([10.0, 20.0], np.float32), name="b")
+    # b's new value reads a's old value after a's update is computed: a must not change early.
+    f = _compile([], [], updates={a: a * 2, b: b + a.sum()})
+    f()
+    np.testing.assert_array_equal(a.numpy(), [2.0, 4.0])
+    np.testing.assert_array_equal(b.numpy(), [13.0, 23.0])

@@ -10,11 +10,13 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from graphc.backends.kernel import KernelProgram, build_program
 from graphc.backends.kernel import ir as k
+from graphc.backends.kernel.inplace import in_place_updates
 from graphc.backends.llvm import gemm
 from graphc.backends.llvm.jit import compile_module, module_key, thread_pool_library
 from graphc.backends.llvm.mathfunctions import math_function
@@ -47,7 +49,13 @@ class LLVMExecutable:
         graph = _updates_from_kernels(graph)
         self.graph = graph
         self.partition = partition(graph)
-        self.program: KernelProgram = build_program(graph, self.partition)
+        program = build_program(graph, self.partition)
+        # Updates computed straight into their variable need no copy at the end of a call.
+        self._in_place = in_place_updates(program)
+        self.program: KernelProgram = replace(
+            program,
+            updates=[(v, u) for v, u in program.updates if u not in self._in_place],
+        )
         parallel = thread_pool_library()
         workspace = max(gemm.workspace_bytes("f32"), gemm.workspace_bytes("f64"))
         module = build_module(self.program, math_function, gemm_declaration, workspace, parallel)
@@ -61,7 +69,9 @@ class LLVMExecutable:
         self._sizes = np.zeros(max(1, len(self.program.symbols)), dtype=np.int64)
         self._error = np.zeros(4, dtype=np.int64)
         self._workspace = np.zeros(workspace * self._threads + 64, dtype=np.uint8)
-        self._planner = ArenaPlanner(self.program, _buffer_lifetimes(self.program))
+        self._planner = ArenaPlanner(
+            self.program, _buffer_lifetimes(self.program), exclude=set(self._in_place)
+        )
         self._constants = {
             name: spec.node.attrs["value"]
             for name, spec in self.program.buffers.items()
@@ -69,8 +79,13 @@ class LLVMExecutable:
         }
 
     def memory_stats(self) -> dict[str, int]:
-        """Return the arena size in bytes (intermediates) of the last call's shapes."""
-        return {"arena_bytes": self._planner.arena_bytes}
+        """Return the arena size in bytes (intermediates) of the last call's shapes, and how
+        many updates are computed straight into their variables (the rest are copied)."""
+        return {
+            "arena_bytes": self._planner.arena_bytes,
+            "in_place_updates": len(self._in_place),
+            "copied_updates": len(self.program.updates),
+        }
 
     def run(
         self,
@@ -108,6 +123,9 @@ class LLVMExecutable:
                         shape = evaluate_shape(spec.shape, bindings)
                         outputs[name] = np.empty(shape, spec.dtype.numpy)
                     address = outputs[name].ctypes.data
+                elif name in self._in_place:
+                    variable = self.program.buffers[self._in_place[name]].node
+                    address = variable.attrs["storage"].value.ctypes.data
                 else:
                     address = arena_address + offsets[name]
             table[slot] = address

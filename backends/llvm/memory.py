@@ -16,9 +16,16 @@ ALIGNMENT = 64
 class ArenaPlanner:
     """Assigns arena offsets to the program's temporaries for given symbol sizes."""
 
-    def __init__(self, program: KernelProgram, lifetimes: Mapping[str, tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        program: KernelProgram,
+        lifetimes: Mapping[str, tuple[int, int]],
+        exclude: set[str] = frozenset(),
+    ) -> None:
         self._temps = [
-            (name, spec) for name, spec in program.buffers.items() if spec.role == "temp"
+            (name, spec)
+            for name, spec in program.buffers.items()
+            if spec.role == "temp" and name not in exclude
         ]
         self._lifetimes = lifetimes
         self._plans: dict[tuple, tuple[dict[str, int], int]] = {}

@@ -1,0 +1,93 @@
+"""Which updates can be computed directly into their variable's memory.
+
+An update `variable <- value` is written in place (saving the copy at the end of a call) when
+nothing can observe the difference: no kernel from the one computing the value onward can
+fail (no run-time index check), no later kernel reads the variable, and the computing kernel
+reads the variable only at the element it is writing, before it writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from graphc.backends.kernel import ir as k
+from graphc.backends.kernel.build import KernelProgram
+from graphc.backends.kernel.index import Index
+
+
+def _expressions(kernel) -> Iterator[tuple[str | None, object]]:
+    """Yield (buffer stored, expression) for each store of a kernel, in order."""
+    if isinstance(kernel, k.LoopKernel):
+        for store in kernel.stores:
+            yield store.buffer, store.value
+    elif isinstance(kernel, k.MatmulKernel):
+        yield kernel.out, None
+        if kernel.epilogue is not None:
+            yield from _expressions(kernel.epilogue)
+    else:
+        yield kernel.out, kernel.value
+        yield None, kernel.target
+
+
+def _loads(expr) -> Iterator[k.Load]:
+    if isinstance(expr, k.Load):
+        yield expr
+    for child in k.children(expr):
+        yield from _loads(child)
+
+
+def _checks(expr) -> bool:
+    return isinstance(expr, k.IndexCheck) or any(_checks(c) for c in k.children(expr))
+
+
+def _reads(kernel, name: str) -> bool:
+    if isinstance(kernel, k.MatmulKernel) and name in (kernel.a.buffer, kernel.b.buffer):
+        return True
+    return any(load.buffer == name for _, expr in _expressions(kernel) for load in _loads(expr))
+
+
+def _can_fail(kernel) -> bool:
+    return any(_checks(expr) for _, expr in _expressions(kernel) if expr is not None)
+
+
+def _safe_in_kernel(kernel, program: KernelProgram, value: str, variable: str) -> bool:
+    """Return True if the kernel reads `variable` only elementwise, before storing `value`."""
+    loop = kernel.epilogue if isinstance(kernel, k.MatmulKernel) else kernel
+    if (
+        not isinstance(loop, k.LoopKernel)
+        or isinstance(kernel, k.MatmulKernel)
+        and (variable in (kernel.a.buffer, kernel.b.buffer))
+    ):
+        return False
+    shape = program.buffers[value].shape
+    identity = Index(shape, dims=loop.vars).linear()
+    stored = False
+    for store in loop.stores:
+        for load in _loads(store.value):
+            if load.buffer == variable and (stored or load.offset != identity):
+                return False
+        stored = stored or store.buffer == value
+    return stored
+
+
+def in_place_updates(program: KernelProgram) -> dict[str, str]:
+    """Return {value buffer: variable buffer} for the updates that can be computed in place."""
+    producer = {}
+    for position, kernel in enumerate(program.kernels):
+        for name, _ in _expressions(kernel):
+            if name is not None:
+                producer.setdefault(name, position)
+    chosen = {}
+    for variable, value in program.updates:
+        spec = program.buffers[value]
+        position = producer.get(value)
+        if spec.role != "temp" or position is None:
+            continue
+        later = program.kernels[position + 1 :]
+        if any(_can_fail(kernel) for kernel in program.kernels[position:]):
+            continue
+        if any(_reads(kernel, variable) for kernel in later):
+            continue
+        if _safe_in_kernel(program.kernels[position], program, value, variable):
+            chosen[value] = variable
+    return chosen
