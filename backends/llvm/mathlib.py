@@ -1,0 +1,627 @@
+"""Elementwise math functions emitted as call-free LLVM IR, so loops over them vectorise.
+
+`math_function(module, name, dtype)` defines `graphc_<name>_<dtype>` once per module: a scalar
+function marked `alwaysinline`, built from arithmetic, bit operations and intrinsics that lower to
+instructions (fma, fabs, rint, floor, copysign). It never calls libm, so after
+inlining LLVM's loop vectoriser turns a loop over it into `<16 x float>` / `<8 x double>` code.
+
+Each function is a classic range reduction plus a polynomial. The polynomials were fitted for this
+module by a weighted Remez exchange in mpmath (relative error, low-order coefficients rounded to
+the target format first and the rest refitted); `_Params` states each polynomial's form and
+interval, the comments in the tables their fitted error. f32 pow works in f64 internally; f64
+pow carries log|x| as a double-double.
+
+Measured max error in ulps of the exact result: f32 against numpy float64 (scipy for erf and
+sigmoid), for every one of the 2^32 inputs unless noted; f64 against numpy longdouble (mpmath
+for erf), 3e6 samples (erf 1e5) over the ranges noted:
+
+    function  f32    f64    f64 sample ranges
+    exp       1.01   0.98   [-746, 710] and |x| to 1e30 (inf, denormals and 0 included)
+    log       0.90   1.12   random bit patterns: denormals to max
+    tanh      1.51   1.51   [-20, 20], |x| from 1e-300 to 1e30
+    sigmoid   1.48   1.42   [-750, 750], |x| from 1e-300 to 1e30
+    erf       1.67   1.37   [-8, 8], |x| from 1e-300 to 1e30
+    sin, cos  0.50   1.48   f32: every |x| <= 1e7, sampled to 1e15; f64: |x| to 1e13 (3.7 ulp
+                            at 1e15). Beyond, the reduction (Cody-Waite, no Payne-Hanek) fails:
+                            results stay within [-1, 1] but are meaningless
+    pow       0.51   1.28   f32 sampled too: bit-pattern bases with exponents giving in-range
+                            results, negative bases with integer exponents, bases near 1 with
+                            |y log x| up to 700
+
+Specials follow numpy / C99: NaN in gives NaN out, exp(+-inf) = inf / 0, log(0) = -inf,
+log(x < 0) = NaN, tanh(+-inf) = +-1, sigmoid(+-inf) = 1 / 0, erf(+-inf) = +-1, sin/cos(inf) = NaN,
+pow(x, 0) = pow(1, y) = 1 even for NaN, pow(-x, odd) < 0, pow(-x, non-integer) = NaN,
+pow(+-0, y) and pow(+-inf, y) as in C99 (numpy's scalar-exponent fast path for y = 0.5 uses sqrt
+and differs on -inf and -0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+UNARY_FUNCTIONS = ("exp", "log", "tanh", "sigmoid", "erf", "sin", "cos")
+BINARY_FUNCTIONS = ("pow",)
+DTYPES = ("f32", "f64")
+
+Value = ir.Value
+Operand = ir.Value | float
+
+
+@dataclass(frozen=True, slots=True)
+class _Format:
+    """Bit layout of one IEEE binary format and the integer type of the same width."""
+
+    name: str
+    float_type: ir.Type
+    int_type: ir.IntType
+    mantissa_bits: int
+    bias: int
+    sqrt_half_bits: int  # bit pattern of sqrt(1/2) rounded to this format
+
+    @property
+    def width(self) -> int:
+        """Return the number of bits in one value."""
+        return self.int_type.width
+
+    @property
+    def one_bits(self) -> int:
+        """Return the bit pattern of 1.0."""
+        return self.bias << self.mantissa_bits
+
+    @property
+    def min_normal(self) -> float:
+        """Return the smallest positive normal number."""
+        return 2.0 ** (1 - self.bias)
+
+
+F32 = _Format("f32", ir.FloatType(), ir.IntType(32), 23, 127, 0x3F3504F3)
+F64 = _Format("f64", ir.DoubleType(), ir.IntType(64), 52, 1023, 0x3FE6A09E667F3BCD)
+_FORMATS = {"f32": F32, "f64": F64}
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    """Return the whitespace-separated numbers in text (coefficient tables stay compact)."""
+    return tuple(float(word) for word in text.split())
+
+
+@dataclass(frozen=True, slots=True)
+class _Params:
+    """Constants and polynomial coefficients (lowest order first) for one format."""
+
+    exp_clamp: tuple[float, float]  # beyond these, exp is 0 / inf after rounding
+    exp_normal: tuple[float, float]  # within these, exp is a normal number
+    ln2: tuple[float, float]  # ln 2 = hi + lo
+    pio2: tuple[float, float, float]  # pi/2 = sum, for the Cody-Waite reduction
+    tanh_split: float  # below: polynomial; above: 1 - 2 / (exp(2x) + 1)
+    erf_split: float  # below: polynomial; above: 1 - exp(-x*x) * Q(1 / (1 + x))
+    erf_clamp: float  # erf(x) rounds to 1 beyond
+    erf_center: float  # Q is a polynomial in 1 / (1 + x) - erf_center
+    # exp(r) = 1 + r + r^2 * P(r), |r| <= 0.347
+    exp: tuple[float, ...]
+    # log(1 + f) = f - (f^2/2 - s * (f^2/2 + z * P(z))), s = f / (2 + f), z = s^2 <= 0.1716^2
+    log: tuple[float, ...]
+    # tanh(x) = x + x * z * P(z), z = x^2, |x| < tanh_split
+    tanh: tuple[float, ...]
+    # sin(r) = r + r * z * P(z), cos(r) = 1 - z/2 + z^2 * Q(z), z = r^2, |r| <= 0.79
+    sin: tuple[float, ...]
+    cos: tuple[float, ...]
+    # erf(x) = x + x * P(x^2), |x| < erf_split
+    erf_small: tuple[float, ...]
+    # erfc(x) * exp(x^2) = Q(1 / (1 + x) - erf_center), erf_split <= x <= erf_clamp
+    erf_large: tuple[float, ...]
+    # pow: for f32, the log and exp coefficients of its f64 computation (2^-37, 2^-32); for
+    # f64, the tail P of its double-double log(1 + f) = 2s + (2/3)s^3 + s^5 * P(s^2)
+    pow_log: tuple[float, ...]
+    pow_exp: tuple[float, ...]
+
+
+_PARAMS = {
+    "f32": _Params(
+        exp_clamp=(-104.0, 89.0),
+        exp_normal=(-87.0, 88.0),
+        ln2=(0.6931471824645996, -1.9046542121259336e-09),
+        pio2=(),  # f32 sin and cos reduce in f64
+        tanh_split=0.55,
+        erf_split=0.75,
+        erf_clamp=4.0,
+        erf_center=0.0,
+        # fitted error 2^-28.2
+        exp=_numbers("0.49999994 0.16666515 0.041668084 0.008369349 0.0013840399"),
+        # 2^-30.2
+        log=_numbers("0.66666776 0.39977583 0.2987083"),
+        # 2^-29.7
+        tanh=_numbers("-0.33333316 0.13332544 -0.053847548 0.021050714 -0.0062428494"),
+        # evaluated in f64: 2^-37.4 and 2^-42.8
+        sin=_numbers(
+            """
+            -0.16666666639552194 0.008333329160605807 -0.00019839265913894208
+            2.7176802076799546e-06
+            """
+        ),
+        cos=_numbers(
+            """
+            0.04166666661719318 -0.0013888883304961238 2.4799409263343255e-05
+            -2.7201588407868494e-07
+            """
+        ),
+        # 2^-29.2, and absolute error in erfc 2^-32.4
+        erf_small=_numbers(
+            """
+            0.12837917 -0.3761262 0.11283379 -0.026834335 0.005113157 -0.00067375833
+            """
+        ),
+        erf_large=_numbers(
+            """
+            -0.0009411394 0.5820645 0.4191862 0.9258124 -1.9115013 1.3483132 -0.36458242
+            """
+        ),
+        pow_log=_numbers(
+            """
+            0.6666666564733665 0.40000334858504527 0.28537324815901094 0.23581919888023045
+            """
+        ),
+        pow_exp=_numbers(
+            """
+            0.5000000056902695 0.16666660018179202 0.04166631586124027 0.008334922979118807
+            0.001394370247328518 0.0001898699151775633
+            """
+        ),
+    ),
+    "f64": _Params(
+        exp_clamp=(-746.0, 710.0),
+        exp_normal=(-708.0, 709.0),
+        ln2=(0.6931471805599453, 2.3190468138462996e-17),
+        pio2=(1.5707963267948966, 6.123233995736766e-17, -1.4973849048591698e-33),
+        tanh_split=0.55,
+        erf_split=0.65,
+        erf_clamp=6.0,
+        erf_center=0.374,
+        # 2^-57.6
+        exp=_numbers(
+            """
+            0.5000000000000004 0.1666666666666643 0.04166666666657118 0.008333333333492753
+            0.0013888888934614598 0.0001984126949796501 2.4801501177801468e-05
+            2.755760097524296e-06 2.7627701350492153e-07 2.499405406485449e-08
+            """
+        ),
+        # 2^-59.5
+        log=_numbers(
+            """
+            0.6666666666666734 0.39999999999416685 0.28571428742026445 0.22222198603657456
+            0.18183563022900057 0.15314077720863567 0.1479573269191812
+            """
+        ),
+        # 2^-60.6
+        tanh=_numbers(
+            """
+            -0.333333333333333 0.1333333333332658 -0.05396825396373695 0.021869488385179124
+            -0.008863232590409172 0.003592091920038892 -0.0014555421445353893 0.0005884416519268804
+            -0.00023337450764725377 8.330658225005097e-05 -1.9488766816488583e-05
+            """
+        ),
+        # 2^-63.2 and 2^-63.8
+        sin=_numbers(
+            """
+            -0.16666666666666666 0.008333333333333044 -0.0001984126984096634 2.755731907687376e-06
+            -2.5052071879722822e-08 1.605445651624184e-10 -7.397667404872345e-13
+            """
+        ),
+        cos=_numbers(
+            """
+            0.04166666666666659 -0.0013888888888872167 2.4801587288274786e-05
+            -2.755731400737405e-07 2.0875676842339815e-09 -1.1357264527444797e-11
+            """
+        ),
+        # 2^-56.0, and absolute error in erfc 2^-58.4
+        erf_small=_numbers(
+            """
+            0.12837916709551256 -0.3761263890318311 0.11283791670910669 -0.026866170633186963
+            0.005223977462392463 -0.0008548314239423433 0.00012054722913167754
+            -1.490762600253845e-05 1.6139345420053398e-06 -1.312324302185347e-07
+            """
+        ),
+        erf_large=_numbers(
+            """
+            0.2952870095149216 1.0000162210333554 0.45206264616492425 -0.42923477003036387
+            -0.1556037793502959 0.5283829954859975 -0.30365092183390957 -0.3832769599599792
+            0.9573479165324665 -0.7365472983134864 -0.5576769742400709 2.3299898366556695
+            -3.0043904575951044 0.6747564384293919 4.8740056314202445 -9.258102422216243
+            6.257156639298491
+            """
+        ),
+        # 2^-66.3
+        pow_log=_numbers(
+            """
+            0.40000000000002256 0.2857142857009934 0.22222222520009025 0.18181784355993544
+            0.15386757998764025 0.13256798821903953 0.1319653382359145
+            """
+        ),
+        pow_exp=(),  # f64 pow uses the exp coefficients
+    ),
+}
+
+# ln 2 with 42 significant bits, so k * LN2_HI42 is exact for every exponent k of a double.
+_LN2_HI42 = 0.6931471805598903
+_LN2_LO42 = 5.497923018708371e-14
+_TWO_THIRDS = (0.6666666666666666, 3.700743415417188e-17)
+
+
+class _Emitter:
+    """An IRBuilder bound to one float format, with the operations the kernels are written in.
+
+    Arithmetic methods accept Python floats for constants; comparisons are ordered (false on NaN).
+    """
+
+    def __init__(self, builder: ir.IRBuilder, fmt: _Format):
+        self.b = builder
+        self.fmt = fmt
+        self.module = builder.module
+
+    # constants and intrinsics
+    def const(self, v: Operand) -> Value:
+        """Return v as an IR value of this format (Python floats become constants)."""
+        return ir.Constant(self.fmt.float_type, v) if isinstance(v, (int, float)) else v
+
+    def iconst(self, v: int) -> ir.Constant:
+        """Return an integer constant of this format's width."""
+        return ir.Constant(self.fmt.int_type, v)
+
+    def intrinsic(self, name: str, nargs: int) -> ir.Function:
+        """Return the declaration of a float intrinsic on this format, declaring it once."""
+        fty = self.fmt.float_type
+        full = f"{name}.{self.fmt.name}"
+        if full in self.module.globals:
+            return self.module.globals[full]
+        return ir.Function(self.module, ir.FunctionType(fty, [fty] * nargs), name=full)
+
+    def call(self, name: str, *args: Operand) -> Value:
+        """Call a float intrinsic such as llvm.fma on this format."""
+        return self.b.call(self.intrinsic(name, len(args)), [self.const(a) for a in args])
+
+    # arithmetic
+    def add(self, a: Operand, b: Operand) -> Value:
+        """Return a + b."""
+        return self.b.fadd(self.const(a), self.const(b))
+
+    def sub(self, a: Operand, b: Operand) -> Value:
+        """Return a - b."""
+        return self.b.fsub(self.const(a), self.const(b))
+
+    def mul(self, a: Operand, b: Operand) -> Value:
+        """Return a * b."""
+        return self.b.fmul(self.const(a), self.const(b))
+
+    def div(self, a: Operand, b: Operand) -> Value:
+        """Return a / b."""
+        return self.b.fdiv(self.const(a), self.const(b))
+
+    def neg(self, a: Value) -> Value:
+        """Return -a."""
+        return self.b.fneg(a)
+
+    def fma(self, a: Operand, b: Operand, c: Operand) -> Value:
+        """Return a * b + c with one rounding."""
+        return self.call("llvm.fma", a, b, c)
+
+    def poly(self, x: Value, coeffs: tuple[float, ...]) -> Value:
+        """Return sum(c[k] * x**k) by Horner's rule with fused multiply-adds."""
+        acc = self.const(coeffs[-1])
+        for c in reversed(coeffs[:-1]):
+            acc = self.fma(acc, x, c)
+        return acc
+
+    def fabs(self, a: Value) -> Value:
+        """Return |a|."""
+        return self.call("llvm.fabs", a)
+
+    def copysign(self, mag: Value, sign: Value) -> Value:
+        """Return |mag| with the sign of sign."""
+        return self.call("llvm.copysign", mag, sign)
+
+    def rint(self, a: Value) -> Value:
+        """Return a rounded to the nearest integer, ties to even."""
+        return self.call("llvm.rint", a)
+
+    def floor(self, a: Value) -> Value:
+        """Return floor(a)."""
+        return self.call("llvm.floor", a)
+
+    # comparisons and selection
+    def lt(self, a: Operand, b: Operand) -> Value:
+        """Return a < b (false if either is NaN)."""
+        return self.b.fcmp_ordered("<", self.const(a), self.const(b))
+
+    def gt(self, a: Operand, b: Operand) -> Value:
+        """Return a > b (false if either is NaN)."""
+        return self.b.fcmp_ordered(">", self.const(a), self.const(b))
+
+    def eq(self, a: Operand, b: Operand) -> Value:
+        """Return a == b (false if either is NaN)."""
+        return self.b.fcmp_ordered("==", self.const(a), self.const(b))
+
+    def is_nan(self, a: Value) -> Value:
+        """Return whether a is NaN."""
+        return self.b.fcmp_unordered("uno", a, a)
+
+    def select(self, cond: Value, a: Operand, b: Operand) -> Value:
+        """Return cond ? a : b."""
+        return self.b.select(cond, self.const(a), self.const(b))
+
+    # bits
+    def to_bits(self, a: Value) -> Value:
+        """Return the bit pattern of a as an integer."""
+        return self.b.bitcast(a, self.fmt.int_type)
+
+    def from_bits(self, i: Value) -> Value:
+        """Return the float whose bit pattern is i."""
+        return self.b.bitcast(i, self.fmt.float_type)
+
+    def to_int(self, a: Value) -> Value:
+        """Return a (integral, within range) converted to an integer."""
+        return self.b.fptosi(a, self.fmt.int_type)
+
+    def pow2(self, n: Value) -> Value:
+        """Return 2**n for an integer n within the normal exponent range."""
+        biased = self.b.add(n, self.iconst(self.fmt.bias))
+        return self.from_bits(self.b.shl(biased, self.iconst(self.fmt.mantissa_bits)))
+
+    def ldexp(self, a: Value, n: Value) -> Value:
+        """Return a * 2**n, rounding once, for |n| up to twice the exponent range."""
+        half = self.b.ashr(n, self.iconst(1))
+        rest = self.b.sub(n, half)
+        return self.mul(self.mul(a, self.pow2(half)), self.pow2(rest))
+
+
+# Kernels. Each takes an emitter and the format's parameters and returns the result value.
+
+
+def _exp(
+    e: _Emitter,
+    p: _Params,
+    coeffs: tuple[float, ...],
+    x: Value,
+    x_lo: Value | None = None,
+    flush: bool = False,
+) -> Value:
+    """Return exp(x + x_lo): x = n ln2 + r, exp(r) by polynomial, then scale by 2**n.
+
+    With flush, x is clamped to where exp(x) is a normal number and the scaling is one multiply,
+    for callers to which results below the smallest normal number make no difference.
+    """
+    lo, hi = p.exp_normal if flush else p.exp_clamp
+    xc = e.select(e.lt(x, hi), x, hi)  # NaN becomes hi here and comes back at the end
+    xc = e.select(e.gt(xc, lo), xc, lo)
+    n = e.rint(e.mul(xc, 1.4426950408889634))
+    r = e.fma(e.neg(n), p.ln2[0], xc)  # exact: n * ln2_hi is within a factor 2 of xc
+    r = e.fma(e.neg(n), p.ln2[1], r)
+    if x_lo is not None:
+        r = e.add(r, x_lo)
+    poly = e.add(e.fma(e.mul(r, r), e.poly(r, coeffs), r), 1.0)
+    scale = e.mul(poly, e.pow2(e.to_int(n))) if flush else e.ldexp(poly, e.to_int(n))
+    return e.select(e.is_nan(x), x, scale)
+
+
+def _log_reduce(e: _Emitter, x: Value) -> tuple[Value, Value]:
+    """Return (k, f) as floats with x = 2**k * (1 + f) and sqrt(1/2) <= 1 + f < sqrt(2)."""
+    fmt = e.fmt
+    tiny = e.lt(x, fmt.min_normal)
+    scaled = e.select(tiny, e.mul(x, 2.0**fmt.mantissa_bits), x)
+    # Offsetting the bits by 1 - sqrt(1/2) makes the exponent field step at sqrt(2), not 2.
+    bits = e.b.add(e.to_bits(scaled), e.iconst(fmt.one_bits - fmt.sqrt_half_bits))
+    k = e.b.sub(e.b.ashr(bits, e.iconst(fmt.mantissa_bits)), e.iconst(fmt.bias))
+    k = e.b.sub(k, e.b.select(tiny, e.iconst(fmt.mantissa_bits), e.iconst(0)))
+    mantissa = e.b.and_(bits, e.iconst((1 << fmt.mantissa_bits) - 1))
+    m = e.from_bits(e.b.add(mantissa, e.iconst(fmt.sqrt_half_bits)))
+    return e.b.sitofp(k, fmt.float_type), e.sub(m, 1.0)
+
+
+def _log_specials(e: _Emitter, x: Value, y: Value) -> Value:
+    """Return y patched with log's specials: log(inf) = inf, log(+-0) = -inf, log(x < 0) = NaN."""
+    y = e.select(e.eq(x, math.inf), math.inf, y)
+    y = e.select(e.eq(x, 0.0), -math.inf, y)
+    return e.select(e.b.fcmp_unordered("<", x, e.const(0.0)), math.nan, y)
+
+
+def _log(e: _Emitter, p: _Params, coeffs: tuple[float, ...], x: Value) -> Value:
+    """Return log(x) = k ln2 + log(1 + f), with log(1 + f) = 2 atanh(f / (2 + f))."""
+    k, f = _log_reduce(e, x)
+    s = e.div(f, e.add(f, 2.0))
+    z = e.mul(s, s)
+    tail = e.mul(z, e.poly(z, coeffs))
+    half_f2 = e.mul(e.mul(f, f), 0.5)
+    log1p = e.sub(f, e.sub(half_f2, e.mul(s, e.add(half_f2, tail))))
+    y = e.fma(k, p.ln2[0], e.fma(k, p.ln2[1], log1p))
+    return _log_specials(e, x, y)
+
+
+def _tanh(e: _Emitter, p: _Params, x: Value) -> Value:
+    """Return tanh(x): an odd polynomial near 0, (1 - t) / (1 + t) with t = exp(-2|x|) beyond."""
+    ax = e.fabs(x)
+    z = e.mul(ax, ax)
+    small = e.fma(ax, e.mul(z, e.poly(z, p.tanh)), ax)
+    t = _exp(e, p, p.exp, e.mul(ax, -2.0), flush=True)
+    large = e.div(e.sub(1.0, t), e.add(1.0, t))
+    return e.copysign(e.select(e.lt(ax, p.tanh_split), small, large), x)
+
+
+def _sigmoid(e: _Emitter, p: _Params, x: Value) -> Value:
+    """Return 1 / (1 + exp(-x)) as 1 / (1 + t) or t / (1 + t), t = exp(-|x|) <= 1."""
+    t = _exp(e, p, p.exp, e.neg(e.fabs(x)))
+    num = e.select(e.lt(x, 0.0), t, 1.0)
+    d = e.add(t, 1.0)
+    d_lo = e.sub(t, e.sub(d, 1.0))  # 1 + t = d + d_lo exactly
+    inv = e.div(1.0, d)
+    y = e.mul(num, inv)
+    # one Newton step on the exact denominator removes the rounding of d and of the quotient
+    rem = e.fma(e.neg(y), d_lo, e.fma(e.neg(y), d, num))
+    return e.fma(rem, inv, y)
+
+
+def _erf(e: _Emitter, p: _Params, x: Value) -> Value:
+    """Return erf(x): an odd polynomial near 0, 1 - exp(-x^2) Q(1 / (1 + x)) beyond."""
+    ax = e.fabs(x)
+    small = e.fma(ax, e.poly(e.mul(ax, ax), p.erf_small), ax)
+    xc = e.select(e.lt(ax, p.erf_clamp), ax, p.erf_clamp)
+    q = e.poly(e.sub(e.div(1.0, e.add(xc, 1.0)), p.erf_center), p.erf_large)
+    x2 = e.mul(xc, xc)
+    x2_lo = e.fma(xc, xc, e.neg(x2))  # exp(-x2 - x2_lo) = exp(-x2) * (1 - x2_lo)
+    ex = _exp(e, p, p.exp, e.neg(x2), flush=True)
+    large = e.fma(e.neg(e.fma(e.neg(ex), x2_lo, ex)), q, 1.0)
+    y = e.copysign(e.select(e.lt(ax, p.erf_split), small, large), x)
+    return e.select(e.is_nan(x), x, y)
+
+
+def _sin_cos(e: _Emitter, p: _Params, x: Value, cosine: bool) -> Value:
+    """Return sin(x) or cos(x); f32 computes in f64, for accuracy and a wider range."""
+    if e.fmt is F32:
+        wide = _Emitter(e.b, F64)
+        pio2 = _PARAMS["f64"].pio2
+        y = _sin_cos_core(wide, pio2, p.sin, p.cos, e.b.fpext(x, F64.float_type), cosine)
+        return e.b.fptrunc(y, F32.float_type)
+    return _sin_cos_core(e, p.pio2, p.sin, p.cos, x, cosine)
+
+
+def _sin_cos_core(
+    e: _Emitter,
+    pio2: tuple[float, ...],
+    sin_coeffs: tuple[float, ...],
+    cos_coeffs: tuple[float, ...],
+    x: Value,
+    cosine: bool,
+) -> Value:
+    """Return sin(x) or cos(x): |x| = n pi/2 + r, then +-sin(r) or +-cos(r) by quadrant."""
+    ax = e.fabs(x)
+    # Adding 2^mantissa_bits rounds |x| 2/pi to an integer n and leaves n's low bits in t's bits.
+    shifter = 2.0**e.fmt.mantissa_bits
+    t = e.fma(ax, 0.6366197723675814, shifter)
+    n = e.sub(t, shifter)
+    r = ax
+    for part in pio2:  # the first step is exact, so r keeps its relative accuracy
+        r = e.fma(e.neg(n), part, r)
+    # Where n is no longer exact (|x| 2/pi > 2^51) r is meaningless: keep the result in [-1, 1].
+    r = e.select(e.lt(e.fabs(r), 1.0), r, 0.0)
+    z = e.mul(r, r)
+    sin_r = e.fma(e.mul(r, z), e.poly(z, sin_coeffs), r)
+    cos_r = e.fma(z, e.fma(z, e.poly(z, cos_coeffs), -0.5), 1.0)
+    quadrant = e.to_bits(t)
+    if cosine:
+        quadrant = e.b.add(quadrant, e.iconst(1))
+    odd = e.b.icmp_unsigned("!=", e.b.and_(quadrant, e.iconst(1)), e.iconst(0))
+    v = e.select(odd, cos_r, sin_r)
+    # quadrants 2 and 3 negate: move bit 1 of the quadrant into the sign bit
+    sign = e.b.shl(e.b.and_(quadrant, e.iconst(2)), e.iconst(e.fmt.width - 2))
+    if not cosine:  # sin is odd
+        sign = e.b.xor(sign, e.b.and_(e.to_bits(x), e.iconst(1 << (e.fmt.width - 1))))
+    v = e.from_bits(e.b.xor(e.to_bits(v), sign))
+    return e.select(e.b.fcmp_unordered("==", ax, e.const(math.inf)), math.nan, v)
+
+
+def _log_double_double(e: _Emitter, p: _Params, x: Value) -> tuple[Value, Value]:
+    """Return log(x) as hi + lo, accurate to about 2^-64 relative, for f64 pow."""
+    k, f = _log_reduce(e, x)
+    # s = f / (2 + f) as s + s_lo: d = 2 + f is d + d_lo exactly, the remainder by fma.
+    d = e.add(f, 2.0)
+    d_lo = e.sub(f, e.sub(d, 2.0))
+    s = e.div(f, d)
+    s_lo = e.div(e.fma(e.neg(s), d_lo, e.fma(e.neg(s), d, f)), d)
+    # log(1 + f) = 2s + (2/3) s^3 + s^5 P(s^2), the s^3 term also as a double-double
+    z = e.mul(s, s)
+    z_lo = e.fma(s, s, e.neg(z))
+    s3 = e.mul(s, z)
+    s3_lo = e.fma(s, z_lo, e.fma(s, z, e.neg(s3)))
+    lead = e.mul(s3, _TWO_THIRDS[0])
+    lead_lo = e.fma(s3, _TWO_THIRDS[0], e.neg(lead))
+    lead_lo = e.fma(s3_lo, _TWO_THIRDS[0], e.fma(s3, _TWO_THIRDS[1], lead_lo))
+    rest = e.mul(e.mul(s3, z), e.poly(z, p.pow_log))
+    # corrections of order s_lo: d(2s + (2/3)s^3) = (2 + 2 s^2) ds
+    small = e.add(e.add(lead_lo, rest), e.fma(e.mul(z, 2.0), s_lo, e.add(s_lo, s_lo)))
+    two_s = e.add(s, s)
+    hi = e.add(two_s, lead)
+    lo = e.add(e.add(e.sub(two_s, hi), lead), small)
+    # add k ln2, whose high part is exact
+    k_hi = e.mul(k, _LN2_HI42)
+    total = e.add(k_hi, hi)
+    lo = e.add(e.add(e.sub(k_hi, total), hi), e.fma(k, _LN2_LO42, lo))
+    # renormalise, so that y * hi alone picks exp's reduction interval
+    hi = e.add(total, lo)
+    lo = e.sub(lo, e.sub(hi, total))
+    return _log_specials(e, x, hi), lo
+
+
+def _pow_specials(e: _Emitter, x: Value, y: Value, r: Value) -> Value:
+    """Return r = |x|**y patched with the sign and the special cases of C99 pow."""
+    y_int = e.eq(e.floor(y), y)  # true for +-inf
+    half = e.mul(y, 0.5)
+    y_odd = e.b.and_(y_int, e.b.fcmp_unordered("!=", e.floor(half), half))
+    x_negative = e.b.icmp_signed("<", e.to_bits(x), e.iconst(0))  # also -0 and -inf
+    r = e.select(e.b.and_(x_negative, y_odd), e.neg(r), r)
+    finite_negative = e.b.and_(e.lt(x, 0.0), e.gt(x, -math.inf))
+    r = e.select(e.b.and_(finite_negative, e.b.not_(y_int)), math.nan, r)
+    unit = e.b.and_(e.eq(e.fabs(x), 1.0), e.eq(e.fabs(y), math.inf))  # (-1) ** inf = 1
+    r = e.select(e.b.or_(unit, e.eq(x, 1.0)), 1.0, r)
+    return e.select(e.eq(y, 0.0), 1.0, r)
+
+
+def _pow(e: _Emitter, p: _Params, x: Value, y: Value) -> Value:
+    """Return x ** y = exp(y log|x|) with C99 specials; f32 computes in f64."""
+    if e.fmt is F32:
+        wide = _Emitter(e.b, F64)
+        ax = e.b.fpext(e.fabs(x), F64.float_type)
+        log_ax = _log(wide, _PARAMS["f64"], p.pow_log, ax)
+        prod = wide.mul(e.b.fpext(y, F64.float_type), log_ax)
+        r = _exp(wide, _PARAMS["f64"], p.pow_exp, prod, flush=True)  # f32 over/underflows first
+        r = e.b.fptrunc(r, F32.float_type)
+        return _pow_specials(e, x, y, r)
+    hi, lo = _log_double_double(e, p, e.fabs(x))
+    prod = e.mul(y, hi)
+    prod_lo = e.fma(y, lo, e.fma(y, hi, e.neg(prod)))
+    # beyond 1024 exp clamps prod, and prod_lo (maybe inf - inf) must not move it back
+    prod_lo = e.select(e.lt(e.fabs(prod), 1024.0), prod_lo, 0.0)
+    return _pow_specials(e, x, y, _exp(e, p, p.exp, prod, prod_lo))
+
+
+_KERNELS: dict[str, Callable[..., Value]] = {
+    "exp": lambda e, p, x: _exp(e, p, p.exp, x),
+    "log": lambda e, p, x: _log(e, p, p.log, x),
+    "tanh": _tanh,
+    "sigmoid": _sigmoid,
+    "erf": _erf,
+    "sin": lambda e, p, x: _sin_cos(e, p, x, cosine=False),
+    "cos": lambda e, p, x: _sin_cos(e, p, x, cosine=True),
+    "pow": _pow,
+}
+
+
+def function_name(name: str, dtype: str) -> str:
+    """Return the IR symbol of a math function, e.g. graphc_exp_f32."""
+    return f"graphc_{name}_{dtype}"
+
+
+def math_function(module: ir.Module, name: str, dtype: str) -> ir.Function:
+    """Return the call-free, always-inlined IR function for name on dtype, defining it once.
+
+    name is one of exp, log, tanh, sigmoid, erf, sin, cos (one argument) or pow (two); dtype is
+    f32 or f64. The function has internal linkage: it disappears once inlined into its callers.
+    """
+    if name not in _KERNELS:
+        raise ValueError(f"unknown math function {name!r}; expected one of {sorted(_KERNELS)}")
+    if dtype not in _FORMATS:
+        raise ValueError(f"unsupported dtype {dtype!r} for {name}; expected f32 or f64")
+    symbol = function_name(name, dtype)
+    if symbol in module.globals:
+        return module.globals[symbol]
+    fmt = _FORMATS[dtype]
+    arity = 2 if name in BINARY_FUNCTIONS else 1
+    fn = ir.Function(module, ir.FunctionType(fmt.float_type, [fmt.float_type] * arity), symbol)
+    fn.linkage = "internal"
+    fn.attributes.add("alwaysinline")
+    fn.attributes.add("nounwind")
+    for arg, arg_name in zip(fn.args, ("x", "y"), strict=False):
+        arg.name = arg_name
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    builder.ret(_KERNELS[name](_Emitter(builder, fmt), _PARAMS[dtype], *fn.args))
+    return fn
