@@ -157,12 +157,18 @@ def partition(graph: Graph) -> Partition:
 
 
 def _reduction_joins(reduction: Node, root: Node) -> bool:
+    """Return True if the reduction can be computed inside root's kernel without repeating
+    work: root is over the reduction's own shape (one reduction per element), or over its
+    input's shape reading it broadcast along trailing reduced axes (one per row, hoisted)."""
+    if _same_shape(reduction, root):
+        return True
     axes = reduction.attrs.get("axes", (reduction.attrs.get("axis"),))
-    source = reduction.inputs[0].type.shape
-    same_shape = len(source) == len(root.type.shape) and all(
-        map(dims_equal, source, root.type.shape)
+    source = reduction.inputs[0]
+    return (
+        _same_shape(source, root)
+        and _trailing(tuple(axes), source.type.ndim)
+        and reduction.attrs["keepdims"]
     )
-    return same_shape and _trailing(tuple(axes), len(source)) and reduction.attrs["keepdims"]
 
 
 @dataclass(frozen=True)

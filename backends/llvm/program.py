@@ -27,7 +27,7 @@ from graphc.dtypes import float32
 
 # Below this much work (elements times a cost estimate) a kernel stays on the calling thread:
 # waking a second thread costs more than it saves on small steps.
-PARALLEL_THRESHOLD = 1 << 15
+PARALLEL_THRESHOLD = 1 << 20
 ENTRY_NAME = "graph_main"
 ENTRY_TYPE = ir.FunctionType(
     ir.VoidType(), [I8.as_pointer().as_pointer(), I64.as_pointer(), I64.as_pointer(), I64]
@@ -88,9 +88,7 @@ def _kernel_functions(ctx, entry: FunctionEmitter, kernel) -> list[tuple[ir.Func
     if isinstance(kernel, k.MatmulKernel):
         if ctx.gemm is None:
             raise NotImplementedError("matmul needs the GEMM micro-kernel")
-        functions = [
-            (emit_matmul_kernel(ctx, kernel), (matmul_work(entry, kernel, scope), 1 << 12))
-        ]
+        functions = [(emit_matmul_kernel(ctx, kernel), (*matmul_work(entry, kernel, scope),))]
         if kernel.epilogue is not None:
             epilogue = kernel.epilogue
             functions.append(
@@ -147,11 +145,13 @@ def _run(entry: FunctionEmitter, function, work, threads, task, table, sizes, er
         zero = ir.Constant(I64, 0)
         b.call(function, [table, sizes, error, zero, total, zero])
 
-    if task is None or cost == 0:
+    if task is None or (isinstance(cost, int) and cost == 0):
         direct()
         return
     big = b.icmp_signed(
-        ">=", b.mul(total, ir.Constant(I64, cost)), ir.Constant(I64, PARALLEL_THRESHOLD)
+        ">=",
+        b.mul(total, ir.Constant(I64, cost) if isinstance(cost, int) else cost),
+        ir.Constant(I64, PARALLEL_THRESHOLD),
     )
     wide = b.and_(big, b.icmp_signed(">", threads, ir.Constant(I64, 1)))
     with b.if_else(wide) as (pooled, alone):
