@@ -48,6 +48,9 @@ class LoweringContext:
     def __init__(self, buffers: Mapping[int, str]) -> None:
         self.buffers = buffers
         self._counter = 0
+        # The same node at the same element is one expression, so a reduction used twice
+        # (softmax's row maximum) is one Reduce that code generation computes once.
+        self._lowered: dict[tuple[int, IntExpr], Expr] = {}
 
     def fresh(self, prefix: str) -> Var:
         self._counter += 1
@@ -58,10 +61,13 @@ class LoweringContext:
         name = self.buffers.get(node.id)
         if name is not None:
             return Load(name, index.linear(), node.type.dtype)
-        rule = get_op(node.op).lowerings.get("kernel")
-        if rule is None:
-            raise NotImplementedError(f"no kernel lowering for op {node.op}")
-        return rule(self, node, index)
+        key = (node.id, index.linear())
+        if key not in self._lowered:
+            rule = get_op(node.op).lowerings.get("kernel")
+            if rule is None:
+                raise NotImplementedError(f"no kernel lowering for op {node.op}")
+            self._lowered[key] = rule(self, node, index)
+        return self._lowered[key]
 
     def operand(self, node: Node, position: int, index: Index) -> Expr:
         """Return input `position` of node at index, broadcast to node's shape."""
