@@ -102,8 +102,40 @@ def _simplify(node: Node) -> Node:
             return source
         if source.op == node.op:
             return _rebuilt(node, [source.inputs[0]])
-    if node.op == "permute" and list(node.attrs["perm"]) == sorted(node.attrs["perm"]):
-        return node.inputs[0]
+    if node.op == "permute":
+        return _simplify_permute(node)
+    return node
+
+
+def _swap_last_two(node: Node) -> Node:
+    perm = list(range(node.type.ndim))
+    perm[-2], perm[-1] = perm[-1], perm[-2]
+    return _simplify_permute(
+        make_node("permute", [node], {"perm": tuple(perm)}, location=node.location)
+    )
+
+
+def _simplify_permute(node: Node) -> Node:
+    """permute(permute(x)) composes; an identity permute disappears; the transpose of a
+    matmul becomes the matmul of transposes, (AB)^T = B^T A^T, so a weight gradient comes
+    out in the weight's own layout instead of being read transposed by its consumer."""
+    perm = tuple(node.attrs["perm"])
+    source = node.inputs[0]
+    if source.op == "permute":
+        inner = source.attrs["perm"]
+        composed = tuple(inner[p] for p in perm)
+        return _simplify_permute(_rebuilt(node, [source.inputs[0]], attrs={"perm": composed}))
+    if list(perm) == sorted(perm):
+        return source
+    swaps_last_two = len(perm) >= 2 and perm == (
+        *range(len(perm) - 2),
+        len(perm) - 1,
+        len(perm) - 2,
+    )
+    if swaps_last_two and source.op == "matmul":
+        a, b = source.inputs
+        if a.type.ndim == b.type.ndim == len(perm):
+            return _rebuilt(source, [_swap_last_two(b), _swap_last_two(a)])
     return node
 
 

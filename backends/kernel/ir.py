@@ -316,3 +316,28 @@ def free_vars(expr: Any) -> frozenset[Var]:
             *(free_vars(e) for e in expr.extents)
         )
     return frozenset().union(*(free_vars(child) for child in children(expr)))
+
+
+def buffers_used(kernel: Kernel) -> set[str]:
+    """Return the names of the buffers a kernel reads or writes."""
+    names: set[str] = set()
+
+    def visit(expr: Any) -> None:
+        if isinstance(expr, Load):
+            names.add(expr.buffer)
+        for child in children(expr):
+            visit(child)
+
+    if isinstance(kernel, LoopKernel):
+        for store in kernel.stores:
+            names.add(store.buffer)
+            visit(store.value)
+    elif isinstance(kernel, MatmulKernel):
+        names |= {kernel.a.buffer, kernel.b.buffer, kernel.out}
+        if kernel.epilogue is not None:
+            names |= buffers_used(kernel.epilogue)
+    else:
+        names.add(kernel.out)
+        visit(kernel.value)
+        visit(kernel.target)
+    return names

@@ -58,7 +58,9 @@ class LLVMExecutable:
         )
         parallel = thread_pool_library()
         workspace = max(gemm.workspace_bytes("f32"), gemm.workspace_bytes("f64"))
-        module = build_module(self.program, math_function, gemm_declaration, workspace, parallel)
+        module = build_module(
+            self.program, math_function, gemm_declaration, workspace, parallel, self._in_place
+        )
         self.llvm_ir = str(module)
         self.compiled = compile_module(module)
         _dump(self.program, self.llvm_ir, self.compiled)
@@ -72,11 +74,15 @@ class LLVMExecutable:
         self._planner = ArenaPlanner(
             self.program, _buffer_lifetimes(self.program), exclude=set(self._in_place)
         )
+        self._table_address = self._table.ctypes.data
+        self._sizes_address = self._sizes.ctypes.data
+        self._error_address = self._error.ctypes.data
         self._constants = {
             name: spec.node.attrs["value"]
             for name, spec in self.program.buffers.items()
             if spec.role == "constant"
         }
+        self._classify_slots()
 
     def memory_stats(self) -> dict[str, int]:
         """Return the arena size in bytes (intermediates) of the last call's shapes, and how
@@ -86,6 +92,50 @@ class LLVMExecutable:
             "in_place_updates": len(self._in_place),
             "copied_updates": len(self.program.updates),
         }
+
+    def _classify_slots(self) -> None:
+        """Sort the pointer table's slots by where their address comes from, and write the
+        ones that never change (constants, the workspace) once."""
+        self._input_slots, self._variable_slots, self._output_slots, self._temp_slots = (
+            [],
+            [],
+            [],
+            [],
+        )
+        feeds = {f"in_{node.name}": i for i, node in enumerate(self.graph.inputs)}
+        for slot, name in enumerate(self._slots):
+            if name == "workspace":
+                self._table[slot] = _aligned(self._workspace.ctypes.data)
+                continue
+            spec = self.program.buffers[name]
+            if spec.role == "input":
+                self._input_slots.append((slot, feeds[name]))
+            elif spec.role == "constant":
+                self._table[slot] = self._constants[name].ctypes.data
+            elif spec.role == "variable" or name in self._in_place:
+                variable = (
+                    spec if spec.role == "variable" else self.program.buffers[self._in_place[name]]
+                )
+                self._variable_slots.append((slot, variable.node.attrs["storage"]))
+            elif spec.role == "output":
+                self._output_slots.append((slot, name, spec))
+            else:
+                self._temp_slots.append((slot, name))
+        self._variable_arrays: list[np.ndarray | None] = [None] * len(self._variable_slots)
+        self._temp_tables: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _temp_addresses(self, bindings: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Return (slots, addresses) of the intermediates in the arena for these sizes."""
+        offsets, arena = self._planner.plan(bindings)
+        base = arena.ctypes.data if arena is not None else 0
+        key = (tuple(sorted(bindings.items())), base)
+        if key not in self._temp_tables:
+            slots = np.array([slot for slot, _ in self._temp_slots], dtype=np.intp)
+            addresses = np.array(
+                [base + offsets[name] for _, name in self._temp_slots], dtype=np.uint64
+            )
+            self._temp_tables[key] = (slots, addresses)
+        return self._temp_tables[key]
 
     def run(
         self,
@@ -97,47 +147,35 @@ class LLVMExecutable:
         for position, symbol in enumerate(self.program.symbols):
             self._sizes[position] = bindings[symbol]
         table = self._table
-        fed = {
-            f"in_{node.name}": array for node, array in zip(self.graph.inputs, feeds, strict=True)
-        }
+        for slot, position in self._input_slots:
+            table[slot] = feeds[position].ctypes.data
+        for position, (slot, storage) in enumerate(self._variable_slots):
+            array = storage.value
+            if array is not self._variable_arrays[position]:
+                self._variable_arrays[position] = array
+                table[slot] = array.ctypes.data
         outputs: dict[str, np.ndarray] = {}
         if out is not None:
             for name, array in zip(self.program.outputs, out, strict=True):
                 if self.program.buffers[name].role == "output":
                     outputs.setdefault(name, array)
-        offsets, arena = self._planner.plan(bindings)
-        arena_address = arena.ctypes.data if arena is not None else 0
-        for slot, name in enumerate(self._slots):
-            if name == "workspace":
-                address = _aligned(self._workspace.ctypes.data)
-            else:
-                spec = self.program.buffers[name]
-                if spec.role == "input":
-                    address = fed[name].ctypes.data
-                elif spec.role == "variable":
-                    address = spec.node.attrs["storage"].value.ctypes.data
-                elif spec.role == "constant":
-                    address = self._constants[name].ctypes.data
-                elif spec.role == "output":
-                    if name not in outputs:
-                        shape = evaluate_shape(spec.shape, bindings)
-                        outputs[name] = np.empty(shape, spec.dtype.numpy)
-                    address = outputs[name].ctypes.data
-                elif name in self._in_place:
-                    variable = self.program.buffers[self._in_place[name]].node
-                    address = variable.attrs["storage"].value.ctypes.data
-                else:
-                    address = arena_address + offsets[name]
-            table[slot] = address
+        for slot, name, spec in self._output_slots:
+            if name not in outputs:
+                outputs[name] = np.empty(evaluate_shape(spec.shape, bindings), spec.dtype.numpy)
+            table[slot] = outputs[name].ctypes.data
+        if self._temp_slots:
+            slots, addresses = self._temp_addresses(bindings)
+            table[slots] = addresses
         self._error[:] = 0
-        self._entry(
-            table.ctypes.data, self._sizes.ctypes.data, self._error.ctypes.data, self._threads
-        )
+        self._entry(self._table_address, self._sizes_address, self._error_address, self._threads)
         if self._error[0]:
             _, value, size, axis = (int(v) for v in self._error)
             raise IndexingError(
                 located(f"index {value} is out of bounds for dim {axis} with size {size}", None)
             )
+        fed = {
+            f"in_{node.name}": array for node, array in zip(self.graph.inputs, feeds, strict=True)
+        }
         results = self._collect(outputs, fed)
         if out is None:
             return results
@@ -206,7 +244,7 @@ def _buffer_lifetimes(program: KernelProgram) -> dict[str, tuple[int, int]]:
     """Return, per buffer, the first and last kernel positions that touch it."""
     spans: dict[str, list[int]] = {}
     for position, kernel in enumerate(program.kernels):
-        for name in _touched(kernel):
+        for name in k.buffers_used(kernel):
             span = spans.setdefault(name, [position, position])
             span[0], span[1] = min(span[0], position), max(span[1], position)
     end = len(program.kernels)
@@ -214,27 +252,3 @@ def _buffer_lifetimes(program: KernelProgram) -> dict[str, tuple[int, int]]:
         for name in (target, source):
             spans.setdefault(name, [end, end])[1] = end
     return {name: (lo, hi) for name, (lo, hi) in spans.items()}
-
-
-def _touched(kernel) -> set[str]:
-    names: set[str] = set()
-
-    def visit(expr) -> None:
-        if isinstance(expr, k.Load):
-            names.add(expr.buffer)
-        for child in k.children(expr):
-            visit(child)
-
-    if isinstance(kernel, k.LoopKernel):
-        for store in kernel.stores:
-            names.add(store.buffer)
-            visit(store.value)
-    elif isinstance(kernel, k.MatmulKernel):
-        names |= {kernel.a.buffer, kernel.b.buffer, kernel.out}
-        if kernel.epilogue is not None:
-            names |= _touched(kernel.epilogue)
-    else:
-        names.add(kernel.out)
-        visit(kernel.value)
-        visit(kernel.target)
-    return names

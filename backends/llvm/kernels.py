@@ -5,7 +5,7 @@ the entry point can run it on one thread or split it across a thread pool."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llvmlite import ir
 
@@ -37,6 +37,12 @@ class KernelContext:
     math: Callable[[ir.Module, str, str], ir.Function]
     gemm: Callable[[ir.Module, str], ir.Function] | None
     workspace_bytes: int
+    # Buffers that share memory with another (an update computed in its variable's place).
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def canonical(self, buffer: str) -> str:
+        """Return the name of the buffer whose memory `buffer` is."""
+        return self.aliases.get(buffer, buffer)
 
 
 class FunctionEmitter:
@@ -48,20 +54,39 @@ class FunctionEmitter:
         name: str,
         function_type: ir.FunctionType = KERNEL_TYPE,
         arg_names: tuple[str, ...] = KERNEL_ARGS,
+        buffers: list[str] | None = None,
     ) -> None:
+        """Emit into a new function `name`. With `buffers`, the code goes into an inlined
+        `name.body` that takes each buffer as a `noalias` pointer (so LLVM vectorises without
+        run-time overlap checks), and finish() adds `name` loading them from the table."""
         self.ctx = ctx
-        self.function = ir.Function(ctx.module, function_type, name)
+        self.name = name
+        self._buffers = None if buffers is None else sorted({ctx.canonical(b) for b in buffers})
+        if self._buffers is None:
+            self.function = ir.Function(ctx.module, function_type, name)
+        else:
+            pointer_types = [memory_type(ctx.dtypes[b]).as_pointer() for b in self._buffers]
+            body_type = ir.FunctionType(
+                function_type.return_type, [*function_type.args, *pointer_types]
+            )
+            self.function = ir.Function(ctx.module, body_type, f"{name}.body")
+            self.function.linkage = "internal"
+            self.function.attributes.add("alwaysinline")
+            arg_names = (*arg_names, *self._buffers)
         self.args = {}
         for arg, label in zip(self.function.args, arg_names, strict=True):
             arg.name = label
             self.args[label] = arg
+        self._pointers: dict[str, ir.Value] = {}
+        for buffer in self._buffers or ():
+            self.args[buffer].add_attribute("noalias")
+            self._pointers[buffer] = self.args[buffer]
         self.table, self.sizes, self.error = (self.args[n] for n in ("table", "sizes", "error"))
         # Pointers and sizes are loaded in a prologue block, whatever code asks for them first.
         self.entry = self.function.append_basic_block("prologue")
         body = self.function.append_basic_block("body")
         self._jump = ir.IRBuilder(self.entry).branch(body)
         self.builder = ir.IRBuilder(body)
-        self._pointers: dict[str, ir.Value] = {}
         self._sizes: dict[str, ir.Value] = {}
         self.expr = ExpressionEmitter(
             ctx.module,
@@ -78,8 +103,36 @@ class FunctionEmitter:
         builder.position_before(self._jump)
         return make(builder)
 
+    def finish(self) -> ir.Function:
+        """Return the kernel function: the body itself, or a wrapper passing its pointers."""
+        if self._buffers is None:
+            return self.function
+        kernel_args = len(self.function.args) - len(self._buffers)
+        wrapper = ir.Function(
+            self.ctx.module,
+            ir.FunctionType(
+                self.function.function_type.return_type,
+                self.function.function_type.args[:kernel_args],
+            ),
+            self.name,
+        )
+        # Kept out of line: each kernel stays a named function in profiles and assembly.
+        wrapper.attributes.add("noinline")
+        b = ir.IRBuilder(wrapper.append_basic_block("entry"))
+        pointers = []
+        for buffer in self._buffers:
+            slot = self.ctx.slots[buffer]
+            raw = b.load(b.gep(wrapper.args[0], [ir.Constant(I64, slot)]), name=f"{buffer}.raw")
+            pointers.append(
+                b.bitcast(raw, memory_type(self.ctx.dtypes[buffer]).as_pointer(), name=buffer)
+            )
+        b.call(self.function, [*wrapper.args, *pointers])
+        b.ret_void()
+        return wrapper
+
     def pointer(self, buffer: str) -> ir.Value:
         """Return the typed pointer of a buffer, loaded once at function entry."""
+        buffer = self.ctx.canonical(buffer)
         if buffer not in self._pointers:
             slot = self.ctx.slots[buffer]
             ty = memory_type(self.ctx.dtypes[buffer]).as_pointer()
@@ -168,7 +221,7 @@ def loop_work(emitter: FunctionEmitter, kernel: k.LoopKernel, scope: Scope) -> i
 
 def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
     """Emit a loop kernel: rows of the domain, row-invariant reductions hoisted out of rows."""
-    fe = FunctionEmitter(ctx, kernel.name)
+    fe = FunctionEmitter(ctx, kernel.name, buffers=sorted(k.buffers_used(kernel)))
     b = fe.builder
     scope = Scope()
     extents = [fe.expr.index(d, scope) for d in kernel.domain]
@@ -176,7 +229,7 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
         with b.if_then(b.icmp_signed("<", fe.args["lo"], fe.args["hi"])):
             _emit_stores(fe, kernel, scope, ir.Constant(I64, 0))
         b.ret_void()
-        return fe.function
+        return fe.finish()
     inner_extent = extents[-1]
     outer_vars, inner_var = kernel.vars[:-1], kernel.vars[-1]
     safe_inner = b.select(
@@ -211,7 +264,7 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
 
     fe.counted(first_row, end_row, [], row_body, "row")
     b.ret_void()
-    return fe.function
+    return fe.finish()
 
 
 def _emit_stores(fe: FunctionEmitter, kernel: k.LoopKernel, scope: Scope, offset) -> None:
@@ -259,7 +312,8 @@ def matmul_work(
 
 def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Function:
     """Emit the GEMM calls of a (batched) matmul over a block of rows or columns."""
-    fe = FunctionEmitter(ctx, kernel.name)
+    buffers = [kernel.a.buffer, kernel.b.buffer, kernel.out, "workspace"]
+    fe = FunctionEmitter(ctx, kernel.name, buffers=buffers)
     b = fe.builder
     scope = Scope()
     index = fe.expr.index
@@ -316,13 +370,13 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
 
     fe.counted(ir.Constant(I64, 0), _product(b, batch), [], batch_body, "batch")
     b.ret_void()
-    return fe.function
+    return fe.finish()
 
 
 def emit_scatter_kernel(ctx: KernelContext, kernel: k.ScatterAddKernel) -> ir.Function:
     """Emit a scatter-add: zero the output, then add every source element at its target
     (single-threaded: targets may repeat)."""
-    fe = FunctionEmitter(ctx, kernel.name)
+    fe = FunctionEmitter(ctx, kernel.name, buffers=sorted(k.buffers_used(kernel)))
     b = fe.builder
     scope = Scope()
     size = fe.expr.index(kernel.out_size, scope)
@@ -346,4 +400,4 @@ def emit_scatter_kernel(ctx: KernelContext, kernel: k.ScatterAddKernel) -> ir.Fu
 
         fe.loop(kernel.vars, extents, scope, [], accumulate)
     b.ret_void()
-    return fe.function
+    return fe.finish()

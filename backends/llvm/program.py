@@ -55,13 +55,17 @@ def build_module(
     gemm: Callable[[ir.Module, str], ir.Function] | None,
     workspace_bytes: int,
     parallel: bool,
+    aliases: dict[str, str] | None = None,
 ) -> ir.Module:
-    """Return the LLVM module computing program."""
+    """Return the LLVM module computing program; `aliases` maps buffers that share another's
+    memory (updates computed in place) to that buffer."""
     module = ir.Module(name="graphc")
     slots = {name: position for position, name in enumerate(slot_names(program))}
     dtypes = {name: spec.dtype for name, spec in program.buffers.items()}
     dtypes["workspace"] = float32
-    ctx = KernelContext(module, slots, dtypes, program.symbols, math, gemm, workspace_bytes)
+    ctx = KernelContext(
+        module, slots, dtypes, program.symbols, math, gemm, workspace_bytes, dict(aliases or {})
+    )
     entry = FunctionEmitter(ctx, ENTRY_NAME, ENTRY_TYPE, ("table", "sizes", "error", "threads"))
     task = _task_function(module) if parallel else None
     b = entry.builder
