@@ -5,7 +5,9 @@
 - an elementwise op applied to broadcast_to(y) -> the op on y, broadcasting inside the op
   (binary ops keep the operand unbroadcast; unary ops move the broadcast after them);
 - reshape(reshape(x)) and broadcast_to(broadcast_to(x)) collapse; a no-op reshape,
-  broadcast_to or permute disappears.
+  broadcast_to or permute disappears; permute(permute(x)) composes;
+- the transpose of a matmul becomes the matmul of the transposes, (AB)^T = B^T A^T (a weight
+  gradient then comes out in the weight's layout; the GEMM reads transposes through strides).
 x * 0 -> 0 is deliberately absent: it changes inf and NaN inputs (a fast-math rewrite).
 """
 
