@@ -6,9 +6,10 @@
 2. Graph outputs, update values, matmul, scatter-add, convolution and pooling results get
    their own buffer and kernel (a "root").
 3. Any other node (elementwise, random, reductions) joins its consumers' kernel when all of
-   them are in one kernel; otherwise it becomes a root. A reduction joins only a kernel over
-   its input's shape that reads it broadcast along the reduced, trailing axes (so the backend
-   computes it once per row, before the row's loop).
+   them are in one kernel; otherwise it becomes a root. A scalar feeding a larger kernel is a
+   root too, so its math runs once rather than once per element. A reduction joins a kernel
+   over its own shape, or one over its input's shape that reads it broadcast along the
+   reduced, trailing axes (so the backend computes it once per row, before the row's loop).
 4. Matmul operands must be strided views of buffers (permute/reshape/broadcast of a buffer);
    the first node under a view chain that is not a buffer becomes a root.
 5. Epilogues: an elementwise root whose shape equals an earlier kernel's and that reads that
@@ -129,6 +130,8 @@ def partition(graph: Graph) -> Partition:
             continue
         roots = consumer_roots(node)
         joinable = len(roots) == 1
+        if node.type.ndim == 0 and any(node_by_id[r].type.ndim > 0 for r in roots):
+            joinable = False  # scalar math (Adam's bias corrections) runs once, not per element
         if joinable and node.op in REDUCE_OPS:
             joinable = _reduction_joins(node, node_by_id[next(iter(roots))])
         if joinable:
