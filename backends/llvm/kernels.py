@@ -244,7 +244,13 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
     def row_body(row, carried):
         row_scope = scope.child()
         remaining = row
-        for var, extent in reversed(list(zip(outer_vars, extents[:-1], strict=True))):
+        # The outermost index is what is left of the row (no modulo), so for a 2-d domain a
+        # load at [i0, i1] and the store at row * width + i1 are visibly the same address.
+        for depth in reversed(range(len(outer_vars))):
+            var, extent = outer_vars[depth], extents[depth]
+            if depth == 0:
+                row_scope.values[var] = remaining
+                break
             row_scope.values[var] = b.srem(remaining, extent, name=var.name)
             remaining = b.sdiv(remaining, extent)
         for reduction in hoistable:
