@@ -21,7 +21,7 @@ from graphc.types import TensorType
 InferRule = Callable[[Sequence[TensorType], Mapping[str, Any]], TensorType]
 # reference(input arrays, attrs, symbol bindings) -> output array.
 ReferenceImpl = Callable[[Sequence[np.ndarray], Mapping[str, Any], Mapping[str, int]], np.ndarray]
-# grad(node, output gradient node) -> one gradient node (or None) per input.
+# grad(input tensors, output tensor, output gradient, attrs) -> one gradient (or None) per input.
 GradRule = Callable[..., Sequence[Any]]
 
 KINDS = (
