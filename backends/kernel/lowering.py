@@ -457,14 +457,20 @@ def _avg_pool(ctx, node, index):
     return Binary("div", total, divisor, dtype)
 
 
+def _windows_over(ctx, node, gy: Node, h: IntExpr, w: IntExpr):
+    """Return (kernel, tap vars (i, j), the output window (row, col) whose tap (i, j) is input
+    (h, w), whether that window exists): the windows a pooling gradient sums over."""
+    kernel, (sh, sw), (ph, pw) = (node.attrs[k] for k in ("kernel", "stride", "padding"))
+    i, j = ctx.fresh("i"), ctx.fresh("j")
+    row, row_ok = _strided_source(h, i, sh, 1, ph, gy.type.shape[2])
+    col, col_ok = _strided_source(w, j, sw, 1, pw, gy.type.shape[3])
+    return kernel, (i, j), (row, col), _all([row_ok, col_ok])
+
+
 def _avg_pool_grad(ctx, node, index):
     (gy,) = node.inputs
     n, ch, h, w = index.dims()
-    (kh, kw), (sh, sw), (ph, pw) = (node.attrs[k] for k in ("kernel", "stride", "padding"))
-    out_h, out_w = gy.type.shape[2], gy.type.shape[3]
-    i, j = ctx.fresh("i"), ctx.fresh("j")
-    row, row_ok = _strided_source(h, i, sh, 1, ph, out_h)
-    col, col_ok = _strided_source(w, j, sw, 1, pw, out_w)
+    (kh, kw), (i, j), (row, col), valid = _windows_over(ctx, node, gy, h, w)
     dtype = node.type.dtype
     share = Binary(
         "div",
@@ -472,7 +478,7 @@ def _avg_pool_grad(ctx, node, index):
         _avg_divisor(ctx, node, n, ch, row, col, node.type.shape, dtype),
         dtype,
     )
-    body = Select(IndexValue(_all([row_ok, col_ok]), bool_), share, Const(0, dtype), dtype)
+    body = Select(IndexValue(valid, bool_), share, Const(0, dtype), dtype)
     return Reduce("sum", (i, j), (IConst(kh), IConst(kw)), body, dtype)
 
 
@@ -480,17 +486,13 @@ def _max_pool_grad(ctx, node, index):
     # dx[h, w] sums g over the windows whose first maximum sits at (h, w).
     x, gy = node.inputs
     n, ch, h, w = index.dims()
-    (kh, kw), (sh, sw), (ph, pw) = (node.attrs[k] for k in ("kernel", "stride", "padding"))
-    out_h, out_w = gy.type.shape[2], gy.type.shape[3]
-    i, j = ctx.fresh("i"), ctx.fresh("j")
-    row, row_ok = _strided_source(h, i, sh, 1, ph, out_h)
-    col, col_ok = _strided_source(w, j, sw, 1, pw, out_w)
+    (kh, kw), (i, j), (row, col), valid = _windows_over(ctx, node, gy, h, w)
     taps, extents, value, _ = _window(ctx, node, x, n, ch, row, col, -np.inf)
     first_max = Reduce("argmax", taps, extents, value, int64)
     is_here = IndexValue(ibin("eq", ValueIndex(first_max), iadd(imul(i, IConst(kw)), j)), bool_)
     dtype = node.type.dtype
     gv = ctx.value(gy, Index(gy.type.shape, dims=(n, ch, row, col)))
-    chosen = Binary("logical_and", IndexValue(_all([row_ok, col_ok]), bool_), is_here, bool_)
+    chosen = Binary("logical_and", IndexValue(valid, bool_), is_here, bool_)
     body = Select(chosen, gv, Const(0, dtype), dtype)
     return Reduce("sum", (i, j), (IConst(kh), IConst(kw)), body, dtype)
 
