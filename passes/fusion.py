@@ -14,7 +14,9 @@
    the first node under a view chain that is not a buffer becomes a root.
 5. Epilogues: an elementwise root whose shape equals an earlier kernel's and that reads that
    kernel's result at the same index joins it (bias + activation after a matmul; a chain of
-   materialised elementwise values), provided everything else it reads is ready by then.
+   materialised elementwise values), provided everything else it reads is ready by then and
+   it reads the values that kernel stores only at the element being computed: an element at
+   another index (`y - y[3]`, `y - y.T`) may not be written yet, so such a root stays apart.
 """
 
 from __future__ import annotations
@@ -240,14 +242,41 @@ def _same_shape(a: Node, b: Node) -> bool:
     )
 
 
-def _reads_at_same_index(group: Group, producer: Node) -> bool:
-    """Return True if some elementwise member reads producer directly, with its own shape."""
-    return any(
-        producer in member.inputs
-        and get_op(member.op).kind == "elementwise"
-        and _same_shape(member, producer)
-        for member in group.members
+def _keeps_index(reader: Node, source: Node) -> bool:
+    """Return True if reader's element i is computed from source's element i."""
+    if not _same_shape(reader, source):
+        return False
+    return get_op(reader.op).kind == "elementwise" or reader.op in (
+        "cast",
+        "stop_gradient",
+        "reshape",
+        "broadcast_to",
     )
+
+
+def _reads_only_at_same_index(group: Group, producer: Node, free: set[int]) -> bool:
+    """Return True if the group reads producer, and only at the element being computed.
+
+    A kernel that stores producer must not read it at another element, even through inlined
+    movement ops (`y - y[3]`): that element may not have been written yet."""
+    inside = {m.id for m in group.members} | free
+    read = False
+    seen: set[tuple[int, bool]] = set()
+    stack = [(root, True) for root in group.roots]
+    while stack:
+        node, aligned = stack.pop()
+        if (node.id, aligned) in seen:
+            continue
+        seen.add((node.id, aligned))
+        for source in node.inputs:
+            source_aligned = aligned and _keeps_index(node, source)
+            if source is producer:
+                if not source_aligned:
+                    return False
+                read = True
+            elif source.id in inside:
+                stack.append((source, source_aligned))
+    return read
 
 
 def _external_reads(group: Group, free: set[int]) -> list[Node]:
@@ -299,8 +328,10 @@ def _epilogue_target(
         host = merged[position]
         if host.kind == "scatter_add" or not _same_shape(host.roots[0], root):
             continue
-        if _reads_at_same_index(group, producer) and all(
-            defined_at[s.id] <= position for s in external
+        if all(defined_at[s.id] <= position for s in external) and all(
+            _reads_only_at_same_index(group, s, free)
+            for s in external
+            if defined_at[s.id] == position
         ):
             return position
     return None

@@ -18,10 +18,12 @@ from graphc.backends.kernel.ir import (
     ValueIndex,
     Var,
     imul,
+    loads,
 )
 from graphc.backends.kernel.lowering import LoweringContext
 from graphc.dims import Dim
 from graphc.dtypes import DType, int64
+from graphc.errors import CompileError
 from graphc.graph import Graph, Node
 from graphc.ops import get_op
 from graphc.passes.fusion import Group, Partition, strided_view
@@ -100,14 +102,39 @@ def _domain(shape: tuple[Dim, ...]) -> tuple[tuple[IntExpr, ...], tuple[Var, ...
     return tuple(dim_expr(d) for d in shape), tuple(Var(f"i{k}") for k in range(len(shape)))
 
 
-def _loop_kernel(ctx, name: str, roots: list[Node], names, covers) -> LoopKernel:
+def _loop_kernel(
+    ctx, name: str, roots: list[Node], names, covers, written: tuple[str, ...] = ()
+) -> LoopKernel:
+    """Return the loop kernel storing roots in order; `written` names buffers the kernel's
+    host (a matmul) has stored before the loop runs."""
     shape = roots[0].type.shape
     domain, variables = _domain(shape)
+    element = Index(shape, dims=variables)
     stores = []
     for root in roots:
         rule = get_op(root.op).lowerings["kernel"]
-        stores.append(Store(names[root.id], rule(ctx, root, Index(shape, dims=variables))))
+        stores.append(Store(names[root.id], rule(ctx, root, element)))
+    _check_reads_of_own_stores(name, stores, written, element.linear())
     return LoopKernel(name, domain, variables, tuple(stores), covers)
+
+
+def _check_reads_of_own_stores(
+    name: str, stores: list[Store], written: tuple[str, ...], element: IntExpr
+) -> None:
+    """Raise CompileError if a store reads a buffer of the same kernel at an element other
+    than the one being computed, or before it is stored: such an element may not be written
+    yet. Fusion never builds such a kernel; this keeps a fusion bug from becoming a wrong
+    answer."""
+    stored = list(written)
+    own = set(written) | {store.buffer for store in stores}
+    for store in stores:
+        for load in loads(store.value):
+            if load.buffer in own and (load.buffer not in stored or load.offset != element):
+                raise CompileError(
+                    f"internal error: kernel {name} reads {load.buffer} at an element it may "
+                    "not have written yet; please report this graph"
+                )
+        stored.append(store.buffer)
 
 
 def _build_group(ctx: LoweringContext, group: Group, position: int, names) -> Kernel:
@@ -117,7 +144,9 @@ def _build_group(ctx: LoweringContext, group: Group, position: int, names) -> Ke
     if group.kind == "matmul":
         epilogue = None
         if len(group.roots) > 1:
-            epilogue = _loop_kernel(ctx, f"{name}_epilogue", group.roots[1:], names, covers)
+            epilogue = _loop_kernel(
+                ctx, f"{name}_epilogue", group.roots[1:], names, covers, (names[root.id],)
+            )
         return _matmul_kernel(name, root, names, epilogue, covers)
     if group.kind == "scatter_add":
         return _scatter_kernel(ctx, name, root, names, covers)

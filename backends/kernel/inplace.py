@@ -29,13 +29,6 @@ def _expressions(kernel) -> Iterator[tuple[str | None, object]]:
         yield None, kernel.target
 
 
-def _loads(expr) -> Iterator[k.Load]:
-    if isinstance(expr, k.Load):
-        yield expr
-    for child in k.children(expr):
-        yield from _loads(child)
-
-
 def _checks(expr) -> bool:
     return isinstance(expr, k.IndexCheck) or any(_checks(c) for c in k.children(expr))
 
@@ -43,7 +36,7 @@ def _checks(expr) -> bool:
 def _reads(kernel, name: str) -> bool:
     if isinstance(kernel, k.MatmulKernel) and name in (kernel.a.buffer, kernel.b.buffer):
         return True
-    return any(load.buffer == name for _, expr in _expressions(kernel) for load in _loads(expr))
+    return any(load.buffer == name for _, expr in _expressions(kernel) for load in k.loads(expr))
 
 
 def _can_fail(kernel) -> bool:
@@ -63,7 +56,7 @@ def _safe_in_kernel(kernel, program: KernelProgram, value: str, variable: str) -
     identity = Index(shape, dims=loop.vars).linear()
     stored = False
     for store in loop.stores:
-        for load in _loads(store.value):
+        for load in k.loads(store.value):
             if load.buffer == variable and (stored or load.offset != identity):
                 return False
         stored = stored or store.buffer == value

@@ -10,6 +10,7 @@ and memory spaces.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -316,6 +317,14 @@ def free_vars(expr: Any) -> frozenset[Var]:
             *(free_vars(e) for e in expr.extents)
         )
     return frozenset().union(*(free_vars(child) for child in children(expr)))
+
+
+def loads(expr: Any) -> Iterator[Load]:
+    """Yield every Load in an expression tree, in depth-first order."""
+    if isinstance(expr, Load):
+        yield expr
+    for child in children(expr):
+        yield from loads(child)
 
 
 def buffers_used(kernel: Kernel) -> set[str]:
