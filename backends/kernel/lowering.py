@@ -61,11 +61,15 @@ class LoweringContext:
         name = self.buffers.get(node.id)
         if name is not None:
             return Load(name, index.linear(), node.type.dtype)
+        rule = get_op(node.op).lowerings.get("kernel")
+        if rule is None:
+            raise NotImplementedError(f"no kernel lowering for op {node.op}")
+        if _statically_empty(node.type.shape):
+            # A zero-size dim makes the row-major offset forget the indices before it, so
+            # different elements (in different loop scopes) would share one expression.
+            return rule(self, node, index)
         key = (node.id, index.linear())
         if key not in self._lowered:
-            rule = get_op(node.op).lowerings.get("kernel")
-            if rule is None:
-                raise NotImplementedError(f"no kernel lowering for op {node.op}")
             self._lowered[key] = rule(self, node, index)
         return self._lowered[key]
 
@@ -73,6 +77,10 @@ class LoweringContext:
         """Return input `position` of node at index, broadcast to node's shape."""
         source = node.inputs[position]
         return self.value(source, index.broadcast_from(source.type.shape))
+
+
+def _statically_empty(shape: tuple) -> bool:
+    return any(isinstance(d, int) and d == 0 for d in shape)
 
 
 def _register(name: str, rule: Rule) -> None:
@@ -229,13 +237,17 @@ _register("pad", _pad)
 def _concat(ctx, node, index):
     axis = node.attrs["axis"]
     out = index.dims()
-    starts, start = [], IConst(0)
+    pieces, start = [], IConst(0)
     for source in node.inputs:
-        starts.append(start)
-        start = iadd(start, dim_expr(source.type.shape[axis]))
-    result: Expr | None = None
-    for source, begin in reversed(list(zip(node.inputs, starts, strict=True))):
         size = dim_expr(source.type.shape[axis])
+        # A piece with no elements along the axis is never read: its buffer has nothing to read.
+        if not _statically_empty((source.type.shape[axis],)):
+            pieces.append((source, start, size))
+        start = iadd(start, size)
+    if not pieces:
+        return Const(0, node.type.dtype)  # the result itself has no elements
+    result: Expr | None = None
+    for source, begin, size in reversed(pieces):
         local = _clamp(ibin("sub", out[axis], begin), size)
         dims = tuple(local if d == axis else out[d] for d in range(len(out)))
         piece = ctx.value(source, Index(source.type.shape, dims=dims))

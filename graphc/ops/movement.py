@@ -192,9 +192,10 @@ def _gather_infer(types, attrs):
     return TensorType(gathered_shape(x.shape, idx.shape, attrs["axis"]), x.dtype)
 
 
-def checked_indices(idx: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """Return indices with negatives wrapped, raising IndexError for any out of range."""
-    bad = (idx < -size) | (idx >= size)
+def checked_indices(idx: np.ndarray, size: int, axis: int, wrap: bool = True) -> np.ndarray:
+    """Return indices with negatives wrapped, raising IndexError for any out of range (for
+    any negative one too, without wrap)."""
+    bad = (idx < (-size if wrap else 0)) | (idx >= size)
     if bad.any():
         value = int(idx[bad].flat[0])
         raise IndexingError(f"index {value} is out of bounds for dim {axis} with size {size}")
@@ -205,10 +206,14 @@ def _gather_reference(args, attrs, env):
     x, idx = args
     axis = attrs["axis"]
     out_shape = tuple(idx.shape[d] if d == axis else x.shape[d] for d in range(x.ndim))
-    idx = checked_indices(np.broadcast_to(idx, out_shape), x.shape[axis], axis)
+    wrap = attrs.get("wrap_negative", True)
+    idx = checked_indices(np.broadcast_to(idx, out_shape), x.shape[axis], axis, wrap)
     return np.take_along_axis(x, idx, axis)
 
 
+# gather is take_along_axis with the index's size-1 dims broadcast and negative indices wrapped,
+# what integer-array indexing (x[[0, -1]]) needs; with wrap_negative=False (gc.gather, which
+# follows torch.gather) a negative index is out of range.
 define_op("gather", "gather", _gather_infer, _gather_reference)
 
 
@@ -265,7 +270,7 @@ def _slice_grad(xs, out, g, attrs):
     for axis, (start, size, step) in enumerate(
         zip(attrs["starts"], attrs["sizes"], attrs["steps"], strict=True)
     ):
-        if step > 1:
+        if step > 1 and not (isinstance(size, int) and size == 0):
             g = _interleave_zeros(g, axis, step)
             size = dim_add(dim_mul(size, step), 1 - step)
         after = dim_add(x.shape[axis], dim_mul(dim_add(start, size), -1))
