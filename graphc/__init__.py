@@ -106,5 +106,5 @@ floor, ceil, round = _unary("floor"), _unary("ceil"), _unary("round")  # noqa: A
 
 __version__ = "0.1.0"
 
-# nn and optim are written with the API above, like user code, so they load last.
-from graphc import nn, optim  # noqa: E402
+# nn, optim and testing are written with the API above, like user code, so they load last.
+from graphc import nn, optim, testing  # noqa: E402

@@ -1,0 +1,27 @@
+"""The installed package: what `import graphc` provides and where its version comes from."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import version
+
+import graphc as gc
+
+
+def test_testing_helpers_come_with_import_graphc():
+    script = (
+        "import graphc as gc\n"
+        "import numpy as np\n"
+        "error = gc.testing.check_grad(lambda x: (x * x).sum(), [np.arange(3.0)])\n"
+        "print(error < 1e-6)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "True"
+
+
+def test_the_version_has_one_source():
+    assert version("graphc") == gc.__version__
