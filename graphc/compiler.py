@@ -1,22 +1,27 @@
 """compile(): turn tensors into a callable Function on a backend.
 
-A Function validates what it is fed (count, dtype, shape, symbolic dims bound consistently),
-runs the backend's executable once per call, and applies Variable updates only after every
-output was computed, so a failed call leaves all state as it was.
+A Function validates what it is fed (count, dtype, shape, symbolic dims bound consistently)
+and the out= arrays it writes to (dtype, shape, and memory shared with an input, another out=
+array or a Variable), runs the backend's executable once per call, and applies Variable
+updates only after every output was computed, so a failed call leaves all state as it was.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from graphc.dims import Sym, evaluate_dim, format_shape
 from graphc.errors import GraphError, IndexingError, InputError, located, user_location
 from graphc.graph import Graph, Node
+from graphc.overlap import VariableMemory
 from graphc.tensor import Tensor
 from graphc.types import TensorType
+
+if TYPE_CHECKING:
+    pass
 
 
 class Executable(Protocol):
@@ -171,39 +176,69 @@ class Function:
         self.backend = backend
         self._executable = executable
         self._single = single
+        self._out_specs = [_ArraySpec(node) for node in graph.outputs]
+        self._quick_inputs = _quick_input_checks(graph.inputs)
+        self._memory = VariableMemory(graph)
 
     def __repr__(self) -> str:
         names = ", ".join(n.name for n in self.graph.inputs)
         return f"Function({names}) -> {len(self.graph.outputs)} outputs on {self.backend!r}"
 
     def __call__(self, *arrays: Any, out: Any = None) -> Any:
-        """Run the graph on arrays (one per input). `out` may give preallocated output arrays
-        (one array, or a tuple with one per output) that receive the results."""
+        """Run the graph on arrays (one per input); return the output, or a tuple of them.
+
+        `out` may give preallocated arrays that receive the results: one array, or a tuple
+        with one per output, each writeable, C-contiguous, of the output's dtype and shape.
+        The call then returns those arrays, holding what it would have returned without
+        `out`. Memory shared between an `out` array and something else is handled as a
+        user of numpy and PyTorch would expect:
+
+        - an `out` array that overlaps a fed array (`f(x, out=x)`) is computed into a
+          temporary and copied in after the call, as numpy does, so every input is read
+          before it is overwritten;
+        - an `out` array that overlaps another `out` array, or the memory of a Variable the
+          Function reads or updates, raises InputError naming both before anything runs:
+          two results cannot land in one place, and Variables change only through updates.
+
+        A fed array that shares memory with a Variable the call updates is read as it was
+        when the call began. A call that raises changes no Variable.
+        """
         feeds, bindings = self.validate(arrays)
-        targets = self._output_targets(out, bindings)
-        outputs = self._executable.run(feeds, bindings, targets)
+        if self._memory.updated:
+            feeds = self._memory.detached(feeds)
+        if out is None:
+            outputs = self._executable.run(feeds, bindings, None)
+        else:
+            outputs = self._run_into(self._output_targets(out, bindings), feeds, bindings)
         if not outputs:
             return None
         return outputs[0] if self._single else tuple(outputs)
 
-    def _output_targets(self, out: Any, bindings: dict[str, int]) -> list[np.ndarray] | None:
-        if out is None:
-            return None
+    def _run_into(
+        self, targets: list[np.ndarray], feeds: list[np.ndarray], bindings: dict[str, int]
+    ) -> list[np.ndarray]:
+        """Run with targets as the output arrays, staging those that overlap an input."""
+        staged = self._memory.check_outputs(targets, feeds)
+        if not staged:
+            return self._executable.run(feeds, bindings, targets)
+        temporaries = list(targets)
+        for position in staged:
+            temporaries[position] = np.empty(targets[position].shape, targets[position].dtype)
+        self._executable.run(feeds, bindings, temporaries)
+        for position in staged:
+            np.copyto(targets[position], temporaries[position])
+        return targets
+
+    def _output_targets(self, out: Any, bindings: dict[str, int]) -> list[np.ndarray]:
         arrays = list(out) if isinstance(out, (tuple, list)) else [out]
-        if len(arrays) != len(self.graph.outputs):
-            raise InputError(f"out= needs {len(self.graph.outputs)} arrays, got {len(arrays)}")
-        for position, (node, array) in enumerate(zip(self.graph.outputs, arrays, strict=True)):
-            shape = tuple(evaluate_dim(d, bindings) for d in node.type.shape)
-            if (
-                not isinstance(array, np.ndarray)
-                or array.dtype != node.type.dtype.numpy
-                or array.shape != shape
-                or not array.flags.c_contiguous
-                or not array.flags.writeable
-            ):
+        if len(arrays) != len(self._out_specs):
+            raise InputError(f"out= needs {len(self._out_specs)} arrays, got {len(arrays)}")
+        for position, (spec, array) in enumerate(zip(self._out_specs, arrays, strict=True)):
+            if not spec.accepts(array, bindings):
                 raise InputError(
-                    f"out[{position}] must be a writeable C-contiguous {node.type.dtype.name} "
-                    f"array of shape {shape}, got {getattr(array, 'dtype', type(array))} "
+                    f"out[{position}] must be a writeable C-contiguous {spec.dtype_name} "
+                    f"array of shape {spec.shape(bindings)}, got "
+                    f"{getattr(array, 'dtype', type(array).__name__)} "
                     f"{getattr(array, 'shape', '')}"
                 )
         return arrays
@@ -235,17 +270,97 @@ class Function:
         if len(arrays) != len(inputs):
             names = ", ".join(n.name for n in inputs)
             raise InputError(f"expected {len(inputs)} arrays ({names}), got {len(arrays)}")
+        bindings = self._quick_bindings(arrays)
+        if bindings is not None:
+            check_run_time_bounds(self._guards, bindings)
+            return list(arrays), bindings
         feeds = [_checked_array(node, value) for node, value in zip(inputs, arrays, strict=True)]
         bindings = bind_symbols(inputs, feeds)
         check_run_time_bounds(self._guards, bindings)
         return feeds, bindings
 
+    def _quick_bindings(self, arrays: Sequence[Any]) -> dict[str, int] | None:
+        """Return the symbol bindings when every array is a plain C-contiguous ndarray of its
+        input's dtype and shape (the common call), else None for the general checks, which
+        also word the error."""
+        if self._quick_inputs is None:
+            return None
+        bindings: dict[str, int] = {}
+        for (dtype, dims), value in zip(self._quick_inputs, arrays, strict=True):
+            if not (
+                type(value) is np.ndarray
+                and value.dtype == dtype
+                and value.ndim == len(dims)
+                and value.flags.c_contiguous
+            ):
+                return None
+            for dim, size in zip(dims, value.shape, strict=True):
+                if type(dim) is int:
+                    if dim != size:
+                        return None
+                elif bindings.setdefault(dim, size) != size:
+                    return None
+        return bindings
+
+
+def _quick_input_checks(inputs: Sequence[Node]) -> list[tuple[np.dtype, tuple]] | None:
+    """Return each input's dtype and dims (sizes, and symbol names where a dim is exactly one
+    symbol) for Function._quick_bindings, or None when a dim is an expression of symbols,
+    which only bind_symbols evaluates."""
+    checks = []
+    for node in inputs:
+        dims: list[int | str] = []
+        for dim in node.type.shape:
+            symbol = dim.single_symbol if isinstance(dim, Sym) else None
+            if isinstance(dim, Sym) and symbol is None:
+                return None
+            dims.append(int(dim) if symbol is None else symbol)
+        checks.append((np.dtype(node.type.dtype.numpy), tuple(dims)))
+    return checks
+
+
+class _ArraySpec:
+    """What an out= array must be for one output: its dtype and (maybe symbolic) shape."""
+
+    __slots__ = ("dtype", "dtype_name", "dims", "static_shape")
+
+    def __init__(self, node: Node) -> None:
+        self.dtype = np.dtype(node.type.dtype.numpy)
+        self.dtype_name = node.type.dtype.name
+        self.dims = node.type.shape
+        symbolic = any(isinstance(d, Sym) for d in self.dims)
+        self.static_shape = None if symbolic else tuple(int(d) for d in self.dims)
+
+    def shape(self, bindings: Mapping[str, int]) -> tuple[int, ...]:
+        """Return the output's shape for these symbol sizes."""
+        if self.static_shape is not None:
+            return self.static_shape
+        return tuple(evaluate_dim(d, bindings) for d in self.dims)
+
+    def accepts(self, array: Any, bindings: Mapping[str, int]) -> bool:
+        """Return whether array can receive the output."""
+        if not isinstance(array, np.ndarray) or array.dtype != self.dtype:
+            return False
+        flags = array.flags
+        return flags.c_contiguous and flags.writeable and array.shape == self.shape(bindings)
+
 
 def _checked_array(node: Node, value: Any) -> np.ndarray:
     declared: TensorType = node.type
+    hint = ""
     if isinstance(value, Tensor):
         raise InputError(f"input {node.name!r} must be fed a numpy array, got {value!r}")
+    if isinstance(value, np.ma.MaskedArray):
+        raise InputError(
+            f"input {node.name!r} {declared} was fed a masked array; a graph has no masked "
+            "values, so feed .filled(value) (masked entries replaced) or .data (ignoring the mask)"
+        )
     if isinstance(value, np.ndarray):
+        if type(value) is not np.ndarray:
+            # A subclass (np.matrix, np.memmap) would bring its own operators into the
+            # reference backend; a plain view of its memory is what every backend reads.
+            hint = " (an np.matrix is always 2-d)" if isinstance(value, np.matrix) else ""
+            value = np.asarray(value)
         if value.dtype != declared.dtype.numpy:
             raise InputError(
                 f"input {node.name!r} is {declared}, got an array of dtype {value.dtype}; "
@@ -253,8 +368,17 @@ def _checked_array(node: Node, value: Any) -> np.ndarray:
             )
         array = value
     else:
+        if isinstance(value, np.generic):
+            # The Python number it holds is range-checked by the conversion below, where
+            # numpy would wrap an np.int64 into int32 silently.
+            value = value.item()
         try:
             array = np.asarray(value, dtype=declared.dtype.numpy)
+        except OverflowError as error:
+            raise InputError(
+                f"input {node.name!r} {declared}: the value does not fit in "
+                f"{declared.dtype.name} ({error})"
+            ) from None
         except (TypeError, ValueError) as error:
             raise InputError(
                 f"input {node.name!r} {declared}: cannot convert value: {error}"
@@ -262,7 +386,7 @@ def _checked_array(node: Node, value: Any) -> np.ndarray:
     if array.ndim != declared.ndim:
         raise InputError(
             f"input {node.name!r} is {declared} ({declared.ndim}-d), got an array of shape "
-            f"{format_shape(array.shape)}"
+            f"{format_shape(array.shape)}{hint}"
         )
     return array if array.flags.c_contiguous else np.array(array, order="C")
 

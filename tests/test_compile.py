@@ -283,3 +283,97 @@ def test_compile_rejects_a_variable_updated_twice():
     w = gc.Variable(np.zeros(2, np.float32), name="w")
     with pytest.raises(gc.errors.GraphError, match="twice"):
         gc.compile([], [], updates=[(w, w + 1), (w, w + 2)])
+
+
+# -- out= -------------------------------------------------------------------------------------
+
+
+def test_out_receives_the_outputs_on_every_backend(backend):
+    x = gc.input("x", ("B", 3))
+    f = gc.compile([x], [x * 2, x.sum(dim=1)], backend=backend)
+    data = RNG.standard_normal((4, 3)).astype(np.float32)
+    doubled, sums = np.empty((4, 3), np.float32), np.empty(4, np.float32)
+    result = f(data, out=(doubled, sums))
+    assert result[0] is doubled and result[1] is sums
+    np.testing.assert_array_equal(doubled, data * 2)
+    np.testing.assert_allclose(sums, data.sum(axis=1), rtol=1e-6)
+    with pytest.raises(gc.errors.InputError, match=r"out\[1\].*\(5,\)"):
+        f(np.ones((5, 3), np.float32), out=(np.empty((5, 3), np.float32), sums))
+
+
+def test_out_overlapping_an_input_holds_what_a_fresh_array_would(backend):
+    # x.T + x reads elements an in-place kernel would already have overwritten.
+    x = gc.input("x", (6, 6))
+    f = gc.compile([x], [x.T + x, x.sum(dim=0)], backend=backend)
+    data = RNG.standard_normal((6, 6)).astype(np.float32)
+    expected = (data.T + data, data.sum(axis=0))
+
+    same = data.copy()
+    sums = np.empty(6, np.float32)
+    result = f(same, out=(same, sums))
+    assert result[0] is same and result[1] is sums
+    np.testing.assert_allclose(same, expected[0], rtol=1e-6)
+    np.testing.assert_allclose(sums, expected[1], rtol=1e-5)
+
+    # Partial overlap: the out array starts two rows into the fed array.
+    buffer = np.zeros(48, np.float32)
+    buffer[:36] = data.ravel()
+    fed, target = buffer[:36].reshape(6, 6), buffer[12:].reshape(6, 6)
+    f(fed, out=(target, sums))
+    np.testing.assert_allclose(target, expected[0], rtol=1e-6)
+    np.testing.assert_array_equal(buffer[:12], data.ravel()[:12])
+
+
+def test_out_arrays_sharing_memory_are_rejected(backend):
+    x = gc.input("x", (4,))
+    f = gc.compile([x], [x * 2, x + 1], backend=backend)
+    data = np.arange(4, dtype=np.float32)
+    same = np.full(4, -1.0, np.float32)
+    with pytest.raises(gc.errors.InputError, match=r"out\[1\] shares memory with out\[0\]"):
+        f(data, out=(same, same))
+    buffer = np.full(6, -1.0, np.float32)
+    with pytest.raises(gc.errors.InputError, match=r"out\[1\] shares memory with out\[0\]"):
+        f(data, out=(buffer[:4], buffer[2:]))
+    np.testing.assert_array_equal(same, np.full(4, -1.0))
+    np.testing.assert_array_equal(buffer, np.full(6, -1.0))
+    # Disjoint parts of one buffer are separate arrays.
+    rows = np.empty((2, 4), np.float32)
+    f(data, out=(rows[0], rows[1]))
+    np.testing.assert_array_equal(rows, [data * 2, data + 1])
+
+
+@pytest.mark.parametrize("updated", [True, False], ids=["updated", "read-only"])
+def test_out_sharing_a_variables_memory_is_rejected_and_changes_nothing(backend, updated):
+    v = gc.Variable(np.arange(4, dtype=np.float32), name="v")
+    x = gc.input("x", (4,))
+    updates = {v: v * 3} if updated else None
+    f = gc.compile([x], [x + v], updates=updates, backend=backend)
+    data = np.ones(4, np.float32)
+    # Variable.value is a read-only view; these are the writeable routes to the same memory.
+    for target in (v.storage.value, v.value.base, v.storage.value.reshape(2, 2).reshape(4)):
+        with pytest.raises(gc.errors.InputError, match=r"out\[0\].*Variable 'v'"):
+            f(data, out=target)
+        np.testing.assert_array_equal(v.numpy(), [0.0, 1.0, 2.0, 3.0])
+    result = f(data, out=np.empty(4, np.float32))
+    np.testing.assert_array_equal(result, [1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(v.numpy(), [0.0, 3.0, 6.0, 9.0] if updated else [0, 1, 2, 3])
+
+
+def test_feeding_a_variables_own_value_reads_it_from_before_the_update(backend):
+    start = np.arange(16, dtype=np.float32).reshape(4, 4)
+    w = gc.Variable(start, name="w")
+    x = gc.input("x", (4, 4))
+    f = gc.compile([x], [x.sum()], updates={w: w * 2 + x.T}, backend=backend)
+    total = f(w.value)
+    np.testing.assert_allclose(total, start.sum())
+    np.testing.assert_array_equal(w.numpy(), start * 2 + start.T)
+
+
+def test_inputs_of_a_static_function_are_still_checked():
+    x = gc.input("x", (2, 3))
+    f = gc.compile([x], [x * 2])
+    np.testing.assert_array_equal(f(np.ones((2, 3), np.float32)), np.full((2, 3), 2.0))
+    with pytest.raises(gc.errors.InputError, match="'x'.*float64"):
+        f(np.ones((2, 3)))
+    with pytest.raises(gc.errors.InputError, match="'x'.*dim 1 should be 3, got 4"):
+        f(np.ones((2, 4), np.float32))

@@ -494,6 +494,51 @@ def test_unconvertible_input(batch_function):
         batch_function([["a", "b", "c"]], [1])
 
 
+def test_python_int_out_of_range_is_an_input_error():
+    n = gc.input("n", (), gc.int64)
+    k = gc.input("k", (2,), gc.int32)
+    f = gc.compile([n, k], [n + 1, k * 2])
+    total, doubled = f(2**63 - 2, [3, -4])
+    assert total == 2**63 - 1
+    np.testing.assert_array_equal(doubled, [6, -8])
+    with pytest.raises(InputError, match="'n'.*does not fit in int64"):
+        f(2**63, [1, 2])
+    with pytest.raises(InputError, match="'n'.*does not fit in int64"):
+        f(-(2**70), [1, 2])
+    with pytest.raises(InputError, match="'k'.*does not fit in int32"):
+        f(1, [1, 2**40])
+    # A numpy scalar is range-checked like the number it holds, not wrapped to 0.
+    with pytest.raises(InputError, match="'k'.*does not fit in int32"):
+        f(1, [1, np.int64(2**32)])
+    s = gc.input("s", (), gc.int32)
+    with pytest.raises(InputError, match="'s'.*does not fit in int32"):
+        gc.compile([s], [s * 1])(np.int64(2**32))
+
+
+def test_masked_array_is_an_input_error(backend):
+    x = gc.input("x", (2, 2))
+    f = gc.compile([x], [x.sum(dim=1)], backend=backend)
+    masked = np.ma.masked_array(np.ones((2, 2), np.float32), mask=[[True, False], [False, False]])
+    with pytest.raises(InputError, match="'x'.*masked array.*filled"):
+        f(masked)
+    np.testing.assert_array_equal(f(masked.filled(0.0)), [1.0, 2.0])
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_numpy_subclasses_are_read_as_plain_arrays(backend):
+    x = gc.input("x", (2, 2))
+    f = gc.compile([x], [x * x, x.sum(dim=1)], backend=backend)
+    values = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    squares, sums = f(np.matrix(values))
+    assert type(squares) is np.ndarray and type(sums) is np.ndarray
+    np.testing.assert_array_equal(squares, values * values)  # elementwise, not matrix product
+    np.testing.assert_array_equal(sums, [3.0, 7.0])
+    row = gc.input("row", (4,))
+    g = gc.compile([row], [row * 2], backend=backend)
+    with pytest.raises(InputError, match="'row'.*np.matrix is always 2-d"):
+        g(np.matrix([1.0, 2.0, 3.0, 4.0], np.float32))
+
+
 def test_input_error_in_eval():
     x = gc.input("x", (2,))
     with pytest.raises(InputError, match="'x'"):
@@ -552,3 +597,29 @@ def test_failure_while_running_changes_no_variable():
         f()
     np.testing.assert_array_equal(first.numpy(), np.zeros(3))
     np.testing.assert_array_equal(second.numpy(), np.zeros(3))
+
+
+def test_rejected_out_arrays_change_no_variable(backend):
+    w = gc.Variable(np.array([1.0, 2.0, 3.0], np.float32), name="w")
+    steps = gc.Variable(np.array(0, np.int64), name="steps")
+    x = gc.input("x", (3,))
+    f = gc.compile([x], [x * w, x + w], updates={w: w * 2, steps: steps + 1}, backend=backend)
+    data = np.ones(3, np.float32)
+    shared = np.full(3, -1.0, np.float32)
+    rejected = [
+        (shared, shared),  # two outputs in one array
+        (w.storage.value, np.empty(3, np.float32)),  # an output in the Variable
+        (np.empty(3, np.float32), np.empty(4, np.float32)),  # a wrong shape
+        (np.empty(3, np.float64), np.empty(3, np.float32)),  # a wrong dtype
+    ]
+    for out in rejected:
+        with pytest.raises(InputError, match="out"):
+            f(data, out=out)
+        np.testing.assert_array_equal(w.numpy(), [1.0, 2.0, 3.0])
+        assert steps.numpy() == 0
+    np.testing.assert_array_equal(shared, np.full(3, -1.0))
+    products, sums = f(data, out=(np.empty(3, np.float32), np.empty(3, np.float32)))
+    np.testing.assert_array_equal(products, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(sums, [2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(w.numpy(), [2.0, 4.0, 6.0])
+    assert steps.numpy() == 1
