@@ -1,20 +1,73 @@
-"""Graph -> Graph passes, one module each; `optimize` runs the standard pipeline."""
+"""Graph -> Graph passes, one module each; `optimize` runs the registered rewrite tiers."""
 
-from graphc.errors import register_internal_root
+from __future__ import annotations
+
+import os
+import sys
+
+from graphc.errors import GraphError, register_internal_root
 from graphc.graph import Graph
-from graphc.passes.constant_fold import constant_fold
-from graphc.passes.cse import cse
-from graphc.passes.dce import dce
-from graphc.passes.simplify import simplify
-from graphc.passes.stabilize import stabilize
+from graphc.passes.constant_fold import FOLD, constant_fold
+from graphc.passes.cse import CSE, cse
+from graphc.passes.dce import DCE, dce
+from graphc.passes.rewrite import RewriteReport, Tier, run_tiers
+from graphc.passes.simplify import CANONICALIZE, SIMPLIFY, canonicalize, simplify
+from graphc.passes.stabilize import STABILIZE, stabilize
 from graphc.passes.verify import verify
 
-
-def optimize(graph: Graph) -> Graph:
-    """Return the verified graph stabilised, constants folded, duplicates merged, dead code gone."""
-    return dce(cse(constant_fold(simplify(stabilize(verify(graph))))))
+# The optimize pipeline, as PyTensor's optdb: (position, tier), run in order of position.
+_TIERS: list[tuple[float, Tier]] = []
 
 
-__all__ = ["constant_fold", "cse", "dce", "optimize", "simplify", "stabilize", "verify"]
+def register_tier(tier: Tier, position: float) -> None:
+    """Add a tier to the optimize pipeline at position (equal positions run as registered)."""
+    if any(registered.name == tier.name for _, registered in _TIERS):
+        raise GraphError(f"a rewrite tier named {tier.name!r} is already registered")
+    _TIERS.append((position, tier))
+    _TIERS.sort(key=lambda entry: entry[0])
+
+
+def tiers() -> tuple[Tier, ...]:
+    """Return the registered tiers in the order optimize runs them."""
+    return tuple(tier for _, tier in _TIERS)
+
+
+register_tier(CANONICALIZE, 10)
+register_tier(STABILIZE, 20)
+register_tier(FOLD, 30)
+register_tier(SIMPLIFY, 40)
+register_tier(CSE, 50)
+register_tier(DCE, 60)
+
+
+def optimize(graph: Graph, report: RewriteReport | None = None) -> Graph:
+    """Return the verified graph with every tier run until none of them changes it.
+
+    report, if given, collects per tier which rewrites fired and how often; GRAPHC_DUMP_REWRITES=1
+    prints that report to stderr.
+    """
+    dump = os.environ.get("GRAPHC_DUMP_REWRITES", "") not in ("", "0")
+    if dump and report is None:
+        report = RewriteReport()
+    graph = run_tiers(verify(graph), tiers(), report)
+    if dump:
+        print(report, file=sys.stderr)
+    return graph
+
+
+__all__ = [
+    "RewriteReport",
+    "Tier",
+    "canonicalize",
+    "constant_fold",
+    "cse",
+    "dce",
+    "optimize",
+    "register_tier",
+    "simplify",
+    "stabilize",
+    "tiers",
+    "verify",
+]
 
 register_internal_root(__file__)

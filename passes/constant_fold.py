@@ -1,4 +1,4 @@
-"""Constant folding: a node whose inputs are all small constants becomes a constant."""
+"""The fold tier: a node whose inputs are all small constants becomes a constant."""
 
 from __future__ import annotations
 
@@ -7,24 +7,25 @@ import numpy as np
 from graphc.dims import is_static
 from graphc.graph import Graph, Node
 from graphc.ops import get_op
-from graphc.passes.rewrite import rewrite
+from graphc.passes.rewrite import Rewrite, Tier, run_tier
 
 # Larger results stay as computations: folding them would bloat the graph and the binary.
 MAX_FOLDED_ELEMENTS = 1024
+# Sources have nothing to fold, and a random draw is a fresh value on every call.
 _NOT_FOLDED_KINDS = frozenset({"source", "random"})
 
 
-def constant_fold(graph: Graph, max_elements: int = MAX_FOLDED_ELEMENTS) -> Graph:
-    """Return the graph with small all-constant subcomputations evaluated."""
+def folding(max_elements: int = MAX_FOLDED_ELEMENTS) -> Rewrite:
+    """Return the rewrite that evaluates an all-constant node of at most max_elements."""
 
-    def fold(node: Node) -> Node:
+    def fold_constant(node: Node) -> Node | None:
         op = get_op(node.op)
         if op.kind in _NOT_FOLDED_KINDS or not node.inputs:
-            return node
+            return None
         if not all(source.op == "constant" for source in node.inputs):
-            return node
+            return None
         if not is_static(node.type.shape) or np.prod(node.type.shape) > max_elements:
-            return node
+            return None
         args = [source.attrs["value"] for source in node.inputs]
         with np.errstate(all="ignore"):
             value = np.asarray(op.reference(args, node.attrs, {}))
@@ -32,4 +33,13 @@ def constant_fold(graph: Graph, max_elements: int = MAX_FOLDED_ELEMENTS) -> Grap
         value.setflags(write=False)
         return Node("constant", (), {"value": value}, node.type, node.location, node.name)
 
-    return rewrite(graph, fold)
+    return Rewrite("fold_constant", fold_constant)
+
+
+FOLD = Tier("fold", (folding(),))
+
+
+def constant_fold(graph: Graph, max_elements: int = MAX_FOLDED_ELEMENTS) -> Graph:
+    """Return the graph with small all-constant subcomputations evaluated."""
+    tier = FOLD if max_elements == MAX_FOLDED_ELEMENTS else Tier("fold", (folding(max_elements),))
+    return run_tier(tier, graph)[0]

@@ -1,13 +1,17 @@
-"""The canonicalise rewrite tier: algebraic identities that never change NaN/inf results.
+"""The canonicalise and simplify tiers: rewrites that never change NaN or inf results.
 
-- x + (-0.0), x - 0, x * 1, x / 1 -> x (when x already has the result's shape; + 0.0 is
-  not an identity for floats, as -0.0 + 0.0 is +0.0);
-- an elementwise op applied to broadcast_to(y) -> the op on y, broadcasting inside the op
-  (binary ops keep the operand unbroadcast; unary ops move the broadcast after them);
-- reshape(reshape(x)) and broadcast_to(broadcast_to(x)) collapse; a no-op reshape,
-  broadcast_to or permute disappears; permute(permute(x)) composes;
+canonicalize puts movement and broadcasting in one form:
+- a reshape, broadcast_to or permute that moves nothing disappears; chained reshapes and
+  chained broadcasts collapse; permute(permute(x)) composes;
 - the transpose of a matmul becomes the matmul of the transposes, (AB)^T = B^T A^T (a weight
-  gradient then comes out in the weight's layout; the GEMM reads transposes through strides).
+  gradient then comes out in the weight's layout; the GEMM reads transposes through strides);
+- an elementwise op applied to broadcast_to(y) works on y (binary ops broadcast inside the
+  op; unary ops move the broadcast after them).
+
+simplify drops operations with an identity constant, which constant folding often exposes:
+x + (-0.0), x - 0, x * 1 and x / 1 become x when x already has the result's shape (+ 0.0 is
+not an identity for floats, as (-0.0) + 0.0 is +0.0).
+
 x * 0 -> 0 is deliberately absent: it changes inf and NaN inputs (a fast-math rewrite).
 """
 
@@ -21,58 +25,118 @@ from graphc.graph import Graph, Node
 from graphc.ops import get_op
 from graphc.ops.registry import make_node
 from graphc.ops.shape_rules import broadcast_shapes
-from graphc.passes.rewrite import rewrite
-
-_IDENTITY_CONSTANT = {"add": (0, 1), "sub": (0,), "mul": (1, 1), "div": (1,)}
-_IDENTITY_VALUE = {"add": 0, "sub": 0, "mul": 1, "div": 1}
+from graphc.passes.rewrite import Tier, node_rewrite, run_tier
 
 
 def _same_shape(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(map(dims_equal, a, b))
 
 
-def _constant_equal_to(node: Node, value: float, negative_zero: bool = False) -> bool:
-    if node.op != "constant" or not bool(np.all(node.attrs["value"] == value)):
-        return False
-    # Only -0.0 is an identity of float addition: (-0.0) + 0.0 is +0.0.
-    return (
-        not negative_zero
-        or not node.type.dtype.is_float
-        or bool(np.all(np.signbit(node.attrs["value"])))
-    )
+def _rebuilt(node: Node, inputs: list[Node], attrs=None, op: str | None = None) -> Node:
+    """Return a node computing what node computed, from new inputs, at node's source line."""
+    attrs = node.attrs if attrs is None else attrs
+    return make_node(op or node.op, inputs, attrs, location=node.location, name=node.name)
 
 
-def _identity_operand(node: Node) -> Node | None:
-    """Return x for x + 0, x - 0, x * 1, x / 1 (either side where the op commutes)."""
-    if node.op not in _IDENTITY_VALUE:
-        return None
-    value = _IDENTITY_VALUE[node.op]
-    signed = node.op == "add"
-    a, b = node.inputs
-    if _constant_equal_to(b, value, signed) and _same_shape(a.type.shape, node.type.shape):
-        return a
-    commutes = node.op in ("add", "mul")
-    if (
-        commutes
-        and _constant_equal_to(a, value, signed)
-        and _same_shape(b.type.shape, node.type.shape)
-    ):
-        return b
+# -- canonicalize ---------------------------------------------------------------------------
+
+
+@node_rewrite("reshape")
+def noop_reshape(node: Node) -> Node | None:
+    """reshape(x) to x's own shape -> x."""
+    if node.op == "reshape" and _same_shape(node.inputs[0].type.shape, node.type.shape):
+        return node.inputs[0]
     return None
 
 
-def _rebuilt(node: Node, inputs: list[Node], op: str | None = None, attrs=None) -> Node:
-    return make_node(
-        op or node.op,
-        inputs,
-        node.attrs if attrs is None else attrs,
-        location=node.location,
-        name=node.name,
-    )
+@node_rewrite("broadcast_to")
+def noop_broadcast(node: Node) -> Node | None:
+    """broadcast_to(x) to x's own shape -> x."""
+    if node.op == "broadcast_to" and _same_shape(node.inputs[0].type.shape, node.type.shape):
+        return node.inputs[0]
+    return None
 
 
-def _unbroadcast_operands(node: Node) -> Node | None:
-    """Return the elementwise node with broadcast_to operands replaced by their sources."""
+@node_rewrite("permute")
+def identity_permute(node: Node) -> Node | None:
+    """permute(x, (0, 1, ..., n-1)) -> x."""
+    if node.op == "permute" and list(node.attrs["perm"]) == sorted(node.attrs["perm"]):
+        return node.inputs[0]
+    return None
+
+
+@node_rewrite("reshape")
+def reshape_of_reshape(node: Node) -> Node | None:
+    """reshape(reshape(x)) -> reshape(x)."""
+    if node.op == "reshape" and node.inputs[0].op == "reshape":
+        return _rebuilt(node, [node.inputs[0].inputs[0]])
+    return None
+
+
+@node_rewrite("broadcast_to")
+def broadcast_of_broadcast(node: Node) -> Node | None:
+    """broadcast_to(broadcast_to(x)) -> broadcast_to(x)."""
+    if node.op == "broadcast_to" and node.inputs[0].op == "broadcast_to":
+        return _rebuilt(node, [node.inputs[0].inputs[0]])
+    return None
+
+
+@node_rewrite("permute")
+def permute_of_permute(node: Node) -> Node | None:
+    """permute(permute(x, p), q) -> permute(x, p[q]), or x where they cancel."""
+    if node.op != "permute" or node.inputs[0].op != "permute":
+        return None
+    inner = node.inputs[0]
+    composed = tuple(inner.attrs["perm"][p] for p in node.attrs["perm"])
+    if list(composed) == sorted(composed):
+        return inner.inputs[0]
+    return _rebuilt(node, [inner.inputs[0]], attrs={"perm": composed})
+
+
+def _swap_last_two(node: Node, location: str | None) -> Node:
+    perm = list(range(node.type.ndim))
+    perm[-2], perm[-1] = perm[-1], perm[-2]
+    return make_node("permute", [node], {"perm": tuple(perm)}, location=location)
+
+
+@node_rewrite("permute")
+def transpose_of_matmul(node: Node) -> Node | None:
+    """permute(a @ b) swapping the last two dims -> b^T @ a^T, so a weight gradient comes out
+    in the weight's own layout instead of being read transposed by its consumer."""
+    if node.op != "permute" or node.inputs[0].op != "matmul":
+        return None
+    perm = tuple(node.attrs["perm"])
+    rank = len(perm)
+    if rank < 2 or perm != (*range(rank - 2), rank - 1, rank - 2):
+        return None
+    matmul = node.inputs[0]
+    a, b = matmul.inputs
+    if not a.type.ndim == b.type.ndim == rank:
+        return None
+    operands = [_swap_last_two(b, node.location), _swap_last_two(a, node.location)]
+    return _rebuilt(node, operands, attrs=matmul.attrs, op="matmul")
+
+
+def _is_elementwise(node: Node) -> bool:
+    return get_op(node.op).kind == "elementwise"
+
+
+@node_rewrite()
+def broadcast_after_unary(node: Node) -> Node | None:
+    """f(broadcast_to(y)) -> broadcast_to(f(y)) for an elementwise f of one operand."""
+    if len(node.inputs) != 1 or node.inputs[0].op != "broadcast_to" or not _is_elementwise(node):
+        return None
+    broadcast = node.inputs[0]
+    inner = make_node(node.op, [broadcast.inputs[0]], node.attrs, location=node.location)
+    return _rebuilt(node, [inner], attrs=broadcast.attrs, op="broadcast_to")
+
+
+@node_rewrite()
+def unbroadcast_operands(node: Node) -> Node | None:
+    """An elementwise op of several operands reads a broadcast_to operand's source, where the
+    op's own broadcasting gives the same result shape."""
+    if len(node.inputs) < 2 or not _is_elementwise(node):
+        return None
     inputs = list(node.inputs)
     changed = False
     for position, source in enumerate(inputs):
@@ -88,59 +152,87 @@ def _unbroadcast_operands(node: Node) -> Node | None:
     return _rebuilt(node, inputs) if changed else None
 
 
-def _simplify(node: Node) -> Node:
-    if get_op(node.op).kind == "elementwise":
-        if (same := _identity_operand(node)) is not None:
-            return same
-        if len(node.inputs) == 1 and node.inputs[0].op == "broadcast_to":
-            broadcast = node.inputs[0]
-            inner = _rebuilt(node, [broadcast.inputs[0]])
-            return _rebuilt(broadcast, [inner], attrs=broadcast.attrs)
-        if len(node.inputs) > 1 and (unbroadcast := _unbroadcast_operands(node)) is not None:
-            return unbroadcast
-    if node.op in ("reshape", "broadcast_to"):
-        source = node.inputs[0]
-        if _same_shape(source.type.shape, node.type.shape):
-            return source
-        if source.op == node.op:
-            return _rebuilt(node, [source.inputs[0]])
-    if node.op == "permute":
-        return _simplify_permute(node)
-    return node
+CANONICALIZE = Tier(
+    "canonicalize",
+    (
+        noop_reshape,
+        noop_broadcast,
+        identity_permute,
+        reshape_of_reshape,
+        broadcast_of_broadcast,
+        permute_of_permute,
+        transpose_of_matmul,
+        broadcast_after_unary,
+        unbroadcast_operands,
+    ),
+)
 
 
-def _swap_last_two(node: Node) -> Node:
-    perm = list(range(node.type.ndim))
-    perm[-2], perm[-1] = perm[-1], perm[-2]
-    return _simplify_permute(
-        make_node("permute", [node], {"perm": tuple(perm)}, location=node.location)
-    )
+# -- simplify -------------------------------------------------------------------------------
 
 
-def _simplify_permute(node: Node) -> Node:
-    """permute(permute(x)) composes; an identity permute disappears; the transpose of a
-    matmul becomes the matmul of transposes, (AB)^T = B^T A^T, so a weight gradient comes
-    out in the weight's own layout instead of being read transposed by its consumer."""
-    perm = tuple(node.attrs["perm"])
-    source = node.inputs[0]
-    if source.op == "permute":
-        inner = source.attrs["perm"]
-        composed = tuple(inner[p] for p in perm)
-        return _simplify_permute(_rebuilt(node, [source.inputs[0]], attrs={"perm": composed}))
-    if list(perm) == sorted(perm):
-        return source
-    swaps_last_two = len(perm) >= 2 and perm == (
-        *range(len(perm) - 2),
-        len(perm) - 1,
-        len(perm) - 2,
-    )
-    if swaps_last_two and source.op == "matmul":
-        a, b = source.inputs
-        if a.type.ndim == b.type.ndim == len(perm):
-            return _rebuilt(source, [_swap_last_two(b), _swap_last_two(a)])
-    return node
+def _constant_is(node: Node, value: int, negative: bool | None = None) -> bool:
+    """Whether node is a constant equal to value everywhere; for a float zero, `negative` asks
+    for the sign bit too."""
+    if node.op != "constant":
+        return False
+    array = node.attrs["value"]
+    # A scalar compares without np.all's overhead: this runs on every constant, every walk.
+    equal = bool(array == value) if array.size == 1 else bool(np.all(array == value))
+    if not equal:
+        return False
+    if negative is None or not node.type.dtype.is_float:
+        return True
+    return bool(np.all(np.signbit(array) == negative))
+
+
+def _other_operand(
+    node: Node, op: str, value: int, *, commutes: bool, negative: bool | None = None
+) -> Node | None:
+    """Return x for op(x, c), or op(c, x) where op commutes, with c a constant equal to value
+    and x already of the result's shape (so dropping the op drops no broadcast)."""
+    if node.op != op:
+        return None
+    a, b = node.inputs
+    if _constant_is(b, value, negative) and _same_shape(a.type.shape, node.type.shape):
+        return a
+    if commutes and _constant_is(a, value, negative) and _same_shape(b.type.shape, node.type.shape):
+        return b
+    return None
+
+
+@node_rewrite("add")
+def add_zero(node: Node) -> Node | None:
+    """x + (-0.0) -> x (any zero for integers); x + 0.0 is kept, since (-0.0) + 0.0 is +0.0."""
+    return _other_operand(node, "add", 0, commutes=True, negative=True)
+
+
+@node_rewrite("sub")
+def sub_zero(node: Node) -> Node | None:
+    """x - 0.0 -> x; x - (-0.0) is kept, since (-0.0) - (-0.0) is +0.0."""
+    return _other_operand(node, "sub", 0, commutes=False, negative=False)
+
+
+@node_rewrite("mul")
+def mul_one(node: Node) -> Node | None:
+    """x * 1 -> x and 1 * x -> x."""
+    return _other_operand(node, "mul", 1, commutes=True)
+
+
+@node_rewrite("div")
+def div_one(node: Node) -> Node | None:
+    """x / 1 -> x."""
+    return _other_operand(node, "div", 1, commutes=False)
+
+
+SIMPLIFY = Tier("simplify", (add_zero, sub_zero, mul_one, div_one))
+
+
+def canonicalize(graph: Graph) -> Graph:
+    """Return the graph with the canonicalize tier run to its fixed point."""
+    return run_tier(CANONICALIZE, graph)[0]
 
 
 def simplify(graph: Graph) -> Graph:
-    """Return the graph with the canonicalising identities applied."""
-    return rewrite(graph, _simplify)
+    """Return the graph with the simplify tier run to its fixed point."""
+    return run_tier(SIMPLIFY, graph)[0]

@@ -1,4 +1,4 @@
-"""The stabilise rewrite tier: replace numerically fragile forms by stable equivalents.
+"""The stabilise tier: replace numerically fragile forms by stable equivalents.
 
 log(softmax(x)) becomes log_softmax(x): with e = exp(s) and s = x - max(x),
 log(e / sum(e)) is rewritten to s - log(sum(e)), which stays finite where softmax underflows.
@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from graphc.graph import Graph, Node
 from graphc.ops.registry import make_node
-from graphc.passes.rewrite import rewrite
+from graphc.passes.rewrite import Tier, node_rewrite, run_tier
 
 
-def _log_of_softmax(node: Node) -> Node | None:
-    """Return the stable form of log(exp(s) / sum(exp(s), keepdims)), or None."""
+@node_rewrite("log")
+def log_of_softmax(node: Node) -> Node | None:
+    """log(exp(s) / sum(exp(s), keepdims)) -> s - log(sum(exp(s), keepdims))."""
     if node.op != "log" or node.inputs[0].op != "div":
         return None
     numerator, denominator = node.inputs[0].inputs
@@ -25,6 +26,9 @@ def _log_of_softmax(node: Node) -> Node | None:
     return make_node("sub", [shifted, log_total], location=node.location, name=node.name)
 
 
+STABILIZE = Tier("stabilize", (log_of_softmax,))
+
+
 def stabilize(graph: Graph) -> Graph:
     """Return the graph with fragile expressions replaced by stable ones."""
-    return rewrite(graph, lambda node: _log_of_softmax(node) or node)
+    return run_tier(STABILIZE, graph)[0]

@@ -1,4 +1,7 @@
-"""The Graph -> Graph passes: verify, dce, cse, constant_fold and the optimize pipeline."""
+"""The Graph -> Graph passes: verify, dce, cse, constant_fold and the optimize pipeline.
+
+Each rewrite and the rewrite engine have their own tests in test_rewrites.py.
+"""
 
 from __future__ import annotations
 
@@ -250,6 +253,18 @@ def test_cse_keeps_different_casts_apart():
     assert graph.outputs[0] is not graph.outputs[1]
     assert graph.outputs[0].type.dtype == gc.int64
     assert graph.outputs[1].type.dtype == gc.int32
+
+
+def test_cse_merges_a_named_copy_into_the_first_and_keeps_the_name():
+    x = gc.input("x", (3,))
+    e = x.exp()
+    named = e.named("e")  # a second node computing the same value
+    graph = cse(graph_of([x], [e + 1, named * 2]))
+    assert ops(graph).count("exp") == 1
+    (exp,) = [n for n in graph.nodes if n.op == "exp"]
+    assert exp.name == "e"
+    assert graph.outputs[0].inputs[0] is graph.outputs[1].inputs[0] is exp
+    assert cse(graph) is graph
 
 
 def test_cse_does_not_merge_separate_random_draws():
