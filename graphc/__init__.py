@@ -41,6 +41,8 @@ from graphc.graph import Graph, Node
 from graphc.math_ops import cast, clamp, maximum, minimum, relu, where
 from graphc.printing import show, subgraph
 from graphc.reductions import (
+    amax,
+    amin,
     argmax,
     argmin,
     log_softmax,

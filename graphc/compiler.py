@@ -419,13 +419,18 @@ def bind_symbols(inputs: Sequence[Node], feeds: Sequence[np.ndarray]) -> dict[st
 
 
 def run_time_bounds(graph: Graph) -> list[Node]:
-    """Return the slice and pad nodes whose bounds depend on symbolic sizes (checked per call)."""
+    """Return the nodes whose validity depends on symbolic sizes, checked per call: slices and
+    pads whose bounds are symbolic, and reductions that need an element (max, argmax) over a
+    symbolic dim."""
     guards = []
     for node in graph.nodes:
         if node.op == "slice":
             bounds = (*node.attrs["starts"], *node.attrs["sizes"], *node.inputs[0].type.shape)
         elif node.op == "pad":
             bounds = tuple(width for pair in node.attrs["pads"] for width in pair)
+        elif _needs_an_element(node):
+            shape = node.inputs[0].type.shape
+            bounds = tuple(shape[axis] for axis in _reduced_axes(node))
         else:
             continue
         if any(isinstance(d, Sym) for d in bounds):
@@ -433,14 +438,38 @@ def run_time_bounds(graph: Graph) -> list[Node]:
     return guards
 
 
+def _needs_an_element(node: Node) -> bool:
+    """Return True for a reduction that has no value over an empty dim (as in PyTorch)."""
+    return node.op in ("argmax", "argmin") or (
+        node.op in ("reduce_max", "reduce_min") and bool(node.attrs.get("nonempty"))
+    )
+
+
+def _reduced_axes(node: Node) -> tuple[int, ...]:
+    return (node.attrs["axis"],) if "axis" in node.attrs else tuple(node.attrs["axes"])
+
+
 def check_run_time_bounds(guards: Sequence[Node], bindings: Mapping[str, int]) -> None:
-    """Raise IndexingError if a symbolic slice or pad falls outside its input for these sizes."""
+    """Raise IndexingError if a symbolic slice or pad falls outside its input, or a max or
+    argmax reduces an empty dim, for these sizes."""
     for node in guards:
         sizes = ", ".join(f"{k}={v}" for k, v in sorted(bindings.items()))
         if node.op == "pad":
             for lo, hi in node.attrs["pads"]:
                 if evaluate_dim(lo, bindings) < 0 or evaluate_dim(hi, bindings) < 0:
                     raise IndexingError(located(f"pad: negative width for {sizes}", node.location))
+            continue
+        if _needs_an_element(node):
+            shape = node.inputs[0].type.shape
+            for axis in _reduced_axes(node):
+                if evaluate_dim(shape[axis], bindings) == 0:
+                    raise IndexingError(
+                        located(
+                            f"{node.op}: expected reduction dim {axis} to have non-zero size "
+                            f"(with {sizes})",
+                            node.location,
+                        )
+                    )
             continue
         source = node.inputs[0].type.shape
         for axis, (start, size, step) in enumerate(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,7 +100,8 @@ def from_numpy(np_dtype: np.dtype) -> DType:
 
 
 def promote(a: DType, b: DType) -> DType:
-    """Return the result type of a binary op on two tensors (PyTorch's rule)."""
+    """Return the result type of a binary op on two tensors of one kind (PyTorch's rule):
+    the higher category wins, otherwise the wider type."""
     if a == b:
         return a
     if a.category != b.category:
@@ -117,12 +120,42 @@ def scalar_category(value: object) -> int:
     raise DTypeError(f"expected a Python number, got {type(value).__name__}")
 
 
+def result_type(
+    dimensioned: Iterable[DType] = (),
+    zero_dim: Iterable[DType] = (),
+    scalars: Iterable[object] = (),
+) -> DType:
+    """Return the dtype an op on these operands computes in (PyTorch's `result_type`).
+
+    Operands are ranked in three groups: tensors with at least one dim, 0-d tensors, Python
+    scalars. Each group is promoted on its own; a later group changes the result only when its
+    category (bool < int < float) is higher, so `f32[3] + f64[]` is f32 and `i32[3] + i64[]` is
+    i32, while `i32[3] + f64[]` is f64 and `bool[3] + i64[]` is i64. A Python float counts as
+    the default float dtype and a Python int as int64.
+    """
+    groups = [list(dimensioned), list(zero_dim), [scalar_dtype(v) for v in scalars]]
+    promoted = [functools.reduce(promote, group) if group else None for group in groups]
+    dim_result, zero_result, scalar_result = promoted
+    result = _combine_categories(dim_result, _combine_categories(zero_result, scalar_result))
+    if result is None:
+        raise DTypeError("result_type needs at least one operand")
+    return result
+
+
+def _combine_categories(higher: DType | None, lower: DType | None) -> DType | None:
+    """Return the result of a higher-ranked group combined with a lower-ranked one."""
+    if higher is None:
+        return lower
+    if lower is None or higher.is_float:
+        return higher
+    if higher.is_bool or lower.category > higher.category:
+        return promote(higher, lower)
+    return higher
+
+
 def promote_with_scalar(tensor_dtype: DType, value: object) -> DType:
     """Return the result type of tensor (op) Python scalar: the scalar is weakly typed."""
-    category = scalar_category(value)
-    if category <= tensor_dtype.category:
-        return tensor_dtype
-    return {_INT: DEFAULT_INT, _FLOAT: DEFAULT_FLOAT}[category]
+    return result_type([tensor_dtype], scalars=[value])
 
 
 def scalar_dtype(value: object) -> DType:

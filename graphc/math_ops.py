@@ -59,28 +59,32 @@ def cast(x: Tensor | Any, dtype: Any) -> Tensor:
     return Tensor(make_node("cast", [x.node], {"dtype": dtype}))
 
 
-def result_dtype(a: Any, b: Any) -> DType:
-    """Return the dtype both operands are promoted to (scalars weakly typed)."""
-    if isinstance(a, Tensor) and isinstance(b, Tensor):
-        return dtypes.promote(a.dtype, b.dtype)
-    if isinstance(a, Tensor):
-        return _promote_other(a.dtype, b)
-    if isinstance(b, Tensor):
-        return _promote_other(b.dtype, a)
-    raise DTypeError("at least one operand must be a Tensor")
-
-
-def _promote_other(tensor_dtype: DType, other: Any) -> DType:
-    if is_scalar(other):
-        return dtypes.promote_with_scalar(tensor_dtype, other)
-    if isinstance(other, np.ndarray):
-        return dtypes.promote(tensor_dtype, dtypes.from_numpy(other.dtype))
-    return dtypes.promote(tensor_dtype, as_tensor(other).dtype)
+def result_dtype(*operands: Any) -> DType:
+    """Return the dtype the operands are promoted to, by PyTorch's rule: tensors with dims
+    first, then 0-d tensors (a reduction's result), then weakly typed Python scalars."""
+    if not any(isinstance(operand, Tensor) for operand in operands):
+        raise DTypeError("at least one operand must be a Tensor")
+    dimensioned: list[DType] = []
+    zero_dim: list[DType] = []
+    scalars: list[Any] = []
+    for operand in operands:
+        if is_scalar(operand):
+            scalars.append(operand)
+            continue
+        if isinstance(operand, np.ndarray):
+            dtype, ndim = dtypes.from_numpy(operand.dtype), operand.ndim
+        else:
+            tensor = as_tensor(operand)
+            dtype, ndim = tensor.dtype, tensor.ndim
+        (dimensioned if ndim else zero_dim).append(dtype)
+    return dtypes.result_type(dimensioned, zero_dim, scalars)
 
 
 def binary(op: str, a: Any, b: Any) -> Tensor:
     """Return op(a, b) elementwise with broadcasting and PyTorch's type promotion."""
     dtype = result_dtype(a, b)
+    if op == "pow" and not dtype.is_float:
+        _check_integer_power(b)
     if op in _LOGICAL:
         dtype = bool_
     elif op == "div":
@@ -89,6 +93,19 @@ def binary(op: str, a: Any, b: Any) -> Tensor:
         dtype = dtypes.int64  # arithmetic on bool tensors counts in int64
     a, b = as_tensor(a, dtype), as_tensor(b, dtype)
     return Tensor(make_node(op, [a.node, b.node]))
+
+
+def _check_integer_power(exponent: Any) -> None:
+    # PyTorch rejects an integer tensor to a negative Python int; a negative exponent tensor
+    # gives 1, -1 or 0 per element instead (see the pow op).
+    if is_scalar(exponent) and not isinstance(exponent, (bool, np.bool_)) and exponent < 0:
+        raise DTypeError(
+            located(
+                f"pow: integers to negative integer powers are not allowed (exponent "
+                f"{exponent}); use a float base, such as x.float() ** {exponent}",
+                user_location(),
+            )
+        )
 
 
 def unary(op: str, x: Any) -> Tensor:
@@ -138,21 +155,27 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
 
 
 def relu(x: Tensor) -> Tensor:
-    """Return max(x, 0); its gradient at 0 is 0, as in PyTorch."""
-    return where(x > 0, x, 0)
+    """Return max(x, 0); NaN stays NaN and the gradient at 0 is 0, as in PyTorch."""
+    return where(x <= 0, 0, x)
 
 
 @user_op
 def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
-    """Return x limited to [min, max]; either bound may be None."""
+    """Return x limited to [min, max] (either bound may be None) as torch.clamp does: NaN stays
+    NaN, max wins where min > max, and the gradient goes to x where min <= x <= max (bounds
+    included), else to the bound taken (none at NaN)."""
     if min is None and max is None:
         raise DTypeError("clamp needs at least one of min and max")
-    result = x
-    if min is not None:
-        result = binary("maximum", result, min)
-    if max is not None:
-        result = binary("minimum", result, max)
-    return result
+    x = as_tensor(x)
+    limited = Tensor(make_node("stop_gradient", [x.node]))
+    inside = None
+    for bound, outside, keep in ((min, "lt", "ge"), (max, "gt", "le")):
+        if bound is None:
+            continue
+        limited = where(binary(outside, limited, bound), bound, limited)
+        within = binary(keep, x, bound)
+        inside = within if inside is None else binary("logical_and", inside, within)
+    return where(inside, x, limited)
 
 
 def maximum(a: Any, b: Any) -> Tensor:

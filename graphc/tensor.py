@@ -202,6 +202,9 @@ class Tensor:
     def __getitem__(self, index) -> Tensor:
         return _indexing.getitem(self, index)
 
+    def gather(self, dim: int, index) -> Tensor:
+        return _spatial.gather(self, dim, index)
+
     # -- elementwise methods ------------------------------------------------------------
     def exp(self) -> Tensor:
         return _math.unary("exp", self)
@@ -319,6 +322,12 @@ class Tensor:
     def min(self, dim=None, keepdim=False):
         return _reductions.min(self, dim, keepdim)
 
+    def amax(self, dim=None, keepdim=False) -> Tensor:
+        return _reductions.amax(self, dim, keepdim)
+
+    def amin(self, dim=None, keepdim=False) -> Tensor:
+        return _reductions.amin(self, dim, keepdim)
+
     def argmax(self, dim=None, keepdim=False) -> Tensor:
         return _reductions.argmax(self, dim, keepdim)
 
@@ -396,3 +405,4 @@ from graphc import indexing as _indexing  # noqa: E402
 from graphc import math_ops as _math  # noqa: E402
 from graphc import reductions as _reductions  # noqa: E402
 from graphc import shaping as _shaping  # noqa: E402
+from graphc import spatial as _spatial  # noqa: E402

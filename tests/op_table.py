@@ -647,7 +647,10 @@ ALL_DTYPES = (float32, float64, int32, int64, bool_)
 def _cast_ref(dtype: DType) -> Callable[[np.ndarray], np.ndarray]:
     def ref(x: np.ndarray) -> np.ndarray:
         if dtype.is_int and x.dtype.kind == "f":
-            return np.trunc(x).astype(dtype.numpy)  # toward zero, as in PyTorch
+            # Toward zero, as in PyTorch; NaN, inf and values out of range give the minimum.
+            inside = (x >= -(2.0 ** (dtype.bits - 1))) & (x < 2.0 ** (dtype.bits - 1))
+            truncated = np.trunc(np.where(inside, x, 0)).astype(dtype.numpy)
+            return np.where(inside, truncated, np.iinfo(dtype.numpy).min).astype(dtype.numpy)
         if dtype.is_bool:
             return x != 0
         return x.astype(dtype.numpy)
@@ -988,7 +991,7 @@ add("cast_nan_to_bool", lambda x: _with_nans(x).bool(), lambda x: _with_nans(x) 
 add(
     "relu_nan",
     lambda x: _with_nans(x).relu(),
-    lambda x: np.where(_with_nans(x) > 0, _with_nans(x), 0),
+    lambda x: np.where(_with_nans(x) <= 0, 0, _with_nans(x)),  # NaN stays NaN, as in PyTorch
     F(4, 3),
 )
 # x + 0 is not x for x = -0.0: IEEE gives +0.0, so 1 / (x * 0 + 0) is +inf for every x.
@@ -1177,20 +1180,41 @@ add(
 )
 add("expand_bool", lambda x: x.expand(2, 3), lambda x: np.broadcast_to(x, (2, 3)), T(bool_, 3))
 
+
 # == pad (a primitive without a Tensor method) =================================================
+def _np_pad(x: np.ndarray, pads, value) -> np.ndarray:
+    """Return x padded by (before, after) widths per dim, a negative width cropping first."""
+    kept = tuple(
+        slice(max(-lo, 0), n - max(-hi, 0)) for n, (lo, hi) in zip(x.shape, pads, strict=True)
+    )
+    return np.pad(x[kept], [(max(lo, 0), max(hi, 0)) for lo, hi in pads], constant_values=value)
+
+
 for _pid, _shape, _pads, _value in (
     ("2d", (2, 3), ((1, 2), (0, 1)), 0.0),
     ("value", (2, 3), ((0, 0), (2, 1)), -1.5),
     ("3d", (2, 2, 3), ((1, 0), (0, 0), (1, 1)), 0.0),
     ("symbolic", ("B", 3), ((0, 0), (2, 1)), 0.25),
+    # Negative widths crop (torch.nn.functional.pad): mixed with padding, and cropping alone.
+    ("crop_mixed", (3, 4), ((1, -2), (-1, 2)), 0.5),
+    ("crop_only", (4, 5), ((-1, -2), (-2, -1)), 0.0),
+    ("crop_to_empty_then_pad", (2, 3), ((1, -2), (0, 0)), 2.0),
+    ("crop_symbolic_batch", ("B", 4), ((0, 0), (-3, 1)), 0.0),
 ):
     add(
         f"pad_{_pid}",
         lambda x, p=_pads, v=_value: _prim("pad", [x], pads=p, value=v),
-        lambda x, p=_pads, v=_value: np.pad(x, p, constant_values=v),
+        lambda x, p=_pads, v=_value: _np_pad(x, p, v),
         F(*_shape),
         diff=True,
     )
+add(
+    "pad_crop_symbolic_dim",
+    lambda x: gc.pad(x, (1, -1, -1, 0)),
+    lambda x: _np_pad(x, ((-1, 0), (1, -1)), 0.0),
+    F("B", 3),
+    diff=True,
+)
 add(
     "pad_int",
     lambda x: _prim("pad", [x], pads=((1, 1), (0, 2)), value=7),
@@ -1560,25 +1584,54 @@ for _cid, _xs, _ws, _s, _p, _d, _g in _CONV:
 
 # == pooling and its gradient ops =============================================================
 _POOL = (
-    # id, x shape, kernel, stride, padding
-    ("k2s2", (2, 3, 6, 6), 2, 2, 0),
-    ("k3s2p1", (1, 2, 7, 7), 3, 2, 1),
-    ("k2x3_s1x2", (2, 2, 5, 7), (2, 3), (1, 2), 0),
-    ("k3s1p1", (1, 2, 4, 5), 3, 1, 1),
-    ("symbolic_batch", ("B", 2, 4, 4), 2, 2, 0),
+    # id, x shape, kernel, stride, padding, dilation, ceil_mode
+    ("k2s2", (2, 3, 6, 6), 2, 2, 0, 1, False),
+    ("k3s2p1", (1, 2, 7, 7), 3, 2, 1, 1, False),
+    ("k2x3_s1x2", (2, 2, 5, 7), (2, 3), (1, 2), 0, 1, False),
+    ("k3s1p1", (1, 2, 4, 5), 3, 1, 1, 1, False),
+    ("symbolic_batch", ("B", 2, 4, 4), 2, 2, 0, 1, False),
+    # ceil_mode keeps a partial last window (3x4 windows, not 2x3) ...
+    ("k2s2_ceil", (1, 2, 5, 7), 2, 2, 0, 1, True),
+    # ... but drops one that would start in the right padding (3 rows, not 4).
+    ("k2s2p1_ceil_dropped", (1, 2, 5, 6), 2, 2, 1, 1, True),
+    # The last windows hang past the padding: avg_pool2d's divisor counts 2 of their 3 rows.
+    ("k3s2p1_ceil", (2, 2, 6, 8), 3, 2, 1, 1, True),
+    ("symbolic_batch_ceil", ("B", 2, 6, 6), 3, 2, 0, 1, True),
+    # Dilated windows (max_pool2d only), alone and with ceil_mode.
+    ("k3s1p1_d2", (1, 2, 7, 6), 3, 1, 1, 2, False),
+    ("k2x3_s2x1_p1x0_d3x2_ceil", (1, 2, 9, 9), (2, 3), (2, 1), (1, 0), (3, 2), True),
 )
 
 
+def _pool_out_size(size, kernel, stride, padding, dilation, ceil_mode) -> int:
+    """Return PyTorch's pooled length: ceil_mode rounds up, but drops a last window that would
+    start past the input and its left padding."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = -(-span // stride) + 1 if ceil_mode else span // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
 def _pool_out_shape(x_shape, attrs) -> tuple:
-    (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["padding"]
-    h, w = x_shape[2:]
-    return (*x_shape[:2], _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw))
+    dilation, ceil_mode = attrs.get("dilation", (1, 1)), attrs["ceil_mode"]
+    sizes = zip(
+        x_shape[2:], attrs["kernel"], attrs["stride"], attrs["padding"], dilation, strict=True
+    )
+    return (*x_shape[:2], *(_pool_out_size(*dims, ceil_mode) for dims in sizes))
 
 
 def _torch_max_pool(attrs):
     def pool(x):
         torch = _torch()
-        return torch.nn.functional.max_pool2d(x, attrs["kernel"], attrs["stride"], attrs["padding"])
+        return torch.nn.functional.max_pool2d(
+            x,
+            attrs["kernel"],
+            attrs["stride"],
+            attrs["padding"],
+            attrs["dilation"],
+            attrs["ceil_mode"],
+        )
 
     return pool
 
@@ -1587,7 +1640,13 @@ def _torch_max_pool_select(x, values, attrs):
     """Return, per window, values at the position of x's maximum (PyTorch's pooling indices)."""
     torch = _torch()
     _, where = torch.nn.functional.max_pool2d(
-        torch.from_numpy(x), attrs["kernel"], attrs["stride"], attrs["padding"], return_indices=True
+        torch.from_numpy(x),
+        attrs["kernel"],
+        attrs["stride"],
+        attrs["padding"],
+        attrs["dilation"],
+        attrs["ceil_mode"],
+        return_indices=True,
     )
     picked = torch.from_numpy(values).flatten(2).gather(2, where.flatten(2))
     return picked.reshape(where.shape).numpy()
@@ -1601,7 +1660,9 @@ def _torch_avg_pool(attrs):
             attrs["kernel"],
             attrs["stride"],
             attrs["padding"],
+            ceil_mode=attrs["ceil_mode"],
             count_include_pad=attrs["count_include_pad"],
+            divisor_override=attrs.get("divisor_override"),
         )
 
     return pool
@@ -1615,8 +1676,14 @@ def _torch_forward(forward):
     return ref
 
 
-for _pid, _xs, _k, _s, _p in _POOL:
-    _attrs = {"kernel": _pairs(_k), "stride": _pairs(_s), "padding": _pairs(_p)}
+for _pid, _xs, _k, _s, _p, _d, _ceil in _POOL:
+    _attrs = {
+        "kernel": _pairs(_k),
+        "stride": _pairs(_s),
+        "padding": _pairs(_p),
+        "dilation": _pairs(_d),
+        "ceil_mode": _ceil,
+    }
     _ys = _pool_out_shape(_xs, _attrs)
     add(
         f"max_pool2d_{_pid}",
@@ -1644,11 +1711,15 @@ for _pid, _xs, _k, _s, _p in _POOL:
         diff=True,
         order=1,
     )
-    for _include in (True, False):
-        if not _include and _p == 0:
-            continue
-        _avg = {**_attrs, "count_include_pad": _include}
-        _suffix = "" if _include else "_exclude_pad"
+    if _pairs(_d) != (1, 1):
+        continue  # avg_pool2d has no dilation
+    _variants = [("", {"count_include_pad": True})]
+    if _p != 0:
+        _variants.append(("_exclude_pad", {"count_include_pad": False}))
+    if _ceil:  # each window's sum over a fixed divisor, partial windows included
+        _variants.append(("_divisor5", {"count_include_pad": True, "divisor_override": 5}))
+    for _suffix, _options in _variants:
+        _avg = {**{k: v for k, v in _attrs.items() if k != "dilation"}, **_options}
         add(
             f"avg_pool2d_{_pid}{_suffix}",
             lambda x, a=_avg: _prim("avg_pool2d", [x], **a),

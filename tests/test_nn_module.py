@@ -470,7 +470,7 @@ def test_linear_shape_error_names_shapes_and_line():
         (lambda: nn.MSELoss()(gc.zeros(4), gc.zeros(3)), ShapeError, r"\(3,\).*\(4,\)"),
         (lambda: nn.Embedding(4, 2)(gc.zeros(3)), DTypeError, "integer"),
         (lambda: nn.MSELoss(reduction="avg"), GraphError, "reduction"),
-        (lambda: nn.MaxPool2d(2, ceil_mode=True), GraphError, "ceil_mode"),
+        (lambda: nn.MaxPool2d(2, return_indices=True), GraphError, "return_indices"),
         (lambda: nn.Conv2d(3, 4, 3, groups=2), GraphError, "divisible by groups"),
         (lambda: F.interpolate(gc.zeros(1, 1, 2, 2), mode="bicubic", size=3), GraphError, "mode"),
     ],

@@ -193,12 +193,14 @@ class IndexValue:
 
 @dataclass(frozen=True, slots=True)
 class IndexCheck:
-    """A run-time index in [-size, size): yields it wrapped to [0, size), else flags an error."""
+    """A run-time index in [-size, size) (negative ones wrapped to [0, size)), or in [0, size)
+    when wrap is False; anything else flags an error."""
 
     index: Expr
     size: IntExpr
     axis: int
     dtype: DType
+    wrap: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,10 @@ def _in_range(i: IntExpr, size: IntExpr) -> IntExpr:
 def _all(conditions: list[IntExpr]) -> IntExpr:
     result: IntExpr = IConst(1)
     for c in conditions:
+        if isinstance(c, IConst):
+            if not c.value:
+                return IConst(0)  # a condition known false when lowering (pad's element 0)
+            continue
         result = c if isinstance(result, IConst) else ibin("and", result, c)
     return result
 
@@ -214,16 +218,24 @@ _register("slice", _slice)
 
 
 def _pad(ctx, node, index):
+    # Output element i reads x at i - lo; only a side that pads (a positive or symbolic width)
+    # can put that outside x, a side that crops (a negative width) never does.
     x = node.inputs[0]
     out = index.dims()
     dims, inside = [], []
     for i, (lo, hi), size in zip(out, node.attrs["pads"], x.type.shape, strict=True):
-        if (lo, hi) == (0, 0):
-            dims.append(i)
-            continue
         shifted = ibin("sub", i, dim_expr(lo))
-        dims.append(_clamp(shifted, dim_expr(size)))
-        inside.append(_in_range(shifted, dim_expr(size)))
+        pads_lo = not (isinstance(lo, int) and lo <= 0)
+        pads_hi = not (isinstance(hi, int) and hi <= 0)
+        if pads_lo:
+            shifted_in = ibin("max", shifted, IConst(0))
+            inside.append(ibin("le", IConst(0), shifted))
+        else:
+            shifted_in = shifted
+        if pads_hi:
+            shifted_in = ibin("min", shifted_in, ibin("sub", dim_expr(size), IConst(1)))
+            inside.append(ibin("lt", shifted, dim_expr(size)))
+        dims.append(shifted_in)
     value = ctx.value(x, Index(x.type.shape, dims=tuple(dims)))
     if not inside:
         return value
@@ -268,7 +280,8 @@ def _gather(ctx, node, index):
     out = index.dims()
     position = ctx.value(idx, index.broadcast_from(idx.type.shape))
     size = dim_expr(x.type.shape[axis])
-    checked = ValueIndex(IndexCheck(position, size, axis, int64))
+    wrap = node.attrs.get("wrap_negative", True)
+    checked = ValueIndex(IndexCheck(position, size, axis, int64, wrap))
     dims = tuple(checked if d == axis else out[d] for d in range(len(out)))
     return ctx.value(x, Index(x.type.shape, dims=dims))
 
@@ -429,11 +442,17 @@ _register("conv2d_input_grad", _conv2d_input_grad)
 _register("conv2d_weight_grad", _conv2d_weight_grad)
 
 
+def _pool_geometry(node: Node):
+    """Return a pooling node's kernel, stride, padding and dilation (1 where it has none)."""
+    attrs = node.attrs
+    return attrs["kernel"], attrs["stride"], attrs["padding"], attrs.get("dilation", (1, 1))
+
+
 def _window(ctx, node, x: Node, n, ch, oh, ow, fill: float):
     """Return (vars, extents, value of x under tap (i, j) or `fill` outside, valid flag)."""
-    (kh, kw), stride, padding = (node.attrs[k] for k in ("kernel", "stride", "padding"))
+    (kh, kw), stride, padding, dilation = _pool_geometry(node)
     i, j = ctx.fresh("i"), ctx.fresh("j")
-    xv, inside = _tap(ctx, x, n, ch, oh, ow, i, j, stride, (1, 1), padding)
+    xv, inside = _tap(ctx, x, n, ch, oh, ow, i, j, stride, dilation, padding)
     dtype = x.type.dtype
     value = Select(IndexValue(inside, bool_), xv, Const(fill, dtype), dtype)
     return (i, j), (IConst(kh), IConst(kw)), value, inside
@@ -445,17 +464,37 @@ def _max_pool(ctx, node, index):
     return Reduce("max", taps, extents, value, node.type.dtype)
 
 
-def _avg_divisor(ctx, node, n, ch, oh, ow, x_shape, dtype) -> Expr:
+def _avg_divisor(ctx, node, oh, ow, x_shape, out_shape, dtype) -> Expr:
+    kernel, stride, padding, _ = _pool_geometry(node)
+    if node.attrs.get("divisor_override") is not None:
+        return Const(float(node.attrs["divisor_override"]), dtype)
     if node.attrs["count_include_pad"]:
-        kh, kw = node.attrs["kernel"]
-        return Const(float(kh * kw), dtype)
-    (kh, kw), (sh, sw), (ph, pw) = (node.attrs[k] for k in ("kernel", "stride", "padding"))
+        # Padded positions count, positions past the padding do not: with ceil_mode the last
+        # window along a dim may cover fewer than kernel rows.
+        counts = []
+        for o, out, size, k, s, p in zip(
+            (oh, ow), out_shape[2:], x_shape[2:], kernel, stride, padding, strict=True
+        ):
+            if (out - 1) * s + k <= size + 2 * p:
+                counts.append(IConst(k))
+            else:
+                counts.append(
+                    ibin("min", IConst(k), ibin("sub", IConst(size + 2 * p), imul(o, IConst(s))))
+                )
+        area = imul(*counts)
+        if isinstance(area, IConst):
+            return Const(float(area.value), dtype)
+        return IndexValue(area, dtype)
     i, j = ctx.fresh("i"), ctx.fresh("j")
-    ih = _window_position(oh, i, sh, 1, ph)
-    iw = _window_position(ow, j, sw, 1, pw)
+    ih = _window_position(oh, i, stride[0], 1, padding[0])
+    iw = _window_position(ow, j, stride[1], 1, padding[1])
     inside = _all([_in_range(ih, IConst(x_shape[2])), _in_range(iw, IConst(x_shape[3]))])
     return Reduce(
-        "sum", (i, j), (IConst(kh), IConst(kw)), Cast(IndexValue(inside, bool_), dtype), dtype
+        "sum",
+        (i, j),
+        tuple(IConst(k) for k in kernel),
+        Cast(IndexValue(inside, bool_), dtype),
+        dtype,
     )
 
 
@@ -465,17 +504,17 @@ def _avg_pool(ctx, node, index):
     dtype = node.type.dtype
     taps, extents, value, _ = _window(ctx, node, x, n, ch, oh, ow, 0.0)
     total = Reduce("sum", taps, extents, value, dtype)
-    divisor = _avg_divisor(ctx, node, n, ch, oh, ow, x.type.shape, dtype)
+    divisor = _avg_divisor(ctx, node, oh, ow, x.type.shape, node.type.shape, dtype)
     return Binary("div", total, divisor, dtype)
 
 
 def _windows_over(ctx, node, gy: Node, h: IntExpr, w: IntExpr):
     """Return (kernel, tap vars (i, j), the output window (row, col) whose tap (i, j) is input
     (h, w), whether that window exists): the windows a pooling gradient sums over."""
-    kernel, (sh, sw), (ph, pw) = (node.attrs[k] for k in ("kernel", "stride", "padding"))
+    kernel, (sh, sw), (ph, pw), (dh, dw) = _pool_geometry(node)
     i, j = ctx.fresh("i"), ctx.fresh("j")
-    row, row_ok = _strided_source(h, i, sh, 1, ph, gy.type.shape[2])
-    col, col_ok = _strided_source(w, j, sw, 1, pw, gy.type.shape[3])
+    row, row_ok = _strided_source(h, i, sh, dh, ph, gy.type.shape[2])
+    col, col_ok = _strided_source(w, j, sw, dw, pw, gy.type.shape[3])
     return kernel, (i, j), (row, col), _all([row_ok, col_ok])
 
 
@@ -487,7 +526,7 @@ def _avg_pool_grad(ctx, node, index):
     share = Binary(
         "div",
         ctx.value(gy, Index(gy.type.shape, dims=(n, ch, row, col))),
-        _avg_divisor(ctx, node, n, ch, row, col, node.type.shape, dtype),
+        _avg_divisor(ctx, node, row, col, node.type.shape, gy.type.shape, dtype),
         dtype,
     )
     body = Select(IndexValue(valid, bool_), share, Const(0, dtype), dtype)
@@ -514,12 +553,11 @@ def _max_pool_select(ctx, node, index):
     n, ch, oh, ow = index.dims()
     taps, extents, value, _ = _window(ctx, node, x, n, ch, oh, ow, -np.inf)
     first_max = ValueIndex(Reduce("argmax", taps, extents, value, int64))
-    kw = IConst(node.attrs["kernel"][1])
-    i, j = ibin("div", first_max, kw), ibin("mod", first_max, kw)
-    (sh, sw), (ph, pw) = node.attrs["stride"], node.attrs["padding"]
+    (_, kw), (sh, sw), (ph, pw), (dh, dw) = _pool_geometry(node)
+    i, j = ibin("div", first_max, IConst(kw)), ibin("mod", first_max, IConst(kw))
     _, _, height, width = x.type.shape
-    row = _clamp(_window_position(oh, i, sh, 1, ph), IConst(height))
-    col = _clamp(_window_position(ow, j, sw, 1, pw), IConst(width))
+    row = _clamp(_window_position(oh, i, sh, dh, ph), IConst(height))
+    col = _clamp(_window_position(ow, j, sw, dw, pw), IConst(width))
     return ctx.value(values, Index(values.type.shape, dims=(n, ch, row, col)))
 
 

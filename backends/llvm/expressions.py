@@ -190,10 +190,16 @@ class ExpressionEmitter:
         if source.is_float and target.is_float:
             return b.fptrunc(value, to) if target.bits < source.bits else b.fpext(value, to)
         if source.is_float:
-            # Saturating conversion: NaN and out-of-range values give defined results.
-            source_name = "f32" if source == float32 else "f64"
-            name = f"llvm.fptosi.sat.i{to.width}.{source_name}"
-            return b.call(declare(self.module, name, to, [value.type]), [value])
+            # Truncation toward zero; NaN, infinities and out-of-range values give the type's
+            # minimum, as x86's cvttss2si (and so PyTorch and numpy there) does. fptosi is only
+            # defined in range, so it converts 0 instead of those.
+            limit = float(2 ** (to.width - 1))
+            inside = b.and_(
+                b.fcmp_ordered(">=", value, ir.Constant(value.type, -limit)),
+                b.fcmp_ordered("<", value, ir.Constant(value.type, limit)),
+            )
+            converted = b.fptosi(b.select(inside, value, ir.Constant(value.type, 0.0)), to)
+            return b.select(inside, converted, ir.Constant(to, -(1 << (to.width - 1))))
         if target.is_float:
             return b.sitofp(value, to)
         return b.trunc(value, to) if target.bits < source.bits else b.sext(value, to)
@@ -246,7 +252,9 @@ class ExpressionEmitter:
         if dtype.is_float:
             positive = b.fcmp_ordered(">", x, ir.Constant(ty, 0.0))
             negative = b.fcmp_ordered("<", x, ir.Constant(ty, 0.0))
-            return b.select(positive, one, b.select(negative, minus_one, x))
+            # NaN and -0.0 give 0, as in PyTorch.
+            zero = ir.Constant(ty, 0.0)
+            return b.select(positive, one, b.select(negative, minus_one, zero))
         positive = b.icmp_signed(">", x, ir.Constant(ty, 0))
         negative = b.icmp_signed("<", x, ir.Constant(ty, 0))
         return b.select(positive, one, b.select(negative, minus_one, ir.Constant(ty, 0)))
@@ -345,19 +353,26 @@ class ExpressionEmitter:
         more = b.icmp_signed(">", new_remaining, ir.Constant(ty, 0))
         b.cbranch(more, loop, done)
         b.position_at_end(done)
-        # A negative exponent of an integer gives 0 here (numpy raises; PyTorch gives 0 too).
-        negative = b.icmp_signed("<", exponent, ir.Constant(ty, 0))
-        b.ret(b.select(negative, ir.Constant(ty, 0), new_result))
+        # A negative exponent gives PyTorch's integer answer: 1 for base 1, +-1 for base -1
+        # by the exponent's parity, 0 for every other base.
+        zero, one = ir.Constant(ty, 0), ir.Constant(ty, 1)
+        odd = b.icmp_signed("!=", b.and_(exponent, one), zero)
+        minus_one_power = b.select(odd, ir.Constant(ty, -1), one)
+        reciprocal = b.select(
+            b.icmp_signed("==", base, one),
+            one,
+            b.select(b.icmp_signed("==", base, ir.Constant(ty, -1)), minus_one_power, zero),
+        )
+        negative = b.icmp_signed("<", exponent, zero)
+        b.ret(b.select(negative, reciprocal, new_result))
         return fn
 
     def _emit_indexcheck(self, e: k.IndexCheck, scope: Scope) -> ir.Value:
         b = self.builder
         raw = self._to_i64(self.value(e.index, scope), e.index.dtype)
         size = self.index(e.size, scope)
-        ok = b.and_(
-            b.icmp_signed(">=", raw, b.sub(ir.Constant(I64, 0), size)),
-            b.icmp_signed("<", raw, size),
-        )
+        lowest = b.sub(ir.Constant(I64, 0), size) if e.wrap else ir.Constant(I64, 0)
+        ok = b.and_(b.icmp_signed(">=", raw, lowest), b.icmp_signed("<", raw, size))
         with b.if_then(b.not_(ok), likely=False):
             b.store(ir.Constant(I64, 1), self.error_pointer)
             b.store(raw, b.gep(self.error_pointer, [ir.Constant(I64, 1)]))

@@ -22,8 +22,9 @@ for erf), 3e6 samples (erf 1e5) over the ranges noted:
     sigmoid   1.48   1.42   [-750, 750], |x| from 1e-300 to 1e30
     erf       1.67   1.37   [-8, 8], |x| from 1e-300 to 1e30
     sin, cos  0.50   1.48   f32: every |x| <= 1e7, sampled to 1e15; f64: |x| to 1e13 (3.7 ulp
-                            at 1e15). Beyond, the reduction (Cody-Waite, no Payne-Hanek) fails:
-                            results stay within [-1, 1] but are meaningless
+                            at 1e15). Beyond |x| = 2^51 pi/2 (3.5e15, f32 too) the reduction
+                            (Cody-Waite, no Payne-Hanek) fails: results stay within [-1, 1]
+                            but are meaningless (docs/semantics.md says so for users)
     pow       0.51   1.28   f32 sampled too: bit-pattern bases with exponents giving in-range
                             results, negative bases with integer exponents, bases near 1 with
                             |y log x| up to 700

@@ -239,12 +239,19 @@ def conv_transpose2d(
     return y.squeeze(0) if unbatched else y
 
 
-def check_pooling_options(function: str, dilation: Any, ceil_mode: bool) -> None:
-    """Raise a GraphError for the pooling options graphc does not support."""
-    if pair(dilation, "dilation") != (1, 1):
-        raise graph_error(f"{function}: dilation other than 1 is not supported")
-    if ceil_mode:
-        raise graph_error(f"{function}: ceil_mode=True is not supported")
+def check_pooling_options(
+    function: str, *, return_indices: bool = False, divisor_override: int | None = None
+) -> None:
+    """Raise a GraphError for the pooling options graphc does not support or PyTorch
+    rejects."""
+    if return_indices:
+        raise graph_error(f"{function}: return_indices=True is not supported")
+    if divisor_override is not None and (
+        not isinstance(divisor_override, int) or divisor_override == 0
+    ):
+        raise graph_error(
+            f"{function}: divisor_override must be a nonzero int, got {divisor_override!r}"
+        )
 
 
 def max_pool2d(
@@ -256,12 +263,12 @@ def max_pool2d(
     ceil_mode: bool = False,
     return_indices: bool = False,
 ) -> Tensor:
-    """Return the maximum of each window (stride defaults to kernel_size)."""
-    check_pooling_options("max_pool2d", dilation, ceil_mode)
-    if return_indices:
-        raise graph_error("max_pool2d: return_indices=True is not supported")
+    """Return the maximum of each window (stride defaults to kernel_size), whose taps are
+    dilation apart; ceil_mode keeps a partial last window that starts inside the input or its
+    left padding."""
+    check_pooling_options("max_pool2d", return_indices=return_indices)
     x, unbatched = _spatial_input(float_arg(input, "max_pool2d: the input"), "max_pool2d")
-    y = gc.max_pool2d(x, kernel_size, stride or None, padding)
+    y = gc.max_pool2d(x, kernel_size, stride or None, padding, dilation, ceil_mode)
     return y.squeeze(0) if unbatched else y
 
 
@@ -274,16 +281,15 @@ def avg_pool2d(
     count_include_pad: bool = True,
     divisor_override: int | None = None,
 ) -> Tensor:
-    """Return the mean of each window (stride defaults to kernel_size)."""
-    check_pooling_options("avg_pool2d", 1, ceil_mode)
+    """Return the mean of each window (stride defaults to kernel_size), or its sum over
+    divisor_override; ceil_mode keeps a partial last window that starts inside the input or its
+    left padding, divided by the positions it covers up to the end of the padding
+    (count_include_pad) or in the input."""
+    check_pooling_options("avg_pool2d", divisor_override=divisor_override)
     x, unbatched = _spatial_input(float_arg(input, "avg_pool2d: the input"), "avg_pool2d")
-    if divisor_override is not None:
-        kh, kw = pair(kernel_size, "kernel_size")
-        y = gc.avg_pool2d(x, kernel_size, stride or None, padding, True) * (
-            kh * kw / divisor_override
-        )
-    else:
-        y = gc.avg_pool2d(x, kernel_size, stride or None, padding, count_include_pad)
+    y = gc.avg_pool2d(
+        x, kernel_size, stride or None, padding, count_include_pad, ceil_mode, divisor_override
+    )
     return y.squeeze(0) if unbatched else y
 
 
@@ -530,7 +536,7 @@ def pad(
     value: float | None = None,
 ) -> Tensor:
     """Return input padded with a constant; pad lists (before, after) pairs from the last
-    dim backwards, as in torch.nn.functional.pad."""
+    dim backwards, as in torch.nn.functional.pad, and a negative width crops."""
     if mode != "constant":
         raise graph_error(f"pad: only mode='constant' is supported, got {mode!r}")
     return gc.pad(tensor_arg(input, "pad: the input"), pad, 0.0 if value is None else value)

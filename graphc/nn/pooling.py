@@ -30,7 +30,7 @@ class MaxPool2d(Module):
         self.dilation = dilation
         self.return_indices = return_indices
         self.ceil_mode = ceil_mode
-        F.check_pooling_options("MaxPool2d", dilation, ceil_mode)
+        F.check_pooling_options("MaxPool2d", return_indices=return_indices)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
         """Return the pooled input."""
@@ -71,7 +71,7 @@ class AvgPool2d(Module):
         self.ceil_mode = ceil_mode
         self.count_include_pad = count_include_pad
         self.divisor_override = divisor_override
-        F.check_pooling_options("AvgPool2d", 1, ceil_mode)
+        F.check_pooling_options("AvgPool2d", divisor_override=divisor_override)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
         """Return the pooled input."""

@@ -77,9 +77,9 @@ def _taps(xp: np.ndarray, kernel, out_hw, attrs):
             yield i, j, (slice(None), slice(None), rows, cols)
 
 
-def _pad_hw(x: np.ndarray, padding, value=0.0) -> np.ndarray:
+def _pad_hw(x: np.ndarray, padding) -> np.ndarray:
     (ph, pw) = padding
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
 def _grouped(a: np.ndarray, groups: int) -> np.ndarray:
@@ -164,34 +164,93 @@ def _conv_weight_grad_reference(args, attrs, env):
 define_op("conv2d_weight_grad", "conv", _conv_weight_grad_infer, _conv_weight_grad_reference)
 
 
-# Pooling: attrs kernel, stride, padding (pairs); dilation is fixed at 1.
-def _pool_attrs(attrs):
-    return {**attrs, "dilation": (1, 1)}
+# Pooling: attrs kernel, stride, padding, dilation (pairs) and ceil_mode; avg_pool2d has no
+# dilation and adds count_include_pad and divisor_override. An attribute a graph leaves out
+# takes PyTorch's default.
+_POOL_DEFAULTS = {"dilation": (1, 1), "ceil_mode": False, "divisor_override": None}
+
+
+def _pool_attrs(attrs) -> dict:
+    return {**_POOL_DEFAULTS, **attrs}
+
+
+def pool_output_size(
+    size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool
+) -> int:
+    """Return the number of pooling windows along one dim, counted as PyTorch does: ceil_mode
+    keeps a last, partial window, but only one that starts inside the input or its left
+    padding."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _pool_out_hw(hw, attrs) -> tuple[int, int]:
+    a = _pool_attrs(attrs)
+    return tuple(  # type: ignore[return-value]
+        pool_output_size(size, *params, a["ceil_mode"])
+        for size, *params in zip(
+            hw, a["kernel"], a["stride"], a["padding"], a["dilation"], strict=True
+        )
+    )
 
 
 def _pool_infer(types, attrs):
     (x,) = types
     require_dtype(x, "float", "the input")
     c, h, w = _spatial(x, "the input")
-    kernel, padding = attrs["kernel"], attrs["padding"]
-    if any(p * 2 > k for p, k in zip(padding, kernel, strict=True)):
-        raise ShapeError(f"padding {padding} must be at most half the kernel {kernel}")
-    oh, ow = _output_hw(h, w, kernel, _pool_attrs(attrs))
+    a = _pool_attrs(attrs)
+    for name in ("kernel", "stride", "dilation"):
+        if any(v <= 0 for v in a[name]):
+            raise ShapeError(f"{name} {a[name]} must be positive")
+    kernel, padding = a["kernel"], a["padding"]
+    if any(p < 0 or p * 2 > k for p, k in zip(padding, kernel, strict=True)):
+        raise ShapeError(
+            f"padding {padding} must be at least 0 and at most half the kernel {kernel}"
+        )
+    if a["divisor_override"] == 0:
+        raise ShapeError("divisor_override must not be 0")
+    oh, ow = _pool_out_hw((h, w), a)
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(
+            f"a {kernel[0]}x{kernel[1]} window (dilation {a['dilation']}) does not fit an "
+            f"{h}x{w} input with padding {padding}: the output would be {oh}x{ow}"
+        )
     return TensorType((x.shape[0], c, oh, ow), x.dtype)
 
 
-def _pool_out_hw(x_shape, attrs):
-    return _output_hw(x_shape[2], x_shape[3], attrs["kernel"], _pool_attrs(attrs))
+def _pool_padding(hw, out_hw, attrs) -> tuple[tuple[int, int], ...]:
+    """Return (before, after) widths per spatial dim that hold every tap of every window: the
+    after side grows past `padding` where ceil_mode lets the last window hang over."""
+    a = _pool_attrs(attrs)
+    widths = []
+    for size, out, k, s, p, d in zip(
+        hw, out_hw, a["kernel"], a["stride"], a["padding"], a["dilation"], strict=True
+    ):
+        reach = (out - 1) * s + (k - 1) * d + 1
+        widths.append((p, max(p, reach - size - p)))
+    return tuple(widths)
+
+
+def _pool_pad(x: np.ndarray, attrs, out_hw, fill: float) -> np.ndarray:
+    widths = _pool_padding(x.shape[2:], out_hw, attrs)
+    return np.pad(x, ((0, 0), (0, 0), *widths), constant_values=fill)
+
+
+def _pool_crop(xp: np.ndarray, hw, out_hw, attrs) -> np.ndarray:
+    """Return the input's part of an array padded by _pool_pad."""
+    (top, _), (left, _) = _pool_padding(hw, out_hw, attrs)
+    return xp[:, :, top : top + hw[0], left : left + hw[1]]
 
 
 def _max_pool_windows(x: np.ndarray, attrs) -> np.ndarray:
     """Return (N, C, kH*kW, OH, OW): every window's taps, padded with -inf."""
-    xp = _pad_hw(x, attrs["padding"], -np.inf)
-    out_hw = _pool_out_hw(x.shape, attrs)
-    return np.stack(
-        [xp[view] for _, _, view in _taps(xp, attrs["kernel"], out_hw, _pool_attrs(attrs))],
-        axis=2,
-    )
+    a = _pool_attrs(attrs)
+    out_hw = _pool_out_hw(x.shape[2:], a)
+    xp = _pool_pad(x, a, out_hw, -np.inf)
+    return np.stack([xp[view] for _, _, view in _taps(xp, a["kernel"], out_hw, a)], axis=2)
 
 
 define_op(
@@ -209,14 +268,15 @@ def _max_pool_grad_infer(types, attrs):
 
 def _max_pool_grad_reference(args, attrs, env):
     x, gy = args
+    a = _pool_attrs(attrs)
+    out_hw = gy.shape[2:]
     # The whole gradient of a window goes to its first maximum, as in PyTorch.
-    first_max = _max_pool_windows(x, attrs).argmax(axis=2)
-    dxp = np.zeros_like(_pad_hw(x, attrs["padding"]))
-    kw = attrs["kernel"][1]
-    for i, j, view in _taps(dxp, attrs["kernel"], gy.shape[2:], _pool_attrs(attrs)):
+    first_max = _max_pool_windows(x, a).argmax(axis=2)
+    dxp = np.zeros_like(_pool_pad(x, a, out_hw, 0.0))
+    kw = a["kernel"][1]
+    for i, j, view in _taps(dxp, a["kernel"], out_hw, a):
         dxp[view] += np.where(first_max == i * kw + j, gy, 0)
-    (ph, pw) = attrs["padding"]
-    return dxp[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]
+    return _pool_crop(dxp, x.shape[2:], out_hw, a)
 
 
 define_op("max_pool2d_grad", "pool", _max_pool_grad_infer, _max_pool_grad_reference)
@@ -239,22 +299,33 @@ def _max_pool_select_reference(args, attrs, env):
 define_op("max_pool2d_select", "pool", _max_pool_select_infer, _max_pool_select_reference)
 
 
-def _avg_divisor(x_hw, attrs, dtype) -> np.ndarray | float:
-    if attrs["count_include_pad"]:
-        return float(attrs["kernel"][0] * attrs["kernel"][1])
-    ones = np.ones((1, 1, *x_hw), dtype=dtype)
-    return _avg_pool_sum(ones, attrs)
+def _avg_divisor(x_hw, out_hw, attrs, dtype) -> np.ndarray:
+    """Return each window's divisor, (OH, OW), as PyTorch counts it."""
+    a = _pool_attrs(attrs)
+    if a["divisor_override"] is not None:
+        return np.full(out_hw, a["divisor_override"], dtype=dtype)
+    if a["count_include_pad"]:
+        # Padded positions count; positions past the padding (ceil_mode) do not.
+        rows, cols = (
+            np.minimum(k, size + 2 * p - s * np.arange(out))
+            for size, out, k, s, p in zip(
+                x_hw, out_hw, a["kernel"], a["stride"], a["padding"], strict=True
+            )
+        )
+        return np.outer(rows, cols).astype(dtype)
+    return _avg_pool_sum(np.ones((1, 1, *x_hw), dtype=dtype), a, out_hw)[0, 0]
 
 
-def _avg_pool_sum(x: np.ndarray, attrs) -> np.ndarray:
-    xp = _pad_hw(x, attrs["padding"])
-    out_hw = _pool_out_hw(x.shape, attrs)
-    return sum(xp[view] for _, _, view in _taps(xp, attrs["kernel"], out_hw, _pool_attrs(attrs)))
+def _avg_pool_sum(x: np.ndarray, attrs, out_hw) -> np.ndarray:
+    xp = _pool_pad(x, attrs, out_hw, 0.0)
+    return sum(xp[view] for _, _, view in _taps(xp, attrs["kernel"], out_hw, attrs))
 
 
 def _avg_pool_reference(args, attrs, env):
     (x,) = args
-    return _avg_pool_sum(x, attrs) / _avg_divisor(x.shape[2:], attrs, x.dtype)
+    a = _pool_attrs(attrs)
+    out_hw = _pool_out_hw(x.shape[2:], a)
+    return _avg_pool_sum(x, a, out_hw) / _avg_divisor(x.shape[2:], out_hw, a, x.dtype)
 
 
 define_op("avg_pool2d", "pool", _pool_infer, _avg_pool_reference)
@@ -268,13 +339,13 @@ def _avg_pool_grad_infer(types, attrs):
 
 def _avg_pool_grad_reference(args, attrs, env):
     (gy,) = args
-    h, w = attrs["input_hw"]
-    (ph, pw) = attrs["padding"]
-    share = gy / _avg_divisor((h, w), attrs, gy.dtype)
-    dxp = np.zeros((gy.shape[0], gy.shape[1], h + 2 * ph, w + 2 * pw), dtype=gy.dtype)
-    for _, _, view in _taps(dxp, attrs["kernel"], gy.shape[2:], _pool_attrs(attrs)):
+    a = _pool_attrs(attrs)
+    hw, out_hw = attrs["input_hw"], gy.shape[2:]
+    share = gy / _avg_divisor(hw, out_hw, a, gy.dtype)
+    dxp = _pool_pad(np.zeros((*gy.shape[:2], *hw), dtype=gy.dtype), a, out_hw, 0.0)
+    for _, _, view in _taps(dxp, a["kernel"], out_hw, a):
         dxp[view] += share
-    return dxp[:, :, ph : ph + h, pw : pw + w]
+    return _pool_crop(dxp, hw, out_hw, a)
 
 
 define_op("avg_pool2d_grad", "pool", _avg_pool_grad_infer, _avg_pool_grad_reference)
@@ -317,13 +388,10 @@ def _conv2d_weight_grad_grad(xs, out, g, attrs):
     ]
 
 
-_POOL_ATTRS = ("kernel", "stride", "padding")
-
-
 @grad_rule("max_pool2d")
 def _max_pool_grad(xs, out, g, attrs):
     (x,) = xs
-    return [apply_op("max_pool2d_grad", [x, g], {k: attrs[k] for k in _POOL_ATTRS})]
+    return [apply_op("max_pool2d_grad", [x, g], dict(attrs))]
 
 
 @grad_rule("max_pool2d_grad")

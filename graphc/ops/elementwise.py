@@ -26,11 +26,30 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0, -x))
 
 
+def _sign(x: np.ndarray) -> np.ndarray:
+    if x.dtype.kind != "f":
+        return np.sign(x)
+    # PyTorch: sign(NaN) is 0 (numpy gives NaN).
+    return np.where(np.isnan(x), x.dtype.type(0), np.sign(x))
+
+
+def _power(base: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """Return base ** exponent; for integers PyTorch's answer to a negative exponent (numpy
+    raises): 1 for base 1, -1 or 1 for base -1 by the exponent's parity, 0 for the rest."""
+    if base.dtype.kind == "f":
+        return np.power(base, exponent)
+    negative = exponent < 0
+    power = np.power(base, np.where(negative, 0, exponent).astype(exponent.dtype))
+    odd = (exponent % 2) != 0
+    reciprocal = np.where(base == 1, 1, np.where(base == -1, np.where(odd, -1, 1), 0))
+    return np.where(negative, reciprocal, power).astype(base.dtype)
+
+
 # name -> (numpy function, accepted categories, result: "same" | "float" | "bool")
 UNARY: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str, str]] = {
     "neg": (np.negative, "float,int", "same"),
     "abs": (np.abs, "float,int", "same"),
-    "sign": (np.sign, "float,int", "same"),
+    "sign": (_sign, "float,int", "same"),
     "exp": (np.exp, "float", "float"),
     "log": (np.log, "float", "float"),
     "sqrt": (np.sqrt, "float", "float"),
@@ -54,7 +73,7 @@ BINARY: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], str, str
     "div": (np.true_divide, "float", "same"),
     "floordiv": (np.floor_divide, "float,int", "same"),
     "mod": (np.mod, "float,int", "same"),
-    "pow": (np.power, "float,int", "same"),
+    "pow": (_power, "float,int", "same"),
     "maximum": (np.maximum, "float,int", "same"),
     "minimum": (np.minimum, "float,int", "same"),
     "eq": (np.equal, "float,int,bool", "bool"),
@@ -142,9 +161,13 @@ def _cast_reference(args, attrs, env):
     (x,) = args
     dtype = as_dtype(attrs["dtype"])
     if dtype.is_int and x.dtype.kind == "f":
-        # Float to int truncates toward zero, as in PyTorch; NaN/inf give an unspecified value.
-        with np.errstate(invalid="ignore"):
-            return np.trunc(x).astype(dtype.numpy)
+        # Float to int truncates toward zero, as in PyTorch. NaN, infinities and finite values
+        # out of range give the type's minimum, as x86's cvttss2si/cvttsd2si (and so PyTorch
+        # on x86) do; numpy leaves them to the platform.
+        limit = 2.0 ** (dtype.bits - 1)  # a power of two: exact in every float format
+        inside = (x >= -limit) & (x < limit)
+        truncated = np.trunc(np.where(inside, x, 0)).astype(dtype.numpy)
+        return np.where(inside, truncated, np.iinfo(dtype.numpy).min).astype(dtype.numpy)
     return x.astype(dtype.numpy)
 
 

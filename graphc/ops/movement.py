@@ -111,28 +111,44 @@ def _slice_reference(args, attrs, env):
 define_op("slice", "movement", _slice_infer, _slice_reference)
 
 
+# pad: (before, after) widths per dim; a negative width crops, as in torch.nn.functional.pad
+# (crop first, then pad). Symbolic widths (slice gradients make them) are never negative.
+def _crop_width(width) -> int:
+    return -width if isinstance(width, int) and width < 0 else 0
+
+
 def _pad_infer(types, attrs):
     (x,) = types
     pads = attrs["pads"]
     if len(pads) != x.ndim:
         raise ShapeError(f"pad needs one (before, after) pair per dim of {format_shape(x.shape)}")
-    for axis, (lo, hi) in enumerate(pads):
-        if (isinstance(lo, int) and lo < 0) or (isinstance(hi, int) and hi < 0):
-            raise ShapeError(f"pad widths must be non-negative, got ({lo}, {hi}) on dim {axis}")
+    for axis, ((lo, hi), size) in enumerate(zip(pads, x.shape, strict=True)):
+        kept = dim_add(size, -(_crop_width(lo) + _crop_width(hi)))
+        if isinstance(kept, int) and kept < 0:
+            raise ShapeError(
+                f"widths ({lo}, {hi}) crop more than the {size} elements of dim {axis} of "
+                f"{format_shape(x.shape)}"
+            )
     shape = tuple(dim_add(d, dim_add(lo, hi)) for d, (lo, hi) in zip(x.shape, pads, strict=True))
     return TensorType(shape, x.dtype)
 
 
-define_op(
-    "pad",
-    "movement",
-    _pad_infer,
-    lambda args, attrs, env: np.pad(
-        args[0],
-        [(evaluate_dim(lo, env), evaluate_dim(hi, env)) for lo, hi in attrs["pads"]],
-        constant_values=attrs["value"],
-    ),
-)
+def _pad_reference(args, attrs, env):
+    (x,) = args
+    widths = [(evaluate_dim(lo, env), evaluate_dim(hi, env)) for lo, hi in attrs["pads"]]
+    kept = []
+    for axis, (lo, hi) in enumerate(widths):
+        start, stop = max(-lo, 0), x.shape[axis] - max(-hi, 0)
+        if stop < start:
+            raise IndexError(
+                f"pad widths ({lo}, {hi}) crop more than the {x.shape[axis]} elements of dim {axis}"
+            )
+        kept.append(slice(start, stop))
+    positive = [(max(lo, 0), max(hi, 0)) for lo, hi in widths]
+    return np.pad(x[tuple(kept)], positive, constant_values=attrs["value"])
+
+
+define_op("pad", "movement", _pad_infer, _pad_reference)
 
 
 def _concat_infer(types, attrs):
@@ -300,11 +316,18 @@ def pad_tensor(x, pads, value=0.0):
 
 @grad_rule("pad")
 def _pad_grad(xs, out, g, attrs):
+    # The adjoint of padding by (lo, hi) is padding by (-lo, -hi): crop where x was padded,
+    # then pad with zeros where x was cropped.
     (x,) = xs
-    index = tuple(
-        slice(lo, dim_add(lo, d)) for (lo, _), d in zip(attrs["pads"], x.shape, strict=True)
-    )
-    return [slice_tensor(g, index)]
+    index, crops = [], []
+    for (lo, hi), size in zip(attrs["pads"], x.shape, strict=True):
+        lo_crop, hi_crop = _crop_width(lo), _crop_width(hi)
+        start = dim_add(lo, lo_crop)
+        index.append(slice(start, dim_add(start, dim_add(size, -(lo_crop + hi_crop)))))
+        crops.append((lo_crop, hi_crop))
+    if any(not (isinstance(w, int) and w <= 0) for pair in attrs["pads"] for w in pair):
+        g = slice_tensor(g, tuple(index))
+    return [pad_tensor(g, crops)]
 
 
 def slice_tensor(x, index):

@@ -1,4 +1,9 @@
-"""Reductions: sum, max, min, prod over a tuple of axes, and argmax/argmin over one axis."""
+"""Reductions: sum, max, min, prod over a tuple of axes, and argmax/argmin over one axis.
+
+max and min over no elements give the identity (-inf / inf, or the integer type's extremes),
+which softmax's shift relies on; with the attribute `nonempty` (the user's max() and min(),
+like PyTorch's) a dim of size 0 is an error instead, as it always is for argmax and argmin.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import numpy as np
 
 from graphc.dims import format_shape
 from graphc.dtypes import int64
-from graphc.errors import ShapeError
+from graphc.errors import IndexingError, ShapeError
 from graphc.ops.grad_helpers import frontend
 from graphc.ops.registry import define_op, grad_rule
 from graphc.ops.shape_rules import require_dtype
@@ -40,18 +45,47 @@ def _reduce_infer(types, attrs):
     require_dtype(x, "float,int", "the input")
     axes = attrs["axes"]
     _check_axes(x, axes)
+    if attrs.get("nonempty"):
+        require_nonempty(x.shape, axes)
     return TensorType(reduced_shape(x.shape, axes, attrs["keepdims"]), x.dtype)
 
 
-def _reduce_reference(fn):
+def _identity(op: str, dtype: np.dtype):
+    """Return the value a max or min over no elements starts from (what the LLVM backend's
+    loop starts from): -inf / inf, or the integer type's minimum / maximum."""
+    if dtype.kind == "f":
+        return -np.inf if op == "reduce_max" else np.inf
+    info = np.iinfo(dtype)
+    return info.min if op == "reduce_max" else info.max
+
+
+def require_nonempty(shape, axes) -> None:
+    """Raise IndexingError (a ShapeError) when a reduction that needs an element (max,
+    argmax) has none: when the node is built for a static dim, when it runs otherwise."""
+    for axis in axes:
+        if isinstance(shape[axis], int) and shape[axis] == 0:
+            raise IndexingError(
+                f"expected reduction dim {axis} to have non-zero size, got shape "
+                f"{format_shape(shape)}"
+            )
+
+
+def _reduce_reference(name, fn):
     def reference(args, attrs, env):
-        return fn(args[0], axis=tuple(attrs["axes"]), keepdims=attrs["keepdims"])
+        (x,) = args
+        axes = tuple(attrs["axes"])
+        if name in ("reduce_max", "reduce_min") and any(x.shape[a] == 0 for a in axes):
+            # The user's max() and min() need an element; softmax's shift does not.
+            if attrs.get("nonempty"):
+                require_nonempty(x.shape, axes)
+            return fn(x, axis=axes, keepdims=attrs["keepdims"], initial=_identity(name, x.dtype))
+        return fn(x, axis=axes, keepdims=attrs["keepdims"])
 
     return reference
 
 
 for _name, _fn in REDUCTIONS.items():
-    define_op(_name, "reduce", _reduce_infer, _reduce_reference(_fn))
+    define_op(_name, "reduce", _reduce_infer, _reduce_reference(_name, _fn))
 
 
 def _arg_infer(types, attrs):
@@ -59,21 +93,22 @@ def _arg_infer(types, attrs):
     require_dtype(x, "float,int", "the input")
     axis = attrs["axis"]
     _check_axes(x, (axis,))
-    if isinstance(x.shape[axis], int) and x.shape[axis] == 0:
-        raise ShapeError(f"cannot take the arg-extremum of an empty dim {axis}")
+    require_nonempty(x.shape, (axis,))
     return TensorType(reduced_shape(x.shape, (axis,), attrs["keepdims"]), int64)
 
 
 def _arg_reference(fn):
     def reference(args, attrs, env):
+        # A dim that is symbolic when the graph is built may be 0 when it runs.
+        require_nonempty(args[0].shape, (attrs["axis"],))
         # numpy and PyTorch both return the first index of the extremum (NaN counts as largest).
         return fn(args[0], axis=attrs["axis"], keepdims=attrs["keepdims"])
 
     return reference
 
 
-define_op("argmax", "reduce", _arg_infer, _arg_reference(np.argmax), differentiable=False)
-define_op("argmin", "reduce", _arg_infer, _arg_reference(np.argmin), differentiable=False)
+for _name, _fn in (("argmax", np.argmax), ("argmin", np.argmin)):
+    define_op(_name, "reduce", _arg_infer, _arg_reference(_fn), differentiable=False)
 
 
 # -- gradients -------------------------------------------------------------------------------
