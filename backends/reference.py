@@ -2,10 +2,13 @@
 
 It is the oracle every other backend and every gradient is tested against, so it favours
 clarity and exactness over speed, and checks each result against the node's declared type.
+Calls of one executable take turns (a lock), so updates such as `v <- v + 1` made from several
+threads are never lost.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -22,6 +25,7 @@ class ReferenceExecutable:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self._steps = [(node, get_op(node.op)) for node in graph.nodes if node.op != "input"]
+        self._lock = threading.Lock()
 
     def run(
         self,
@@ -30,6 +34,15 @@ class ReferenceExecutable:
         out: Sequence[np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         """Return the outputs (copied into `out` if given), then apply the updates."""
+        with self._lock:
+            return self._run(feeds, bindings, out)
+
+    def _run(
+        self,
+        feeds: Sequence[np.ndarray],
+        bindings: Mapping[str, int],
+        out: Sequence[np.ndarray] | None,
+    ) -> list[np.ndarray]:
         values: dict[int, np.ndarray] = {
             node.id: array for node, array in zip(self.graph.inputs, feeds, strict=True)
         }

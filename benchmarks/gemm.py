@@ -4,11 +4,18 @@ graphc compiles `a @ b` for each N; the peers are numpy (OpenBLAS), PyTorch and 
 benchmarks/gemm_kernel.py times graphc's GEMM kernel alone, without the compiled Function.
 
 Usage: python benchmarks/gemm.py [--threads 1 2] [--repeat 20] [--sizes 256 512 1024 2048]
+                                 [--cpu avx2]
+
+--cpu compiles graphc's code for another CPU target the host can run (a GRAPHC_CPU value: an ISA
+alias avx512, avx2, sse2 or an LLVM CPU name); without it GRAPHC_CPU is honoured as always. The
+peers are not affected: OPENBLAS_CORETYPE (e.g. Haswell) makes numpy's OpenBLAS use another
+kernel set. graphc's note names the GEMM plan and target it ran.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
@@ -46,19 +53,34 @@ def graphc_setup(params: dict[str, Any], options: argparse.Namespace, out: bool)
 
     if out and not graphc_supports_out():
         raise Skip("gc.Function.__call__ takes no out=")
+    if options.cpu:
+        os.environ["GRAPHC_CPU"] = options.cpu
     n = params["n"]
     a, b = data(n)
     x, y = gc.input("a", (n, n)), gc.input("b", (n, n))
     start = time.perf_counter()
     function = gc.compile([x, y], x @ y)
     seconds = time.perf_counter() - start
+    note = graphc_plan()
     if not out:
         check("graphc", function(a, b), a, b)
-        return Prepared(lambda: function(a, b), seconds)
+        return Prepared(lambda: function(a, b), seconds, note)
     c = np.empty((n, n), np.float32)
     function(a, b, out=c)
     check("graphc out=", c, a, b)
-    return Prepared(lambda: function(a, b, out=c), seconds)
+    return Prepared(lambda: function(a, b, out=c), seconds, note)
+
+
+def graphc_plan() -> str:
+    """Return the f32 GEMM plan and CPU target graphc compiled for, e.g. 6x16 haswell (avx2)."""
+    try:
+        from graphc.backends.llvm.gemm import gemm_plan
+        from graphc.backends.llvm.target import selected_target
+    except ImportError:  # an older graphc, before per-target plans
+        return ""
+    target = selected_target()
+    plan = gemm_plan("f32", target)
+    return f"{plan.mr}x{plan.nr} {target.cpu} ({target.isa})"
 
 
 def numpy_setup(params: dict[str, Any], options: argparse.Namespace) -> Prepared:
@@ -96,6 +118,7 @@ PEERS = [
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    parser.add_argument("--cpu", help="graphc's target, a GRAPHC_CPU value (e.g. avx2)")
 
 
 def cases(options: argparse.Namespace) -> list[Case]:

@@ -1,9 +1,13 @@
 """Benchmark graphc's packed LLVM GEMM kernel against numpy (OpenBLAS) on one thread.
 
 Usage: python benchmarks/gemm_kernel.py [--sizes 256 512 1024 2048] [--repeats 7]
+                                        [--cpu avx2] [--caches 32K 512K 32M]
 
-Prints the time to emit, optimise and JIT the kernel module, then GFLOP/s of C = A @ B for square
-float32 and float64 matrices, graphc against numpy on the same arrays, as medians of several runs.
+Prints the target and plans, the time to emit, optimise and JIT the kernel module, then GFLOP/s
+of C = A @ B for square float32 and float64 matrices, graphc against numpy on the same arrays, as
+medians of several runs. --cpu compiles the plan of another target the host can run (a
+GRAPHC_CPU value; default: GRAPHC_CPU, else the host); --caches plans with other L1d, L2 and L3
+sizes (e.g. Zen 3's on a Zen 4 host).
 """
 
 from __future__ import annotations
@@ -16,18 +20,23 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import ctypes  # noqa: E402
-import importlib.util  # noqa: E402
+import dataclasses  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import llvmlite.binding as llvm  # noqa: E402
 import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402
 
-GEMM_PATH = Path(__file__).resolve().parents[1] / "backends" / "llvm" / "gemm.py"
+from graphc.backends.llvm import gemm  # noqa: E402
+from graphc.backends.llvm.target import (  # noqa: E402
+    CpuTarget,
+    can_execute,
+    cpu_target,
+    selected_target,
+)
+
 DTYPES = {"f32": np.float32, "f64": np.float64}
 SIGNATURE = ctypes.CFUNCTYPE(
     None,
@@ -40,32 +49,20 @@ SIGNATURE = ctypes.CFUNCTYPE(
 )
 
 
-def load_gemm_module():
-    """Import backends/llvm/gemm.py by path, independent of the llvm package's __init__."""
-    spec = importlib.util.spec_from_file_location("_graphc_llvm_gemm_bench", GEMM_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def compile_kernels(gemm) -> tuple[dict[str, Callable], dict[str, float], object]:
+def compile_kernels(
+    target: CpuTarget,
+) -> tuple[dict[str, Callable], dict[str, float], object]:
     """Return the JIT-compiled GEMMs by dtype, the seconds each compile stage took, the engine."""
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
     seconds = {}
     start = time.perf_counter()
     module = ir.Module(name="gemm_bench")
-    module.triple = llvm.get_process_triple()
-    for dtype in DTYPES:
-        gemm.gemm_function(module, dtype)
+    module.triple = target.triple
+    names = {dtype: gemm.gemm_function(module, dtype, target).name for dtype in DTYPES}
     text = str(module)
     seconds["emit IR"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    machine = llvm.Target.from_default_triple().create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3
-    )
+    machine = target.target_machine(opt=3)
     parsed = llvm.parse_assembly(text)
     parsed.verify()
     passes = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(3))
@@ -76,7 +73,7 @@ def compile_kernels(gemm) -> tuple[dict[str, Callable], dict[str, float], object
     engine = llvm.create_mcjit_compiler(parsed, machine)
     engine.finalize_object()
     functions = {
-        dtype: SIGNATURE(engine.get_function_address(f"graphc_gemm_{dtype}")) for dtype in DTYPES
+        dtype: SIGNATURE(engine.get_function_address(name)) for dtype, name in names.items()
     }
     seconds["JIT (codegen)"] = time.perf_counter() - start
     return functions, seconds, engine
@@ -119,14 +116,16 @@ def interleaved_medians(
     )
 
 
-def measure(gemm, function: Callable, dtype: str, n: int, repeats: int) -> tuple[float, ...]:
+def measure(
+    target: CpuTarget, function: Callable, dtype: str, n: int, repeats: int
+) -> tuple[float, ...]:
     """Return graphc GFLOP/s, numpy GFLOP/s and their paired ratio for an n x n x n product."""
     rng = np.random.default_rng(n)
     a = rng.standard_normal((n, n)).astype(DTYPES[dtype])
     b = rng.standard_normal((n, n)).astype(DTYPES[dtype])
     c = np.empty((n, n), dtype=DTYPES[dtype])
     c_numpy = np.empty_like(c)
-    workspace = aligned_workspace(gemm.workspace_bytes(dtype))
+    workspace = aligned_workspace(gemm.workspace_bytes(dtype, target))
     args = (n, n, n, a.ctypes.data, n, 1, b.ctypes.data, n, 1, c.ctypes.data, n)
     args += (workspace.ctypes.data, 0)
 
@@ -139,9 +138,16 @@ def measure(gemm, function: Callable, dtype: str, n: int, repeats: int) -> tuple
     ours, theirs, ratio = interleaved_medians(run_graphc, run_numpy, repeats)
     tolerance = 1e-4 if dtype == "f32" else 1e-10
     if not np.allclose(c, c_numpy, rtol=tolerance, atol=tolerance * np.sqrt(n)):
-        raise SystemExit(f"graphc_gemm_{dtype} disagrees with numpy at N={n}")
+        name = gemm.gemm_plan(dtype, target).name
+        raise SystemExit(f"{name} disagrees with numpy at N={n}")
     flops = 2.0 * n**3
     return flops / ours / 1e9, flops / theirs / 1e9, ratio
+
+
+def parse_size(text: str) -> int:
+    """Return bytes for '32K', '512K', '32M' or a plain number."""
+    scale = {"K": 1024, "M": 1024**2}.get(text[-1:].upper(), 1)
+    return int(text.rstrip("KkMm")) * scale
 
 
 def main() -> None:
@@ -150,18 +156,29 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument("--cpu", help="a GRAPHC_CPU value (default: GRAPHC_CPU, else the host)")
+    parser.add_argument("--caches", nargs=3, metavar=("L1D", "L2", "L3"), help="e.g. 32K 512K 32M")
     options = parser.parse_args()
 
-    gemm = load_gemm_module()
-    functions, seconds, _engine = compile_kernels(gemm)
+    target = cpu_target(options.cpu) if options.cpu else selected_target()
+    if not can_execute(target):
+        raise SystemExit(f"this host cannot run code for {target.cpu}")
+    if options.caches:
+        l1d, l2, l3 = (parse_size(size) for size in options.caches)
+        target = dataclasses.replace(target, l1d_bytes=l1d, l2_bytes=l2, l3_bytes=l3)
+    functions, seconds, _engine = compile_kernels(target)
     print(f"host cpu: {llvm.get_host_cpu_name()}, numpy {np.__version__}, 1 thread")
+    print(f"target: {target.describe()}")
+    for dtype in options.dtypes:
+        plan = gemm.gemm_plan(dtype, target)
+        print(f"plan {plan.name}: KC {plan.kc}, MC {plan.mc}, NC {plan.nc}")
     stages = ", ".join(f"{stage} {s * 1e3:.0f} ms" for stage, s in seconds.items())
     print(f"compile (f32 + f64 module): {sum(seconds.values()) * 1e3:.0f} ms ({stages})")
     for dtype in options.dtypes:
         print(f"\n{dtype}: C = A @ B, N x N, GFLOP/s, median of {options.repeats} interleaved runs")
         print(f"{'N':>6} {'graphc':>9} {'numpy':>9} {'ratio':>7}  (median of paired ratios)")
         for n in options.sizes:
-            ours, theirs, ratio = measure(gemm, functions[dtype], dtype, n, options.repeats)
+            ours, theirs, ratio = measure(target, functions[dtype], dtype, n, options.repeats)
             print(f"{n:>6} {ours:>9.1f} {theirs:>9.1f} {ratio:>6.0%}")
 
 

@@ -1,12 +1,10 @@
-"""The LLVM backend's packed GEMM kernel, JIT-compiled and called through ctypes, against numpy."""
+"""The LLVM backend's packed GEMM kernel, JIT-compiled for every target the host can run (its own,
+AVX-512, AVX2, SSE2) and called through ctypes, against numpy."""
 
 from __future__ import annotations
 
 import ctypes
-import importlib.util
-import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,20 +13,23 @@ llvmlite = pytest.importorskip("llvmlite")
 llvm = pytest.importorskip("llvmlite.binding")
 ir = pytest.importorskip("llvmlite.ir")
 
+from graphc.backends.llvm import gemm  # noqa: E402
+from graphc.backends.llvm.target import (  # noqa: E402
+    CpuTarget,
+    can_execute,
+    cpu_target,
+    host_target,
+)
 from graphc.errors import DTypeError  # noqa: E402
 
-
-def _load_gemm_module():
-    """Import backends/llvm/gemm.py by path (the llvm package's __init__ may not exist yet)."""
-    path = Path(__file__).resolve().parents[1] / "backends" / "llvm" / "gemm.py"
-    spec = importlib.util.spec_from_file_location("_graphc_llvm_gemm_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+# The host's own target, then one per ISA family: every plan the host can run is tested.
+TARGETS = ["host", "avx512", "avx2", "sse2"]
 
 
-gemm = _load_gemm_module()
+def target_named(name: str) -> CpuTarget:
+    """Return the host's target for 'host', else the target of a GRAPHC_CPU value."""
+    return host_target() if name == "host" else cpu_target(name)
+
 
 _SIGNATURE = ctypes.CFUNCTYPE(
     None,
@@ -45,22 +46,15 @@ _RTOL = {"f32": 2e-6, "f64": 1e-14}
 
 
 class JitGemm:
-    """Both dtypes' GEMMs compiled once for the host; call(...) runs one on numpy arrays."""
+    """Both dtypes' GEMMs compiled once for a target; call(...) runs one on numpy arrays."""
 
-    def __init__(self) -> None:
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
+    def __init__(self, target: CpuTarget) -> None:
+        self.target = target
         module = ir.Module(name="gemm_test")
-        module.triple = llvm.get_process_triple()
-        for dtype in _NUMPY:
-            gemm.gemm_function(module, dtype)
+        module.triple = target.triple
+        names = {dtype: gemm.gemm_function(module, dtype, target).name for dtype in _NUMPY}
         self.ir_text = str(module)
-        target = llvm.Target.from_default_triple()
-        machine = target.create_target_machine(
-            cpu=llvm.get_host_cpu_name(),
-            features=llvm.get_host_cpu_features().flatten(),
-            opt=3,
-        )
+        machine = target.target_machine(opt=3)
         parsed = llvm.parse_assembly(self.ir_text)
         parsed.verify()
         builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(3))
@@ -68,8 +62,8 @@ class JitGemm:
         self.engine = llvm.create_mcjit_compiler(parsed, machine)
         self.engine.finalize_object()
         self.functions = {
-            dtype: _SIGNATURE(self.engine.get_function_address(f"graphc_gemm_{dtype}"))
-            for dtype in _NUMPY
+            dtype: _SIGNATURE(self.engine.get_function_address(name))
+            for dtype, name in names.items()
         }
 
     def call(
@@ -86,7 +80,7 @@ class JitGemm:
         item = c.itemsize
         assert c.shape == (m, n) and (m == 0 or n <= 1 or c.strides[1] == item)
         if workspace is None:
-            workspace = aligned_workspace(dtype)
+            workspace = aligned_workspace(dtype, self.target)
         self.functions[dtype](
             m,
             n,
@@ -104,17 +98,21 @@ class JitGemm:
         )
 
 
-def aligned_workspace(dtype: str) -> np.ndarray:
-    """Return a 64-byte aligned scratch buffer of workspace_bytes(dtype) bytes."""
-    size = gemm.workspace_bytes(dtype)
+def aligned_workspace(dtype: str, target: CpuTarget) -> np.ndarray:
+    """Return a 64-byte aligned scratch buffer of workspace_bytes(dtype, target) bytes."""
+    size = gemm.workspace_bytes(dtype, target)
     raw = np.empty(size + 64, dtype=np.uint8)
     start = -raw.ctypes.data % 64
     return raw[start : start + size]
 
 
-@pytest.fixture(scope="module")
-def jit() -> JitGemm:
-    return JitGemm()
+@pytest.fixture(scope="module", params=TARGETS)
+def jit(request: pytest.FixtureRequest) -> JitGemm:
+    """Return the GEMMs compiled for each target in TARGETS that this host can run."""
+    target = target_named(request.param)
+    if not can_execute(target):
+        pytest.skip(f"this host cannot run {target.cpu} code (tests/test_targets.py emits it)")
+    return JitGemm(target)
 
 
 def assert_gemm_close(dtype: str, got: np.ndarray, a: np.ndarray, b: np.ndarray, c0=None) -> None:
@@ -126,13 +124,17 @@ def assert_gemm_close(dtype: str, got: np.ndarray, a: np.ndarray, b: np.ndarray,
     assert np.all(error <= _RTOL[dtype] * scale + 1e-30), f"max error {error.max()}"
 
 
-# M, N, K: edge cases, tile remainders, skinny shapes, and blocks crossing MC (120 f32, 60 f64),
-# KC (512) and NC (2048 f32, 1024 f64).
+# M, N, K: edge cases, tile remainders of every plan's NR (64, 32, 16, 8, 4), skinny shapes, and
+# blocks crossing MC (120 f32, 60 f64 on Zen 4's caches), KC (512) and NC (2048 f32, 1024 f64).
 SHAPES = [
     (1, 1, 1),
     (2, 3, 4),
     (6, 64, 8),
     (7, 65, 9),
+    (6, 16, 4),
+    (11, 17, 13),
+    (12, 9, 31),
+    (5, 3, 2),
     (5, 63, 1),
     (1, 300, 70),
     (300, 1, 70),
@@ -154,6 +156,25 @@ def test_matches_numpy(jit: JitGemm, dtype: str, shape: tuple[int, int, int]) ->
     c = np.full((m, n), np.nan, dtype=_NUMPY[dtype])  # accumulate=0 must never read C
     jit.call(dtype, a, b, c)
     assert_gemm_close(dtype, c, a, b)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_random_shapes_up_to_130(jit: JitGemm, dtype: str) -> None:
+    # Edge tiles in every combination: M, N, K drawn from 1..130, both operands possibly
+    # transposed, C overwritten or accumulated into.
+    rng = np.random.default_rng(2024)
+    for _ in range(25):
+        m, n, k = (int(v) for v in rng.integers(1, 131, size=3))
+        transpose_a, transpose_b = rng.random(2) < 0.5
+        # astype keeps a transposed view's layout, so A and B are read through their strides.
+        a = rng.standard_normal((k, m)).T if transpose_a else rng.standard_normal((m, k))
+        b = rng.standard_normal((n, k)).T if transpose_b else rng.standard_normal((k, n))
+        a, b = a.astype(_NUMPY[dtype]), b.astype(_NUMPY[dtype])
+        c0 = rng.standard_normal((m, n)).astype(_NUMPY[dtype])
+        accumulate = bool(rng.random() < 0.5)
+        c = c0.copy() if accumulate else np.full((m, n), np.nan, dtype=_NUMPY[dtype])
+        jit.call(dtype, a, b, c, accumulate=accumulate)
+        assert_gemm_close(dtype, c, a, b, c0 if accumulate else None)
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f64"])
@@ -259,7 +280,7 @@ def test_disjoint_column_blocks_on_two_threads(jit: JitGemm, dtype: str, split: 
         threading.Thread(
             target=jit.call,
             args=(dtype, a, b[:, cols], halves[:, cols]),
-            kwargs={"workspace": aligned_workspace(dtype)},
+            kwargs={"workspace": aligned_workspace(dtype, jit.target)},
         )
         for cols in blocks
     ]
@@ -272,18 +293,41 @@ def test_disjoint_column_blocks_on_two_threads(jit: JitGemm, dtype: str, split: 
 
 
 def test_function_is_cached_and_ir_is_readable() -> None:
+    target = cpu_target("avx2")
     module = ir.Module(name="names")
-    first = gemm.gemm_function(module, "float32")
-    assert gemm.gemm_function(module, "f32") is first
-    assert first.name == "graphc_gemm_f32"
+    first = gemm.gemm_function(module, "float32", target)
+    assert gemm.gemm_function(module, "f32", target) is first
+    assert first.name == "graphc_gemm_f32_6x16"
     text = str(module)
-    for name in ("graphc_gemm_f32_micro_kernel", "graphc_gemm_f32_pack_b", '%"c_row_stride"'):
+    for name in ("graphc_gemm_f32_6x16_micro_kernel", "graphc_gemm_f32_6x16_pack_b"):
         assert name in text
+    assert '%"c_row_stride"' in text
 
 
-def test_workspace_and_dtype_errors() -> None:
-    plan = gemm.gemm_plan("f32")
-    assert gemm.workspace_bytes("f32") == (plan.kc * plan.nc + plan.mc * plan.kc) * 4
-    assert gemm.workspace_bytes("float64") > 0
+def test_plans_of_different_targets_share_a_module() -> None:
+    # Functions are named after their plan: one module can hold every plan side by side.
+    module = ir.Module(name="plans")
+    names = {
+        gemm.gemm_function(module, dtype, cpu_target(name)).name
+        for name in ("avx512", "avx2", "sse2")
+        for dtype in _NUMPY
+    }
+    assert names == {
+        "graphc_gemm_f32_6x64",
+        "graphc_gemm_f64_6x32",
+        "graphc_gemm_f32_6x16",
+        "graphc_gemm_f64_6x8",
+        "graphc_gemm_f32_6x8",
+        "graphc_gemm_f64_6x4",
+    }
+    llvm.parse_assembly(str(module)).verify()
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_workspace_and_dtype_errors(name: str) -> None:
+    target = target_named(name)
+    plan = gemm.gemm_plan("f32", target)
+    assert gemm.workspace_bytes("f32", target) == (plan.kc * plan.nc + plan.mc * plan.kc) * 4
+    assert gemm.workspace_bytes("float64", target) % 64 == 0
     with pytest.raises(DTypeError, match="int32"):
-        gemm.workspace_bytes("int32")
+        gemm.workspace_bytes("int32", target)

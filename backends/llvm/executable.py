@@ -3,12 +3,17 @@
 Per call, Python fills one table of buffer pointers (inputs, variables, constants, fresh
 output arrays, and slices of one reused arena for intermediates) and crosses into native
 code once; the entry point runs every kernel and applies the updates itself.
+
+The table, the size and error buffers and the arena belong to the executable, and the native
+call releases the GIL, so calls of one executable are serialised by its lock; calls of
+different executables run in parallel, each on its calling thread's GEMM workspace.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
@@ -20,7 +25,7 @@ from graphc.backends.kernel.inplace import in_place_updates
 from graphc.backends.llvm import gemm
 from graphc.backends.llvm.jit import compile_module, module_key, thread_pool_library
 from graphc.backends.llvm.mathfunctions import math_function
-from graphc.backends.llvm.memory import ArenaPlanner
+from graphc.backends.llvm.memory import PLANS_KEPT, WORKSPACES, ArenaPlanner, RecentValues
 from graphc.backends.llvm.program import ENTRY_NAME, build_module, slot_names
 from graphc.backends.llvm.runtime_library import gemm_declaration
 from graphc.dims import evaluate_shape
@@ -62,15 +67,21 @@ class LLVMExecutable:
             self.program, math_function, gemm_declaration, workspace, parallel, self._in_place
         )
         self.llvm_ir = str(module)
+        # Holding the compiled module keeps its engine, and so the entry's code, alive.
         self.compiled = compile_module(module)
         _dump(self.program, self.llvm_ir, self.compiled)
         self._entry = _ENTRY(self.compiled.address(ENTRY_NAME))
+        self._lock = threading.Lock()
         self._threads = thread_count() if parallel else 1
         self._slots = slot_names(self.program)
         self._table = np.zeros(len(self._slots), dtype=np.uint64)
         self._sizes = np.zeros(max(1, len(self.program.symbols)), dtype=np.int64)
         self._error = np.zeros(4, dtype=np.int64)
-        self._workspace = np.zeros(workspace * self._threads + 64, dtype=np.uint8)
+        # Each pool thread packs into its own slice of the calling thread's workspace.
+        uses_gemm = any(isinstance(kernel, k.MatmulKernel) for kernel in self.program.kernels)
+        self._workspace_bytes = workspace * self._threads if uses_gemm else 0
+        self._workspace_slot = self._slots.index("workspace")
+        self._workspace_address = 0
         self._planner = ArenaPlanner(
             self.program, _buffer_lifetimes(self.program), exclude=set(self._in_place)
         )
@@ -85,17 +96,19 @@ class LLVMExecutable:
         self._classify_slots()
 
     def memory_stats(self) -> dict[str, int]:
-        """Return the arena size in bytes (intermediates) of the last call's shapes, and how
+        """Return the arena size in bytes (intermediates) of the last call's shapes, the GEMM
+        workspace a call needs from its thread's shared one (0 without a matmul), and how
         many updates are computed straight into their variables (the rest are copied)."""
         return {
             "arena_bytes": self._planner.arena_bytes,
+            "workspace_bytes": self._workspace_bytes,
             "in_place_updates": len(self._in_place),
             "copied_updates": len(self.program.updates),
         }
 
     def _classify_slots(self) -> None:
         """Sort the pointer table's slots by where their address comes from, and write the
-        ones that never change (constants, the workspace) once."""
+        ones that never change (constants) once."""
         self._input_slots, self._variable_slots, self._output_slots, self._temp_slots = (
             [],
             [],
@@ -105,7 +118,6 @@ class LLVMExecutable:
         feeds = {f"in_{node.name}": i for i, node in enumerate(self.graph.inputs)}
         for slot, name in enumerate(self._slots):
             if name == "workspace":
-                self._table[slot] = _aligned(self._workspace.ctypes.data)
                 continue
             spec = self.program.buffers[name]
             if spec.role == "input":
@@ -122,20 +134,20 @@ class LLVMExecutable:
             else:
                 self._temp_slots.append((slot, name))
         self._variable_arrays: list[np.ndarray | None] = [None] * len(self._variable_slots)
-        self._temp_tables: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._temp_tables: RecentValues[tuple[np.ndarray, np.ndarray]] = RecentValues(PLANS_KEPT)
 
     def _temp_addresses(self, bindings: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
         """Return (slots, addresses) of the intermediates in the arena for these sizes."""
         offsets, arena = self._planner.plan(bindings)
         base = arena.ctypes.data if arena is not None else 0
         key = (tuple(sorted(bindings.items())), base)
-        if key not in self._temp_tables:
-            slots = np.array([slot for slot, _ in self._temp_slots], dtype=np.intp)
-            addresses = np.array(
-                [base + offsets[name] for _, name in self._temp_slots], dtype=np.uint64
-            )
-            self._temp_tables[key] = (slots, addresses)
-        return self._temp_tables[key]
+        found = self._temp_tables.get(key)
+        if found is not None:
+            self._temp_tables.move_to_end(key)
+            return found
+        slots = np.array([slot for slot, _ in self._temp_slots], dtype=np.intp)
+        addresses = np.array([base + offsets[name] for _, name in self._temp_slots], np.uint64)
+        return self._temp_tables.remember(key, (slots, addresses))
 
     def run(
         self,
@@ -143,46 +155,55 @@ class LLVMExecutable:
         bindings: Mapping[str, int],
         out: Sequence[np.ndarray] | None = None,
     ) -> list[np.ndarray]:
-        """Run the entry point; returns the outputs (updates are applied in native code)."""
-        for position, symbol in enumerate(self.program.symbols):
-            self._sizes[position] = bindings[symbol]
-        table = self._table
-        for slot, position in self._input_slots:
-            table[slot] = feeds[position].ctypes.data
-        for position, (slot, storage) in enumerate(self._variable_slots):
-            array = storage.value
-            if array is not self._variable_arrays[position]:
-                self._variable_arrays[position] = array
-                table[slot] = array.ctypes.data
-        outputs: dict[str, np.ndarray] = {}
-        if out is not None:
-            for name, array in zip(self.program.outputs, out, strict=True):
-                if self.program.buffers[name].role == "output":
-                    outputs.setdefault(name, array)
-        for slot, name, spec in self._output_slots:
-            if name not in outputs:
-                outputs[name] = np.empty(evaluate_shape(spec.shape, bindings), spec.dtype.numpy)
-            table[slot] = outputs[name].ctypes.data
-        if self._temp_slots:
-            slots, addresses = self._temp_addresses(bindings)
-            table[slots] = addresses
-        self._error[:] = 0
-        self._entry(self._table_address, self._sizes_address, self._error_address, self._threads)
-        if self._error[0]:
-            _, value, size, axis = (int(v) for v in self._error)
-            raise IndexingError(
-                located(f"index {value} is out of bounds for dim {axis} with size {size}", None)
+        """Run the entry point; returns the outputs (updates are applied in native code).
+        Safe to call from several threads: calls of this executable take turns."""
+        with self._lock:
+            for position, symbol in enumerate(self.program.symbols):
+                self._sizes[position] = bindings[symbol]
+            table = self._table
+            for slot, position in self._input_slots:
+                table[slot] = feeds[position].ctypes.data
+            for position, (slot, storage) in enumerate(self._variable_slots):
+                array = storage.value
+                if array is not self._variable_arrays[position]:
+                    self._variable_arrays[position] = array
+                    table[slot] = array.ctypes.data
+            outputs: dict[str, np.ndarray] = {}
+            if out is not None:
+                for name, array in zip(self.program.outputs, out, strict=True):
+                    if self.program.buffers[name].role == "output":
+                        outputs.setdefault(name, array)
+            for slot, name, spec in self._output_slots:
+                if name not in outputs:
+                    outputs[name] = np.empty(evaluate_shape(spec.shape, bindings), spec.dtype.numpy)
+                table[slot] = outputs[name].ctypes.data
+            if self._temp_slots:
+                slots, addresses = self._temp_addresses(bindings)
+                table[slots] = addresses
+            self._error[:] = 0
+            if self._workspace_bytes:
+                address = WORKSPACES.get(self._workspace_bytes).address
+                if address != self._workspace_address:
+                    table[self._workspace_slot] = self._workspace_address = address
+            self._entry(
+                self._table_address, self._sizes_address, self._error_address, self._threads
             )
-        fed = {
-            f"in_{node.name}": array for node, array in zip(self.graph.inputs, feeds, strict=True)
-        }
-        results = self._collect(outputs, fed)
-        if out is None:
-            return results
-        for target, result in zip(out, results, strict=True):
-            if target is not result:
-                np.copyto(target, result)
-        return list(out)
+            if self._error[0]:
+                _, value, size, axis = (int(v) for v in self._error)
+                raise IndexingError(
+                    located(f"index {value} is out of bounds for dim {axis} with size {size}", None)
+                )
+            fed = {
+                f"in_{node.name}": array
+                for node, array in zip(self.graph.inputs, feeds, strict=True)
+            }
+            results = self._collect(outputs, fed)
+            if out is None:
+                return results
+            for target, result in zip(out, results, strict=True):
+                if target is not result:
+                    np.copyto(target, result)
+            return list(out)
 
     def _collect(
         self, outputs: dict[str, np.ndarray], fed: dict[str, np.ndarray]
@@ -234,10 +255,6 @@ def _dump(program: KernelProgram, text: str, compiled) -> None:
         stream.write(compiled.assembly())
     with open(stem + ".kernels.txt", "w") as stream:
         stream.write("\n".join(kernel.name for kernel in program.kernels) + "\n")
-
-
-def _aligned(address: int) -> int:
-    return (address + 63) // 64 * 64
 
 
 def _buffer_lifetimes(program: KernelProgram) -> dict[str, tuple[int, int]]:

@@ -7,17 +7,23 @@ panels. The macro-kernel (loops jr, ir) then keeps one MR x NR micro-tile of C i
 registers while it walks KC rank-1 updates: broadcast A[i, k], multiply by B's row k, FMA.
 Edge tiles are written with masked loads and stores, so no shape needs padding by the caller.
 
+The sizes come from a plan per dtype and CPU target (`gemm_plan`, from the target's vector
+registers and cache sizes), and every emitted function is named after its plan, so modules for
+different targets never define the same name differently.
+
 Every function is single-threaded and keeps no global state: callers parallelise by giving each
 thread its own workspace and a disjoint block of columns (offset B and C pointers).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from llvmlite import ir
 
+from graphc.backends.llvm.target import CpuTarget, selected_target
 from graphc.errors import DTypeError
 
 I1 = ir.IntType(1)
@@ -28,7 +34,7 @@ I8_PTR = ir.IntType(8).as_pointer()
 
 @dataclass(frozen=True, slots=True)
 class GemmPlan:
-    """Micro-tile and cache-block sizes of one dtype's GEMM, all counted in elements."""
+    """Micro-tile and cache-block sizes of one dtype's GEMM on one target, counted in elements."""
 
     short: str
     scalar: ir.Type
@@ -36,10 +42,11 @@ class GemmPlan:
     lanes: int  # elements per vector register
     mr: int  # rows of the micro-tile
     vectors: int  # vectors per micro-tile row
-    kc: int  # depth of a packed block
+    kc: int  # depth of a packed block (a multiple of unroll)
     mc: int  # rows of a packed A block (a multiple of mr)
     nc: int  # columns of a packed B block (a multiple of nr)
     unroll: int  # rank-1 updates per trip of the micro-kernel's loop
+    fused: bool  # the target has FMA: llvm.fma, else llvm.fmuladd (fused only where cheap)
 
     @property
     def nr(self) -> int:
@@ -47,9 +54,19 @@ class GemmPlan:
         return self.lanes * self.vectors
 
     @property
+    def name(self) -> str:
+        """Return the exported function's name, e.g. graphc_gemm_f32_6x64: one per plan."""
+        return f"graphc_gemm_{self.short}_{self.mr}x{self.nr}"
+
+    @property
     def vector(self) -> ir.VectorType:
         """Return the LLVM vector type of one register of C."""
         return ir.VectorType(self.scalar, self.lanes)
+
+    @property
+    def vector_align(self) -> int:
+        """Return the alignment of packed B's vectors: the workspace's 64, or one vector if less."""
+        return min(64, self.lanes * self.itemsize)
 
     @property
     def packed_b_elements(self) -> int:
@@ -62,53 +79,88 @@ class GemmPlan:
         return self.mc * self.kc
 
 
-# 6 x 64 (f32) and 6 x 32 (f64) tiles use 24 of the 32 AVX-512 registers for C, 4 for a row of B
-# and one for the broadcast A element. Both dtypes' blocks have the same bytes: a 128 KiB B
-# micro-panel, a 240 KiB A block (L2 is 1 MiB) and a 4 MiB B block (L3). Tuned on Zen 4 with
-# benchmarks/gemm_kernel.py; other sizes within ~2% (KC 384-768, MC 72-120) measured the same.
-_PLANS = {
-    "f32": GemmPlan("f32", ir.FloatType(), 4, 16, 6, 4, kc=512, mc=120, nc=2048, unroll=4),
-    "f64": GemmPlan("f64", ir.DoubleType(), 8, 8, 6, 4, kc=512, mc=60, nc=1024, unroll=4),
-}
+# The micro-tile is MR x (vectors x lanes). MR = 6 rows give 6 x vectors independent FMA
+# chains, enough to cover the FMA latency; vectors is the most of 4, 2, 1 for which the tile
+# (MR x vectors accumulators), one row of B (vectors) and the broadcast A element fit in the
+# vector registers: 24 + 4 + 1 of AVX-512's and NEON's 32, 12 + 2 + 1 of AVX2's and SSE2's 16.
+MR = 6
+UNROLL = 4
+# Cache blocks, from the target's cache sizes (s = bytes per element, NR = vectors x lanes):
+#   KC: a KC x NR micro-panel of packed B takes at most 1/8 of L2, and KC <= KC_MAX;
+#   MC: the MC x KC packed A block takes at most 1/4 of L2 (MC a multiple of 2 x MR);
+#   NC: the KC x NC packed B block takes at most 1/8 of L3 (its share on an 8-core CCX),
+#       NC <= NC_MAX.
+# On Zen 4 (L2 1 MiB, L3 32 MiB) this gives the sizes tuned there with benchmarks/gemm_kernel.py
+# for the 6 x 64 f32 and 6 x 32 f64 tiles: KC 512, MC 120 (f32) / 60 (f64), NC 2048 / 1024, i.e.
+# a 128 KiB B micro-panel, a 240 KiB A block and a 4 MiB B block; sizes near these (KC 384-768,
+# MC 72-120) measured within ~2% there. KC_MAX and the 2 x MR step of MC are what make the
+# formula land on the tuned sizes; the AVX2 6 x 16 tile on Zen 4 measured the same, within
+# noise, with KC from 256 to 2048. NC_MAX keeps a large L3 from growing the workspace: packing
+# B is amortised over the M rows, not over NC.
+KC_MAX = 512
+NC_MAX = 4096
+_SCALARS = {"f32": (ir.FloatType(), 4), "f64": (ir.DoubleType(), 8)}
 _ALIASES = {"float32": "f32", "float64": "f64", "float": "f32", "double": "f64"}
 
 
-def gemm_plan(dtype: str) -> GemmPlan:
-    """Return the tile and block sizes for 'f32'/'float32' or 'f64'/'float64'."""
+def gemm_plan(dtype: str, target: CpuTarget | None = None) -> GemmPlan:
+    """Return the tile and block sizes for 'f32'/'float32' or 'f64'/'float64' on target
+    (default: the selected target, see target.selected_target)."""
     short = _ALIASES.get(dtype, dtype)
-    if short not in _PLANS:
+    if short not in _SCALARS:
         raise DTypeError(f"gemm: no CPU kernel for dtype {dtype!r}; expected float32 or float64")
-    return _PLANS[short]
+    return _plan(short, target if target is not None else selected_target())
 
 
-def workspace_bytes(dtype: str) -> int:
-    """Return the scratch bytes one call of the dtype's GEMM needs (packed A and B blocks)."""
-    plan = gemm_plan(dtype)
-    return (plan.packed_b_elements + plan.packed_a_elements) * plan.itemsize
+@functools.cache
+def _plan(short: str, target: CpuTarget) -> GemmPlan:
+    scalar, itemsize = _SCALARS[short]
+    lanes = max(1, target.vector_bits // (8 * itemsize))
+    vectors = next((v for v in (4, 2) if MR * v + v + 1 <= target.vector_registers), 1)
+    nr = lanes * vectors
+    kc = _multiple_below(min(KC_MAX, target.l2_bytes // 8 // (nr * itemsize)), UNROLL)
+    mc = _multiple_below(target.l2_bytes // 4 // (kc * itemsize), 2 * MR, least=MR)
+    nc = _multiple_below(min(NC_MAX, target.l3_bytes // 8 // (kc * itemsize)), nr)
+    fused = target.isa in ("avx512", "avx2", "neon")
+    return GemmPlan(short, scalar, itemsize, lanes, MR, vectors, kc, mc, nc, UNROLL, fused)
 
 
-def gemm_function(module: ir.Module, dtype: str) -> ir.Function:
-    """Return `graphc_gemm_<dtype>` in the module, emitting it (and its helpers) on first use.
+def _multiple_below(value: int, step: int, least: int | None = None) -> int:
+    """Return the largest multiple of step at most value, but at least `least` (default step)."""
+    least = step if least is None else least
+    return max(least, value // step * step)
+
+
+def workspace_bytes(dtype: str, target: CpuTarget | None = None) -> int:
+    """Return the scratch bytes one call of the dtype's GEMM needs on target (packed A and B
+    blocks), rounded up to 64 so that consecutive workspaces stay 64-byte aligned."""
+    plan = gemm_plan(dtype, target)
+    size = (plan.packed_b_elements + plan.packed_a_elements) * plan.itemsize
+    return -(-size // 64) * 64
+
+
+def gemm_function(module: ir.Module, dtype: str, target: CpuTarget | None = None) -> ir.Function:
+    """Return the plan's GEMM (`GemmPlan.name`, e.g. `graphc_gemm_f32_6x64`) in the module,
+    emitting it (and its helpers) on first use.
 
     Signature (C calling convention; strides in elements):
-        void graphc_gemm_f32(i64 M, i64 N, i64 K,
-                             float* A, i64 a_row_stride, i64 a_col_stride,
-                             float* B, i64 b_row_stride, i64 b_col_stride,
-                             float* C, i64 c_row_stride,
-                             float* workspace, i32 accumulate)
+        void graphc_gemm_f32_6x64(i64 M, i64 N, i64 K,
+                                  float* A, i64 a_row_stride, i64 a_col_stride,
+                                  float* B, i64 b_row_stride, i64 b_col_stride,
+                                  float* C, i64 c_row_stride,
+                                  float* workspace, i32 accumulate)
     computes C[M, N] = A[M, K] @ B[K, N], or C += A @ B when accumulate != 0. A and B are read
     through both strides, so transposed operands need no copy; C's columns are contiguous.
-    workspace holds workspace_bytes(dtype) bytes, 64-byte aligned, private to the call.
+    workspace holds workspace_bytes(dtype, target) bytes, 64-byte aligned, private to the call.
     """
-    plan = gemm_plan(dtype)
-    name = f"graphc_gemm_{plan.short}"
-    if name in module.globals:
-        return module.globals[name]
+    plan = gemm_plan(dtype, target)
+    if plan.name in module.globals:
+        return module.globals[plan.name]
     micro_kernel = _emit_micro_kernel(module, plan)
     macro_kernel = _emit_macro_kernel(module, plan, micro_kernel)
     pack_a = _emit_pack_a(module, plan)
     pack_b = _emit_pack_b(module, plan)
-    return _emit_driver(module, plan, name, pack_a, pack_b, macro_kernel)
+    return _emit_driver(module, plan, plan.name, pack_a, pack_b, macro_kernel)
 
 
 # --- IR emission helpers ------------------------------------------------------------------------
@@ -211,10 +263,13 @@ class _Emitter:
         return masks
 
     def fma(self, a: ir.Value, b: ir.Value, c: ir.Value, name: str) -> ir.Value:
-        """Return a * b + c on vectors (llvm.fma, declared by hand: declare_intrinsic cannot)."""
-        vec = self.plan.vector
+        """Return a * b + c on vectors: llvm.fma where the target has FMA, else llvm.fmuladd
+        (llvm.fma would become a C library call per lane). Declared by hand: declare_intrinsic
+        cannot declare vector intrinsics."""
+        vec, plan = self.plan.vector, self.plan
+        intrinsic = "fma" if plan.fused else "fmuladd"
         fn = self.declare(
-            f"llvm.fma.v{self.plan.lanes}{self.plan.short}", ir.FunctionType(vec, [vec] * 3)
+            f"llvm.{intrinsic}.v{plan.lanes}{plan.short}", ir.FunctionType(vec, [vec] * 3)
         )
         return self.builder.call(fn, [a, b, c], name=name)
 
@@ -311,7 +366,7 @@ def _emit_pack_b(module: ir.Module, plan: GemmPlan) -> ir.Function:
     signature = (
         "i64 kc, i64 nc, ptr noalias b, i64 b_row_stride, i64 b_col_stride, ptr noalias b_packed"
     )
-    fn, e = _define(module, plan, f"graphc_gemm_{plan.short}_pack_b", signature)
+    fn, e = _define(module, plan, f"{plan.name}_pack_b", signature)
     kc, nc, b_ptr, row_stride, col_stride, packed = fn.args
     b = _Matrix(b_ptr, row_stride, col_stride)
 
@@ -345,7 +400,7 @@ def _pack_b_rows(e: _Emitter, kc: ir.Value, columns: ir.Value, b: _Matrix, dest:
             src_at = e.builder.add(src_row, e.const(v * plan.lanes), name="b_at")
             value = e.masked_load(e.vector_at(b.ptr, src_at, "b"), mask, zero, name=f"b{v}")
             dest_at = e.builder.add(dest_row, e.const(v * plan.lanes), name="packed_at")
-            e.builder.store(value, e.vector_at(dest, dest_at, "packed"), align=64)
+            e.builder.store(value, e.vector_at(dest, dest_at, "packed"), align=plan.vector_align)
         return []
 
     e.loop("k", 0, kc, 1, row)
@@ -387,7 +442,7 @@ def _emit_pack_a(module: ir.Module, plan: GemmPlan) -> ir.Function:
     signature = (
         "i64 mc, i64 kc, ptr noalias a, i64 a_row_stride, i64 a_col_stride, ptr noalias a_packed"
     )
-    fn, e = _define(module, plan, f"graphc_gemm_{plan.short}_pack_a", signature)
+    fn, e = _define(module, plan, f"{plan.name}_pack_a", signature)
     mc, kc, a_ptr, row_stride, col_stride, packed = fn.args
     a = _Matrix(a_ptr, row_stride, col_stride)
 
@@ -457,7 +512,7 @@ def _emit_micro_kernel(module: ir.Module, plan: GemmPlan) -> ir.Function:
         "i64 kc, ptr noalias a_panel, ptr noalias b_panel, ptr noalias c, i64 c_row_stride,"
         " i64 mr, i64 nr, i1 beta"
     )
-    fn, e = _define(module, plan, f"graphc_gemm_{plan.short}_micro_kernel", signature)
+    fn, e = _define(module, plan, f"{plan.name}_micro_kernel", signature)
     kc, a_panel, b_panel, c, c_row_stride, mr, nr, beta = fn.args
     zero = ir.Constant(plan.vector, None)
     tile = [(f"c{i}_{v}", zero) for i in range(plan.mr) for v in range(plan.vectors)]
@@ -490,7 +545,7 @@ def _prefetch_tile(e: _Emitter, c: ir.Value, c_row_stride: ir.Value, mr: ir.Valu
         # Prefetches cannot fault, but rows past mr would only waste bandwidth: re-fetch the last.
         row = e.min(e.const(i), last_row, name=f"prefetch_row{i}")
         row_at = e.builder.mul(row, c_row_stride, name=f"prefetch_row{i}_at")
-        for line in range(plan.nr * plan.itemsize // 64):
+        for line in range(-(-plan.nr * plan.itemsize // 64)):
             at = e.builder.add(row_at, e.const(line * 64 // plan.itemsize), name="prefetch_at")
             e.prefetch_for_write(e.element(c, at, "c"))
 
@@ -505,7 +560,7 @@ def _rank1_update(
     for v in range(plan.vectors):
         b_at = e.builder.add(b_row, e.const(v * plan.lanes), name="b_at")
         ptr = e.vector_at(b_panel, b_at, "b")
-        b_vecs.append(e.builder.load(ptr, name=f"b{v}", align=64, typ=plan.vector))
+        b_vecs.append(e.builder.load(ptr, name=f"b{v}", align=plan.vector_align, typ=plan.vector))
     a_col = e.builder.mul(k, e.const(plan.mr), name="a_col")
     out = []
     for i in range(plan.mr):
@@ -557,7 +612,7 @@ def _emit_macro_kernel(module: ir.Module, plan: GemmPlan, micro_kernel: ir.Funct
         "i64 mc, i64 nc, i64 kc, ptr noalias a_packed, ptr noalias b_packed, ptr noalias c,"
         " i64 c_row_stride, i1 beta"
     )
-    fn, e = _define(module, plan, f"graphc_gemm_{plan.short}_macro_kernel", signature)
+    fn, e = _define(module, plan, f"{plan.name}_macro_kernel", signature)
     mc, nc, kc, a_packed, b_packed, c_ptr, c_row_stride, beta = fn.args
     c = _Matrix(c_ptr, c_row_stride, e.const(1))
 

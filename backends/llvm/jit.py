@@ -1,12 +1,27 @@
-"""Optimise and JIT-compile an LLVM module for the host CPU with llvmlite."""
+"""Optimise and JIT-compile an LLVM module for the selected CPU target with llvmlite.
+
+Compiled modules are cached in memory (the most recent ones, plus every one an executable
+still uses) and on disk. A disk entry is one file, `<key>.o`: a header line naming the key and
+the size and sha256 of each part, then the object code and the optimised IR. An entry is
+written to a temporary file in the same folder and renamed into place, so a reader never sees
+half of one; it is checked in full before MCJIT sees a byte, and one that fails any check is
+deleted and compiled again.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import functools
 import hashlib
+import json
 import os
+import sys
 import tempfile
+import threading
+import time
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,24 +29,23 @@ import llvmlite
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from graphc.backends.llvm.target import CpuTarget, can_execute, selected_target
+from graphc.errors import CompileError
+
 OPT_LEVEL = 3
+# Compiled modules kept in memory after the last executable using them is gone.
+RECENT_MODULES = 64
+# A temporary file this old was left by a writer that died; younger ones may be in use.
+STALE_TEMPORARY_SECONDS = 600
+_ENTRY_MAGIC = b"graphc-cache-entry 1\n"
+_HEADER_LIMIT = 4096
 
 
-@functools.cache
-def host_cpu() -> tuple[str, str]:
-    """Return this CPU's name and feature string (so generated code uses e.g. AVX-512)."""
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
-
-
-def target_machine() -> llvm.TargetMachine:
-    """Return a new target machine for this CPU (an execution engine takes ownership of it)."""
-    cpu, features = host_cpu()
-    target = llvm.Target.from_triple(llvm.get_process_triple())
-    return target.create_target_machine(
-        cpu=cpu, features=features, opt=OPT_LEVEL, codemodel="jitdefault"
-    )
+def target_machine(target: CpuTarget | None = None) -> llvm.TargetMachine:
+    """Return a new target machine for target, default the selected one (GRAPHC_CPU, else
+    this CPU); an execution engine takes ownership of it."""
+    target = target if target is not None else selected_target()
+    return target.target_machine(opt=OPT_LEVEL, codemodel="jitdefault")
 
 
 @functools.cache
@@ -47,23 +61,91 @@ def thread_pool_library() -> bool:
     return True
 
 
-@dataclass
+@dataclass(eq=False)
 class CompiledModule:
-    """A JIT-compiled module: its engine (kept alive), optimised IR text and entry address."""
+    """A JIT-compiled module: its engine, optimised IR text and entry address.
+
+    Each module is parsed into an LLVM context of its own (the global one never frees the
+    constants and types a module adds), and the engine, the machine code and the context are
+    freed when the last reference to this object goes away: whoever calls into the code
+    holds it."""
 
     engine: llvm.ExecutionEngine
     optimized_ir: str
     module: llvm.ModuleRef
+    context: llvm.ContextRef
+    target: CpuTarget | None = None  # what it was compiled for (None: the selected target)
 
     def address(self, name: str) -> int:
         return self.engine.get_function_address(name)
 
     def assembly(self) -> str:
-        """Return the module's assembly for this CPU."""
-        return target_machine().emit_assembly(llvm.parse_assembly(self.optimized_ir))
+        """Return the module's assembly for the CPU it was compiled for."""
+        context = llvm.create_context()
+        module = None
+        try:
+            module = llvm.parse_assembly(self.optimized_ir, context)
+            return target_machine(self.target).emit_assembly(module)
+        finally:
+            _dispose(None, module, context)
+
+    def __del__(self) -> None:
+        if not sys.is_finalizing():
+            _dispose(self.engine, self.module, self.context)
 
 
-_MEMORY_CACHE: dict[str, CompiledModule] = {}
+def _dispose(
+    engine: llvm.ExecutionEngine | None, module: llvm.ModuleRef | None, context: llvm.ContextRef
+) -> None:
+    """Free an engine (which owns its module), else a module, then their context: a module
+    must go before the context it lives in."""
+    if engine is not None:
+        engine.close()
+    elif module is not None:
+        module.close()
+    context.close()
+
+
+_recent: OrderedDict[str, CompiledModule] = OrderedDict()
+_live: weakref.WeakValueDictionary[str, CompiledModule] = weakref.WeakValueDictionary()
+_memory_lock = threading.Lock()
+_cleaned_folders: set[Path] = set()
+
+
+def _recall(key: str) -> CompiledModule | None:
+    """Return the module compiled under key if this process still has it."""
+    with _memory_lock:
+        compiled = _live.get(key)
+        if compiled is not None:
+            _keep_recent(key, compiled)
+        return compiled
+
+
+def _remember(key: str, compiled: CompiledModule) -> None:
+    with _memory_lock:
+        _live[key] = compiled
+        _keep_recent(key, compiled)
+
+
+def _keep_recent(key: str, compiled: CompiledModule) -> None:
+    _recent[key] = compiled
+    _recent.move_to_end(key)
+    while len(_recent) > RECENT_MODULES:
+        _recent.popitem(last=False)
+
+
+def memory_cache_sizes() -> dict[str, int]:
+    """Return how many compiled modules the in-memory cache holds: `recent` (kept by the
+    cache itself, at most RECENT_MODULES) and `live` (also those executables still use)."""
+    with _memory_lock:
+        return {"recent": len(_recent), "live": len(_live)}
+
+
+def clear_memory_cache() -> None:
+    """Forget every compiled module (those in use stay alive in their executables)."""
+    with _memory_lock:
+        _recent.clear()
+        _live.clear()
 
 
 def cache_directory() -> Path | None:
@@ -78,72 +160,160 @@ def cache_directory() -> Path | None:
     return Path(base) / "graphc"
 
 
-def module_key(text: str) -> str:
-    """Return the cache key of a module: its IR, graphc's and llvmlite's versions, the CPU."""
+def module_key(text: str, target: CpuTarget | None = None) -> str:
+    """Return the cache key of a module: its IR, graphc's and llvmlite's versions, and the
+    target's CPU name and features (default: the selected target)."""
     from graphc import __version__
 
-    cpu, features = host_cpu()
+    target = target if target is not None else selected_target()
     digest = hashlib.sha256()
-    for part in (text, __version__, llvmlite.__version__, cpu, features):
+    for part in (text, __version__, llvmlite.__version__, target.cpu, target.features):
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()
 
 
-def compile_module(module: ir.Module) -> CompiledModule:
-    """Return the module optimised at O3 for the host and JIT-compiled, reusing an earlier
-    compilation of the same IR from this process or from the on-disk cache."""
-    machine = target_machine()
-    module.triple = llvm.get_process_triple()
+def compile_module(module: ir.Module, target: CpuTarget | None = None) -> CompiledModule:
+    """Return the module optimised at O3 for target (default: the selected one, see
+    target.selected_target) and JIT-compiled, reusing an earlier compilation of the same IR
+    for the same target from this process or from the on-disk cache."""
+    target = target if target is not None else selected_target()
+    if not can_execute(target):
+        raise CompileError(f"cannot JIT-compile for {target.cpu}: this CPU cannot run its code")
+    machine = target_machine(target)
+    module.triple = target.triple
     module.data_layout = str(machine.target_data)
     text = str(module)
-    key = module_key(text)
-    if key in _MEMORY_CACHE:
-        return _MEMORY_CACHE[key]
+    key = module_key(text, target)
+    compiled = _recall(key)
+    if compiled is not None:
+        return compiled
     folder = cache_directory()
     stored = _read_cached(folder, key)
-    parsed = llvm.parse_assembly(text)
-    parsed.verify()
-    if stored is None:
-        tuning = llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL)
-        builder = llvm.create_pass_builder(machine, tuning)
-        builder.getModulePassManager().run(parsed, builder)
-        optimized = str(parsed)
-    else:
-        optimized = stored[1]
-    engine = llvm.create_mcjit_compiler(parsed, machine)
-    if stored is None:
-        engine.set_object_cache(
-            notify_func=lambda _module, obj: _write_cached(folder, key, obj, optimized)
-        )
-    else:
-        engine.set_object_cache(getbuffer_func=lambda _module: stored[0])
-    engine.finalize_object()
-    compiled = CompiledModule(engine, optimized, parsed)
-    _MEMORY_CACHE[key] = compiled
+    context = llvm.create_context()
+    parsed = engine = None
+    try:
+        parsed = llvm.parse_assembly(text, context)
+        parsed.verify()
+        if stored is None:
+            tuning = llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL)
+            builder = llvm.create_pass_builder(machine, tuning)
+            builder.getModulePassManager().run(parsed, builder)
+            optimized = str(parsed)
+        else:
+            optimized = stored[1]
+        engine = llvm.create_mcjit_compiler(parsed, machine)
+        produced: list[bytes] = []
+        if stored is None and folder is not None:
+            engine.set_object_cache(notify_func=lambda _module, obj: produced.append(obj))
+        elif stored is not None:
+            engine.set_object_cache(getbuffer_func=lambda _module: stored[0])
+        engine.finalize_object()
+    except BaseException:
+        _dispose(engine, parsed, context)
+        raise
+    if produced:
+        _write_cached(folder, key, produced[0], optimized)
+    compiled = CompiledModule(engine, optimized, parsed, context, target)
+    _remember(key, compiled)
     return compiled
 
 
-def _read_cached(folder: Path | None, key: str) -> tuple[bytes, str] | None:
-    if folder is None:
+def _entry_path(folder: Path, key: str) -> Path:
+    return folder / f"{key}.o"
+
+
+def _entry_bytes(key: str, obj: bytes, optimized: str) -> bytes:
+    """Return the cache entry for key: magic line, header line, object code, optimised IR."""
+    ir_bytes = optimized.encode()
+    header = {
+        "key": key,
+        "object": [len(obj), hashlib.sha256(obj).hexdigest()],
+        "ir": [len(ir_bytes), hashlib.sha256(ir_bytes).hexdigest()],
+    }
+    return _ENTRY_MAGIC + json.dumps(header).encode() + b"\n" + obj + ir_bytes
+
+
+def _parse_entry(key: str, data: bytes) -> tuple[bytes, str] | None:
+    """Return (object code, optimised IR) if data is a whole, intact entry for key."""
+    if not data.startswith(_ENTRY_MAGIC):
+        return None
+    start = len(_ENTRY_MAGIC)
+    end = data.find(b"\n", start, start + _HEADER_LIMIT)
+    if end < 0:
         return None
     try:
-        return (folder / f"{key}.o").read_bytes(), (folder / f"{key}.ll").read_text()
+        header = json.loads(data[start:end])
+        (object_size, object_hash), (ir_size, ir_hash) = header["object"], header["ir"]
+        if header["key"] != key or not all(isinstance(n, int) for n in (object_size, ir_size)):
+            return None
+    except (ValueError, TypeError, KeyError):
+        return None
+    body = data[end + 1 :]
+    if object_size < 0 or ir_size < 0 or len(body) != object_size + ir_size:
+        return None
+    obj, ir_bytes = body[:object_size], body[object_size:]
+    if hashlib.sha256(obj).hexdigest() != object_hash:
+        return None
+    if hashlib.sha256(ir_bytes).hexdigest() != ir_hash:
+        return None
+    try:
+        return obj, ir_bytes.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _read_cached(folder: Path | None, key: str) -> tuple[bytes, str] | None:
+    """Return the stored (object code, optimised IR) for key, or None; an entry that is not
+    intact (truncated, flipped bits, another key's, an older format) is deleted."""
+    if folder is None:
+        return None
+    path = _entry_path(folder, key)
+    try:
+        data = path.read_bytes()
     except OSError:
         return None
+    stored = _parse_entry(key, data)
+    if stored is None:
+        for damaged in (path, folder / f"{key}.ll"):  # `.ll`: the older two-file format
+            with contextlib.suppress(OSError):
+                damaged.unlink()
+    return stored
 
 
 def _write_cached(folder: Path | None, key: str, obj: bytes, optimized: str) -> None:
-    """Store object code and optimised IR atomically; a cache that cannot be written is
-    skipped (it only saves time)."""
+    """Store the entry atomically (temporary file, then rename: concurrent writers each
+    put a whole entry in place); a cache that cannot be written is skipped (it only saves
+    time)."""
     if folder is None:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for suffix, data in ((".ll", optimized.encode()), (".o", obj)):
-            handle, temporary = tempfile.mkstemp(dir=folder, suffix=suffix)
+        _remove_stale_temporaries(folder)
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix="tmp", suffix=".part")
+        try:
             with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-            os.replace(temporary, folder / f"{key}{suffix}")
+                stream.write(_entry_bytes(key, obj, optimized))
+            os.replace(temporary, _entry_path(folder, key))
+        except BaseException:
+            os.unlink(temporary)
+            raise
     except OSError:
         return
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files that writers killed mid-write left behind (once per process
+    and folder); ones younger than STALE_TEMPORARY_SECONDS may still be being written."""
+    if folder in _cleaned_folders:
+        return
+    _cleaned_folders.add(folder)
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    for path in folder.glob("tmp*"):
+        if path.suffix not in (".part", ".o", ".ll"):  # .o/.ll: the older format's names
+            continue
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            continue

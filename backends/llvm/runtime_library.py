@@ -5,30 +5,39 @@ so compiling a graph with a matmul does not re-optimise the (large) GEMM each ti
 from __future__ import annotations
 
 import functools
+import threading
 
 import llvmlite.binding as llvm
 from llvmlite import ir
 
 from graphc.backends.llvm import gemm
 from graphc.backends.llvm.jit import CompiledModule, compile_module
+from graphc.backends.llvm.target import CpuTarget, selected_target
 
 _KEEP_ALIVE: list[CompiledModule] = []
+# Two threads compiling their first matmul at once would otherwise both build the GEMM.
+_GEMM_LOCK = threading.Lock()
 
 
 @functools.cache
-def _gemm_symbol(short: str) -> str:
-    """Compile the dtype's GEMM in a module of its own and register its symbol; return it."""
+def _gemm_symbol(short: str, target: CpuTarget) -> str:
+    """Compile the dtype's GEMM for target in a module of its own and register its symbol;
+    return it. The symbol is named after the plan (graphc_gemm_f32_6x64), so targets with
+    different plans never share one; targets with the same plan may, harmlessly."""
     module = ir.Module(name=f"graphc_gemm_{short}")
-    function = gemm.gemm_function(module, short)
-    compiled = compile_module(module)
+    function = gemm.gemm_function(module, short, target)
+    compiled = compile_module(module, target)
     _KEEP_ALIVE.append(compiled)
     llvm.add_symbol(function.name, compiled.address(function.name))
     return function.name
 
 
-def gemm_declaration(module: ir.Module, dtype: str) -> ir.Function:
-    """Return a declaration of the shared GEMM for dtype in module (compiling it once)."""
-    name = _gemm_symbol(gemm.gemm_plan(dtype).short)
+def gemm_declaration(module: ir.Module, dtype: str, target: CpuTarget | None = None) -> ir.Function:
+    """Return a declaration of the shared GEMM for dtype in module (compiling it once per
+    target; default: the selected target, as for compile_module)."""
+    target = target if target is not None else selected_target()
+    with _GEMM_LOCK:
+        name = _gemm_symbol(gemm.gemm_plan(dtype, target).short, target)
     if name in module.globals:
         return module.globals[name]
     element = ir.FloatType() if gemm.gemm_plan(dtype).short == "f32" else ir.DoubleType()
