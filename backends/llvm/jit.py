@@ -89,8 +89,10 @@ class CompiledModule:
         finally:
             _dispose(None, module, context)
 
-    def __del__(self) -> None:
-        if not sys.is_finalizing():
+    # Bound when the class is made: at interpreter exit the module's globals may be gone, and
+    # LLVM frees everything with the process anyway.
+    def __del__(self, _finalizing=sys.is_finalizing) -> None:
+        if not _finalizing():
             _dispose(self.engine, self.module, self.context)
 
 
