@@ -38,7 +38,8 @@ from graphc.creation import (
 from graphc.dims import Sym
 from graphc.dtypes import DType, bool_, float32, float64, int32, int64
 from graphc.graph import Graph, Node
-from graphc.math_ops import cast, clamp, maximum, minimum, relu, where
+from graphc.math_ops import FUNCTIONS as _FUNCTIONS
+from graphc.math_ops import cast, clamp, relu, where
 from graphc.printing import show, subgraph
 from graphc.reductions import (
     amax,
@@ -90,21 +91,11 @@ long = int64
 int = int32  # noqa: A001 - gc.int, as torch.int
 
 
-def _unary(op: str):
-    from graphc.math_ops import unary
-
-    def function(x):
-        return unary(op, x)
-
-    function.__name__ = op
-    function.__doc__ = f"Return {op}(x) elementwise."
-    return function
-
-
-exp, log, sqrt, rsqrt = _unary("exp"), _unary("log"), _unary("sqrt"), _unary("rsqrt")
-sin, cos, tanh, sigmoid = _unary("sin"), _unary("cos"), _unary("tanh"), _unary("sigmoid")
-erf, abs, sign, neg = _unary("erf"), _unary("abs"), _unary("sign"), _unary("neg")  # noqa: A001
-floor, ceil, round = _unary("floor"), _unary("ceil"), _unary("round")  # noqa: A001
+# exp, log1p, abs, maximum, atan2, eq, ... : one function per elementwise op with a public
+# name, derived from the op definitions.
+if set(_FUNCTIONS) & set(globals()):
+    raise RuntimeError(f"gc.{sorted(set(_FUNCTIONS) & set(globals()))} defined twice")
+globals().update(_FUNCTIONS)
 
 __version__ = "0.1.0"
 

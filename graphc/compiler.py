@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from graphc.dims import Sym, evaluate_dim, format_shape
-from graphc.errors import GraphError, IndexingError, InputError, located, user_location
+from graphc.errors import GraphError, InputError, located, user_location
 from graphc.graph import Graph, Node
+from graphc.ops import get_op
 from graphc.overlap import VariableMemory
 from graphc.tensor import Tensor
 from graphc.types import TensorType
@@ -418,71 +419,23 @@ def bind_symbols(inputs: Sequence[Node], feeds: Sequence[np.ndarray]) -> dict[st
     return bindings
 
 
-def run_time_bounds(graph: Graph) -> list[Node]:
-    """Return the nodes whose validity depends on symbolic sizes, checked per call: slices and
-    pads whose bounds are symbolic, and reductions that need an element (max, argmax) over a
-    symbolic dim."""
-    guards = []
+def run_time_bounds(graph: Graph) -> list[Callable[[Mapping[str, int]], None]]:
+    """Return the checks that depend on the symbol sizes of a call (`OpDef.call_check`):
+    slices and pads whose bounds are symbolic, and reductions that need an element (max,
+    argmax) over a symbolic dim."""
+    checks = []
     for node in graph.nodes:
-        if node.op == "slice":
-            bounds = (*node.attrs["starts"], *node.attrs["sizes"], *node.inputs[0].type.shape)
-        elif node.op == "pad":
-            bounds = tuple(width for pair in node.attrs["pads"] for width in pair)
-        elif _needs_an_element(node):
-            shape = node.inputs[0].type.shape
-            bounds = tuple(shape[axis] for axis in _reduced_axes(node))
-        else:
-            continue
-        if any(isinstance(d, Sym) for d in bounds):
-            guards.append(node)
-    return guards
+        rule = get_op(node.op).call_check
+        check = rule(node) if rule is not None else None
+        if check is not None:
+            checks.append(check)
+    return checks
 
 
-def _needs_an_element(node: Node) -> bool:
-    """Return True for a reduction that has no value over an empty dim (as in PyTorch)."""
-    return node.op in ("argmax", "argmin") or (
-        node.op in ("reduce_max", "reduce_min") and bool(node.attrs.get("nonempty"))
-    )
-
-
-def _reduced_axes(node: Node) -> tuple[int, ...]:
-    return (node.attrs["axis"],) if "axis" in node.attrs else tuple(node.attrs["axes"])
-
-
-def check_run_time_bounds(guards: Sequence[Node], bindings: Mapping[str, int]) -> None:
+def check_run_time_bounds(
+    checks: Sequence[Callable[[Mapping[str, int]], None]], bindings: Mapping[str, int]
+) -> None:
     """Raise IndexingError if a symbolic slice or pad falls outside its input, or a max or
     argmax reduces an empty dim, for these sizes."""
-    for node in guards:
-        sizes = ", ".join(f"{k}={v}" for k, v in sorted(bindings.items()))
-        if node.op == "pad":
-            for lo, hi in node.attrs["pads"]:
-                if evaluate_dim(lo, bindings) < 0 or evaluate_dim(hi, bindings) < 0:
-                    raise IndexingError(located(f"pad: negative width for {sizes}", node.location))
-            continue
-        if _needs_an_element(node):
-            shape = node.inputs[0].type.shape
-            for axis in _reduced_axes(node):
-                if evaluate_dim(shape[axis], bindings) == 0:
-                    raise IndexingError(
-                        located(
-                            f"{node.op}: expected reduction dim {axis} to have non-zero size "
-                            f"(with {sizes})",
-                            node.location,
-                        )
-                    )
-            continue
-        source = node.inputs[0].type.shape
-        for axis, (start, size, step) in enumerate(
-            zip(node.attrs["starts"], node.attrs["sizes"], node.attrs["steps"], strict=True)
-        ):
-            begin, count = evaluate_dim(start, bindings), evaluate_dim(size, bindings)
-            length = evaluate_dim(source[axis], bindings)
-            last = begin + (count - 1) * step
-            if count < 0 or (count and not (begin >= 0 and last < length)):
-                raise IndexingError(
-                    located(
-                        f"slice of dim {axis} reads elements {begin}..{last} of a dim of size "
-                        f"{length} (with {sizes})",
-                        node.location,
-                    )
-                )
+    for check in checks:
+        check(bindings)

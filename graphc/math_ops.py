@@ -7,6 +7,7 @@ strongly typed. Primitives receive operands of one dtype: casts are inserted her
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,11 +15,8 @@ import numpy as np
 from graphc import dtypes
 from graphc.dtypes import DType, as_dtype, bool_
 from graphc.errors import DTypeError, located, user_location, user_op
-from graphc.ops.registry import make_node
+from graphc.ops.registry import OPS, OpDef, get_op, make_node
 from graphc.tensor import Tensor
-
-_BOOL_RESULT = {"eq", "ne", "lt", "le", "gt", "ge"}
-_LOGICAL = {"logical_and", "logical_or"}
 
 
 def is_scalar(value: Any) -> bool:
@@ -80,19 +78,41 @@ def result_dtype(*operands: Any) -> DType:
     return dtypes.result_type(dimensioned, zero_dim, scalars)
 
 
+def elementwise(op: str, *operands: Any) -> Tensor:
+    """Return the elementwise op applied to operands (Tensors, arrays or scalars, broadcast),
+    with the operand types its promotion policy gives (`OpDef.promotion`)."""
+    promotion = get_op(op).promotion
+    dtype = result_dtype(*operands)
+    if promotion == "integral" and not dtype.is_float:
+        return as_tensor(operands[0])  # integral already, as in PyTorch
+    if promotion == "float":
+        dtype = dtypes.float_result(dtype)
+    elif promotion == "logical":
+        dtype = bool_
+    elif promotion in ("arithmetic", "power") and dtype.is_bool:
+        if len(operands) == 1:
+            x = as_tensor(operands[0])
+            raise DTypeError(
+                located(
+                    f"{op}: not defined for bool tensors ({x!r}); use ~x or .long()",
+                    user_location(),
+                )
+            )
+        dtype = dtypes.int64  # arithmetic on bool tensors counts in int64
+    if promotion == "power" and not dtype.is_float:
+        _check_integer_power(operands[1])
+    tensors = [as_tensor(operand, dtype) for operand in operands]
+    return Tensor(make_node(op, [t.node for t in tensors]))
+
+
 def binary(op: str, a: Any, b: Any) -> Tensor:
     """Return op(a, b) elementwise with broadcasting and PyTorch's type promotion."""
-    dtype = result_dtype(a, b)
-    if op == "pow" and not dtype.is_float:
-        _check_integer_power(b)
-    if op in _LOGICAL:
-        dtype = bool_
-    elif op == "div":
-        dtype = dtypes.float_result(dtype)
-    elif dtype.is_bool and op not in _BOOL_RESULT:
-        dtype = dtypes.int64  # arithmetic on bool tensors counts in int64
-    a, b = as_tensor(a, dtype), as_tensor(b, dtype)
-    return Tensor(make_node(op, [a.node, b.node]))
+    return elementwise(op, a, b)
+
+
+def unary(op: str, x: Any) -> Tensor:
+    """Return op(x) elementwise (float functions of integer tensors give float32)."""
+    return elementwise(op, x)
 
 
 def _check_integer_power(exponent: Any) -> None:
@@ -108,26 +128,46 @@ def _check_integer_power(exponent: Any) -> None:
         )
 
 
-def unary(op: str, x: Any) -> Tensor:
-    """Return op(x) elementwise; float functions of integer tensors give float32."""
-    x = as_tensor(x)
-    if op in {"exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf"}:
-        x = cast(x, dtypes.float_result(x.dtype))
-    elif op in {"floor", "ceil", "round"} and not x.dtype.is_float:
-        return x  # already integral, as in PyTorch
-    elif op in {"neg", "abs", "sign"} and x.dtype.is_bool:
-        raise DTypeError(
-            located(
-                f"{op}: not defined for bool tensors ({x!r}); use ~x or .long()", user_location()
-            )
-        )
-    return Tensor(make_node(op, [x.node]))
+def _api_function(op: OpDef) -> Callable[..., Tensor]:
+    """Return gc.<op.api>: the op applied to its operands, with the op's doc."""
+    if op.arity == 1:
+
+        def function(input: Any) -> Tensor:  # noqa: A002 - PyTorch's name
+            return elementwise(op.name, input)
+
+    else:
+
+        def function(input: Any, other: Any) -> Tensor:  # noqa: A002 - PyTorch's name
+            return elementwise(op.name, input, other)
+
+    function.__name__ = function.__qualname__ = op.api
+    function.__doc__ = op.doc
+    return function
 
 
-@user_op
-def logical_not(x: Any) -> Tensor:
-    """Return the elementwise logical negation (nonzero counts as True)."""
-    return Tensor(make_node("logical_not", [cast(x, bool_).node]))
+def _api_method(op: OpDef) -> Callable[..., Tensor]:
+    """Return Tensor.<op.api>: the op applied to the tensor (and the other operand)."""
+    if op.arity == 1:
+
+        def method(self: Tensor) -> Tensor:
+            return elementwise(op.name, self)
+
+    else:
+
+        def method(self: Tensor, other: Any) -> Tensor:
+            return elementwise(op.name, self, other)
+
+    method.__name__ = op.api
+    method.__qualname__ = f"Tensor.{op.api}"
+    method.__doc__ = op.doc
+    return method
+
+
+# The elementwise ops with a public name, as gc.* functions and as Tensor methods (tensor.py
+# attaches them): derived from the op definitions, so a new op needs no code here.
+_PUBLIC = [op for op in OPS.values() if op.api and op.promotion and op.arity]
+FUNCTIONS: dict[str, Callable[..., Tensor]] = {op.api: _api_function(op) for op in _PUBLIC}
+METHODS: dict[str, Callable[..., Tensor]] = {op.api: _api_method(op) for op in _PUBLIC}
 
 
 def require_bool(*operands: Any, op: str) -> None:
@@ -176,13 +216,3 @@ def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
         within = binary(keep, x, bound)
         inside = within if inside is None else binary("logical_and", inside, within)
     return where(inside, x, limited)
-
-
-def maximum(a: Any, b: Any) -> Tensor:
-    """Return the elementwise maximum (NaN propagates)."""
-    return binary("maximum", a, b)
-
-
-def minimum(a: Any, b: Any) -> Tensor:
-    """Return the elementwise minimum (NaN propagates)."""
-    return binary("minimum", a, b)

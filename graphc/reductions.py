@@ -10,7 +10,7 @@ from typing import Any
 from graphc import dtypes
 from graphc.dims import Dim, dim_prod
 from graphc.errors import DTypeError, user_op
-from graphc.math_ops import as_tensor, cast, maximum, unary, where
+from graphc.math_ops import as_tensor, binary, cast, unary, where
 from graphc.ops.reduce import require_nonempty
 from graphc.ops.registry import make_node
 from graphc.ops.shape_rules import normalize_axis
@@ -76,7 +76,7 @@ def var(x: Tensor, dim: Any = None, keepdim: bool = False, *, correction: int = 
     count = _count(x, axes) - correction
     if isinstance(count, int):
         return squares / as_tensor(builtins.max(count, 0), x.dtype)
-    return squares / maximum(count_tensor(count, x.dtype), 0)
+    return squares / binary("maximum", count_tensor(count, x.dtype), 0)
 
 
 @user_op

@@ -163,7 +163,7 @@ class Tensor:
 
     def __invert__(self):
         _math.require_bool(self, op="~")
-        return _math.logical_not(self)
+        return _math.unary("logical_not", self)
 
     def __and__(self, other):
         _math.require_bool(self, other, op="and")
@@ -206,68 +206,13 @@ class Tensor:
         return _spatial.gather(self, dim, index)
 
     # -- elementwise methods ------------------------------------------------------------
-    def exp(self) -> Tensor:
-        return _math.unary("exp", self)
-
-    def log(self) -> Tensor:
-        return _math.unary("log", self)
-
-    def sqrt(self) -> Tensor:
-        return _math.unary("sqrt", self)
-
-    def rsqrt(self) -> Tensor:
-        return _math.unary("rsqrt", self)
-
-    def sin(self) -> Tensor:
-        return _math.unary("sin", self)
-
-    def cos(self) -> Tensor:
-        return _math.unary("cos", self)
-
-    def tanh(self) -> Tensor:
-        return _math.unary("tanh", self)
-
-    def sigmoid(self) -> Tensor:
-        return _math.unary("sigmoid", self)
-
-    def erf(self) -> Tensor:
-        return _math.unary("erf", self)
-
-    def abs(self) -> Tensor:
-        return _math.unary("abs", self)
-
-    def neg(self) -> Tensor:
-        return _math.unary("neg", self)
-
-    def sign(self) -> Tensor:
-        return _math.unary("sign", self)
-
-    def floor(self) -> Tensor:
-        return _math.unary("floor", self)
-
-    def ceil(self) -> Tensor:
-        return _math.unary("ceil", self)
-
-    def round(self) -> Tensor:
-        return _math.unary("round", self)
-
+    # exp, log1p, abs, maximum, atan2, eq, ... (one per elementwise op with a public name) are
+    # attached below from the op definitions; these are composites.
     def relu(self) -> Tensor:
         return _math.relu(self)
 
     def square(self) -> Tensor:
         return _math.binary("mul", self, self)
-
-    def logical_not(self) -> Tensor:
-        return _math.logical_not(self)
-
-    def pow(self, exponent) -> Tensor:
-        return _math.binary("pow", self, exponent)
-
-    def maximum(self, other) -> Tensor:
-        return _math.binary("maximum", self, other)
-
-    def minimum(self, other) -> Tensor:
-        return _math.binary("minimum", self, other)
 
     def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's names
         return _math.clamp(self, min, max)
@@ -406,3 +351,10 @@ from graphc import math_ops as _math  # noqa: E402
 from graphc import reductions as _reductions  # noqa: E402
 from graphc import shaping as _shaping  # noqa: E402
 from graphc import spatial as _spatial  # noqa: E402
+
+# The methods of the elementwise ops that have a public name (Tensor.exp, Tensor.atan2, ...),
+# derived from the op definitions.
+for _name, _method in _math.METHODS.items():
+    if _name in Tensor.__dict__:
+        raise RuntimeError(f"Tensor.{_name} is defined by hand and by the op {_name}")
+    setattr(Tensor, _name, _method)

@@ -1,17 +1,21 @@
-"""Fusion: partition a graph into kernels. Rules, applied in reverse topological order:
+"""Fusion: partition a graph into kernels. Each op's role comes from its definition
+(`OpDef.fusion`, the roles listed in `graphc.ops.registry.FUSION_ROLES`). Rules, applied in
+reverse topological order:
 
-1. Sources (inputs, variables, multi-element constants) are buffers; scalar constants,
-   symbolic sizes and movement ops (reshape, permute, broadcast_to, slice, pad, concat,
-   gather), casts and stop_gradient are index arithmetic, inlined into every consumer.
-2. Graph outputs, update values, matmul, scatter-add, convolution and pooling results get
-   their own buffer and kernel (a "root").
+1. Buffers (inputs, variables, multi-element constants) are in memory before any kernel runs;
+   inlined nodes (scalar constants, symbolic sizes, movement ops such as reshape, permute,
+   broadcast_to, slice, pad, concat, gather, and casts and stop_gradient) are index
+   arithmetic, inlined into every consumer.
+2. Graph outputs, update values, and ops that start a kernel of their own (matmul,
+   scatter-add, convolution and pooling) get their own buffer and kernel (a "root").
 3. Any other node (elementwise, random, reductions) joins its consumers' kernel when all of
    them are in one kernel; otherwise it becomes a root. A scalar feeding a larger kernel is a
    root too, so its math runs once rather than once per element. A reduction joins a kernel
    over its own shape, or one over its input's shape that reads it broadcast along the
    reduced, trailing axes (so the backend computes it once per row, before the row's loop).
-4. Matmul operands must be strided views of buffers (permute/reshape/broadcast of a buffer);
-   the first node under a view chain that is not a buffer becomes a root.
+4. Matmul operands must be strided views of buffers (ops with a `view` rule: permute,
+   reshape, broadcast_to of a buffer); the first node under a view chain that is not a buffer
+   becomes a root.
 5. Epilogues: an elementwise root whose shape equals an earlier kernel's and that reads that
    kernel's result at the same index joins it (bias + activation after a matmul; a chain of
    materialised elementwise values), provided everything else it reads is ready by then and
@@ -23,41 +27,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from graphc.dims import dim_mul, dims_equal
+from graphc.dims import dims_equal
 from graphc.graph import Graph, Node
 from graphc.ops import get_op
+from graphc.ops.movement import contiguous_strides
+from graphc.ops.reduce import reduced_axes
+from graphc.ops.registry import fusion_role
 
-INLINE_OPS = frozenset(
-    {
-        "reshape",
-        "permute",
-        "broadcast_to",
-        "slice",
-        "pad",
-        "concat",
-        "gather",
-        "cast",
-        "stop_gradient",
-        "dim_size",
-    }
-)
-ROOT_OPS = frozenset(
-    {
-        "matmul",
-        "scatter_add",
-        "conv2d",
-        "conv2d_input_grad",
-        "conv2d_weight_grad",
-        "max_pool2d",
-        "max_pool2d_grad",
-        "avg_pool2d",
-        "avg_pool2d_grad",
-    }
-)
-VIEW_OPS = frozenset({"reshape", "permute", "broadcast_to"})
-REDUCE_OPS = frozenset(
-    {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"}
-)
+# Roles that start a kernel of their own, and the kind of kernel each starts.
+_KERNEL_OF_ROLE = {"root": "loop", "matmul": "matmul", "scatter_add": "scatter_add"}
 
 
 @dataclass
@@ -72,7 +50,7 @@ class Group:
     def name(self) -> str:
         ops = []
         for node in self.members:
-            if node.op not in ops and node.op not in INLINE_OPS and node.op != "constant":
+            if node.op not in ops and fusion_role(node) != "inline":
                 ops.append(node.op)
         return "fused_" + "_".join(ops[:4]) if len(ops) > 1 else f"{ops[0] if ops else 'copy'}"
 
@@ -87,15 +65,7 @@ class Partition:
 
 def is_buffer_source(node: Node) -> bool:
     """Return True for nodes whose value lives in memory before any kernel runs."""
-    if node.op in ("input", "variable"):
-        return True
-    return node.op == "constant" and node.attrs["value"].size != 1
-
-
-def _inlined_everywhere(node: Node) -> bool:
-    if node.op == "constant":
-        return node.attrs["value"].size == 1
-    return node.op in INLINE_OPS
+    return fusion_role(node) == "buffer"
 
 
 def _trailing(axes: tuple[int, ...], ndim: int) -> bool:
@@ -121,24 +91,22 @@ def partition(graph: Graph) -> Partition:
         return found
 
     for node in reversed(graph.nodes):
-        if is_buffer_source(node):
+        role = fusion_role(node)
+        if role == "buffer" or node.id in forced or role in _KERNEL_OF_ROLE:
             root_of[node.id] = node.id
             continue
-        if node.id in forced or node.op in ROOT_OPS:
-            root_of[node.id] = node.id
-            continue
-        if _inlined_everywhere(node):
+        if role == "inline":
             root_of[node.id] = None
             continue
         roots = consumer_roots(node)
         joinable = len(roots) == 1
         if node.type.ndim == 0 and any(node_by_id[r].type.ndim > 0 for r in roots):
             joinable = False  # scalar math (Adam's bias corrections) runs once, not per element
-        if joinable and node.op in REDUCE_OPS:
+        if joinable and get_op(node.op).kind == "reduce":
             joinable = _reduction_joins(node, node_by_id[next(iter(roots))])
         if joinable:
             (target,) = roots
-            joinable = node_by_id[target].op not in ROOT_OPS
+            joinable = fusion_role(node_by_id[target]) not in _KERNEL_OF_ROLE
         root_of[node.id] = next(iter(roots)) if joinable else node.id
 
     groups: dict[int, Group] = {}
@@ -147,10 +115,7 @@ def partition(graph: Graph) -> Partition:
             continue
         root = root_of[node.id]
         if root == node.id:
-            kind = node.op if node.op in ("matmul", "scatter_add") else "loop"
-            if node.op == "matmul" and not node.type.dtype.is_float:
-                kind = "loop"  # integer products use the generic loop, not the float GEMM
-            groups[root] = Group(kind, [node])
+            groups[root] = Group(_KERNEL_OF_ROLE.get(fusion_role(node), "loop"), [node])
     for node in graph.nodes:
         root = root_of.get(node.id)
         if root is not None and root in groups:
@@ -167,11 +132,10 @@ def _reduction_joins(reduction: Node, root: Node) -> bool:
     input's shape reading it broadcast along trailing reduced axes (one per row, hoisted)."""
     if _same_shape(reduction, root):
         return True
-    axes = reduction.attrs.get("axes", (reduction.attrs.get("axis"),))
     source = reduction.inputs[0]
     return (
         _same_shape(source, root)
-        and _trailing(tuple(axes), source.type.ndim)
+        and _trailing(reduced_axes(reduction), source.type.ndim)
         and reduction.attrs["keepdims"]
     )
 
@@ -186,48 +150,30 @@ class StridedView:
 
 
 def strided_view(node: Node, is_buffer) -> StridedView | None:
-    """Return node as a strided view of a buffer through permute/reshape/broadcast_to, or None
-    when the chain cannot be expressed with strides (a reshape of a non-contiguous view)."""
+    """Return node as a strided view of a buffer through ops with a `view` rule (permute,
+    reshape, broadcast_to), or None when the chain cannot be expressed with strides (a reshape
+    of a non-contiguous view)."""
     if is_buffer(node):
-        return StridedView(node, node.type.shape, _contiguous_strides(node.type.shape))
-    if node.op not in VIEW_OPS:
+        return StridedView(node, node.type.shape, contiguous_strides(node.type.shape))
+    view = get_op(node.op).view
+    if view is None:
         return None
     inner = strided_view(node.inputs[0], is_buffer)
     if inner is None:
         return None
-    shape = node.type.shape
-    if node.op == "permute":
-        perm = node.attrs["perm"]
-        return StridedView(inner.base, shape, tuple(inner.strides[p] for p in perm))
-    if node.op == "broadcast_to":
-        offset = len(shape) - len(inner.shape)
-        strides = [0] * offset + [
-            0 if (d == 1 and not (isinstance(t, int) and t == 1)) else stride
-            for d, t, stride in zip(inner.shape, shape[offset:], inner.strides, strict=True)
-        ]
-        return StridedView(inner.base, shape, tuple(strides))
-    if inner.strides == _contiguous_strides(inner.shape):
-        return StridedView(inner.base, shape, _contiguous_strides(shape))
-    return None
-
-
-def _contiguous_strides(shape: tuple) -> tuple:
-    strides, running = [], 1
-    for d in reversed(shape):
-        strides.append(running)
-        running = dim_mul(running, d)
-    return tuple(reversed(strides))
+    strides = view(node, inner.shape, inner.strides)
+    return None if strides is None else StridedView(inner.base, node.type.shape, strides)
 
 
 def _matmul_operand_roots(graph: Graph) -> set[int]:
-    """Return the nodes that must be buffers because a matmul reads them as strided views."""
+    """Return the nodes that must be buffers because a GEMM reads them as strided views."""
     needed = set()
     for node in graph.nodes:
-        if node.op != "matmul" or not node.type.dtype.is_float:
+        if fusion_role(node) != "matmul":
             continue
         for operand in node.inputs:
             base = operand
-            while base.op in VIEW_OPS:
+            while get_op(base.op).view is not None:
                 base = base.inputs[0]
             if not is_buffer_source(base):
                 needed.add(base.id)
@@ -243,15 +189,18 @@ def _same_shape(a: Node, b: Node) -> bool:
 
 
 def _keeps_index(reader: Node, source: Node) -> bool:
-    """Return True if reader's element i is computed from source's element i."""
+    """Return True if reader's element i is computed from source's element i: an elementwise
+    op, or a view that leaves the layout as it is (a reshape or broadcast to the same shape)."""
     if not _same_shape(reader, source):
         return False
-    return get_op(reader.op).kind == "elementwise" or reader.op in (
-        "cast",
-        "stop_gradient",
-        "reshape",
-        "broadcast_to",
-    )
+    op = get_op(reader.op)
+    if op.kind == "elementwise":
+        return True
+    if op.view is None:
+        return False
+    layout = contiguous_strides(source.type.shape)
+    strides = op.view(reader, source.type.shape, layout)
+    return strides is not None and all(map(dims_equal, strides, layout))
 
 
 def _reads_only_at_same_index(group: Group, producer: Node, free: set[int]) -> bool:

@@ -39,12 +39,14 @@ def _rebuilt(node: Node, inputs: list[Node], attrs=None, op: str | None = None) 
 
 
 # -- canonicalize ---------------------------------------------------------------------------
+# Each rewrite runs only on nodes of the ops its decorator names (passes/rewrite.py), so the
+# tests below are of the patterns beneath the node.
 
 
 @node_rewrite("reshape")
 def noop_reshape(node: Node) -> Node | None:
     """reshape(x) to x's own shape -> x."""
-    if node.op == "reshape" and _same_shape(node.inputs[0].type.shape, node.type.shape):
+    if _same_shape(node.inputs[0].type.shape, node.type.shape):
         return node.inputs[0]
     return None
 
@@ -52,7 +54,7 @@ def noop_reshape(node: Node) -> Node | None:
 @node_rewrite("broadcast_to")
 def noop_broadcast(node: Node) -> Node | None:
     """broadcast_to(x) to x's own shape -> x."""
-    if node.op == "broadcast_to" and _same_shape(node.inputs[0].type.shape, node.type.shape):
+    if _same_shape(node.inputs[0].type.shape, node.type.shape):
         return node.inputs[0]
     return None
 
@@ -60,7 +62,7 @@ def noop_broadcast(node: Node) -> Node | None:
 @node_rewrite("permute")
 def identity_permute(node: Node) -> Node | None:
     """permute(x, (0, 1, ..., n-1)) -> x."""
-    if node.op == "permute" and list(node.attrs["perm"]) == sorted(node.attrs["perm"]):
+    if list(node.attrs["perm"]) == sorted(node.attrs["perm"]):
         return node.inputs[0]
     return None
 
@@ -68,7 +70,7 @@ def identity_permute(node: Node) -> Node | None:
 @node_rewrite("reshape")
 def reshape_of_reshape(node: Node) -> Node | None:
     """reshape(reshape(x)) -> reshape(x)."""
-    if node.op == "reshape" and node.inputs[0].op == "reshape":
+    if node.inputs[0].op == "reshape":
         return _rebuilt(node, [node.inputs[0].inputs[0]])
     return None
 
@@ -76,7 +78,7 @@ def reshape_of_reshape(node: Node) -> Node | None:
 @node_rewrite("broadcast_to")
 def broadcast_of_broadcast(node: Node) -> Node | None:
     """broadcast_to(broadcast_to(x)) -> broadcast_to(x)."""
-    if node.op == "broadcast_to" and node.inputs[0].op == "broadcast_to":
+    if node.inputs[0].op == "broadcast_to":
         return _rebuilt(node, [node.inputs[0].inputs[0]])
     return None
 
@@ -84,7 +86,7 @@ def broadcast_of_broadcast(node: Node) -> Node | None:
 @node_rewrite("permute")
 def permute_of_permute(node: Node) -> Node | None:
     """permute(permute(x, p), q) -> permute(x, p[q]), or x where they cancel."""
-    if node.op != "permute" or node.inputs[0].op != "permute":
+    if node.inputs[0].op != "permute":
         return None
     inner = node.inputs[0]
     composed = tuple(inner.attrs["perm"][p] for p in node.attrs["perm"])
@@ -103,7 +105,7 @@ def _swap_last_two(node: Node, location: str | None) -> Node:
 def transpose_of_matmul(node: Node) -> Node | None:
     """permute(a @ b) swapping the last two dims -> b^T @ a^T, so a weight gradient comes out
     in the weight's own layout instead of being read transposed by its consumer."""
-    if node.op != "permute" or node.inputs[0].op != "matmul":
+    if node.inputs[0].op != "matmul":
         return None
     perm = tuple(node.attrs["perm"])
     rank = len(perm)
@@ -187,12 +189,11 @@ def _constant_is(node: Node, value: int, negative: bool | None = None) -> bool:
 
 
 def _other_operand(
-    node: Node, op: str, value: int, *, commutes: bool, negative: bool | None = None
+    node: Node, value: int, *, commutes: bool, negative: bool | None = None
 ) -> Node | None:
-    """Return x for op(x, c), or op(c, x) where op commutes, with c a constant equal to value
-    and x already of the result's shape (so dropping the op drops no broadcast)."""
-    if node.op != op:
-        return None
+    """Return x for the binary node op(x, c), or op(c, x) where op commutes, with c a constant
+    equal to value and x already of the result's shape (so dropping the op drops no
+    broadcast)."""
     a, b = node.inputs
     if _constant_is(b, value, negative) and _same_shape(a.type.shape, node.type.shape):
         return a
@@ -204,25 +205,25 @@ def _other_operand(
 @node_rewrite("add")
 def add_zero(node: Node) -> Node | None:
     """x + (-0.0) -> x (any zero for integers); x + 0.0 is kept, since (-0.0) + 0.0 is +0.0."""
-    return _other_operand(node, "add", 0, commutes=True, negative=True)
+    return _other_operand(node, 0, commutes=True, negative=True)
 
 
 @node_rewrite("sub")
 def sub_zero(node: Node) -> Node | None:
     """x - 0.0 -> x; x - (-0.0) is kept, since (-0.0) - (-0.0) is +0.0."""
-    return _other_operand(node, "sub", 0, commutes=False, negative=False)
+    return _other_operand(node, 0, commutes=False, negative=False)
 
 
 @node_rewrite("mul")
 def mul_one(node: Node) -> Node | None:
     """x * 1 -> x and 1 * x -> x."""
-    return _other_operand(node, "mul", 1, commutes=True)
+    return _other_operand(node, 1, commutes=True)
 
 
 @node_rewrite("div")
 def div_one(node: Node) -> Node | None:
     """x / 1 -> x."""
-    return _other_operand(node, "div", 1, commutes=False)
+    return _other_operand(node, 1, commutes=False)
 
 
 SIMPLIFY = Tier("simplify", (add_zero, sub_zero, mul_one, div_one))

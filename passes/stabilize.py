@@ -14,7 +14,7 @@ from graphc.passes.rewrite import Tier, node_rewrite, run_tier
 @node_rewrite("log")
 def log_of_softmax(node: Node) -> Node | None:
     """log(exp(s) / sum(exp(s), keepdims)) -> s - log(sum(exp(s), keepdims))."""
-    if node.op != "log" or node.inputs[0].op != "div":
+    if node.inputs[0].op != "div":
         return None
     numerator, denominator = node.inputs[0].inputs
     if numerator.op != "exp" or denominator.op != "reduce_sum":

@@ -1,10 +1,15 @@
 """The op table: every primitive and composite op, with its numpy (or PyTorch) reference.
 
-One entry (`OpCase`) says how to build the op from graphc input tensors, how numpy computes
-the same thing from arrays, what the inputs look like (shapes with symbolic dims such as "B",
-dtypes, value domains), and whether the op is differentiable (and to what order). The generic
-tests in test_ops.py run every entry on every backend; the autodiff tests reuse the
-differentiable float64 entries (`differentiable_cases()`) with a finite-difference checker.
+One entry (`OpCase`) says how to build the op from graphc input tensors, how numpy (or
+PyTorch) computes the same thing from arrays, what the inputs look like (shapes with symbolic
+dims such as "B", dtypes, value domains), and whether the op is differentiable (and to what
+order). The generic tests in test_ops.py run every entry on every backend; test_grad_table.py
+reuses the differentiable float64 entries (`differentiable_cases()`) with a finite-difference
+checker, to the second derivative for entries whose `grad_order` is 2.
+
+An entry's order is derived from the ops its graph differentiates through (`OpDef.grad_order`:
+the lowest of them); `order=` states it where the finite-difference check cannot see the
+higher derivative.
 
 Conventions:
 - An input whose dtype is `FLOAT` takes the entry's `float_dtype`; entries with such inputs
@@ -29,7 +34,8 @@ import pytest
 import graphc as gc
 from graphc.dims import as_dim, evaluate_shape
 from graphc.dtypes import DType, bool_, float32, float64, int32, int64
-from graphc.ops import make_node
+from graphc.graph import topological_nodes
+from graphc.ops import get_op, make_node
 from graphc.reductions import stop_gradient
 
 FLOAT = "float"  # an input dtype placeholder: the entry's float_dtype
@@ -48,7 +54,15 @@ DOMAINS = (
     "grid",  # integers in [-2, 2] (also as floats): ties for comparisons, argmax, sign(0)
     "halves",  # multiples of 0.5 in [-4.5, 4.5]: round's ties, truncation, zeros for bool
     "index",  # integers in [low, high), for indices
+    "small",  # |x| from 1e-8 to 0.5 with either sign (log1p and expm1 near 0)
+    "specials",  # SPECIAL_VALUES in order, repeated: infinities, NaN, signed zeros, thresholds
 )
+
+# Values where activations change branch, saturate or overflow, for comparisons with PyTorch.
+SPECIAL_VALUES = (
+    -math.inf, -1000.0, -50.0, -20.5, -20.0, -10.0, -2.0, -1.0, -0.5, -1e-10, -0.0,
+    0.0, 1e-10, 0.5, 1.0, 19.9, 20.0, 20.01, 30.0, 1000.0, math.inf, math.nan,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +130,10 @@ def _float_values(rng, shape, domain) -> np.ndarray:
         return rng.integers(-2, 3, shape).astype(np.float64)
     if domain == "halves":
         return rng.integers(-9, 10, shape) / 2
+    if domain == "small":
+        return rng.choice([-1.0, 1.0], shape) * 10.0 ** rng.uniform(-8, math.log10(0.5), shape)
+    if domain == "specials":
+        return np.resize(np.array(SPECIAL_VALUES), shape)
     raise ValueError(f"domain {domain!r} has no float values")
 
 
@@ -169,17 +187,39 @@ def _cases(
     ref: Callable[..., Any],
     *args: Arg,
     diff: bool = False,
-    order: int = 2,
+    order: int | None = None,
     floats: tuple[DType, ...] = FLOAT_DTYPES,
     tol: float = 1.0,
 ) -> list[OpCase]:
-    """Return the entry once per float dtype if it has FLOAT inputs, else once."""
-    if diff and not 1 <= order <= 2:
-        raise ValueError(f"{name}: grad_order must be 1 or 2")
-    base = OpCase(name, fn, ref, tuple(args), None, diff, order if diff else 1, tol)
+    """Return the entry once per float dtype if it has FLOAT inputs, else once. A
+    differentiable entry's order is `order`, or else derived from its ops."""
+    base = OpCase(name, fn, ref, tuple(args), None, diff, 1, tol)
+    if diff:
+        order = derived_grad_order(base) if order is None else order
+        if not 1 <= order <= 2:
+            raise ValueError(f"{name}: grad_order must be 1 or 2, got {order}")
+        base = replace(base, grad_order=order)
     if not any(a.dtype == FLOAT for a in args):
         return [base]
     return [base.with_float_dtype(f) for f in floats]
+
+
+def derived_grad_order(case: OpCase) -> int:
+    """Return the lowest `OpDef.grad_order` of the differentiable ops between the entry's float
+    inputs and its output (at most 2): the derivatives graphc's rules promise for it."""
+    inputs = case.with_float_dtype(float64).make_inputs()
+    out = case.fn(*inputs)
+    out = out[0] if isinstance(out, tuple) else out
+    reached = {t.node.id for t in inputs if t.dtype.is_float}
+    order = 2
+    for node in topological_nodes([out.node]):
+        if node.id in reached or not any(n.id in reached for n in node.inputs):
+            continue
+        reached.add(node.id)
+        op = get_op(node.op)
+        if op.differentiable:
+            order = min(order, op.grad_order)
+    return order
 
 
 def F(*shape: int | str, domain: str = "real") -> Arg:  # noqa: N802 - reads like a type
@@ -290,26 +330,28 @@ def _pairs(value) -> tuple[int, int]:
 
 # == elementwise unary ========================================================================
 UNARY_FLOAT = {
-    # name: (graphc function, numpy reference, domain, differentiable, grad order)
-    "neg": (gc.neg, np.negative, "real", True, 2),
-    "abs": (gc.abs, np.abs, "nonzero", True, 1),
-    "sign": (gc.sign, np.sign, "grid", False, 1),
-    "exp": (gc.exp, np.exp, "real", True, 2),
-    "log": (gc.log, np.log, "positive", True, 2),
-    "sqrt": (gc.sqrt, np.sqrt, "positive", True, 2),
-    "rsqrt": (gc.rsqrt, lambda x: (1 / np.sqrt(x)).astype(x.dtype), "positive", True, 2),
-    "sin": (gc.sin, np.sin, "real", True, 2),
-    "cos": (gc.cos, np.cos, "real", True, 2),
-    "tanh": (gc.tanh, np.tanh, "real", True, 2),
-    "sigmoid": (gc.sigmoid, _sigmoid, "real", True, 2),
-    "erf": (gc.erf, _erf, "real", True, 2),
-    "floor": (gc.floor, np.floor, "halves", False, 1),
-    "ceil": (gc.ceil, np.ceil, "halves", False, 1),
-    "round": (gc.round, np.round, "halves", False, 1),  # half to even, as torch.round
+    # name: (graphc function, numpy reference, domain, differentiable)
+    "neg": (gc.neg, np.negative, "real", True),
+    "abs": (gc.abs, np.abs, "nonzero", True),
+    "sign": (gc.sign, np.sign, "grid", False),
+    "exp": (gc.exp, np.exp, "real", True),
+    "expm1": (gc.expm1, np.expm1, "small", True),
+    "log": (gc.log, np.log, "positive", True),
+    "log1p": (gc.log1p, np.log1p, "small", True),
+    "sqrt": (gc.sqrt, np.sqrt, "positive", True),
+    "rsqrt": (gc.rsqrt, lambda x: (1 / np.sqrt(x)).astype(x.dtype), "positive", True),
+    "sin": (gc.sin, np.sin, "real", True),
+    "cos": (gc.cos, np.cos, "real", True),
+    "tanh": (gc.tanh, np.tanh, "real", True),
+    "sigmoid": (gc.sigmoid, _sigmoid, "real", True),
+    "erf": (gc.erf, _erf, "real", True),
+    "floor": (gc.floor, np.floor, "halves", False),
+    "ceil": (gc.ceil, np.ceil, "halves", False),
+    "round": (gc.round, np.round, "halves", False),  # half to even, as torch.round
 }
-for _name, (_fn, _ref, _domain, _diff, _order) in UNARY_FLOAT.items():
-    add(_name, _fn, _ref, F(2, 3, domain=_domain), diff=_diff, order=_order)
-    add(f"{_name}_symbolic", _fn, _ref, F("B", 2, domain=_domain), diff=_diff, order=_order)
+for _name, (_fn, _ref, _domain, _diff) in UNARY_FLOAT.items():
+    add(_name, _fn, _ref, F(2, 3, domain=_domain), diff=_diff)
+    add(f"{_name}_symbolic", _fn, _ref, F("B", 2, domain=_domain), diff=_diff)
 
 add("exp_0d", gc.exp, np.exp, F(), diff=True)
 add("sqrt_0d", lambda x: x.sqrt(), np.sqrt, F(domain="positive"), diff=True)
@@ -318,7 +360,11 @@ add("sigmoid_wide", lambda x: x.sigmoid(), _sigmoid, F(3, 4, domain="wide"), dif
 add("floor_real", lambda x: x.floor(), np.floor, F(3, 4, domain="wide"))
 add("ceil_real", lambda x: x.ceil(), np.ceil, F(3, 4, domain="wide"))
 add("round_real", lambda x: x.round(), np.round, F(3, 4, domain="wide"))
-add("abs_method", lambda x: abs(x), np.abs, F(2, 3, domain="nonzero"), diff=True, order=1)
+add("abs_method", lambda x: abs(x), np.abs, F(2, 3, domain="nonzero"), diff=True)
+add("expm1_method", lambda x: x.expm1(), np.expm1, F(3, 4), diff=True)
+add("log1p_method", lambda x: x.log1p(), np.log1p, F(3, 4, domain="positive"), diff=True)
+add("expm1_wide", gc.expm1, np.expm1, F(3, 4, domain="wide"))
+add("log1p_of_minus_one_and_below", gc.log1p, np.log1p, F(3, 4, domain="grid"))
 add("neg_operator", lambda x: -x, np.negative, F(2, 3), diff=True)
 add("square", lambda x: x.square(), np.square, F(2, 3), diff=True)
 # Forward it is the identity; its gradient is zero on purpose, so it is not checked against
@@ -342,24 +388,26 @@ add("logical_not_int", lambda x: x.logical_not(), np.logical_not, T(int64, 3, 4,
 
 # == elementwise binary, with broadcasting ====================================================
 BINARY = {
-    # name: (graphc function, numpy reference, float domains, differentiable, grad order)
-    "add": (operator.add, np.add, ("real", "real"), True, 2),
-    "sub": (operator.sub, np.subtract, ("real", "real"), True, 2),
-    "mul": (operator.mul, np.multiply, ("real", "real"), True, 2),
-    "div": (operator.truediv, np.true_divide, ("real", "nonzero"), True, 2),
-    "floordiv": (operator.floordiv, np.floor_divide, ("wide", "nonzero"), False, 1),
-    "mod": (operator.mod, np.mod, ("wide", "nonzero"), True, 1),
-    "pow": (operator.pow, np.power, ("positive", "real"), True, 2),
-    "maximum": (gc.maximum, np.maximum, ("real", "real"), True, 1),
-    "minimum": (gc.minimum, np.minimum, ("real", "real"), True, 1),
-    "eq": (operator.eq, np.equal, ("grid", "grid"), False, 1),
-    "ne": (operator.ne, np.not_equal, ("grid", "grid"), False, 1),
-    "lt": (operator.lt, np.less, ("grid", "grid"), False, 1),
-    "le": (operator.le, np.less_equal, ("grid", "grid"), False, 1),
-    "gt": (operator.gt, np.greater, ("grid", "grid"), False, 1),
-    "ge": (operator.ge, np.greater_equal, ("grid", "grid"), False, 1),
+    # name: (graphc function, numpy reference, float domains, differentiable)
+    "add": (operator.add, np.add, ("real", "real"), True),
+    "sub": (operator.sub, np.subtract, ("real", "real"), True),
+    "mul": (operator.mul, np.multiply, ("real", "real"), True),
+    "div": (operator.truediv, np.true_divide, ("real", "nonzero"), True),
+    "floordiv": (operator.floordiv, np.floor_divide, ("wide", "nonzero"), False),
+    "mod": (operator.mod, np.mod, ("wide", "nonzero"), True),
+    "pow": (operator.pow, np.power, ("positive", "real"), True),
+    "maximum": (gc.maximum, np.maximum, ("real", "real"), True),
+    "minimum": (gc.minimum, np.minimum, ("real", "real"), True),
+    "atan2": (gc.atan2, np.arctan2, ("real", "real"), True),
+    "eq": (operator.eq, np.equal, ("grid", "grid"), False),
+    "ne": (operator.ne, np.not_equal, ("grid", "grid"), False),
+    "lt": (operator.lt, np.less, ("grid", "grid"), False),
+    "le": (operator.le, np.less_equal, ("grid", "grid"), False),
+    "gt": (operator.gt, np.greater, ("grid", "grid"), False),
+    "ge": (operator.ge, np.greater_equal, ("grid", "grid"), False),
 }
-# Integer forms: div is left out (ints divide to float: see the promotion entries).
+# Integer forms: div and atan2 are left out (their integers give float32: see the promotion
+# entries).
 INT_DOMAINS = {
     "floordiv": ("real", "nonzero"),
     "mod": ("real", "nonzero"),
@@ -384,7 +432,7 @@ def _shape_id(a, b) -> str:
     return "x".join("(" + ",".join(map(str, s)) + ")" for s in (a, b))
 
 
-for _name, (_fn, _ref, (_da, _db), _diff, _order) in BINARY.items():
+for _name, (_fn, _ref, (_da, _db), _diff) in BINARY.items():
     for _sa, _sb in BROADCAST_PAIRS:
         add(
             f"{_name}{_shape_id(_sa, _sb)}",
@@ -393,7 +441,6 @@ for _name, (_fn, _ref, (_da, _db), _diff, _order) in BINARY.items():
             F(*_sa, domain=_da),
             F(*_sb, domain=_db),
             diff=_diff,
-            order=_order,
         )
     for _sa, _sb in MORE_BROADCAST_PAIRS:
         add(
@@ -403,10 +450,9 @@ for _name, (_fn, _ref, (_da, _db), _diff, _order) in BINARY.items():
             F(*_sa, domain=_da),
             F(*_sb, domain=_db),
             diff=_diff,
-            order=_order,
             floats=(float32, float64) if _name == "add" else (float64,),
         )
-    if _name == "div":
+    if _name in ("div", "atan2"):
         continue
     _ia, _ib = INT_DOMAINS.get(_name, ("grid", "grid") if _da == "grid" else ("real", "real"))
     for _dtype in (int64, int32):
@@ -453,6 +499,15 @@ add("gt_scalar", lambda x: x > 0, lambda x: x > 0, F(2, 3, domain="grid"))
 add("le_rscalar", lambda x: operator.le(1, x), lambda x: operator.le(1, x), F(2, 3, domain="grid"))
 add("eq_scalar", lambda x: x == 1, lambda x: x == 1, F(2, 3, domain="grid"))
 add("int_mod_negative", lambda x: x % -3, lambda x: x % -3, T(int64, 2, 5))
+add("atan2_method", lambda y, x: y.atan2(x), np.arctan2, F(3, 1), F(4), diff=True)
+add("atan2_scalar", lambda y: gc.atan2(y, -1.5), lambda y: np.arctan2(y, -1.5), F(2, 3), diff=True)
+add(
+    "atan2_signed_zeros_and_infinities",
+    gc.atan2,
+    np.arctan2,
+    F(len(SPECIAL_VALUES), 1, domain="specials"),
+    F(1, len(SPECIAL_VALUES), domain="specials"),
+)
 add("int_floordiv_scalar", lambda x: x // 2, lambda x: x // 2, T(int32, 2, 5))
 
 # == dtype promotion ==========================================================================
@@ -526,6 +581,19 @@ add(
 )
 add("promote_sigmoid_bool", gc.sigmoid, lambda a: _sigmoid(a.astype(_f32)), T(bool_, 4))
 add(
+    "promote_log1p_int",
+    gc.log1p,
+    lambda a: np.log1p(a.astype(_f32)),
+    T(int32, 4, domain="positive"),
+)
+add(
+    "promote_atan2_int",
+    gc.atan2,
+    lambda a, b: np.arctan2(a.astype(_f32), b.astype(_f32)),
+    T(int64, 3, 1, domain="grid"),
+    T(int32, 1, 4, domain="grid"),
+)
+add(
     "promote_int_pow_half",
     lambda a: a**0.5,
     lambda a: a.astype(_f32) ** 0.5,
@@ -586,7 +654,6 @@ add(
     F(1, 4),
     F(3, 4),
     diff=True,
-    order=1,
 )
 add(
     "where_symbolic",
@@ -596,7 +663,6 @@ add(
     F("B", 3),
     F(3),
     diff=True,
-    order=1,
 )
 add(
     "where_scalar_branch",
@@ -605,7 +671,6 @@ add(
     F(2, 3),
     F(2, 3),
     diff=True,
-    order=1,
 )
 add(
     "where_bool_condition",
@@ -749,8 +814,8 @@ for _rid, _dim, _keep in _REDUCE_DIMS:
     )
 
 add("gc_sum_function", lambda x: gc.sum(x, 1), lambda x: np.sum(x, axis=1), F(3, 4), diff=True)
-add("max_of_two_tensors", gc.max, np.maximum, F(3, 1), F(4), diff=True, order=1)
-add("min_of_two_tensors", gc.min, np.minimum, F(3, 4), F(3, 4), diff=True, order=1)
+add("max_of_two_tensors", gc.max, np.maximum, F(3, 1), F(4), diff=True)
+add("min_of_two_tensors", gc.min, np.minimum, F(3, 4), F(3, 4), diff=True)
 add("gc_mean_function", lambda x: gc.mean(x, (0, 1)), np.mean, F(3, 4), diff=True)
 add("sum_0d", lambda x: x.sum(), np.sum, F(), diff=True)
 add("sum_symbolic_dim", lambda x: x.sum(dim=0), lambda x: np.sum(x, axis=0), F("B", 4), diff=True)
@@ -775,14 +840,13 @@ add(
 
 # max/min: without dim the value; with an int dim (values, indices) like torch.max.
 for _name, _np_val, _np_arg in (("max", np.max, np.argmax), ("min", np.min, np.argmin)):
-    add(f"{_name}_all", lambda x, n=_name: getattr(x, n)(), _np_val, F(2, 3, 4), diff=True, order=1)
+    add(f"{_name}_all", lambda x, n=_name: getattr(x, n)(), _np_val, F(2, 3, 4), diff=True)
     add(
         f"{_name}_dim1_values",
         lambda x, n=_name: getattr(x, n)(dim=1).values,
         lambda x, f=_np_val: f(x, axis=1),
         F(2, 3, 4),
         diff=True,
-        order=1,
     )
     add(
         f"{_name}_dim-1_keep_pair",
@@ -805,7 +869,6 @@ for _name, _np_val, _np_arg in (("max", np.max, np.argmax), ("min", np.min, np.a
         lambda x, f=_np_val: f(x, axis=0),
         F("B", 3),
         diff=True,
-        order=1,
     )
 
 for _name, _fn in (("argmax", np.argmax), ("argmin", np.argmin)):
@@ -896,7 +959,6 @@ add(
     lambda x: np.clip(x, -0.5, 0.7),
     F(3, 4),
     diff=True,
-    order=1,
 )
 add(
     "clamp_min",
@@ -904,7 +966,6 @@ add(
     lambda x: np.maximum(x, x.dtype.type(0.1)),
     F(3, 4),
     diff=True,
-    order=1,
 )
 add(
     "clamp_max",
@@ -912,7 +973,6 @@ add(
     lambda x: np.minimum(x, x.dtype.type(-0.2)),
     F(3, 4),
     diff=True,
-    order=1,
 )
 add(
     "clamp_tensor_bounds",
@@ -922,10 +982,9 @@ add(
     F(4),
     F(3, 1, domain="positive"),
     diff=True,
-    order=1,
 )
 add("clamp_int", lambda x: x.clamp(-1, 2), lambda x: np.clip(x, -1, 2), T(int64, 3, 4))
-add("relu", gc.relu, lambda x: np.maximum(x, 0), F(3, 4, domain="nonzero"), diff=True, order=1)
+add("relu", gc.relu, lambda x: np.maximum(x, 0), F(3, 4, domain="nonzero"), diff=True)
 add("relu_method", lambda x: x.relu(), lambda x: np.maximum(x, 0), F(3, 4, domain="grid"))
 add(
     "relu_symbolic",
@@ -933,8 +992,164 @@ add(
     lambda x: np.maximum(x, 0),
     F("B", 2, domain="nonzero"),
     diff=True,
-    order=1,
 )
+
+
+# == against PyTorch: values, first and second derivatives, special values =====================
+def _torch_tensors(arrays, wide: bool) -> list:
+    torch = _torch()
+    return [torch.from_numpy(np.asarray(a, np.float64 if wide else a.dtype)) for a in arrays]
+
+
+def _torch_values(forward, wide: bool = False):
+    """Return a reference: forward on PyTorch tensors of the arrays (computed in float64 and
+    rounded to the arrays' dtype when wide)."""
+
+    def ref(*arrays):
+        return forward(*_torch_tensors(arrays, wide)).numpy().astype(arrays[0].dtype)
+
+    return ref
+
+
+def _torch_derivatives(forward, n: int, order: int, wide: bool = False):
+    """Return a reference for the arrays (x_1..x_n, gy, v_1..v_n): the gradients of
+    sum(forward(xs) * gy), or for order 2 the gradients of sum_i <gradient_i, v_i> (a
+    Hessian-vector product), by PyTorch's autograd."""
+
+    def ref(*arrays):
+        torch = _torch()
+        tensors = _torch_tensors(arrays, wide)
+        xs = [t.requires_grad_(True) for t in tensors[:n]]
+        grads = torch.autograd.grad((forward(*xs) * tensors[n]).sum(), xs, create_graph=order > 1)
+        if order > 1:
+            total = sum((g * v).sum() for g, v in zip(grads, tensors[n + 1 :], strict=True))
+            if total.requires_grad:
+                grads = torch.autograd.grad(total, xs, allow_unused=True, materialize_grads=True)
+            else:  # piecewise linear: nothing of x is left in the gradient
+                grads = [torch.zeros_like(x) for x in xs]
+        result = tuple(g.detach().numpy().astype(arrays[0].dtype) for g in grads)
+        return result if n > 1 else result[0]
+
+    return ref
+
+
+def _graphc_derivatives(forward, n: int, order: int):
+    """Return the graphc function of _torch_derivatives' arguments computing the same."""
+
+    def fn(*tensors):
+        xs = list(tensors[:n])
+        grads = gc.grad((forward(*xs) * tensors[n]).sum(), xs, materialize_grads=True)
+        if order > 1:
+            total = sum((g * v).sum() for g, v in zip(grads, tensors[n + 1 :], strict=True))
+            grads = gc.grad(total, xs, materialize_grads=True)
+        return tuple(grads) if n > 1 else grads[0]
+
+    return fn
+
+
+def _with_gradients(forward, n: int):
+    """Return fn(x_1..x_n, gy) -> (forward(xs), gradients of sum(forward(xs) * gy))."""
+    derivatives = _graphc_derivatives(forward, n, 1)
+
+    def fn(*tensors):
+        grads = derivatives(*tensors)
+        return (forward(*tensors[:n]), *(grads if n > 1 else (grads,)))
+
+    return fn
+
+
+def _torch_with_gradients(forward, n: int):
+    values, derivatives = _torch_values(forward, wide=True), _torch_derivatives(forward, n, 1, True)
+
+    def ref(*arrays):
+        grads = derivatives(*arrays)
+        return (values(*arrays[:n]), *(grads if n > 1 else (grads,)))
+
+    return ref
+
+
+def against_torch(name: str, graphc_fn, torch_fn, *args: Arg, specials: bool = True) -> None:
+    """Add `name` (graphc_fn against torch_fn, differentiable: the grad table checks it),
+    `name_grad` and `name_grad2` (its gradients and, where its order is 2, Hessian-vector
+    products against PyTorch's autograd), and `name_specials`: values and gradients at
+    SPECIAL_VALUES (every pair of them for two inputs) against PyTorch in float64."""
+    n = len(args)
+    add(name, graphc_fn, _torch_values(torch_fn), *args, diff=True)
+    order = TABLE[-1].grad_order
+    out_shape = np.broadcast_shapes(*(a.shape for a in args))
+    directions = [F(*a.shape) for a in args]
+    for k in range(1, order + 1):
+        add(
+            f"{name}_grad" + ("2" if k == 2 else ""),
+            _graphc_derivatives(graphc_fn, n, k),
+            _torch_derivatives(torch_fn, n, k),
+            *args,
+            F(*out_shape),
+            *(directions if k == 2 else ()),
+        )
+    if specials:
+        count = len(SPECIAL_VALUES)
+        shapes = [(count,)] if n == 1 else [(count, 1), (1, count)]
+        values = [F(*shape, domain="specials") for shape in shapes]
+        add(
+            f"{name}_specials",
+            _with_gradients(graphc_fn, n),
+            _torch_with_gradients(torch_fn, n),
+            *values,
+            F(*np.broadcast_shapes(*shapes)),
+        )
+
+
+def _fn(name: str):
+    """Return torch.nn.functional.<name>, looked up when the reference runs."""
+    return lambda *args, **kwargs: getattr(_torch().nn.functional, name)(*args, **kwargs)
+
+
+against_torch("torch_log1p", gc.log1p, lambda x: _torch().log1p(x), F(2, 3, domain="small"))
+against_torch("torch_expm1", gc.expm1, lambda x: _torch().expm1(x), F(2, 3, domain="small"))
+against_torch(
+    "torch_atan2", gc.atan2, lambda y, x: _torch().atan2(y, x), F(3, 1), F(1, 4, domain="nonzero")
+)
+against_torch("elu", gc.nn.functional.elu, _fn("elu"), F(3, 4))
+against_torch(
+    "elu_alpha",
+    lambda x: gc.nn.functional.elu(x, alpha=0.5),
+    lambda x: _fn("elu")(x, alpha=0.5),
+    F(3, 4, domain="wide"),
+)
+against_torch("softplus", gc.nn.functional.softplus, _fn("softplus"), F(3, 4))
+against_torch(
+    "softplus_beta_threshold",
+    lambda x: gc.nn.functional.softplus(x, beta=2.0, threshold=5.0),
+    lambda x: _fn("softplus")(x, beta=2.0, threshold=5.0),
+    F(3, 4, domain="wide"),
+)
+against_torch("mish", gc.nn.functional.mish, _fn("mish"), F(3, 4))
+against_torch("mish_wide", gc.nn.functional.mish, _fn("mish"), F(3, 4, domain="wide"))
+against_torch("hardtanh", gc.nn.functional.hardtanh, _fn("hardtanh"), F(3, 4))
+against_torch(
+    "hardtanh_bounds",
+    lambda x: gc.nn.functional.hardtanh(x, min_val=-0.5, max_val=2.0),
+    lambda x: _fn("hardtanh")(x, min_val=-0.5, max_val=2.0),
+    F(3, 4),
+)
+against_torch("leaky_relu", gc.nn.functional.leaky_relu, _fn("leaky_relu"), F(3, 4))
+against_torch(
+    "leaky_relu_slope",
+    lambda x: gc.nn.functional.leaky_relu(x, negative_slope=0.2),
+    lambda x: _fn("leaky_relu")(x, negative_slope=0.2),
+    F(3, 4),
+)
+against_torch("gelu", gc.nn.functional.gelu, _fn("gelu"), F(3, 4))
+against_torch(
+    "gelu_tanh",
+    lambda x: gc.nn.functional.gelu(x, approximate="tanh"),
+    lambda x: _fn("gelu")(x, approximate="tanh"),
+    F(3, 4),
+)
+against_torch("silu", gc.nn.functional.silu, _fn("silu"), F(3, 4))
+against_torch("silu_wide", gc.nn.functional.silu, _fn("silu"), F(3, 4, domain="wide"))
+
 
 # == IEEE special values: NaN propagation, infinities, signed zeros, empty tensors ==============
 _NAN, _INF = float("nan"), float("inf")
@@ -1566,7 +1781,6 @@ for _cid, _xs, _ws, _s, _p, _d, _g in _CONV:
         F(*_ys),
         F(*_ws),
         diff=True,
-        order=1,
         tol=10,
     )
     add(
@@ -1578,7 +1792,6 @@ for _cid, _xs, _ws, _s, _p, _d, _g in _CONV:
         F(*_xs),
         F(*_ys),
         diff=True,
-        order=1,
         tol=10,
     )
 
@@ -1691,7 +1904,6 @@ for _pid, _xs, _k, _s, _p, _d, _ceil in _POOL:
         _torch_forward(_torch_max_pool(_attrs)),
         F(*_xs),
         diff=True,
-        order=1,
     )
     add(
         f"max_pool2d_grad_{_pid}",
@@ -1700,7 +1912,6 @@ for _pid, _xs, _k, _s, _p, _d, _ceil in _POOL:
         F(*_xs),
         F(*_ys),
         diff=True,
-        order=1,
     )
     add(
         f"max_pool2d_select_{_pid}",
@@ -1709,7 +1920,6 @@ for _pid, _xs, _k, _s, _p, _d, _ceil in _POOL:
         F(*_xs),
         F(*_xs),
         diff=True,
-        order=1,
     )
     if _pairs(_d) != (1, 1):
         continue  # avg_pool2d has no dilation
@@ -1735,7 +1945,6 @@ for _pid, _xs, _k, _s, _p, _d, _ceil in _POOL:
             ),
             F(*_ys),
             diff=True,
-            order=1,
         )
 
 

@@ -47,6 +47,27 @@ def test_linear_relu_is_one_kernel():
     np.testing.assert_allclose(f(value), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_activations_and_their_gradient_are_matmul_epilogues():
+    """The activations are elementwise composites: after a matmul they are its epilogue, and
+    so is their whole gradient (log1p, expm1, atan2 included), before the matmul by w.T."""
+    F = gc.nn.functional
+    x = gc.input("x", ("B", 16), gc.float64)
+    w = gc.Variable(rng.standard_normal((16, 8)), name="w")
+    h = x @ w
+    y = F.mish(h) + F.softplus(h, beta=2.0) + F.elu(h) + F.hardtanh(h) + F.silu(h) + F.gelu(h)
+    y = y + gc.atan2(h, 1.5) + gc.log1p(h * h) + gc.expm1(-h * h)
+    f = _compile([x], [y])
+    assert len(f.kernels()) == 1
+    value = rng.standard_normal((3, 16))
+    reference = gc.compile([x], [y], backend="reference")(value)
+    np.testing.assert_allclose(f(value), reference, rtol=1e-13, atol=1e-13)
+    (g,) = gc.grad(y.sum(), [x])
+    f_grad = _compile([x], [g])
+    assert len(f_grad.kernels()) == 2
+    expected = gc.compile([x], [g], backend="reference")(value)
+    np.testing.assert_allclose(f_grad(value), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_graph_listing_names_kernels():
     x = gc.input("x", (4,))
     f = _compile([x], [(x * 2).exp()])

@@ -443,6 +443,54 @@ def test_maximum_minimum():
     check(gc.min(x, y), np.minimum(A, C))
 
 
+PUBLIC_ELEMENTWISE = [op for op in gc.ops.OPS.values() if op.api]
+
+
+def test_elementwise_functions_and_methods_come_from_the_op_definitions():
+    """gc.<api> and Tensor.<api> exist for every elementwise op with a public name, carry the
+    op's doc and build the op; PyTorch has the same names."""
+    torch = pytest.importorskip("torch")
+    names = {op.api for op in PUBLIC_ELEMENTWISE}
+    assert {"exp", "log1p", "expm1", "atan2", "remainder", "eq", "logical_not"} <= names
+    for op in PUBLIC_ELEMENTWISE:
+        function, method = getattr(gc, op.api), getattr(gc.Tensor, op.api)
+        assert function.__doc__ == method.__doc__ == op.doc and op.doc
+        operands = [gc.input(f"x{i}", (3,), gc.float32) for i in range(op.arity)]
+        assert function(*operands).node.op == op.name
+        assert getattr(operands[0], op.api)(*operands[1:]).node.op == op.name
+        assert hasattr(torch, op.api) and hasattr(torch.Tensor, op.api), op.api
+
+
+_NUMERIC = (gc.int32, gc.int64, gc.float32, gc.float64)
+
+
+@pytest.mark.parametrize("op", PUBLIC_ELEMENTWISE, ids=lambda op: op.api)
+def test_elementwise_result_dtypes_are_pytorchs(op):
+    """The promotion policy of each op (OpDef.promotion) gives PyTorch's result dtype for
+    every combination of integer and float operands (bool operands: see the decisions in
+    docs/architecture.md)."""
+    torch = pytest.importorskip("torch")
+    combos = (
+        [(d,) for d in _NUMERIC] if op.arity == 1 else [(a, b) for a in _NUMERIC for b in _NUMERIC]
+    )
+    for combo in combos:
+        ours = getattr(gc, op.api)(*[gc.input(f"x{i}", (3,), d) for i, d in enumerate(combo)])
+        theirs = getattr(torch, op.api)(
+            *[torch.ones(3, dtype=getattr(torch, d.name)) for d in combo]
+        )
+        assert ours.dtype.name == str(theirs.dtype).removeprefix("torch."), (op.api, combo)
+
+
+def test_log1p_expm1_atan2_methods_and_functions():
+    x, y = gc.tensor(A), gc.tensor(C)
+    small = np.array([1e-8, -1e-6, 0.25, -0.5], np.float32)
+    check(gc.log1p(gc.tensor(small)), np.log1p(small), gc.float32, rtol=1e-6, atol=0)
+    check(gc.tensor(small).expm1(), np.expm1(small), gc.float32, rtol=1e-6, atol=0)
+    check(gc.atan2(x, y), np.arctan2(A, C), gc.float32, rtol=1e-6)
+    check(x.atan2(-1.0), np.arctan2(A, np.float32(-1.0)), gc.float32, rtol=1e-6)
+    check(gc.log1p(gc.tensor(IA).abs()), np.log1p(np.abs(IA)).astype(np.float32), gc.float32)
+
+
 def test_where():
     cond = A > C
     check(gc.where(gc.tensor(cond), gc.tensor(A), gc.tensor(C)), np.where(cond, A, C), gc.float32)

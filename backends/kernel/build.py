@@ -20,7 +20,7 @@ from graphc.backends.kernel.ir import (
     imul,
     loads,
 )
-from graphc.backends.kernel.lowering import LoweringContext
+from graphc.backends.kernel.lowering import LoweringContext, kernel_rule
 from graphc.dims import Dim
 from graphc.dtypes import DType, int64
 from graphc.errors import CompileError
@@ -112,7 +112,7 @@ def _loop_kernel(
     element = Index(shape, dims=variables)
     stores = []
     for root in roots:
-        rule = get_op(root.op).lowerings["kernel"]
+        rule = kernel_rule(get_op(root.op))
         stores.append(Store(names[root.id], rule(ctx, root, element)))
     _check_reads_of_own_stores(name, stores, written, element.linear())
     return LoopKernel(name, domain, variables, tuple(stores), covers)

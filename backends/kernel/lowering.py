@@ -1,5 +1,6 @@
 """Lowering of graph ops to kernel-IR expressions, one rule per op, registered on the op's
-definition (OpDef.lowerings["kernel"]).
+definition (OpDef.lowerings["kernel"]); an elementwise op of one or two operands without a rule
+of its own lowers to the Unary or Binary node of its name (`kernel_rule`).
 
 A rule gets the lowering context, the node, and the Index of the element wanted, and returns
 the expression for that element; it asks the context for its inputs' elements, which are
@@ -36,8 +37,7 @@ from graphc.backends.kernel.ir import (
 )
 from graphc.dtypes import DType, bool_, float64, int64
 from graphc.graph import Node
-from graphc.ops import get_op
-from graphc.ops.elementwise import BINARY, UNARY
+from graphc.ops import OpDef, get_op
 
 Rule = Callable[["LoweringContext", Node, Index], Expr]
 
@@ -61,9 +61,7 @@ class LoweringContext:
         name = self.buffers.get(node.id)
         if name is not None:
             return Load(name, index.linear(), node.type.dtype)
-        rule = get_op(node.op).lowerings.get("kernel")
-        if rule is None:
-            raise NotImplementedError(f"no kernel lowering for op {node.op}")
+        rule = kernel_rule(get_op(node.op))
         if _statically_empty(node.type.shape):
             # A zero-size dim makes the row-major offset forget the indices before it, so
             # different elements (in different loop scopes) would share one expression.
@@ -87,6 +85,17 @@ def _register(name: str, rule: Rule) -> None:
     get_op(name).lowerings["kernel"] = rule
 
 
+def kernel_rule(op: OpDef) -> Rule:
+    """Return op's lowering to the kernel IR: its registered rule, or for an elementwise op of
+    one or two operands the Unary or Binary expression of its name."""
+    rule = op.lowerings.get("kernel")
+    if rule is None and op.kind == "elementwise" and op.arity in _GENERIC:
+        rule = _GENERIC[op.arity]
+    if rule is None:
+        raise NotImplementedError(f"no kernel lowering for op {op.name}")
+    return rule
+
+
 def _clamp(i: IntExpr, size: IntExpr) -> IntExpr:
     return ibin("min", ibin("max", i, IConst(0)), ibin("sub", size, IConst(1)))
 
@@ -107,17 +116,16 @@ def _all(conditions: list[IntExpr]) -> IntExpr:
 
 
 # -- elementwise ----------------------------------------------------------------------------
-for _name in UNARY:
-    _register(
-        _name, lambda ctx, node, index: Unary(node.op, ctx.operand(node, 0, index), node.type.dtype)
-    )
-for _name in BINARY:
-    _register(
-        _name,
-        lambda ctx, node, index: Binary(
-            node.op, ctx.operand(node, 0, index), ctx.operand(node, 1, index), node.type.dtype
-        ),
-    )
+def _unary(ctx, node, index):
+    return Unary(node.op, ctx.operand(node, 0, index), node.type.dtype)
+
+
+def _binary(ctx, node, index):
+    operands = (ctx.operand(node, 0, index), ctx.operand(node, 1, index))
+    return Binary(node.op, *operands, node.type.dtype)
+
+
+_GENERIC: dict[int, Rule] = {1: _unary, 2: _binary}
 _register(
     "where",
     lambda ctx, node, index: Select(

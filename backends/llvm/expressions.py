@@ -240,7 +240,7 @@ class ExpressionEmitter:
             return self._intrinsic("llvm.sqrt", dtype, x)
         if e.op == "rsqrt":
             return b.fdiv(ir.Constant(ty, 1.0), self._intrinsic("llvm.sqrt", dtype, x))
-        return b.call(self.math(e.op, dtype), [x])
+        return b.call(self.math(e.op, dtype), [x])  # exp, log1p, tanh, ...: the math library
 
     def _sign(self, x: ir.Value, dtype: DType) -> ir.Value:
         b = self.builder
@@ -273,14 +273,14 @@ class ExpressionEmitter:
             return simple[op](x, y)
         if op in ("maximum", "minimum"):
             return self._intrinsic(f"llvm.{op}", dtype, x, y)
-        if op == "pow":
-            return b.call(self.math("pow", dtype), [x, y])
         if op in ("floordiv", "mod"):
             return self._float_divmod(x, y, dtype)[0 if op == "floordiv" else 1]
         if op == "ne":
             return b.fcmp_unordered("!=", x, y)
-        compare = {"eq": "==", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}[op]
-        return b.fcmp_ordered(compare, x, y)
+        compare = {"eq": "==", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+        if op in compare:
+            return b.fcmp_ordered(compare[op], x, y)
+        return b.call(self.math(op, dtype), [x, y])  # pow, atan2: the math library
 
     def _float_divmod(self, x, y, dtype: DType):
         """Return numpy's (floor_divide, remainder) for floats."""

@@ -10,19 +10,10 @@ try:
 except ImportError:  # pragma: no cover - mathlib ships with the package
     _polynomial = None
 
-_LIBM = {
-    "exp": "exp",
-    "log": "log",
-    "tanh": "tanh",
-    "erf": "erf",
-    "sin": "sin",
-    "cos": "cos",
-    "pow": "pow",
-}
-
 
 def math_function(module: ir.Module, name: str, dtype: str) -> ir.Function:
-    """Return the function computing `name` (exp, log, tanh, sigmoid, erf, sin, cos, pow)."""
+    """Return the function computing `name` (one of mathlib.UNARY_FUNCTIONS or
+    BINARY_FUNCTIONS: exp, expm1, log, log1p, tanh, sigmoid, erf, sin, cos, pow, atan2)."""
     if _polynomial is not None:
         return _polynomial(module, name, dtype)
     return _libm_function(module, name, dtype)
@@ -32,10 +23,10 @@ def _libm_function(module: ir.Module, name: str, dtype: str) -> ir.Function:
     ty = ir.FloatType() if dtype == "f32" else ir.DoubleType()
     if name == "sigmoid":
         return _sigmoid(module, ty, dtype)
-    symbol = _LIBM[name] + ("f" if dtype == "f32" else "")
+    symbol = name + ("f" if dtype == "f32" else "")  # the C library's names
     if symbol in module.globals:
         return module.globals[symbol]
-    arity = 2 if name == "pow" else 1
+    arity = 2 if name in ("pow", "atan2") else 1
     return ir.Function(module, ir.FunctionType(ty, [ty] * arity), symbol)
 
 

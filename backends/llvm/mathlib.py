@@ -8,16 +8,21 @@ inlining LLVM's loop vectoriser turns a loop over it into `<16 x float>` / `<8 x
 Each function is a classic range reduction plus a polynomial. The polynomials were fitted for this
 module by a weighted Remez exchange in mpmath (relative error, low-order coefficients rounded to
 the target format first and the rest refitted); `_Params` states each polynomial's form and
-interval, the comments in the tables their fitted error. f32 pow works in f64 internally; f64
-pow carries log|x| as a double-double.
+interval, the comments in the tables their fitted error (atan's P by a plain Remez exchange on
+its absolute error, which bounds atan's relative error). f32 pow, sin, cos and atan2 work in
+f64 internally; f64 pow carries log|x| as a double-double. expm1 and log1p reuse exp's and
+log's polynomials.
 
 Measured max error in ulps of the exact result: f32 against numpy float64 (scipy for erf and
 sigmoid), for every one of the 2^32 inputs unless noted; f64 against numpy longdouble (mpmath
-for erf), 3e6 samples (erf 1e5) over the ranges noted:
+for erf), 3e6 samples (erf 1e5) over the ranges noted. expm1, log1p and atan2: f32 1e7 and f64
+3e6 samples of the ranges noted (tests/test_llvm_mathlib.py draws them):
 
     function  f32    f64    f64 sample ranges
     exp       1.01   0.98   [-746, 710] and |x| to 1e30 (inf, denormals and 0 included)
+    expm1     1.21   1.52   [-40, 710], |x| from 1e-300 to 1e30
     log       0.90   1.12   random bit patterns: denormals to max
+    log1p     1.44   1.44   |x| from 1e-320 to 1, (-1, 1), up to 1e-15 above -1, bit patterns
     tanh      1.51   1.51   [-20, 20], |x| from 1e-300 to 1e30
     sigmoid   1.48   1.42   [-750, 750], |x| from 1e-300 to 1e30
     erf       1.67   1.37   [-8, 8], |x| from 1e-300 to 1e30
@@ -28,12 +33,16 @@ for erf), 3e6 samples (erf 1e5) over the ranges noted:
     pow       0.51   1.28   f32 sampled too: bit-pattern bases with exponents giving in-range
                             results, negative bases with integer exponents, bases near 1 with
                             |y log x| up to 700
+    atan2     0.50   1.47   coordinates from 1e-300 to 1e300 in every quadrant, and ratios
+                            near the reduction's edges
 
 Specials follow numpy / C99: NaN in gives NaN out, exp(+-inf) = inf / 0, log(0) = -inf,
-log(x < 0) = NaN, tanh(+-inf) = +-1, sigmoid(+-inf) = 1 / 0, erf(+-inf) = +-1, sin/cos(inf) = NaN,
+log(x < 0) = NaN, expm1(-inf) = -1, log1p(-1) = -inf, expm1(-0) = log1p(-0) = -0,
+tanh(+-inf) = +-1, sigmoid(+-inf) = 1 / 0, erf(+-inf) = +-1, sin/cos(inf) = NaN,
 pow(x, 0) = pow(1, y) = 1 even for NaN, pow(-x, odd) < 0, pow(-x, non-integer) = NaN,
 pow(+-0, y) and pow(+-inf, y) as in C99 (numpy's scalar-exponent fast path for y = 0.5 uses sqrt
-and differs on -inf and -0).
+and differs on -inf and -0), atan2 of signed zeros and infinities as in C99 (atan2(+-0, -0) =
++-pi, atan2(+-inf, -inf) = +-3pi/4).
 """
 
 from __future__ import annotations
@@ -44,8 +53,8 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-UNARY_FUNCTIONS = ("exp", "log", "tanh", "sigmoid", "erf", "sin", "cos")
-BINARY_FUNCTIONS = ("pow",)
+UNARY_FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "erf", "sin", "cos")
+BINARY_FUNCTIONS = ("pow", "atan2")
 DTYPES = ("f32", "f64")
 
 Value = ir.Value
@@ -118,6 +127,8 @@ class _Params:
     # f64, the tail P of its double-double log(1 + f) = 2s + (2/3)s^3 + s^5 * P(s^2)
     pow_log: tuple[float, ...]
     pow_exp: tuple[float, ...]
+    # atan(t) = t + t * z * P(z), z = t^2, |t| <= 7/16; f32 evaluates it in f64
+    atan: tuple[float, ...]
 
 
 _PARAMS = {
@@ -169,6 +180,13 @@ _PARAMS = {
             """
             0.5000000056902695 0.16666660018179202 0.04166631586124027 0.008334922979118807
             0.001394370247328518 0.0001898699151775633
+            """
+        ),
+        # evaluated in f64: 2^-32.4
+        atan=_numbers(
+            """
+            -0.3333333324110695 0.1999996437008203 -0.14283478469620736 0.11059371213647792
+            -0.08538938609178695 0.04836508844181185
             """
         ),
     ),
@@ -242,6 +260,14 @@ _PARAMS = {
             """
         ),
         pow_exp=(),  # f64 pow uses the exp coefficients
+        # 2^-60.3
+        atan=_numbers(
+            """
+            -0.3333333333333333 0.1999999999999945 -0.14285714285574708 0.11111111097287352
+            -0.09090908382390012 0.076922862067609 -0.06666251814569858 0.058770428559591456
+            -0.0521728333043419 0.044946062465129756 -0.03317970932729475 0.014822130878006334
+            """
+        ),
     ),
 }
 
@@ -427,16 +453,60 @@ def _log_specials(e: _Emitter, x: Value, y: Value) -> Value:
     return e.select(e.b.fcmp_unordered("<", x, e.const(0.0)), math.nan, y)
 
 
-def _log(e: _Emitter, p: _Params, coeffs: tuple[float, ...], x: Value) -> Value:
-    """Return log(x) = k ln2 + log(1 + f), with log(1 + f) = 2 atanh(f / (2 + f))."""
+def _log_finite(e: _Emitter, p: _Params, coeffs: tuple[float, ...], x: Value) -> Value:
+    """Return log(x) for finite x > 0: k ln2 + log(1 + f), log(1 + f) = 2 atanh(f / (2 + f))."""
     k, f = _log_reduce(e, x)
     s = e.div(f, e.add(f, 2.0))
     z = e.mul(s, s)
     tail = e.mul(z, e.poly(z, coeffs))
     half_f2 = e.mul(e.mul(f, f), 0.5)
     log1p = e.sub(f, e.sub(half_f2, e.mul(s, e.add(half_f2, tail))))
-    y = e.fma(k, p.ln2[0], e.fma(k, p.ln2[1], log1p))
-    return _log_specials(e, x, y)
+    return e.fma(k, p.ln2[0], e.fma(k, p.ln2[1], log1p))
+
+
+def _log(e: _Emitter, p: _Params, coeffs: tuple[float, ...], x: Value) -> Value:
+    """Return log(x) with its specials."""
+    return _log_specials(e, x, _log_finite(e, p, coeffs, x))
+
+
+def _log1p(e: _Emitter, p: _Params, x: Value) -> Value:
+    """Return log(1 + x): log(u) for u = 1 + x rounded, plus c / u for the rounding error
+    c = (1 + x) - u (exact, by two-sum), which is all of the result when |x| is tiny."""
+    u = e.add(x, 1.0)
+    v = e.sub(u, 1.0)
+    c = e.add(e.sub(1.0, e.sub(u, v)), e.sub(x, v))
+    y = e.add(_log_finite(e, p, p.log, u), e.div(c, u))
+    y = e.select(e.eq(x, 0.0), x, y)  # log1p(-0) = -0
+    y = _log_specials(e, u, y)  # x = inf, x = -1, x < -1
+    return e.select(e.is_nan(x), x, y)
+
+
+def _expm1(e: _Emitter, p: _Params, x: Value) -> Value:
+    """Return exp(x) - 1 without cancellation: x = n ln2 + r, expm1(r) = r + r^2 P(r) (exp's
+    polynomial without its 1), then expm1(x) = 2^n expm1(r) + (2^n - 1) summed exactly."""
+    lo, hi = p.exp_normal
+    xc = e.select(e.gt(x, lo), x, lo)  # below lo, -1 after rounding; NaN is patched at the end
+    xc = e.select(e.lt(xc, p.exp_clamp[1]), xc, p.exp_clamp[1])
+    n = e.rint(e.mul(xc, 1.4426950408889634))
+    r = e.fma(e.neg(n), p.ln2[0], xc)  # exact: n * ln2_hi is within a factor 2 of xc
+    r = e.fma(e.neg(n), p.ln2[1], r)
+    # expm1(r) = em1 + em1_lo: the sum r + r^2 P(r) kept unrounded, since 2^n - 1 may cancel
+    # most of 2^n expm1(r) (n = -1, 1)
+    q = e.mul(e.mul(r, r), e.poly(r, p.exp))
+    em1 = e.add(r, q)
+    em1_lo = e.add(e.sub(r, em1), q)
+    k = e.to_int(n)
+    scale = e.pow2(k)  # a normal number while x <= hi
+    # (2^n - 1) + 2^n em1 as a rounded sum and its exact error (two-sum), then the small terms
+    a, b = e.sub(scale, 1.0), e.mul(scale, em1)
+    total = e.add(a, b)
+    b_part = e.sub(total, a)
+    error = e.add(e.sub(a, e.sub(total, b_part)), e.sub(b, b_part))
+    y = e.add(total, e.fma(scale, em1_lo, error))
+    # beyond hi, 2^n may overflow alone and the -1 no longer shows: scale like exp does
+    y = e.select(e.gt(x, hi), e.ldexp(e.add(em1, 1.0), k), y)
+    y = e.select(e.eq(x, 0.0), x, y)  # expm1(-0) = -0
+    return e.select(e.is_nan(x), x, y)
 
 
 def _tanh(e: _Emitter, p: _Params, x: Value) -> Value:
@@ -585,15 +655,60 @@ def _pow(e: _Emitter, p: _Params, x: Value, y: Value) -> Value:
     return _pow_specials(e, x, y, _exp(e, p, p.exp, prod, prod_lo))
 
 
+def _atan2(e: _Emitter, p: _Params, y: Value, x: Value) -> Value:
+    """Return the angle of (x, y) in [-pi, pi] with C99's specials; f32 computes in f64."""
+    if e.fmt is F32:
+        wide = _Emitter(e.b, F64)
+        widened = (e.b.fpext(v, F64.float_type) for v in (y, x))
+        return e.b.fptrunc(_atan2_core(wide, p.atan, *widened), F32.float_type)
+    return _atan2_core(e, p.atan, y, x)
+
+
+# constants as hi + lo
+_PI = (3.141592653589793, 1.2246467991473532e-16)
+_PI_2 = (1.5707963267948966, 6.123233995736766e-17)
+_PI_4 = (0.7853981633974483, 3.061616997868383e-17)
+_ATAN_HALF = (0.4636476090008061, 2.2698777452961687e-17)
+
+
+def _atan2_core(e: _Emitter, coeffs: tuple[float, ...], y: Value, x: Value) -> Value:
+    """Return atan2(y, x): atan(a) for a = min(|x|, |y|) / max(|x|, |y|) in [0, 1], then the
+    octant and quadrant. Above a = 7/16, atan(a) = atan(b) + atan((a - b) / (1 + a b)) with
+    b = 1/2 or 1 (above 11/16), so the reduced argument stays below 0.19 and nothing cancels."""
+    ax, ay = e.fabs(x), e.fabs(y)
+    swap = e.gt(ay, ax)
+    num, den = e.select(swap, ax, ay), e.select(swap, ay, ax)
+    a = e.div(num, den)
+    upper, middle = e.gt(a, 0.6875), e.gt(a, 0.4375)
+    b = e.select(upper, 1.0, e.select(middle, 0.5, 0.0))
+    t = e.div(e.sub(a, b), e.fma(a, b, 1.0))  # t = a when b = 0; a - b is exact otherwise
+    z = e.mul(t, t)
+    r = e.fma(e.mul(t, z), e.poly(z, coeffs), t)
+    base_hi = e.select(upper, _PI_4[0], e.select(middle, _ATAN_HALF[0], 0.0))
+    base_lo = e.select(upper, _PI_4[1], e.select(middle, _ATAN_HALF[1], 0.0))
+    r = e.add(e.add(r, base_lo), base_hi)
+    r = e.select(e.eq(den, 0.0), 0.0, r)  # both zero: 0/0
+    r = e.select(e.eq(num, math.inf), _PI_4[0], r)  # both infinite: inf/inf
+    r = e.select(swap, e.add(e.sub(_PI_2[0], r), _PI_2[1]), r)
+    x_negative = e.b.icmp_signed("<", e.to_bits(x), e.iconst(0))  # also -0 and -inf
+    r = e.select(x_negative, e.add(e.sub(_PI[0], r), _PI[1]), r)
+    result = e.copysign(r, y)
+    either_nan = e.b.or_(e.is_nan(x), e.is_nan(y))
+    return e.select(either_nan, e.add(x, y), result)
+
+
 _KERNELS: dict[str, Callable[..., Value]] = {
     "exp": lambda e, p, x: _exp(e, p, p.exp, x),
+    "expm1": _expm1,
     "log": lambda e, p, x: _log(e, p, p.log, x),
+    "log1p": _log1p,
     "tanh": _tanh,
     "sigmoid": _sigmoid,
     "erf": _erf,
     "sin": lambda e, p, x: _sin_cos(e, p, x, cosine=False),
     "cos": lambda e, p, x: _sin_cos(e, p, x, cosine=True),
     "pow": _pow,
+    "atan2": _atan2,
 }
 
 
@@ -605,8 +720,8 @@ def function_name(name: str, dtype: str) -> str:
 def math_function(module: ir.Module, name: str, dtype: str) -> ir.Function:
     """Return the call-free, always-inlined IR function for name on dtype, defining it once.
 
-    name is one of exp, log, tanh, sigmoid, erf, sin, cos (one argument) or pow (two); dtype is
-    f32 or f64. The function has internal linkage: it disappears once inlined into its callers.
+    name is one of UNARY_FUNCTIONS (one argument) or BINARY_FUNCTIONS (two); dtype is f32 or
+    f64. The function has internal linkage: it disappears once inlined into its callers.
     """
     if name not in _KERNELS:
         raise ValueError(f"unknown math function {name!r}; expected one of {sorted(_KERNELS)}")

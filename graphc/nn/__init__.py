@@ -8,7 +8,20 @@ Dropout's step) comes back from `model.state_updates(loss)` or `nn.state_updates
 """
 
 from graphc.nn import functional, init
-from graphc.nn.activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from graphc.nn.activation import (
+    ELU,
+    GELU,
+    Hardtanh,
+    LeakyReLU,
+    LogSoftmax,
+    Mish,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
 from graphc.nn.containers import ModuleDict, ModuleList, Sequential
 from graphc.nn.conv import Conv2d, ConvTranspose2d
 from graphc.nn.dropout import Dropout
@@ -38,9 +51,11 @@ __all__ = [
     "ConvTranspose2d",
     "CrossEntropyLoss",
     "Dropout",
+    "ELU",
     "Embedding",
     "Flatten",
     "GELU",
+    "Hardtanh",
     "Identity",
     "IncompatibleKeys",
     "L1Loss",
@@ -50,6 +65,7 @@ __all__ = [
     "LogSoftmax",
     "MSELoss",
     "MaxPool2d",
+    "Mish",
     "Module",
     "ModuleDict",
     "ModuleList",
@@ -57,8 +73,10 @@ __all__ = [
     "Parameter",
     "ReLU",
     "Sequential",
+    "SiLU",
     "Sigmoid",
     "Softmax",
+    "Softplus",
     "StateRecord",
     "Tanh",
     "Unflatten",

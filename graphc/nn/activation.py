@@ -1,4 +1,5 @@
-"""Activation modules: ReLU, Sigmoid, Tanh, GELU, LeakyReLU, Softmax, LogSoftmax."""
+"""Activation modules: ReLU, Sigmoid, Tanh, GELU, SiLU, Mish, Softplus, ELU, Hardtanh,
+LeakyReLU, Softmax, LogSoftmax (PyTorch's arguments and reprs)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class ReLU(Module):
 
     def extra_repr(self) -> str:
         """Return the arguments shown in the repr, as PyTorch prints them."""
-        return "inplace=True" if self.inplace else ""
+        return _inplace_text(self.inplace, first=True)
 
 
 class Sigmoid(Module):
@@ -58,6 +59,101 @@ class GELU(Module):
         return f"approximate={self.approximate!r}"
 
 
+def _inplace_text(inplace: bool, first: bool = False) -> str:
+    """Return how PyTorch's repr shows inplace: nothing unless it is set."""
+    if not inplace:
+        return ""
+    return "inplace=True" if first else ", inplace=True"
+
+
+class SiLU(Module):
+    """x * sigmoid(x) elementwise (inplace is accepted and ignored)."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        """Return silu(input)."""
+        return F.silu(input)
+
+    def extra_repr(self) -> str:
+        """Return the arguments shown in the repr, as PyTorch prints them."""
+        return _inplace_text(self.inplace, first=True)
+
+
+class Mish(Module):
+    """x * tanh(softplus(x)) elementwise (inplace is accepted and ignored)."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        """Return mish(input)."""
+        return F.mish(input)
+
+    def extra_repr(self) -> str:
+        """Return the arguments shown in the repr, as PyTorch prints them."""
+        return _inplace_text(self.inplace, first=True)
+
+
+class Softplus(Module):
+    """log(1 + exp(beta * x)) / beta, linear where beta * x > threshold."""
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta = beta
+        self.threshold = threshold
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        """Return softplus(input, beta, threshold)."""
+        return F.softplus(input, self.beta, self.threshold)
+
+    def extra_repr(self) -> str:
+        """Return the arguments shown in the repr, as PyTorch prints them."""
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class ELU(Module):
+    """x where positive, alpha * (exp(x) - 1) elsewhere (inplace is accepted and ignored)."""
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
+        super().__init__()
+        self.alpha = alpha
+        self.inplace = inplace
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        """Return elu(input, alpha)."""
+        return F.elu(input, self.alpha)
+
+    def extra_repr(self) -> str:
+        """Return the arguments shown in the repr, as PyTorch prints them."""
+        return f"alpha={self.alpha}" + _inplace_text(self.inplace)
+
+
+class Hardtanh(Module):
+    """x limited to [min_val, max_val] (inplace is accepted and ignored)."""
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> None:
+        super().__init__()
+        if not max_val > min_val:
+            raise graph_error(
+                f"Hardtanh: max_val ({max_val}) must be greater than min_val ({min_val})"
+            )
+        self.min_val = min_val
+        self.max_val = max_val
+        self.inplace = inplace
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        """Return hardtanh(input, min_val, max_val)."""
+        return F.hardtanh(input, self.min_val, self.max_val)
+
+    def extra_repr(self) -> str:
+        """Return the arguments shown in the repr, as PyTorch prints them."""
+        return f"min_val={self.min_val}, max_val={self.max_val}" + _inplace_text(self.inplace)
+
+
 class LeakyReLU(Module):
     """x where positive, negative_slope * x elsewhere."""
 
@@ -72,7 +168,7 @@ class LeakyReLU(Module):
 
     def extra_repr(self) -> str:
         """Return the arguments shown in the repr, as PyTorch prints them."""
-        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
+        return f"negative_slope={self.negative_slope}" + _inplace_text(self.inplace)
 
 
 class Softmax(Module):

@@ -33,6 +33,18 @@ from graphc.nn.losses import (
     mse_loss,
     nll_loss,
 )
+from graphc.nn.pointwise import (
+    elu,
+    gelu,
+    hardtanh,
+    leaky_relu,
+    mish,
+    relu,
+    sigmoid,
+    silu,
+    softplus,
+    tanh,
+)
 from graphc.reductions import stop_gradient
 from graphc.tensor import Tensor
 
@@ -46,8 +58,10 @@ __all__ = [
     "conv_transpose2d",
     "cross_entropy",
     "dropout",
+    "elu",
     "embedding",
     "gelu",
+    "hardtanh",
     "interpolate",
     "l1_loss",
     "layer_norm",
@@ -55,18 +69,21 @@ __all__ = [
     "linear",
     "log_softmax",
     "max_pool2d",
+    "mish",
     "mse_loss",
     "nll_loss",
     "pad",
     "relu",
     "sigmoid",
+    "silu",
     "softmax",
+    "softplus",
     "tanh",
     "upsample",
 ]
 
 
-# -- linear and activations ---------------------------------------------------------------------
+# -- linear (the activations are in pointwise.py) --------------------------------------------------
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
     """Return input @ weight.T + bias, with weight of shape (out_features, in_features)."""
     x = float_arg(input, "linear: the input")
@@ -80,38 +97,6 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         )
     y = x @ weight.mT
     return y if bias is None else y + bias
-
-
-def relu(input: Tensor) -> Tensor:  # noqa: A002
-    """Return max(input, 0) (gradient 0 at 0, as in PyTorch)."""
-    return gc.relu(tensor_arg(input, "relu: the input"))
-
-
-def sigmoid(input: Tensor) -> Tensor:  # noqa: A002
-    """Return 1 / (1 + exp(-input))."""
-    return gc.sigmoid(tensor_arg(input, "sigmoid: the input"))
-
-
-def tanh(input: Tensor) -> Tensor:  # noqa: A002
-    """Return tanh(input)."""
-    return gc.tanh(tensor_arg(input, "tanh: the input"))
-
-
-def gelu(input: Tensor, approximate: str = "none") -> Tensor:  # noqa: A002
-    """Return x * Phi(x) with the erf form ('none') or the tanh approximation ('tanh')."""
-    x = float_arg(input, "gelu: the input")
-    if approximate == "none":
-        return x * 0.5 * (1 + gc.erf(x * math.sqrt(0.5)))
-    if approximate == "tanh":
-        inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)
-        return 0.5 * x * (1 + gc.tanh(inner))
-    raise graph_error(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-
-
-def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:  # noqa: A002
-    """Return input where positive, negative_slope * input elsewhere."""
-    x = tensor_arg(input, "leaky_relu: the input")
-    return gc.where(x > 0, x, x * negative_slope)
 
 
 def _softmax_dim(x: Tensor, dim: int | None) -> int:

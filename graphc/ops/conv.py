@@ -296,7 +296,14 @@ def _max_pool_select_reference(args, attrs, env):
     return np.take_along_axis(taps, first_max, axis=2)[:, :, 0]
 
 
-define_op("max_pool2d_select", "pool", _max_pool_select_infer, _max_pool_select_reference)
+# A gather of one element per window: it joins its consumers' kernel like elementwise math.
+define_op(
+    "max_pool2d_select",
+    "pool",
+    _max_pool_select_infer,
+    _max_pool_select_reference,
+    fusion="fuse",
+)
 
 
 def _avg_divisor(x_hw, out_hw, attrs, dtype) -> np.ndarray:

@@ -49,7 +49,18 @@ def _matmul_infer(types, attrs):
     return TensorType(matmul_shape(a.shape, b.shape), dtype)
 
 
-define_op("matmul", "matmul", _matmul_infer, lambda args, attrs, env: np.matmul(*args))
+def _matmul_fusion(node) -> str:
+    # Float products run in the packed GEMM; integer ones in a generic loop kernel.
+    return "matmul" if node.type.dtype.is_float else "root"
+
+
+define_op(
+    "matmul",
+    "matmul",
+    _matmul_infer,
+    lambda args, attrs, env: np.matmul(*args),
+    fusion=_matmul_fusion,
+)
 
 
 # -- gradients -------------------------------------------------------------------------------

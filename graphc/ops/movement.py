@@ -17,11 +17,43 @@ from graphc.dims import (
     evaluate_shape,
     format_shape,
 )
-from graphc.errors import DTypeError, IndexingError, ShapeError
+from graphc.errors import DTypeError, IndexingError, ShapeError, located
+from graphc.graph import Node
 from graphc.ops.grad_helpers import apply_op, sum_to
 from graphc.ops.registry import define_op, grad_rule
-from graphc.ops.shape_rules import broadcast_shapes, same_dtype
+from graphc.ops.shape_rules import bindings_text, broadcast_shapes, same_dtype, symbolic
 from graphc.types import TensorType
+
+
+# reshape, permute and broadcast_to read their input in place, as a strided view (fusion and
+# the GEMM's operands use this): view(node, input shape, input strides) -> the node's strides.
+def contiguous_strides(shape: tuple) -> tuple:
+    """Return the row-major strides of shape, in elements (symbolic where the shape is)."""
+    strides, running = [], 1
+    for d in reversed(shape):
+        strides.append(running)
+        running = dim_mul(running, d)
+    return tuple(reversed(strides))
+
+
+def _reshape_view(node: Node, shape: tuple, strides: tuple) -> tuple | None:
+    # Only a contiguous input keeps its layout through a reshape.
+    if strides == contiguous_strides(shape):
+        return contiguous_strides(node.type.shape)
+    return None
+
+
+def _permute_view(node: Node, shape: tuple, strides: tuple) -> tuple:
+    return tuple(strides[p] for p in node.attrs["perm"])
+
+
+def _broadcast_to_view(node: Node, shape: tuple, strides: tuple) -> tuple:
+    out = node.type.shape
+    offset = len(out) - len(shape)
+    return (0,) * offset + tuple(
+        0 if (d == 1 and not (isinstance(t, int) and t == 1)) else stride
+        for d, t, stride in zip(shape, out[offset:], strides, strict=True)
+    )
 
 
 def _reshape_infer(types, attrs):
@@ -40,6 +72,7 @@ define_op(
     "movement",
     _reshape_infer,
     lambda args, attrs, env: args[0].reshape(evaluate_shape(attrs["shape"], env)),
+    view=_reshape_view,
 )
 
 
@@ -56,6 +89,7 @@ define_op(
     "movement",
     _permute_infer,
     lambda args, attrs, env: np.transpose(args[0], attrs["perm"]),
+    view=_permute_view,
 )
 
 
@@ -77,6 +111,7 @@ define_op(
     "movement",
     _broadcast_to_infer,
     lambda args, attrs, env: np.broadcast_to(args[0], evaluate_shape(attrs["shape"], env)),
+    view=_broadcast_to_view,
 )
 
 
@@ -108,7 +143,34 @@ def _slice_reference(args, attrs, env):
     return x[tuple(index)]
 
 
-define_op("slice", "movement", _slice_infer, _slice_reference)
+def _slice_call_check(node: Node):
+    """Return the per-call check that a slice with symbolic bounds stays inside its input."""
+    attrs = node.attrs
+    bounds = (*attrs["starts"], *attrs["sizes"], *node.inputs[0].type.shape)
+    if not symbolic(bounds):
+        return None
+
+    def check(bindings):
+        source = node.inputs[0].type.shape
+        for axis, (start, size, step) in enumerate(
+            zip(attrs["starts"], attrs["sizes"], attrs["steps"], strict=True)
+        ):
+            begin, count = evaluate_dim(start, bindings), evaluate_dim(size, bindings)
+            length = evaluate_dim(source[axis], bindings)
+            last = begin + (count - 1) * step
+            if count < 0 or (count and not (begin >= 0 and last < length)):
+                raise IndexingError(
+                    located(
+                        f"slice of dim {axis} reads elements {begin}..{last} of a dim of size "
+                        f"{length} (with {bindings_text(bindings)})",
+                        node.location,
+                    )
+                )
+
+    return check
+
+
+define_op("slice", "movement", _slice_infer, _slice_reference, call_check=_slice_call_check)
 
 
 # pad: (before, after) widths per dim; a negative width crops, as in torch.nn.functional.pad
@@ -148,7 +210,22 @@ def _pad_reference(args, attrs, env):
     return np.pad(x[tuple(kept)], positive, constant_values=attrs["value"])
 
 
-define_op("pad", "movement", _pad_infer, _pad_reference)
+def _pad_call_check(node: Node):
+    """Return the per-call check that symbolic pad widths are not negative."""
+    pads = node.attrs["pads"]
+    if not symbolic(tuple(width for pair in pads for width in pair)):
+        return None
+
+    def check(bindings):
+        for lo, hi in pads:
+            if evaluate_dim(lo, bindings) < 0 or evaluate_dim(hi, bindings) < 0:
+                message = f"pad: negative width for {bindings_text(bindings)}"
+                raise IndexingError(located(message, node.location))
+
+    return check
+
+
+define_op("pad", "movement", _pad_infer, _pad_reference, call_check=_pad_call_check)
 
 
 def _concat_infer(types, attrs):
@@ -256,7 +333,13 @@ def _scatter_add_reference(args, attrs, env):
     return out
 
 
-define_op("scatter_add", "gather", _scatter_add_infer, _scatter_add_reference)
+define_op(
+    "scatter_add",
+    "gather",
+    _scatter_add_infer,
+    _scatter_add_reference,
+    fusion="scatter_add",
+)
 
 
 # -- gradients -------------------------------------------------------------------------------

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphc.dims import format_shape
+from graphc.dims import evaluate_dim, format_shape
 from graphc.dtypes import int64
-from graphc.errors import IndexingError, ShapeError
+from graphc.errors import IndexingError, ShapeError, located
+from graphc.graph import Node
 from graphc.ops.grad_helpers import frontend
 from graphc.ops.registry import define_op, grad_rule
-from graphc.ops.shape_rules import require_dtype
+from graphc.ops.shape_rules import bindings_text, require_dtype, symbolic
 from graphc.types import TensorType
 
 REDUCTIONS = {
@@ -70,6 +71,33 @@ def require_nonempty(shape, axes) -> None:
             )
 
 
+def reduced_axes(node: Node) -> tuple[int, ...]:
+    """Return the axes a reduction node reduces (argmax and argmin reduce one)."""
+    return (node.attrs["axis"],) if "axis" in node.attrs else tuple(node.attrs["axes"])
+
+
+def _nonempty_call_check(node: Node):
+    """Return the per-call check that a reduction needing an element (argmax, the user's max)
+    does not reduce a symbolic dim that is 0 in this call, as in PyTorch."""
+    if "axes" in node.attrs and not node.attrs.get("nonempty"):
+        return None  # a sum, or max as softmax's shift: over no elements it is the identity
+    shape = node.inputs[0].type.shape
+    axes = reduced_axes(node)
+    if not symbolic(tuple(shape[axis] for axis in axes)):
+        return None
+
+    def check(bindings):
+        for axis in axes:
+            if evaluate_dim(shape[axis], bindings) == 0:
+                message = (
+                    f"{node.op}: expected reduction dim {axis} to have non-zero size "
+                    f"(with {bindings_text(bindings)})"
+                )
+                raise IndexingError(located(message, node.location))
+
+    return check
+
+
 def _reduce_reference(name, fn):
     def reference(args, attrs, env):
         (x,) = args
@@ -85,7 +113,13 @@ def _reduce_reference(name, fn):
 
 
 for _name, _fn in REDUCTIONS.items():
-    define_op(_name, "reduce", _reduce_infer, _reduce_reference(_name, _fn))
+    define_op(
+        _name,
+        "reduce",
+        _reduce_infer,
+        _reduce_reference(_name, _fn),
+        call_check=_nonempty_call_check,
+    )
 
 
 def _arg_infer(types, attrs):
@@ -108,7 +142,14 @@ def _arg_reference(fn):
 
 
 for _name, _fn in (("argmax", np.argmax), ("argmin", np.argmin)):
-    define_op(_name, "reduce", _arg_infer, _arg_reference(_fn), differentiable=False)
+    define_op(
+        _name,
+        "reduce",
+        _arg_infer,
+        _arg_reference(_fn),
+        differentiable=False,
+        call_check=_nonempty_call_check,
+    )
 
 
 # -- gradients -------------------------------------------------------------------------------

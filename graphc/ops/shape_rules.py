@@ -7,7 +7,7 @@ graphc would otherwise have to guess which one the user meant.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from graphc.dims import Dim, Shape, Sym, dims_equal, format_shape
 from graphc.dtypes import DType
@@ -76,3 +76,13 @@ def require_dtype(t: TensorType, allowed: str, role: str) -> None:
     )
     if not ok:
         raise DTypeError(f"{role} must be {allowed.replace(',', ' or ')}, got {t}")
+
+
+def symbolic(dims: Sequence[Dim]) -> bool:
+    """Return True if some dim is symbolic (known only when a call binds the symbols)."""
+    return any(isinstance(d, Sym) for d in dims)
+
+
+def bindings_text(bindings: Mapping[str, int]) -> str:
+    """Return the symbol sizes of a call as 'B=3, T=7', for error messages."""
+    return ", ".join(f"{name}={size}" for name, size in sorted(bindings.items()))

@@ -15,12 +15,18 @@ def _constant_infer(types, attrs):
     return TensorType(tuple(int(d) for d in value.shape), from_numpy(value.dtype))
 
 
+def _constant_fusion(node) -> str:
+    # A scalar is a literal in the code that reads it; a larger array is a buffer.
+    return "inline" if node.attrs["value"].size == 1 else "buffer"
+
+
 define_op(
     "constant",
     "source",
     _constant_infer,
     lambda args, attrs, env: attrs["value"],
     differentiable=False,
+    fusion=_constant_fusion,
 )
 
 
@@ -61,4 +67,5 @@ define_op(
         evaluate_dim(attrs["dim"], env), dtype=as_dtype(attrs["dtype"]).numpy
     ),
     differentiable=False,
+    fusion="inline",  # computed from the call's sizes where it is read
 )
