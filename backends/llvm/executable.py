@@ -24,7 +24,7 @@ from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.inplace import in_place_updates
 from graphc.backends.llvm import gemm
 from graphc.backends.llvm.jit import compile_module, module_key, thread_pool_library
-from graphc.backends.llvm.mathfunctions import math_function
+from graphc.backends.llvm.mathlib import math_function
 from graphc.backends.llvm.memory import PLANS_KEPT, WORKSPACES, ArenaPlanner, RecentValues
 from graphc.backends.llvm.program import ENTRY_NAME, build_module, slot_names
 from graphc.backends.llvm.runtime_library import gemm_declaration
