@@ -1,13 +1,19 @@
-"""Backends: each compiles a Graph into an executable; importing this package registers them."""
+"""Backends: each compiles a Graph into an executable. `BACKENDS` names the built-in ones;
+compile()'s registry (graphc.compiler) loads them from here when it is first asked for one."""
+
+from collections.abc import Callable
 
 from graphc.backends.llvm import LLVMExecutable
 from graphc.backends.reference import ReferenceExecutable
-from graphc.compiler import register_backend
 from graphc.errors import register_internal_root
+from graphc.graph import Graph
 
-register_backend("reference", ReferenceExecutable)
-register_backend("llvm", LLVMExecutable)
+# name -> factory: Graph -> an executable with run(feeds, bindings, out=None).
+BACKENDS: dict[str, Callable[[Graph], ReferenceExecutable | LLVMExecutable]] = {
+    "reference": ReferenceExecutable,
+    "llvm": LLVMExecutable,
+}
 
-__all__ = ["LLVMExecutable", "ReferenceExecutable"]
+__all__ = ["BACKENDS", "LLVMExecutable", "ReferenceExecutable"]
 
 register_internal_root(__file__)

@@ -38,8 +38,9 @@ from graphc.creation import (
 from graphc.dims import Sym
 from graphc.dtypes import DType, bool_, float32, float64, int32, int64
 from graphc.graph import Graph, Node
-from graphc.math_ops import FUNCTIONS as _FUNCTIONS
+from graphc.math_ops import binary_function as _binary
 from graphc.math_ops import cast, clamp, relu, where
+from graphc.math_ops import unary_function as _unary
 from graphc.printing import show, subgraph
 from graphc.reductions import (
     amax,
@@ -83,6 +84,7 @@ from graphc.spatial import (
 )
 from graphc.types import TensorType
 from graphc.variable import Variable
+from graphc.version import __version__
 
 bool = bool_  # noqa: A001 - gc.bool, as torch.bool
 float = float32  # noqa: A001 - gc.float, as torch.float
@@ -90,14 +92,46 @@ double = float64
 long = int64
 int = int32  # noqa: A001 - gc.int, as torch.int
 
+# One function per elementwise op with a public name (OpDef.api), bound from the op table; the
+# same names are Tensor methods (graphc.ops.operand.Operand). tests/test_tensor_api.py checks
+# that these lists and the table agree.
+neg = _unary("neg")
+abs = _unary("abs")  # noqa: A001 - PyTorch's name
+sign = _unary("sign")
+exp = _unary("exp")
+expm1 = _unary("expm1")
+log = _unary("log")
+log1p = _unary("log1p")
+sqrt = _unary("sqrt")
+rsqrt = _unary("rsqrt")
+sin = _unary("sin")
+cos = _unary("cos")
+tanh = _unary("tanh")
+sigmoid = _unary("sigmoid")
+erf = _unary("erf")
+floor = _unary("floor")
+ceil = _unary("ceil")
+round = _unary("round")  # noqa: A001 - PyTorch's name
+logical_not = _unary("logical_not")
+add = _binary("add")
+sub = _binary("sub")
+mul = _binary("mul")
+div = _binary("div")
+floor_divide = _binary("floor_divide")
+remainder = _binary("remainder")
+pow = _binary("pow")  # noqa: A001 - PyTorch's name
+maximum = _binary("maximum")
+minimum = _binary("minimum")
+atan2 = _binary("atan2")
+eq = _binary("eq")
+ne = _binary("ne")
+lt = _binary("lt")
+le = _binary("le")
+gt = _binary("gt")
+ge = _binary("ge")
+logical_and = _binary("logical_and")
+logical_or = _binary("logical_or")
 
-# exp, log1p, abs, maximum, atan2, eq, ... : one function per elementwise op with a public
-# name, derived from the op definitions.
-if set(_FUNCTIONS) & set(globals()):
-    raise RuntimeError(f"gc.{sorted(set(_FUNCTIONS) & set(globals()))} defined twice")
-globals().update(_FUNCTIONS)
-
-__version__ = "0.1.0"
 
 # nn, optim and testing are written with the API above, like user code, so they load last.
 from graphc import nn, optim, testing  # noqa: E402

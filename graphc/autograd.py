@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from graphc.creation import zeros_like
 from graphc.errors import DTypeError, GraphError, ShapeError, located, user_location
 from graphc.graph import Graph, renamed
 from graphc.math_ops import as_tensor
+from graphc.passes.autodiff import gradients
+from graphc.passes.stabilize import stabilize
 from graphc.tensor import Tensor
 
 
@@ -17,8 +20,6 @@ def _label(t: Tensor, fallback: str) -> str:
 
 def _stabilized(outputs: list[Tensor], wrt: list[Tensor]) -> list[Tensor]:
     """Return outputs with the stabilise rewrites applied, unless a wrt value is rewritten."""
-    from graphc.passes.stabilize import stabilize
-
     original = Graph((), tuple(t.node for t in outputs))
     graph = stabilize(original)
     before = {n.id for n in original.nodes}
@@ -42,11 +43,9 @@ def grad(
     a wrt the outputs do not depend on is an error, None with allow_unused, or zeros with
     materialize_grads.
     """
-    from graphc.passes.autodiff import gradients
-
     single = isinstance(wrt, Tensor)
-    wrt_list = [wrt] if single else list(wrt)
-    output_list = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    wrt_list: list[Any] = [wrt] if isinstance(wrt, Tensor) else list(wrt)
+    output_list: list[Tensor] = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     location = user_location()
     for t in wrt_list:
         if not isinstance(t, Tensor):
@@ -59,12 +58,14 @@ def grad(
             )
     seeds = _seeds(output_list, grad_outputs, location)
     stable = _stabilized(output_list, wrt_list)
-    results = gradients(stable, seeds, wrt_list)
-    named = []
+    results = gradients(
+        [t.node for t in stable], [t.node for t in seeds], [t.node for t in wrt_list]
+    )
+    named: list[Tensor | None] = []
     for position, (t, g) in enumerate(zip(wrt_list, results, strict=True)):
         if g is None:
             if materialize_grads:
-                g = _zeros_like(t)
+                g = zeros_like(t).node
             elif not allow_unused:
                 raise GraphError(
                     located(
@@ -78,14 +79,8 @@ def grad(
                 named.append(None)
                 continue
         out_label = _label(output_list[0], "out") if len(output_list) == 1 else "out"
-        named.append(Tensor(renamed(g.node, f"(d{out_label}/d{_label(t, f'x{position}')})")))
+        named.append(Tensor(renamed(g, f"(d{out_label}/d{_label(t, f'x{position}')})")))
     return named[0] if single else named
-
-
-def _zeros_like(t: Tensor) -> Tensor:
-    from graphc.creation import zeros_like
-
-    return zeros_like(t)
 
 
 def _seeds(outputs: list[Tensor], grad_outputs: Any, location: str) -> list[Tensor]:

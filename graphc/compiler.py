@@ -9,20 +9,18 @@ updates only after every output was computed, so a failed call leaves all state 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from graphc.dims import Sym, evaluate_dim, format_shape
+from graphc.dims import Sym, evaluate_dim, format_shape, is_static, static_shape
 from graphc.errors import GraphError, InputError, located, user_location
 from graphc.graph import Graph, Node
 from graphc.ops import get_op
 from graphc.overlap import VariableMemory
+from graphc.passes import optimize as optimize_graph
 from graphc.tensor import Tensor
 from graphc.types import TensorType
-
-if TYPE_CHECKING:
-    pass
 
 
 class Executable(Protocol):
@@ -67,7 +65,12 @@ def set_default_backend(name: str) -> None:
 
 
 def _load_builtin_backends() -> None:
-    import graphc.backends  # noqa: F401 - registers the built-in backends
+    # Loaded on first use, so `import graphc` does not load LLVM; a backend registered by the
+    # user under a built-in name keeps its place.
+    from graphc.backends import BACKENDS
+
+    for name, factory in BACKENDS.items():
+        _BACKENDS.setdefault(name, factory)
 
 
 def _as_node(t: Any, role: str) -> Node:
@@ -150,17 +153,15 @@ def compile(  # noqa: A001 - the user-facing name, as in the design
 ) -> Function:
     """Return a Function computing outputs from fed inputs and applying updates after each call."""
     single = isinstance(outputs, Tensor)
-    outputs = [outputs] if single else list(outputs)
-    graph = build_graph(inputs, outputs, updates)
+    output_list = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    graph = build_graph(inputs, output_list, updates)
     if optimize:
-        from graphc.passes import optimize as optimize_graph
-
         graph = optimize_graph(graph)
     name = backend or default_backend()
     _load_builtin_backends()
     if name not in _BACKENDS:
         raise GraphError(f"unknown backend {name!r}; available: {', '.join(_BACKENDS)}")
-    return Function(graph, _BACKENDS[name](graph), name, single or len(outputs) == 1)
+    return Function(graph, _BACKENDS[name](graph), name, single or len(output_list) == 1)
 
 
 class Function:
@@ -182,7 +183,7 @@ class Function:
         self._memory = VariableMemory(graph)
 
     def __repr__(self) -> str:
-        names = ", ".join(n.name for n in self.graph.inputs)
+        names = ", ".join(str(n.name) for n in self.graph.inputs)
         return f"Function({names}) -> {len(self.graph.outputs)} outputs on {self.backend!r}"
 
     def __call__(self, *arrays: Any, out: Any = None) -> Any:
@@ -259,17 +260,25 @@ class Function:
 
     def llvm_ir(self) -> str:
         """Return the optimised LLVM IR (LLVM backend only)."""
-        return self._executable.compiled.optimized_ir
+        return self._compiled_module().optimized_ir
 
     def asm(self) -> str:
         """Return the generated assembly (LLVM backend only)."""
-        return self._executable.compiled.assembly()
+        return self._compiled_module().assembly()
+
+    def _compiled_module(self) -> Any:
+        compiled = getattr(self._executable, "compiled", None)
+        if compiled is None:
+            raise GraphError(
+                f"this Function runs on the {self.backend!r} backend, which has no LLVM IR"
+            )
+        return compiled
 
     def validate(self, arrays: Sequence[Any]) -> tuple[list[np.ndarray], dict[str, int]]:
         """Return the fed arrays as checked contiguous arrays and the symbol bindings."""
         inputs = self.graph.inputs
         if len(arrays) != len(inputs):
-            names = ", ".join(n.name for n in inputs)
+            names = ", ".join(str(n.name) for n in inputs)
             raise InputError(f"expected {len(inputs)} arrays ({names}), got {len(arrays)}")
         bindings = self._quick_bindings(arrays)
         if bindings is not None:
@@ -312,10 +321,13 @@ def _quick_input_checks(inputs: Sequence[Node]) -> list[tuple[np.dtype, tuple]] 
     for node in inputs:
         dims: list[int | str] = []
         for dim in node.type.shape:
-            symbol = dim.single_symbol if isinstance(dim, Sym) else None
-            if isinstance(dim, Sym) and symbol is None:
+            if isinstance(dim, int):
+                dims.append(dim)
+                continue
+            symbol = dim.single_symbol
+            if symbol is None:
                 return None
-            dims.append(int(dim) if symbol is None else symbol)
+            dims.append(symbol)
         checks.append((np.dtype(node.type.dtype.numpy), tuple(dims)))
     return checks
 
@@ -329,8 +341,7 @@ class _ArraySpec:
         self.dtype = np.dtype(node.type.dtype.numpy)
         self.dtype_name = node.type.dtype.name
         self.dims = node.type.shape
-        symbolic = any(isinstance(d, Sym) for d in self.dims)
-        self.static_shape = None if symbolic else tuple(int(d) for d in self.dims)
+        self.static_shape = static_shape(self.dims) if is_static(self.dims) else None
 
     def shape(self, bindings: Mapping[str, int]) -> tuple[int, ...]:
         """Return the output's shape for these symbol sizes."""

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from graphc import dtypes
-from graphc.dims import as_shape, dim_prod, is_static
+from graphc.dims import as_shape, dim_prod, is_static, static_dim
 from graphc.dtypes import as_dtype
 from graphc.errors import DTypeError, GraphError, located, user_location
 from graphc.math_ops import as_tensor, cast, constant
@@ -120,7 +120,7 @@ def _random(distribution: str, size: Sequence[Any], dtype: Any, step: Tensor | N
     offset = _RandomState.offset
     count = dim_prod(shape)
     # A symbolic size reserves a wide counter range so later draws never overlap it.
-    _RandomState.offset += count if is_static(shape) else 1 << 40
+    _RandomState.offset += static_dim(count) if is_static(shape) else 1 << 40
     attrs = {
         "shape": shape,
         "dtype": dtype,

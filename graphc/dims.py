@@ -7,8 +7,10 @@ reshape/flatten/view with symbols: products, sums, exact division and -1 inferen
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import SupportsIndex
 
 from graphc.errors import ShapeError
 
@@ -100,11 +102,9 @@ def as_dim(value: object) -> Dim:
         return Sym.named(value)
     if isinstance(value, bool):
         raise ShapeError(f"a dim must be an int or a symbol name, got {value!r}")
-    try:
-        index = value.__index__()  # type: ignore[attr-defined]
-    except AttributeError:
-        raise ShapeError(f"a dim must be an int or a symbol name, got {value!r}") from None
-    return int(index)
+    if not isinstance(value, SupportsIndex):  # ints and numpy integers
+        raise ShapeError(f"a dim must be an int or a symbol name, got {value!r}")
+    return operator.index(value)
 
 
 def as_shape(values: Iterable[object]) -> Shape:
@@ -182,6 +182,21 @@ def dims_equal(a: Dim, b: Dim) -> bool:
 def is_static(shape: Iterable[Dim]) -> bool:
     """Return True when every dim is a plain int."""
     return all(isinstance(d, int) for d in shape)
+
+
+def static_dim(d: Dim, what: str = "the size") -> int:
+    """Return d as an int, for a dim that must be static (ShapeError naming `what` if not)."""
+    if isinstance(d, int):
+        return d
+    raise ShapeError(f"{what} must be static, got the symbolic {d}")
+
+
+def static_shape(shape: Iterable[Dim], what: str = "the shape") -> tuple[int, ...]:
+    """Return shape as ints, for a shape that must be static (ShapeError naming `what`)."""
+    dims = tuple(shape)
+    if not is_static(dims):
+        raise ShapeError(f"{what} must be static, got {format_shape(dims)}")
+    return tuple(static_dim(d) for d in dims)
 
 
 def evaluate_dim(d: Dim, bindings: Mapping[str, int]) -> int:

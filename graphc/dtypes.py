@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ _BY_NAME = {d.name: d for d in ALL_DTYPES} | {
 }
 
 
-def as_dtype(value: object) -> DType:
+def as_dtype(value: Any) -> DType:
     """Return the DType for a DType, a name ('float32'), a numpy dtype or a Python type."""
     if isinstance(value, DType):
         return value

@@ -6,9 +6,11 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from types import FrameType
+from typing import ParamSpec, TypeVar
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+T = TypeVar("T")
 _LOCATION_MARK = "\n  at "
 
 _PACKAGE_ROOTS: tuple[str, ...] = ()
@@ -27,7 +29,7 @@ register_internal_root(__file__)
 
 def user_location() -> str:
     """Return 'file:line' of the innermost stack frame outside graphc (the user's code)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         filename = os.path.abspath(frame.f_code.co_filename)
         internal = any(filename.startswith(root + os.sep) for root in _PACKAGE_ROOTS)
@@ -70,11 +72,11 @@ class IndexingError(ShapeError, IndexError):
     """An index out of range, or an index expression graphc cannot express."""
 
 
-def user_op(function: F) -> F:
+def user_op(function: Callable[P, T]) -> Callable[P, T]:
     """Decorate a Tensor-API function so its errors name it and the user's file:line."""
 
     @functools.wraps(function)
-    def checked(*args: Any, **kwargs: Any) -> Any:
+    def checked(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return function(*args, **kwargs)
         except GraphcError as error:
@@ -83,4 +85,4 @@ def user_op(function: F) -> F:
             message = located(f"{function.__name__}: {error}", user_location())
             raise type(error)(message) from None
 
-    return checked  # type: ignore[return-value]
+    return checked

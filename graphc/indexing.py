@@ -56,15 +56,14 @@ def _slice_index(s: slice, size: Dim, axis: int) -> _Axis:
     if isinstance(size, int):
         start, stop, step = s.indices(size)
         return _Axis(start, len(range(start, stop, step)), step)
-    start = 0 if s.start is None else s.start
-    start = dim_add(size, start) if start < 0 else start
-    stop = size if s.stop is None else (dim_add(size, s.stop) if s.stop < 0 else s.stop)
-    length = dim_add(stop, dim_mul(start, -1))
+    first: Dim = 0 if s.start is None else (dim_add(size, s.start) if s.start < 0 else s.start)
+    end: Dim = size if s.stop is None else (dim_add(size, s.stop) if s.stop < 0 else s.stop)
+    length = dim_add(end, dim_mul(first, -1))
     if step != 1:
         raise _error(
             f"a slice with step {step} of the symbolic dim {size} (dim {axis}) has no static length"
         )
-    return _Axis(start, length, 1)
+    return _Axis(first, length, 1)
 
 
 def _array_index(item: Any, size: Dim, axis: int) -> Tensor:

@@ -15,10 +15,12 @@ from graphc.tensor import Tensor
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
-        raise ShapeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return pair  # type: ignore[return-value]
+    items = (value, value) if isinstance(value, int) else tuple(value)
+    if len(items) == 2:
+        first, second = items
+        if isinstance(first, int) and isinstance(second, int):
+            return first, second
+    raise ShapeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
 def _conv_attrs(stride, padding, dilation, groups) -> dict[str, Any]:
@@ -185,5 +187,4 @@ def gather(input: Tensor, dim: int, index: Any) -> Tensor:  # noqa: A002
         # torch.gather reads only the leading part of input where index is smaller.
         attrs = {"starts": (0,) * x.ndim, "sizes": tuple(sizes), "steps": (1,) * x.ndim}
         x = Tensor(make_node("slice", [x.node], attrs))
-    attrs = {"axis": axis, "wrap_negative": False}
-    return Tensor(make_node("gather", [x.node, idx.node], attrs))
+    return Tensor(make_node("gather", [x.node, idx.node], {"axis": axis, "wrap_negative": False}))

@@ -1,46 +1,38 @@
 """Tensor: the user's handle on a graph value, with PyTorch's methods and operators.
 
-A Tensor wraps one Node. Operators and methods build new nodes through the functional
-modules (math_ops, reductions, shaping, indexing); nothing is computed until the tensor is
-evaluated (`.numpy()`, `.item()`, `.eval()`) or compiled into a Function.
+A Tensor wraps one Node. Its operators and elementwise methods come from
+`graphc.ops.operand.Operand`, shared with the values gradient rules compute with; its other
+methods build nodes through the functional modules (math_ops, reductions, shaping, indexing,
+spatial), which take and return Tensors. Nothing is computed until the tensor is evaluated
+(`.numpy()`, `.item()`, `.eval()`) or compiled into a Function.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from graphc.dims import Dim, dim_prod
-from graphc.dtypes import DType, bool_, float32, float64, int32, int64
+from graphc.dtypes import bool_, float32, float64, int32, int64
 from graphc.errors import GraphError, located, user_location
 from graphc.graph import Node, renamed
+from graphc.ops.operand import Operand
 
 
-class Tensor:
+class Tensor(Operand["Tensor"]):
     """A symbolic tensor: a typed value in a graph, built with PyTorch's vocabulary."""
 
     __slots__ = ("node", "__weakref__")
-    # Make numpy hand `ndarray (op) Tensor` to our reflected operators.
-    __array_ufunc__ = None
 
     def __init__(self, node: Node) -> None:
         self.node = node
 
+    def _wrap(self, node: Node) -> Tensor:
+        return Tensor(node)
+
     # -- type ---------------------------------------------------------------------------
-    @property
-    def shape(self) -> tuple[Dim, ...]:
-        return self.node.type.shape
-
-    @property
-    def dtype(self) -> DType:
-        return self.node.type.dtype
-
-    @property
-    def ndim(self) -> int:
-        return self.node.type.ndim
-
     @property
     def name(self) -> str | None:
         return self.node.name
@@ -64,8 +56,6 @@ class Tensor:
     def __repr__(self) -> str:
         return f"Tensor({self.node.type}, {self.node.op})"
 
-    __hash__ = object.__hash__
-
     def __bool__(self) -> bool:
         raise GraphError(
             located(
@@ -83,7 +73,7 @@ class Tensor:
             raise TypeError(f"len() of a tensor whose first dim is symbolic ({first})")
         return first
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Tensor]:
         return (self[i] for i in range(len(self)))
 
     # -- evaluation ---------------------------------------------------------------------
@@ -103,101 +93,17 @@ class Tensor:
         """Return the value as nested Python lists."""
         return self.numpy().tolist()
 
-    # -- arithmetic ---------------------------------------------------------------------
-    def __add__(self, other):
-        return _math.binary("add", self, other)
-
-    def __radd__(self, other):
-        return _math.binary("add", other, self)
-
-    def __sub__(self, other):
-        return _math.binary("sub", self, other)
-
-    def __rsub__(self, other):
-        return _math.binary("sub", other, self)
-
-    def __mul__(self, other):
-        return _math.binary("mul", self, other)
-
-    def __rmul__(self, other):
-        return _math.binary("mul", other, self)
-
-    def __truediv__(self, other):
-        return _math.binary("div", self, other)
-
-    def __rtruediv__(self, other):
-        return _math.binary("div", other, self)
-
-    def __floordiv__(self, other):
-        return _math.binary("floordiv", self, other)
-
-    def __rfloordiv__(self, other):
-        return _math.binary("floordiv", other, self)
-
-    def __mod__(self, other):
-        return _math.binary("mod", self, other)
-
-    def __rmod__(self, other):
-        return _math.binary("mod", other, self)
-
-    def __pow__(self, other):
-        return _math.binary("pow", self, other)
-
-    def __rpow__(self, other):
-        return _math.binary("pow", other, self)
-
-    def __matmul__(self, other):
-        return _shaping.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return _shaping.matmul(other, self)
-
-    def __neg__(self):
-        return _math.unary("neg", self)
-
-    def __pos__(self):
+    # -- operators and elementwise methods ------------------------------------------------
+    # +, -, *, /, //, %, **, comparisons, &, |, ~ and the methods of the elementwise ops with
+    # a public name (exp, log1p, maximum, atan2, ...) come from Operand.
+    def __pos__(self) -> Tensor:
         return self
 
-    def __abs__(self):
-        return _math.unary("abs", self)
+    def __matmul__(self, other: Any) -> Tensor:
+        return _shaping.matmul(self, other)
 
-    def __invert__(self):
-        _math.require_bool(self, op="~")
-        return _math.unary("logical_not", self)
-
-    def __and__(self, other):
-        _math.require_bool(self, other, op="and")
-        return _math.binary("logical_and", self, other)
-
-    def __rand__(self, other):
-        _math.require_bool(self, other, op="and")
-        return _math.binary("logical_and", other, self)
-
-    def __or__(self, other):
-        _math.require_bool(self, other, op="or")
-        return _math.binary("logical_or", self, other)
-
-    def __ror__(self, other):
-        _math.require_bool(self, other, op="or")
-        return _math.binary("logical_or", other, self)
-
-    def __eq__(self, other):
-        return _math.binary("eq", self, other)  # type: ignore[override]
-
-    def __ne__(self, other):
-        return _math.binary("ne", self, other)  # type: ignore[override]
-
-    def __lt__(self, other):
-        return _math.binary("lt", self, other)
-
-    def __le__(self, other):
-        return _math.binary("le", self, other)
-
-    def __gt__(self, other):
-        return _math.binary("gt", self, other)
-
-    def __ge__(self, other):
-        return _math.binary("ge", self, other)
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return _shaping.matmul(other, self)
 
     def __getitem__(self, index) -> Tensor:
         return _indexing.getitem(self, index)
@@ -205,14 +111,12 @@ class Tensor:
     def gather(self, dim: int, index) -> Tensor:
         return _spatial.gather(self, dim, index)
 
-    # -- elementwise methods ------------------------------------------------------------
-    # exp, log1p, abs, maximum, atan2, eq, ... (one per elementwise op with a public name) are
-    # attached below from the op definitions; these are composites.
+    # -- elementwise composites ---------------------------------------------------------
     def relu(self) -> Tensor:
         return _math.relu(self)
 
     def square(self) -> Tensor:
-        return _math.binary("mul", self, self)
+        return self * self
 
     def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's names
         return _math.clamp(self, min, max)
@@ -222,28 +126,6 @@ class Tensor:
     def where(self, condition, other) -> Tensor:
         """Return self where condition holds, else other (PyTorch's Tensor.where)."""
         return _math.where(condition, self, other)
-
-    # -- dtype conversion ---------------------------------------------------------------
-    def to(self, dtype) -> Tensor:
-        return _math.cast(self, dtype)
-
-    def type(self, dtype) -> Tensor:
-        return _math.cast(self, dtype)
-
-    def float(self) -> Tensor:
-        return _math.cast(self, float32)
-
-    def double(self) -> Tensor:
-        return _math.cast(self, float64)
-
-    def long(self) -> Tensor:
-        return _math.cast(self, int64)
-
-    def int(self) -> Tensor:
-        return _math.cast(self, int32)
-
-    def bool(self) -> Tensor:
-        return _math.cast(self, bool_)
 
     # -- reductions ---------------------------------------------------------------------
     def sum(self, dim=None, keepdim=False, dtype=None) -> Tensor:
@@ -343,6 +225,29 @@ class Tensor:
     def mT(self) -> Tensor:  # noqa: N802 - PyTorch's name
         return _shaping.transpose(self, -2, -1)
 
+    # -- dtype conversion ---------------------------------------------------------------
+    # Last in the class: after `def int`, `int` in the class body names the method.
+    def to(self, dtype) -> Tensor:
+        return _math.cast(self, dtype)
+
+    def type(self, dtype) -> Tensor:
+        return _math.cast(self, dtype)
+
+    def float(self) -> Tensor:
+        return _math.cast(self, float32)
+
+    def double(self) -> Tensor:
+        return _math.cast(self, float64)
+
+    def long(self) -> Tensor:
+        return _math.cast(self, int64)
+
+    def int(self) -> Tensor:
+        return _math.cast(self, int32)
+
+    def bool(self) -> Tensor:
+        return _math.cast(self, bool_)
+
 
 # The functional modules import Tensor from here, so they are bound after the class exists.
 from graphc import evaluation as _evaluation  # noqa: E402
@@ -351,10 +256,3 @@ from graphc import math_ops as _math  # noqa: E402
 from graphc import reductions as _reductions  # noqa: E402
 from graphc import shaping as _shaping  # noqa: E402
 from graphc import spatial as _spatial  # noqa: E402
-
-# The methods of the elementwise ops that have a public name (Tensor.exp, Tensor.atan2, ...),
-# derived from the op definitions.
-for _name, _method in _math.METHODS.items():
-    if _name in Tensor.__dict__:
-        raise RuntimeError(f"Tensor.{_name} is defined by hand and by the op {_name}")
-    setattr(Tensor, _name, _method)

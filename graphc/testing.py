@@ -11,6 +11,7 @@ from graphc import dtypes
 from graphc.autograd import grad
 from graphc.compiler import compile as compile_function
 from graphc.creation import input as placeholder
+from graphc.dims import static_shape
 from graphc.tensor import Tensor
 
 
@@ -42,7 +43,7 @@ def check_grad(
         for i, a in enumerate(arrays)
     ]
     output = fn(*tensors)
-    projection = rng.standard_normal(tuple(int(d) for d in output.shape))
+    projection = rng.standard_normal(static_shape(output.shape))
     cost = (output * projection).sum()
     differentiable = [i for i, a in enumerate(arrays) if a.dtype.kind == "f"]
     grads = grad(cost, [tensors[i] for i in differentiable], materialize_grads=True)

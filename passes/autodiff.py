@@ -2,7 +2,8 @@
 
 Walks the nodes between the differentiated outputs and the `wrt` values in reverse
 topological order, calling each op's gradient rule (defined next to the op) and summing the
-contributions that reach each value. Integer and bool values carry no gradient.
+contributions that reach each value. Integer and bool values carry no gradient. The rules
+compute with `Value`s, so the gradients are built with `make_node` like any other pass's nodes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from graphc.errors import GraphError, located
 from graphc.graph import Node, topological_nodes
 from graphc.ops import get_op
-from graphc.tensor import Tensor
+from graphc.ops.operand import Value
 
 
 def _depends_on_wrt(order: Sequence[Node], wrt_ids: set[int]) -> set[int]:
@@ -24,7 +25,7 @@ def _depends_on_wrt(order: Sequence[Node], wrt_ids: set[int]) -> set[int]:
     return relevant
 
 
-def _total(contributions: list[Tensor]) -> Tensor:
+def _total(contributions: list[Value]) -> Value:
     total = contributions[0]
     for term in contributions[1:]:
         total = total + term
@@ -32,23 +33,23 @@ def _total(contributions: list[Tensor]) -> Tensor:
 
 
 def gradients(
-    outputs: Sequence[Tensor], grad_outputs: Sequence[Tensor], wrt: Sequence[Tensor]
-) -> list[Tensor | None]:
+    outputs: Sequence[Node], grad_outputs: Sequence[Node], wrt: Sequence[Node]
+) -> list[Node | None]:
     """Return d(sum_i <outputs[i], grad_outputs[i]>)/d wrt[j] per j; None where unreached."""
-    order = topological_nodes(t.node for t in outputs)
-    wrt_ids = {t.node.id for t in wrt}
+    order = topological_nodes(outputs)
+    wrt_ids = {node.id for node in wrt}
     relevant = _depends_on_wrt(order, wrt_ids)
-    pending: dict[int, list[Tensor]] = {}
+    pending: dict[int, list[Value]] = {}
     for output, seed in zip(outputs, grad_outputs, strict=True):
-        if output.node.id in relevant:
-            pending.setdefault(output.node.id, []).append(seed)
-    done: dict[int, Tensor] = {}
+        if output.id in relevant:
+            pending.setdefault(output.id, []).append(Value(seed))
+    done: dict[int, Node] = {}
     for node in reversed(order):
         contributions = pending.pop(node.id, None)
         if not contributions:
             continue
         g = _total(contributions)
-        done[node.id] = g
+        done[node.id] = g.node
         op = get_op(node.op)
         if not op.differentiable or not node.inputs:
             continue
@@ -56,12 +57,12 @@ def gradients(
             continue
         if op.grad is None:
             raise GraphError(located(f"{node.op} has no gradient rule", node.location))
-        inputs = [Tensor(source) for source in node.inputs]
-        input_grads = op.grad(inputs, Tensor(node), g, node.attrs)
+        inputs = [Value(source) for source in node.inputs]
+        input_grads = op.grad(inputs, Value(node), g, node.attrs)
         for source, source_grad in zip(node.inputs, input_grads, strict=True):
             if source_grad is None or source.id not in relevant:
                 continue
             if not source.type.dtype.is_float:
                 continue
             pending.setdefault(source.id, []).append(source_grad)
-    return [done.get(t.node.id) for t in wrt]
+    return [done.get(node.id) for node in wrt]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from graphc.dims import is_static
+from graphc.dims import is_static, static_shape
 from graphc.graph import Graph, Node
 from graphc.ops import get_op
 from graphc.passes.rewrite import Rewrite, Tier, run_tier
@@ -24,7 +26,8 @@ def folding(max_elements: int = MAX_FOLDED_ELEMENTS) -> Rewrite:
             return None
         if not all(source.op == "constant" for source in node.inputs):
             return None
-        if not is_static(node.type.shape) or np.prod(node.type.shape) > max_elements:
+        shape = node.type.shape
+        if not is_static(shape) or math.prod(static_shape(shape)) > max_elements:
             return None
         args = [source.attrs["value"] for source in node.inputs]
         with np.errstate(all="ignore"):

@@ -14,7 +14,7 @@ the rewrites that kept firing. A `RewriteReport` records, per tier, what fired a
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -105,7 +105,7 @@ class RewriteReport:
 
     fired: dict[str, Counter[str]] = field(default_factory=dict)
     walks: Counter[str] = field(default_factory=Counter)
-    seconds: Counter[str] = field(default_factory=Counter)
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def record(self, tier: str, fired: Counter[str], seconds: float) -> None:
         """Add one walk of a tier."""

@@ -8,7 +8,7 @@ import re
 import numpy as np
 
 import graphc as gc
-from graphc.printing import MAX_INLINE_CONSTANT
+from graphc.graph import MAX_INLINE_CONSTANT
 
 FILE = "test_printing.py"
 

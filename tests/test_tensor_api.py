@@ -461,6 +461,32 @@ def test_elementwise_functions_and_methods_come_from_the_op_definitions():
         assert hasattr(torch, op.api) and hasattr(torch.Tensor, op.api), op.api
 
 
+def test_the_written_out_functions_and_methods_are_the_op_table():
+    """gc.<api> and Operand.<api> (Tensor's) are written out by name, so type checkers and
+    editors see them, and bound from the op table: each list names every public op exactly
+    once, under its own name and with its doc."""
+    from graphc.math_ops import binary_function, unary_function
+    from graphc.ops.operand import Operand
+
+    table = {op.api: op for op in PUBLIC_ELEMENTWISE}
+    codes = {unary_function("neg").__code__, binary_function("add").__code__}
+    functions = {
+        name: value for name, value in vars(gc).items() if getattr(value, "__code__", 0) in codes
+    }
+    methods = {
+        name: value
+        for name, value in vars(Operand).items()
+        if not name.startswith("_") and getattr(value, "__qualname__", "") == f"Operand.{name}"
+    }
+    assert set(functions) == set(methods) == set(table)
+    for name, op in table.items():
+        assert functions[name].__name__ == methods[name].__name__ == name
+        assert functions[name].__doc__ == methods[name].__doc__ == op.doc
+        assert getattr(gc.Tensor, name) is methods[name]
+        assert functions[name].__code__.co_argcount == op.arity
+        assert methods[name].__code__.co_argcount == op.arity
+
+
 _NUMERIC = (gc.int32, gc.int64, gc.float32, gc.float64)
 
 

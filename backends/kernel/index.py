@@ -49,8 +49,9 @@ class Index:
     def dims(self) -> tuple[IntExpr, ...]:
         """Return the per-dim indices (dividing the offset if only it is known)."""
         if self._dims is None:
+            assert self._linear is not None  # an Index holds dims, a linear offset or both
             rest = self._linear
-            dims = []
+            dims: list[IntExpr] = []
             for stride, d in zip(row_major_strides(self.shape), self.shape, strict=True):
                 if isinstance(d, int) and d == 1:
                     dims.append(IConst(0))
@@ -64,7 +65,7 @@ class Index:
         """Return the row-major offset (summing index times stride if only dims are known)."""
         if self._linear is None:
             total: IntExpr = IConst(0)
-            for i, stride in zip(self._dims, row_major_strides(self.shape), strict=True):
+            for i, stride in zip(self.dims(), row_major_strides(self.shape), strict=True):
                 total = iadd(total, imul(i, stride))
             self._linear = total
         return self._linear

@@ -65,7 +65,7 @@ def _safe_in_kernel(kernel, program: KernelProgram, value: str, variable: str) -
 
 def in_place_updates(program: KernelProgram) -> dict[str, str]:
     """Return {value buffer: variable buffer} for the updates that can be computed in place."""
-    producer = {}
+    producer: dict[str, int] = {}
     for position, kernel in enumerate(program.kernels):
         for name, _ in _expressions(kernel):
             if name is not None:
@@ -73,14 +73,14 @@ def in_place_updates(program: KernelProgram) -> dict[str, str]:
     chosen = {}
     for variable, value in program.updates:
         spec = program.buffers[value]
-        position = producer.get(value)
-        if spec.role != "temp" or position is None:
+        produced_at = producer.get(value)
+        if spec.role != "temp" or produced_at is None:
             continue
-        later = program.kernels[position + 1 :]
-        if any(_can_fail(kernel) for kernel in program.kernels[position:]):
+        later = program.kernels[produced_at + 1 :]
+        if any(_can_fail(kernel) for kernel in program.kernels[produced_at:]):
             continue
         if any(_reads(kernel, variable) for kernel in later):
             continue
-        if _safe_in_kernel(program.kernels[position], program, value, variable):
+        if _safe_in_kernel(program.kernels[produced_at], program, value, variable):
             chosen[value] = variable
     return chosen

@@ -300,7 +300,7 @@ Kernel = LoopKernel | MatmulKernel | ScatterAddKernel
 
 def children(expr: Any) -> list[Any]:
     """Return the sub-expressions (value and index expressions) of an IR expression."""
-    found = []
+    found: list[Any] = []
     for name in getattr(expr, "__slots__", ()):
         value = getattr(expr, name)
         items = value if isinstance(value, tuple) else (value,)

@@ -35,6 +35,7 @@ from graphc.backends.kernel.ir import (
     ibin,
     imul,
 )
+from graphc.dims import Dim
 from graphc.dtypes import DType, bool_, float64, int64
 from graphc.graph import Node
 from graphc.ops import OpDef, get_op
@@ -173,13 +174,15 @@ def _reduction(ctx, node, index, op: str, axes: tuple[int, ...], keepdims: bool)
     return Reduce(op, tuple(reduce_vars[a] for a in axes), extents, body, node.type.dtype)
 
 
+def _reduction_rule(op: str):
+    def rule(ctx, node, index):
+        return _reduction(ctx, node, index, op, node.attrs["axes"], node.attrs["keepdims"])
+
+    return rule
+
+
 for _name, _op in _REDUCE_OPS.items():
-    _register(
-        _name,
-        lambda ctx, node, index, op=_op: _reduction(
-            ctx, node, index, op, node.attrs["axes"], node.attrs["keepdims"]
-        ),
-    )
+    _register(_name, _reduction_rule(_op))
 _register(
     "argmax",
     lambda ctx, node, index: _reduction(
@@ -203,10 +206,9 @@ _register(
 
 def _permute(ctx, node, index):
     out = index.dims()
-    dims = [None] * len(out)
-    for position, axis in enumerate(node.attrs["perm"]):
-        dims[axis] = out[position]
-    return ctx.value(node.inputs[0], Index(node.inputs[0].type.shape, dims=tuple(dims)))
+    inverse = {axis: position for position, axis in enumerate(node.attrs["perm"])}
+    dims = tuple(out[inverse[axis]] for axis in range(len(out)))
+    return ctx.value(node.inputs[0], Index(node.inputs[0].type.shape, dims=dims))
 
 
 _register("permute", _permute)
@@ -257,7 +259,8 @@ _register("pad", _pad)
 def _concat(ctx, node, index):
     axis = node.attrs["axis"]
     out = index.dims()
-    pieces, start = [], IConst(0)
+    pieces = []
+    start: IntExpr = IConst(0)
     for source in node.inputs:
         size = dim_expr(source.type.shape[axis])
         # A piece with no elements along the axis is never read: its buffer has nothing to read.
@@ -369,8 +372,8 @@ def _tap(ctx, x: Node, n, channel, oh, ow, i, j, stride, dilation, padding):
     _, _, height, width = x.type.shape
     ih = _window_position(oh, i, stride[0], dilation[0], padding[0])
     iw = _window_position(ow, j, stride[1], dilation[1], padding[1])
-    inside = _all([_in_range(ih, IConst(height)), _in_range(iw, IConst(width))])
-    rows, cols = _clamp(ih, IConst(height)), _clamp(iw, IConst(width))
+    inside = _all([_in_range(ih, dim_expr(height)), _in_range(iw, dim_expr(width))])
+    rows, cols = _clamp(ih, dim_expr(height)), _clamp(iw, dim_expr(width))
     return ctx.value(x, Index(x.type.shape, dims=(n, channel, rows, cols))), inside
 
 
@@ -394,7 +397,7 @@ def _conv2d(ctx, node, index):
 
 
 def _strided_source(
-    position: IntExpr, tap: IntExpr, stride: int, dilation: int, pad: int, size: int
+    position: IntExpr, tap: IntExpr, stride: int, dilation: int, pad: int, size: Dim
 ):
     """Return (index, valid) of the output element whose window puts `tap` on `position`."""
     t = ibin("sub", iadd(position, IConst(pad)), imul(tap, IConst(dilation)))
@@ -403,10 +406,10 @@ def _strided_source(
         [
             ibin("le", IConst(0), t),
             ibin("eq", ibin("mod", t, IConst(stride)), IConst(0)),
-            ibin("lt", source, IConst(size)),
+            ibin("lt", source, dim_expr(size)),
         ]
     )
-    return _clamp(source, IConst(size)), valid
+    return _clamp(source, dim_expr(size)), valid
 
 
 def _conv2d_input_grad(ctx, node, index):
@@ -479,7 +482,7 @@ def _avg_divisor(ctx, node, oh, ow, x_shape, out_shape, dtype) -> Expr:
     if node.attrs["count_include_pad"]:
         # Padded positions count, positions past the padding do not: with ceil_mode the last
         # window along a dim may cover fewer than kernel rows.
-        counts = []
+        counts: list[IntExpr] = []
         for o, out, size, k, s, p in zip(
             (oh, ow), out_shape[2:], x_shape[2:], kernel, stride, padding, strict=True
         ):
@@ -487,7 +490,7 @@ def _avg_divisor(ctx, node, oh, ow, x_shape, out_shape, dtype) -> Expr:
                 counts.append(IConst(k))
             else:
                 counts.append(
-                    ibin("min", IConst(k), ibin("sub", IConst(size + 2 * p), imul(o, IConst(s))))
+                    ibin("min", IConst(k), ibin("sub", dim_expr(size + 2 * p), imul(o, IConst(s))))
                 )
         area = imul(*counts)
         if isinstance(area, IConst):

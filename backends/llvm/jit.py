@@ -31,6 +31,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm.target import CpuTarget, can_execute, selected_target
 from graphc.errors import CompileError
+from graphc.version import __version__
 
 OPT_LEVEL = 3
 # Compiled modules kept in memory after the last executable using them is gone.
@@ -165,8 +166,6 @@ def cache_directory() -> Path | None:
 def module_key(text: str, target: CpuTarget | None = None) -> str:
     """Return the cache key of a module: its IR, graphc's and llvmlite's versions, and the
     target's CPU name and features (default: the selected target)."""
-    from graphc import __version__
-
     target = target if target is not None else selected_target()
     digest = hashlib.sha256()
     for part in (text, __version__, llvmlite.__version__, target.cpu, target.features):

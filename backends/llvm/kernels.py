@@ -19,6 +19,7 @@ from graphc.backends.llvm.expressions import (
     register_type,
 )
 from graphc.dtypes import DType, bool_
+from graphc.errors import CompileError
 
 I8_PTR = I8.as_pointer()
 I64_PTR = I64.as_pointer()
@@ -337,6 +338,8 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
     workspace = b.bitcast(fe.pointer("workspace"), I8.as_pointer())
     workspace = b.gep(workspace, [b.mul(fe.args["thread"], ir.Constant(I64, ctx.workspace_bytes))])
     workspace = b.bitcast(workspace, elem.as_pointer())
+    if ctx.gemm is None:
+        raise CompileError(f"{kernel.name}: a matmul kernel needs the GEMM micro-kernel")
     gemm = ctx.gemm(ctx.module, kernel.dtype.short)
 
     def batch_body(flat, carried):

@@ -50,6 +50,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from llvmlite import ir
 
@@ -57,8 +58,9 @@ UNARY_FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "erf", "si
 BINARY_FUNCTIONS = ("pow", "atan2")
 DTYPES = ("f32", "f64")
 
-Value = ir.Value
-Operand = ir.Value | float
+# llvmlite has no type information, so these name what the emitters pass around.
+Value: TypeAlias = ir.Value
+Operand: TypeAlias = ir.Value | float
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +107,7 @@ class _Params:
     exp_clamp: tuple[float, float]  # beyond these, exp is 0 / inf after rounding
     exp_normal: tuple[float, float]  # within these, exp is a normal number
     ln2: tuple[float, float]  # ln 2 = hi + lo
-    pio2: tuple[float, float, float]  # pi/2 = sum, for the Cody-Waite reduction
+    pio2: tuple[float, ...]  # pi/2 = sum, for the Cody-Waite reduction (f32: none)
     tanh_split: float  # below: polynomial; above: 1 - 2 / (exp(2x) + 1)
     erf_split: float  # below: polynomial; above: 1 - exp(-x*x) * Q(1 / (1 + x))
     erf_clamp: float  # erf(x) rounds to 1 beyond

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import TypeVar
 
 import numpy as np
@@ -46,7 +47,7 @@ class ArenaPlanner:
         self,
         program: KernelProgram,
         lifetimes: Mapping[str, tuple[int, int]],
-        exclude: set[str] = frozenset(),
+        exclude: AbstractSet[str] = frozenset(),
     ) -> None:
         self._temps = [
             (name, spec)

@@ -85,14 +85,20 @@ def build_module(
     return module
 
 
-def _kernel_functions(ctx, entry: FunctionEmitter, kernel) -> list[tuple[ir.Function, object]]:
+# A kernel's function and its work: (the size of its work range, a per-element cost).
+KernelCall = tuple[ir.Function, tuple[ir.Value, ir.Value | int]]
+
+
+def _kernel_functions(ctx, entry: FunctionEmitter, kernel) -> list[KernelCall]:
     scope = Scope()
     if isinstance(kernel, k.LoopKernel):
         return [(emit_loop_kernel(ctx, kernel), (loop_work(entry, kernel, scope), _cost(kernel)))]
     if isinstance(kernel, k.MatmulKernel):
         if ctx.gemm is None:
             raise NotImplementedError("matmul needs the GEMM micro-kernel")
-        functions = [(emit_matmul_kernel(ctx, kernel), (*matmul_work(entry, kernel, scope),))]
+        functions: list[KernelCall] = [
+            (emit_matmul_kernel(ctx, kernel), matmul_work(entry, kernel, scope))
+        ]
         if kernel.epilogue is not None:
             epilogue = kernel.epilogue
             functions.append(

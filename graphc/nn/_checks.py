@@ -56,10 +56,12 @@ def same_dims(a: Iterable[Dim], b: Iterable[Dim]) -> bool:
 
 def pair(value: Any, name: str) -> tuple[int, int]:
     """Return an int or a pair of ints as a pair."""
-    result = (value, value) if isinstance(value, int) else tuple(value)
-    if len(result) != 2 or not all(isinstance(v, int) for v in result):
-        raise graph_error(f"{name} must be an int or a pair of ints, got {value!r}")
-    return result  # type: ignore[return-value]
+    items = (value, value) if isinstance(value, int) else tuple(value)
+    if len(items) == 2:
+        first, second = items
+        if isinstance(first, int) and isinstance(second, int):
+            return first, second
+    raise graph_error(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
 def check_reduction(reduction: str) -> str:

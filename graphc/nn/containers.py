@@ -27,9 +27,13 @@ class Sequential(Module):
         if len(modules) == 1 and isinstance(modules[0], OrderedDict):
             for name, module in modules[0].items():
                 self.add_module(name, module)
-        else:
-            for position, module in enumerate(modules):
-                self.add_module(str(position), module)
+            return
+        for position, entry in enumerate(modules):
+            if isinstance(entry, OrderedDict):
+                raise GraphError(
+                    located("Sequential takes Modules, or one OrderedDict of them", user_location())
+                )
+            self.add_module(str(position), entry)
 
     def forward(self, input: Any) -> Any:  # noqa: A002 - PyTorch's name
         """Return the last module's output, each module fed the previous one's."""

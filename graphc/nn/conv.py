@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from graphc.dims import static_dim
 from graphc.nn import functional as F
 from graphc.nn import init
 from graphc.nn._checks import graph_error, pair, same_dims, shape_error, shape_text, tensor_arg
@@ -140,6 +141,7 @@ class ConvTranspose2d(_ConvNd):
     """Transposed 2-D convolution; weight (in_channels, out_channels/groups, kH, kW)."""
 
     transposed = True
+    padding: tuple[int, int]  # never a string here, unlike Conv2d's
 
     def __init__(
         self,
@@ -190,8 +192,9 @@ class ConvTranspose2d(_ConvNd):
     def _padding_for(self, x: Tensor, size: tuple[int, ...]) -> tuple[int, int]:
         result = []
         for axis in range(2):
+            in_size = static_dim(x.shape[-2 + axis], f"{self!r}: the input's height and width")
             smallest = (
-                (x.shape[-2 + axis] - 1) * self.stride[axis]
+                (in_size - 1) * self.stride[axis]
                 - 2 * self.padding[axis]
                 + self.dilation[axis] * (self.kernel_size[axis] - 1)
                 + 1

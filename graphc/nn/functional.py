@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import graphc as gc
-from graphc.dims import Dim
+from graphc.dims import Dim, static_dim, static_shape
 from graphc.nn._checks import (
     float_arg,
     graph_error,
@@ -160,12 +160,12 @@ def _same_padding(
     if pair(stride, "stride") != (1, 1):
         raise graph_error("conv2d: padding='same' is not supported for strided convolutions")
     dh, dw = pair(dilation, "dilation")
-    totals = (dh * (weight.shape[2] - 1), dw * (weight.shape[3] - 1))
-    before = tuple(t // 2 for t in totals)
-    extra = [t - 2 * b for t, b in zip(totals, before, strict=True)]
-    if any(extra):  # PyTorch puts the odd pixel at the bottom and the right
-        x = gc.pad(x, (0, extra[1], 0, extra[0]))
-    return x, before  # type: ignore[return-value]
+    kh, kw = (static_dim(d, "conv2d: the kernel size") for d in weight.shape[2:4])
+    total_h, total_w = dh * (kh - 1), dw * (kw - 1)
+    before = (total_h // 2, total_w // 2)
+    if total_h % 2 or total_w % 2:  # PyTorch puts the odd pixel at the bottom and the right
+        x = gc.pad(x, (0, total_w % 2, 0, total_h % 2))
+    return x, before
 
 
 def conv2d(
@@ -289,14 +289,16 @@ def adaptive_avg_pool2d(input: Tensor, output_size: int | Sequence[int | None]) 
     out = tuple(d if s is None else s for s, d in zip(sizes, (height, width), strict=True))
     if out == (1, 1):
         y = x.mean(dim=(2, 3), keepdim=True)
-    elif height % out[0] == 0 and width % out[1] == 0:
-        kernel = (height // out[0], width // out[1])
-        y = gc.avg_pool2d(x, kernel, kernel)
     else:
-        raise shape_error(
-            f"adaptive_avg_pool2d: output size {out} must divide the input's {height}x{width} "
-            "(overlapping adaptive windows are not supported)"
-        )
+        in_hw = static_shape((height, width), "adaptive_avg_pool2d: the input's height and width")
+        out_hw = static_shape(out, "adaptive_avg_pool2d: the output size")
+        if in_hw[0] % out_hw[0] or in_hw[1] % out_hw[1]:
+            raise shape_error(
+                f"adaptive_avg_pool2d: output size {out} must divide the input's {height}x{width} "
+                "(overlapping adaptive windows are not supported)"
+            )
+        kernel = (in_hw[0] // out_hw[0], in_hw[1] // out_hw[1])
+        y = gc.avg_pool2d(x, kernel, kernel)
     return y.squeeze(0) if unbatched else y
 
 
@@ -408,7 +410,7 @@ def embedding(
     rows = weight[idx]
     if padding_idx is None:
         return rows
-    num = weight.shape[0]
+    num = static_dim(weight.shape[0], "embedding: with padding_idx, the number of rows")
     if not -num <= padding_idx < num:
         raise graph_error(f"embedding: padding_idx {padding_idx} is out of range for {num} rows")
     padding_idx %= num
@@ -418,6 +420,9 @@ def embedding(
 
 
 # -- resampling and padding ---------------------------------------------------------------------
+_RESAMPLED = "interpolate: the input's spatial dims"
+
+
 def _output_sizes(x: Tensor, size: Any, scale_factor: Any) -> tuple[list[int], list[float | None]]:
     spatial = x.ndim - 2
     if (size is None) == (scale_factor is None):
@@ -426,12 +431,14 @@ def _output_sizes(x: Tensor, size: Any, scale_factor: Any) -> tuple[list[int], l
         sizes = [size] * spatial if isinstance(size, int) else list(size)
         scales: list[float | None] = [None] * spatial
     else:
-        scales = (
+        factors = (
             [float(scale_factor)] * spatial
             if isinstance(scale_factor, (int, float))
             else [float(s) for s in scale_factor]
         )
-        sizes = [math.floor(d * s) for d, s in zip(x.shape[2:], scales, strict=True)]
+        scales = list(factors)
+        in_sizes = static_shape(x.shape[2:], _RESAMPLED)
+        sizes = [math.floor(d * f) for d, f in zip(in_sizes, factors, strict=True)]
     if len(sizes) != spatial or len(scales) != spatial:
         raise shape_error(
             f"interpolate: {spatial} spatial dims in {shape_text(x.shape)}, got size={size} "
@@ -447,7 +454,7 @@ def _source_scale(in_size: int, out_size: int, scale: float | None, align: bool)
 
 
 def _along(x: Tensor, axis: int, index: np.ndarray) -> Tensor:
-    if np.array_equal(index, np.arange(x.shape[axis])):
+    if np.array_equal(index, np.arange(static_dim(x.shape[axis], _RESAMPLED))):
         return x
     return x[(slice(None),) * axis + (index.astype(np.int64),)]
 
@@ -455,7 +462,7 @@ def _along(x: Tensor, axis: int, index: np.ndarray) -> Tensor:
 def _resample_axis(
     x: Tensor, axis: int, out_size: int, scale: float | None, mode: str, align: bool
 ) -> Tensor:
-    in_size = x.shape[axis]
+    in_size = static_dim(x.shape[axis], _RESAMPLED)
     dst = np.arange(out_size, dtype=np.float32)
     if mode == "nearest":
         step = _source_scale(in_size, out_size, scale, False)

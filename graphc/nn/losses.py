@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import graphc as gc
+from graphc.dims import static_dim
 from graphc.nn._checks import (
     check_reduction,
     dtype_error,
@@ -23,6 +24,8 @@ from graphc.nn._checks import (
 from graphc.nn.module import Module
 from graphc.tensor import Tensor
 from graphc.variable import Variable
+
+_SMOOTHED_CLASSES = "cross_entropy: with label_smoothing, the number of classes"
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
@@ -133,7 +136,8 @@ def cross_entropy(
     scaled = logp if weight is None else logp * _class_view(weight, x, class_dim)
     smooth = gc.where(target != ignore_index, -scaled.sum(class_dim), 0.0)
     smooth = smooth.sum() / total if reduction == "mean" else _reduce(smooth, reduction)
-    return (1 - label_smoothing) * loss + smooth * (label_smoothing / classes)
+    share = label_smoothing / static_dim(classes, _SMOOTHED_CLASSES)
+    return (1 - label_smoothing) * loss + smooth * share
 
 
 def _soft_cross_entropy(
@@ -151,7 +155,8 @@ def _soft_cross_entropy(
         )
     classes = logp.shape[class_dim]
     if label_smoothing > 0.0:
-        target = target * (1 - label_smoothing) + label_smoothing / classes
+        share = label_smoothing / static_dim(classes, _SMOOTHED_CLASSES)
+        target = target * (1 - label_smoothing) + share
     terms = logp * target
     if weight is not None:
         terms = terms * _class_view(weight, logp, class_dim)

@@ -111,10 +111,10 @@ class Module:
             isinstance(value, Parameter) or value.storage.trainable
         ):
             self._forget(name)
-            parameters[name] = value
+            self._parameters[name] = value
         elif isinstance(value, Module):
             self._forget(name)
-            modules[name] = value
+            self._modules[name] = value
         elif parameters is not None and name in parameters:
             if value is not None:
                 raise GraphError(
@@ -137,7 +137,7 @@ class Module:
             buffers[name] = value
         elif isinstance(value, Variable):
             self._forget(name)
-            buffers[name] = value
+            self._buffers[name] = value
         elif modules is not None and name in modules:
             if value is not None:
                 raise GraphError(

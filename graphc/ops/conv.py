@@ -25,13 +25,14 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation
 def _spatial(x: TensorType, role: str) -> tuple[int, int, int]:
     if x.ndim != 4:
         raise ShapeError(f"{role} must be 4-d (N, C, H, W), got {format_shape(x.shape)}")
-    for axis in (1, 2, 3):
-        if not isinstance(x.shape[axis], int):
-            raise ShapeError(
-                f"{role} {format_shape(x.shape)} has a symbolic dim {axis}; only the batch dim "
-                "may be symbolic"
-            )
-    return x.shape[1], x.shape[2], x.shape[3]
+    channels, height, width = x.shape[1:]
+    if isinstance(channels, int) and isinstance(height, int) and isinstance(width, int):
+        return channels, height, width
+    axis = next(a for a in (1, 2, 3) if not isinstance(x.shape[a], int))
+    raise ShapeError(
+        f"{role} {format_shape(x.shape)} has a symbolic dim {axis}; only the batch dim "
+        "may be symbolic"
+    )
 
 
 def _output_hw(h: int, w: int, kernel, attrs) -> tuple[int, int]:
@@ -77,6 +78,11 @@ def _taps(xp: np.ndarray, kernel, out_hw, attrs):
             yield i, j, (slice(None), slice(None), rows, cols)
 
 
+def _group_view(view: tuple) -> tuple:
+    """Return a tap's view of an (N, C, H, W) array as a view of its (N, G, C/G, H, W) form."""
+    return (slice(None), slice(None), *view[1:])
+
+
 def _pad_hw(x: np.ndarray, padding) -> np.ndarray:
     (ph, pw) = padding
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
@@ -95,7 +101,7 @@ def _conv2d_reference(args, attrs, env):
     wg = w.reshape(groups, w.shape[0] // groups, *w.shape[1:])
     out = np.zeros((x.shape[0], groups, wg.shape[1], *out_hw), dtype=x.dtype)
     for i, j, view in _taps(xp[:, 0], kernel, out_hw, attrs):
-        patch = xp[(slice(None), slice(None), *view[1:])]  # (N, G, Cg, OH, OW)
+        patch = xp[_group_view(view)]  # (N, G, Cg, OH, OW)
         out += np.einsum("ngchw,goc->ngohw", patch, wg[:, :, :, i, j])
     return out.reshape(x.shape[0], w.shape[0], *out_hw)
 
@@ -131,9 +137,7 @@ def _conv_input_grad_reference(args, attrs, env):
     )
     dxp = np.zeros((n, groups, c // groups, full_h, full_w), dtype=gy.dtype)
     for i, j, view in _taps(dxp[:, 0], kernel, gy.shape[2:], attrs):
-        dxp[(slice(None), slice(None), *view[1:])] += np.einsum(
-            "ngohw,goc->ngchw", gyg, wg[:, :, :, i, j]
-        )
+        dxp[_group_view(view)] += np.einsum("ngohw,goc->ngchw", gyg, wg[:, :, :, i, j])
     return dxp.reshape(n, c, full_h, full_w)[:, :, ph : ph + h, pw : pw + wd]
 
 
@@ -156,7 +160,7 @@ def _conv_weight_grad_reference(args, attrs, env):
     gyg = _grouped(gy, groups)
     dw = np.zeros((groups, gy.shape[1] // groups, x.shape[1] // groups, *kernel), dtype=x.dtype)
     for i, j, view in _taps(xp[:, 0], kernel, gy.shape[2:], attrs):
-        patch = xp[(slice(None), slice(None), *view[1:])]
+        patch = xp[_group_view(view)]
         dw[:, :, :, i, j] = np.einsum("ngchw,ngohw->goc", patch, gyg)
     return dw.reshape(gy.shape[1], x.shape[1] // groups, *kernel)
 
@@ -189,12 +193,13 @@ def pool_output_size(
 
 def _pool_out_hw(hw, attrs) -> tuple[int, int]:
     a = _pool_attrs(attrs)
-    return tuple(  # type: ignore[return-value]
-        pool_output_size(size, *params, a["ceil_mode"])
-        for size, *params in zip(
+    height, width = (
+        pool_output_size(size, kernel, stride, padding, dilation, a["ceil_mode"])
+        for size, kernel, stride, padding, dilation in zip(
             hw, a["kernel"], a["stride"], a["padding"], a["dilation"], strict=True
         )
     )
+    return height, width
 
 
 def _pool_infer(types, attrs):

@@ -1,14 +1,14 @@
 """Elementwise primitives: unary math, binary arithmetic and comparisons, where, cast.
 
 Each unary or binary op is one `unary_op` / `binary_op` call: its numpy reference, the dtype
-categories it accepts, how the Tensor API promotes its operands, its PyTorch name (which
-gives `gc.<name>` and `Tensor.<name>`), a one-line doc and its gradient rule, written with the
-Tensor API. The kernel lowering of such an op is the kernel IR's Unary or Binary node of its
-name; a compiled backend gives that node its code (backends/llvm/expressions.py and
-mathlib.py).
+categories it accepts, how its operands are promoted, its PyTorch name (`gc.<name>` and
+`Tensor.<name>`), a one-line doc and its gradient rule, written with the operators and methods
+of the values the autodiff pass hands it (`operand.Value`). The kernel lowering of such an op
+is the kernel IR's Unary or Binary node of its name; a compiled backend gives that node its
+code (backends/llvm/expressions.py and mathlib.py).
 
-Binary ops take inputs of one dtype: the Tensor API inserts casts by PyTorch's promotion
-rules first, so backends never promote.
+Binary ops take inputs of one dtype: `promotion.elementwise` inserts casts by PyTorch's
+promotion rules first, so backends never promote.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 from graphc.dtypes import DType, as_dtype, bool_
 from graphc.errors import DTypeError
-from graphc.ops.grad_helpers import frontend, sum_to, zeros_like
+from graphc.ops.grad_helpers import sum_to, where, zeros_like
 from graphc.ops.registry import OpDef, define_op, grad_rule
 from graphc.ops.shape_rules import broadcast_shapes, require_dtype, same_dtype
 from graphc.types import TensorType
@@ -321,16 +321,14 @@ unary_op(
 # -- binary -----------------------------------------------------------------------------------
 def _extremum_grad(a, b, g, winner_is_first):
     # Ties split the gradient evenly between both operands, as in PyTorch.
-    gc = frontend()
-    share_a = gc.where(winner_is_first, 1.0, gc.where(a == b, 0.5, 0.0)).to(g.dtype)
+    share_a = where(winner_is_first, 1.0, where(a == b, 0.5, 0.0)).to(g.dtype)
     return g * share_a, g * (1 - share_a)
 
 
 def _pow_grad(base, exponent, out, g):
-    gc = frontend()
     d_base = g * exponent * base ** (exponent - 1)
     # As in PyTorch, a zero base contributes no gradient to the exponent (0 * log 0 = 0).
-    return d_base, g * gc.where(base == 0, 0.0, out * base.log())
+    return d_base, g * where(base == 0, 0.0, out * base.log())
 
 
 def _atan2_grad(y, x, out, g):
@@ -469,13 +467,12 @@ define_op("where", "elementwise", _where_infer, lambda args, attrs, env: np.wher
 
 @grad_rule("where")
 def _where_grad(xs, out, g, attrs):
-    gc = frontend()
     condition, a, b = xs
-    zero = gc.zeros_like(g)
+    zero = zeros_like(g)
     return [
         None,
-        sum_to(gc.where(condition, g, zero), a.shape),
-        sum_to(gc.where(condition, zero, g), b.shape),
+        sum_to(where(condition, g, zero), a.shape),
+        sum_to(where(condition, zero, g), b.shape),
     ]
 
 

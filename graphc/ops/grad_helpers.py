@@ -1,18 +1,19 @@
-"""Helpers shared by gradient rules. Rules receive and return Tensors and build nodes with the
-public Tensor API, so a rule reads like the math it implements."""
+"""Helpers shared by gradient rules.
+
+Rules receive and return operands (`operand.Value` when the autodiff pass calls them) and
+build nodes with their operators and methods, so a rule reads like the math it implements.
+The helpers here wrap each result like the operand they are given, so this module needs
+neither the Tensor API nor `operand` (which binds its methods from the ops defined beside
+these rules).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from graphc.dims import dims_equal
-
-
-def frontend() -> Any:
-    """Return the graphc package (imported when a rule runs, after everything is loaded)."""
-    import graphc
-
-    return graphc
+from graphc.ops import promotion
+from graphc.ops.registry import make_node
 
 
 def sum_to(g: Any, shape: tuple) -> Any:
@@ -33,11 +34,22 @@ def sum_to(g: Any, shape: tuple) -> Any:
 
 def zeros_like(x: Any) -> Any:
     """Return zeros of x's shape and dtype (the gradient of a piecewise-constant function)."""
-    return frontend().zeros_like(x)
+    zero = promotion.constant(0, x.dtype)
+    if not x.shape:
+        return x._wrap(zero)
+    return x._wrap(make_node("broadcast_to", [zero], {"shape": x.shape}))
+
+
+def where(condition: Any, a: Any, b: Any) -> Any:
+    """Return a where condition holds, else b: broadcast, and promoted together."""
+    return condition._wrap(promotion.where(condition.node, _node_of(a), _node_of(b)))
 
 
 def apply_op(op: str, inputs: list, attrs: dict) -> Any:
-    """Return the Tensor of a primitive applied to Tensors (for ops the Tensor API hides)."""
-    from graphc.ops.registry import make_node
+    """Return a primitive applied to operands, wrapped like the first (for ops without a
+    method of their own: convolutions, pooling, pad, gather)."""
+    return inputs[0]._wrap(make_node(op, [x.node for x in inputs], attrs))
 
-    return frontend().Tensor(make_node(op, [t.node for t in inputs], attrs))
+
+def _node_of(value: Any) -> Any:
+    return getattr(value, "node", value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.dims import (
+    Dim,
     dim_add,
     dim_mul,
     dim_prod,
@@ -29,7 +30,8 @@ from graphc.types import TensorType
 # the GEMM's operands use this): view(node, input shape, input strides) -> the node's strides.
 def contiguous_strides(shape: tuple) -> tuple:
     """Return the row-major strides of shape, in elements (symbolic where the shape is)."""
-    strides, running = [], 1
+    strides: list[Dim] = []
+    running: Dim = 1
     for d in reversed(shape):
         strides.append(running)
         running = dim_mul(running, d)
@@ -232,7 +234,7 @@ def _concat_infer(types, attrs):
     axis = attrs["axis"]
     dtype = same_dtype(types, "concatenated tensors")
     first = types[0]
-    total = 0
+    total: Dim = 0
     for position, t in enumerate(types):
         if t.ndim != first.ndim:
             raise ShapeError(
@@ -386,8 +388,8 @@ def _interleave_zeros(g, axis: int, step: int):
     )
     merged = spread.reshape(*g.shape[:axis], dim_mul(size, step), *g.shape[axis + 1 :])
     keep = dim_add(dim_mul(size, step), 1 - step)
-    index = (slice(None),) * axis + (slice(0, keep),)
-    return merged[index]
+    index = tuple(slice(0, keep if d == axis else n) for d, n in enumerate(merged.shape))
+    return slice_tensor(merged, index)
 
 
 def pad_tensor(x, pads, value=0.0):
@@ -424,7 +426,8 @@ def slice_tensor(x, index):
 @grad_rule("concat")
 def _concat_grad(xs, out, g, attrs):
     axis = attrs["axis"]
-    grads, start = [], 0
+    grads = []
+    start: Dim = 0
     for x in xs:
         stop = dim_add(start, x.shape[axis])
         index = tuple(

@@ -13,7 +13,7 @@ from graphc.dims import evaluate_dim, format_shape
 from graphc.dtypes import int64
 from graphc.errors import IndexingError, ShapeError, located
 from graphc.graph import Node
-from graphc.ops.grad_helpers import frontend
+from graphc.ops.grad_helpers import where
 from graphc.ops.registry import define_op, grad_rule
 from graphc.ops.shape_rules import bindings_text, require_dtype, symbolic
 from graphc.types import TensorType
@@ -180,15 +180,14 @@ grad_rule("reduce_min")(_extremum_grad)
 @grad_rule("reduce_prod")
 def _prod_grad(xs, out, g, attrs):
     # d prod / d x_i is the product of the other entries; computed without dividing by a zero.
-    gc = frontend()
     (x,) = xs
     axes = attrs["axes"]
     is_zero = x == 0
-    zeros = is_zero.sum(dim=axes, keepdim=True)
-    nonzero_product = gc.where(is_zero, 1, x).prod(dim=axes, keepdim=True)
-    others = gc.where(
+    zeros = is_zero.to(int64).sum(dim=axes, keepdim=True)
+    nonzero_product = where(is_zero, 1, x).prod(dim=axes, keepdim=True)
+    others = where(
         is_zero,
-        gc.where(zeros == 1, nonzero_product, 0),
-        gc.where(zeros == 0, nonzero_product / gc.where(is_zero, 1, x), 0),
+        where(zeros == 1, nonzero_product, 0),
+        where(zeros == 0, nonzero_product / where(is_zero, 1, x), 0),
     )
     return [_expand_back(g, x, attrs) * others]

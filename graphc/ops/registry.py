@@ -127,7 +127,9 @@ class OpDef:
 
     def fusion_role(self, node: Node) -> str:
         """Return what fusion does with node (a key of FUSION_ROLES)."""
-        return self.fusion(node) if callable(self.fusion) else self.fusion
+        if callable(self.fusion):
+            return self.fusion(node)
+        return self.fusion or _KIND_FUSION[self.kind]
 
 
 OPS: dict[str, OpDef] = {}

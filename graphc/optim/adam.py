@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import graphc as gc
@@ -48,7 +49,7 @@ class Adam(Optimizer):
         }
         super().__init__(params, defaults)
 
-    def _check_options(self, options: dict[str, Any]) -> None:
+    def _check_options(self, options: Mapping[str, Any]) -> None:
         super()._check_options(options)
         beta1, beta2 = options["betas"]
         if not 0.0 <= beta1 < 1.0:

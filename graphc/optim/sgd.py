@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import graphc as gc
@@ -41,7 +42,7 @@ class SGD(Optimizer):
         }
         super().__init__(params, defaults)
 
-    def _check_options(self, options: dict[str, Any]) -> None:
+    def _check_options(self, options: Mapping[str, Any]) -> None:
         super()._check_options(options)
         if options["momentum"] < 0:
             raise ValueError(f"invalid momentum value: {options['momentum']}")
