@@ -188,3 +188,24 @@ def test_stale_temporary_files_are_removed(tmp_path, monkeypatch):
     assert recent.exists() and foreign.exists()
     (entry,) = _entries(tmp_path)
     _assert_intact(entry)
+
+
+def test_a_second_process_takes_the_module_from_the_disk_cache(tmp_path):
+    _finish(_start(tmp_path, "a"))
+    # The second process may not optimise anything: each module must come from the disk.
+    no_optimising = (
+        "import llvmlite.binding as llvm\n"
+        "def refuse(*args, **kwargs):\n"
+        "    raise AssertionError('optimised a module the disk cache holds')\n"
+        "llvm.create_pass_builder = refuse\n"
+    )
+    process = subprocess.run(
+        [sys.executable, "-c", no_optimising + SCRIPT, "a", "0"],
+        env=_environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert "correct" in process.stdout
