@@ -21,3 +21,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 def rng() -> np.random.Generator:
     """Return a numpy generator with a fixed seed, so every run draws the same values."""
     return np.random.default_rng(20240531)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fuzz-long",
+        action="store_true",
+        help="run the differential fuzzer (test_fuzz.py) on many more random programs",
+    )
