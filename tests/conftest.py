@@ -1,6 +1,11 @@
-"""Fixtures shared by every test: the backend each op test runs on, and a seeded generator."""
+"""Fixtures shared by every test: the backend each op test runs on, a seeded generator, and a
+compile cache of the test run's own."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -29,3 +34,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="run the differential fuzzer (test_fuzz.py) on many more random programs",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the run (and the processes it starts) a compile cache of its own, so tests never
+    write into the user's ~/.cache/graphc and never depend on what is there."""
+    folder = tempfile.mkdtemp(prefix="graphc-test-cache-")
+    config.stash[_CACHE_FOLDER] = folder
+    os.environ["GRAPHC_CACHE_DIR"] = folder
+    os.environ.pop("GRAPHC_CACHE", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_CACHE_FOLDER, None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_CACHE_FOLDER = pytest.StashKey[str]()

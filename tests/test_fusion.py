@@ -118,3 +118,42 @@ def test_the_kernel_check_turns_an_unsafe_fusion_into_an_error(monkeypatch):
     y = x * 2.0
     with pytest.raises(gc.errors.CompileError, match="may not have written"):
         gc.compile([x], [y, y - y[3]], backend="llvm")
+
+
+def _permuted_unit_dims_of_a_comparison():
+    x = gc.input("x", (1, 1), gc.float64)
+    c = x > 0
+    return [x], [c, c.mT.double() + 1.0], [np.array([[0.5]])]
+
+
+def _transposed_unit_dims_of_a_min():
+    x = gc.input("x", (2, 1, 3), gc.float64)
+    v = x.min(dim=2, keepdim=True).values
+    return [x], [v.transpose(1, 2).tanh(), v], [RNG.standard_normal((2, 1, 3))]
+
+
+def _transposed_unit_dims_of_an_argmin():
+    x = gc.input("x", (2, 1, 3), gc.float64)
+    i = x.argmin(dim=2, keepdim=True)
+    return [x], [i.transpose(1, 2) * 2, i], [RNG.standard_normal((2, 1, 3))]
+
+
+def _matmul_epilogue_permuting_unit_dims():
+    a, w = gc.input("a", (1, 1, 1), gc.float64), gc.input("w", (1, 3), gc.float64)
+    return [a, w], [gc.cos((a @ w).permute(1, 0, 2))], [np.full((1, 1, 1), 2.0), RNG.random((1, 3))]
+
+
+# Found by the fuzzer (seeds 201927, 202792): a permutation of size-1 dims reads the element
+# being computed, though its offset is written differently; it must fuse and compile.
+SAME_ELEMENT_CASES = {
+    "permuted_unit_dims_of_a_comparison": _permuted_unit_dims_of_a_comparison,
+    "transposed_unit_dims_of_a_min": _transposed_unit_dims_of_a_min,
+    "transposed_unit_dims_of_an_argmin": _transposed_unit_dims_of_an_argmin,
+    "matmul_epilogue_permuting_unit_dims": _matmul_epilogue_permuting_unit_dims,
+}
+
+
+@pytest.mark.parametrize("case", SAME_ELEMENT_CASES)
+def test_permuting_size_one_dims_reads_the_same_element(case):
+    inputs, outputs, arrays = SAME_ELEMENT_CASES[case]()
+    _same_values(inputs, outputs, arrays)

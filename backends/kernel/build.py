@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from graphc.backends.kernel.index import Index, dim_expr
 from graphc.backends.kernel.ir import (
+    IBin,
     IConst,
     IndexCheck,
     IntExpr,
@@ -17,6 +18,7 @@ from graphc.backends.kernel.ir import (
     Store,
     ValueIndex,
     Var,
+    ibin,
     imul,
     loads,
 )
@@ -114,12 +116,24 @@ def _loop_kernel(
     for root in roots:
         rule = kernel_rule(get_op(root.op))
         stores.append(Store(names[root.id], rule(ctx, root, element)))
-    _check_reads_of_own_stores(name, stores, written, element.linear())
+    # A loop over a dim of size 1 only ever sees index 0, so such variables are 0 when offsets
+    # are compared: a transpose of two size-1 dims reads the element being computed.
+    unit = {v for v, extent in zip(variables, domain, strict=True) if extent == IConst(1)}
+    _check_reads_of_own_stores(name, stores, written, _at_zero(element.linear(), unit), unit)
     return LoopKernel(name, domain, variables, tuple(stores), covers)
 
 
+def _at_zero(offset: IntExpr, variables: set[Var]) -> IntExpr:
+    """Return offset with the given loop variables replaced by 0, folded."""
+    if isinstance(offset, Var):
+        return IConst(0) if offset in variables else offset
+    if isinstance(offset, IBin):
+        return ibin(offset.op, _at_zero(offset.a, variables), _at_zero(offset.b, variables))
+    return offset
+
+
 def _check_reads_of_own_stores(
-    name: str, stores: list[Store], written: tuple[str, ...], element: IntExpr
+    name: str, stores: list[Store], written: tuple[str, ...], element: IntExpr, unit: set[Var]
 ) -> None:
     """Raise CompileError if a store reads a buffer of the same kernel at an element other
     than the one being computed, or before it is stored: such an element may not be written
@@ -129,7 +143,9 @@ def _check_reads_of_own_stores(
     own = set(written) | {store.buffer for store in stores}
     for store in stores:
         for load in loads(store.value):
-            if load.buffer in own and (load.buffer not in stored or load.offset != element):
+            if load.buffer in own and (
+                load.buffer not in stored or _at_zero(load.offset, unit) != element
+            ):
                 raise CompileError(
                     f"internal error: kernel {name} reads {load.buffer} at an element it may "
                     "not have written yet; please report this graph"
