@@ -193,11 +193,9 @@ def test_matmul_batch_mismatch():
     with pytest.raises(ShapeError) as info:
         line = next_line()
         gc.zeros(2, 3, 4) @ gc.zeros(5, 4, 6)
-    # "axis -1" counts within the batch dims [2] and [5], not within the operands.
     assert_message(
         info.value,
-        "matmul: batch dims of [2,3,4] @ [5,4,6] do not broadcast: "
-        "cannot broadcast shapes [2] and [5]: axis -1 has sizes 2 and 5",
+        "matmul: batch dims of [2,3,4] @ [5,4,6] do not broadcast: axis -3 has sizes 2 and 5",
         line,
     )
 

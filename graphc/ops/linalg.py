@@ -30,9 +30,14 @@ def matmul_shape(a_shape, b_shape):
     try:
         batch = broadcast_shapes(a2[:-2], b2[:-2])
     except ShapeError as error:
+        # Name the axis as the user counts it in the operands, not within the batch dims.
+        axis = _first_batch_mismatch(a2[:-2], b2[:-2])
+        detail = f"axis {axis - 2} has sizes {a2[axis - 2]} and {b2[axis - 2]}"
+        if "symbolic" in str(error):
+            detail += "; a symbolic dim only broadcasts with 1 or the same symbol"
         raise ShapeError(
             f"batch dims of {format_shape(a_shape)} @ {format_shape(b_shape)} do not broadcast: "
-            f"{error}"
+            f"{detail}"
         ) from None
     out = (*batch, a2[-2], b2[-1])
     if len(a_shape) == 1:
@@ -40,6 +45,15 @@ def matmul_shape(a_shape, b_shape):
     if len(b_shape) == 1:
         out = out[:-1]
     return out
+
+
+def _first_batch_mismatch(a_batch, b_batch) -> int:
+    """Return the negative batch axis (counted from the end) where the batch dims clash."""
+    for axis in range(-min(len(a_batch), len(b_batch)), 0):
+        a, b = a_batch[axis], b_batch[axis]
+        if not (a == 1 or b == 1 or dims_equal(a, b)):
+            return axis
+    raise AssertionError("the batch dims broadcast")
 
 
 def _matmul_infer(types, attrs):
