@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_passes import graph_of, ops
 
 import graphc as gc
 import graphc.passes as passes
@@ -21,18 +22,6 @@ from graphc.passes.rewrite import GraphRewrite, Rewrite, node_rewrite, run_tier,
 
 # Every value the rewrites must leave alone: NaN, infinities and both zeros.
 SPECIAL = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1.5, -2.0, 3.0], np.float32)
-
-
-def graph_of(inputs, outputs, updates=()) -> Graph:
-    return Graph(
-        tuple(t.node for t in inputs),
-        tuple(t.node for t in outputs),
-        tuple((v.node, value.node) for v, value in updates),
-    )
-
-
-def ops(graph: Graph) -> list[str]:
-    return [n.op for n in graph.nodes]
 
 
 def node(op: str, *inputs: gc.Tensor, **attrs: Any) -> gc.Tensor:
