@@ -237,11 +237,14 @@ class Function:
             raise InputError(f"out= needs {len(self._out_specs)} arrays, got {len(arrays)}")
         for position, (spec, array) in enumerate(zip(self._out_specs, arrays, strict=True)):
             if not spec.accepts(array, bindings):
+                got = (
+                    f"a {array.dtype} array of shape {format_shape(array.shape)}"
+                    if isinstance(array, np.ndarray)
+                    else f"a {type(array).__name__}"
+                )
                 raise InputError(
                     f"out[{position}] must be a writeable C-contiguous {spec.dtype_name} "
-                    f"array of shape {spec.shape(bindings)}, got "
-                    f"{getattr(array, 'dtype', type(array).__name__)} "
-                    f"{getattr(array, 'shape', '')}"
+                    f"array of shape {format_shape(spec.shape(bindings))}, got {got}"
                 )
         return arrays
 

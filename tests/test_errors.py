@@ -228,7 +228,8 @@ def test_concat_mismatch():
         gc.cat([gc.zeros(2, 3), gc.zeros(2, 4)], dim=0)
     assert_message(
         info.value,
-        "concat: sizes must match except in dim 0: tensor 1 is [2,4], tensor 0 is [2,3] (dim 1)",
+        "concat: sizes must match except in dim 0, but dim 1 is 3 in tensor 0 [2,3] and 4 in "
+        "tensor 1 [2,4]",
         line,
     )
 
@@ -685,11 +686,15 @@ def test_rejected_out_arrays_change_no_variable(backend):
         ),
         (
             (np.empty(3, np.float32), np.empty(4, np.float32)),  # a wrong shape
-            "out[1] must be a writeable C-contiguous float32 array of shape (3,), got float32 (4,)",
+            "out[1] must be a writeable C-contiguous float32 array of shape [3], "
+            "got a float32 array "
+            "of shape [4]",
         ),
         (
             (np.empty(3, np.float64), np.empty(3, np.float32)),  # a wrong dtype
-            "out[0] must be a writeable C-contiguous float32 array of shape (3,), got float64 (3,)",
+            "out[0] must be a writeable C-contiguous float32 array of shape [3], "
+            "got a float64 array "
+            "of shape [3]",
         ),
     ]
     for out, expected in rejected:

@@ -244,8 +244,9 @@ def _concat_infer(types, attrs):
         for d in range(first.ndim):
             if d != axis and not dims_equal(t.shape[d], first.shape[d]):
                 raise ShapeError(
-                    f"sizes must match except in dim {axis}: tensor {position} is "
-                    f"{format_shape(t.shape)}, tensor 0 is {format_shape(first.shape)} (dim {d})"
+                    f"sizes must match except in dim {axis}, but dim {d} is {first.shape[d]} in "
+                    f"tensor 0 {format_shape(first.shape)} and {t.shape[d]} in tensor "
+                    f"{position} {format_shape(t.shape)}"
                 )
         total = dim_add(total, t.shape[axis])
     shape = tuple(total if d == axis else first.shape[d] for d in range(first.ndim))
