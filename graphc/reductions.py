@@ -104,13 +104,18 @@ def _ordered(x: Any) -> Tensor:
     return cast(x, dtypes.int64) if x.dtype.is_bool else x
 
 
-def _extremum(op: str, arg_op: str, x: Tensor, dim: Any, keepdim: bool):
-    x = _ordered(x)
+def _like(result: Tensor, x: Any) -> Tensor:
+    """Return an extremum in x's dtype: the max of bools is a bool, as in PyTorch."""
+    return cast(result, dtypes.bool_) if as_tensor(x).dtype.is_bool else result
+
+
+def _extremum(op: str, arg_op: str, original: Tensor, dim: Any, keepdim: bool):
+    x = _ordered(original)
     if isinstance(dim, (Tensor, float)) or (dim is not None and not isinstance(dim, int)):
         raise DTypeError(f"{op[7:]}(dim=...) takes an int dim; for elementwise use maximum()")
     if dim is None:
         # The gradient is shared between tied extrema, as PyTorch's max() does.
-        return _nonempty_reduce(op, x, None, False)
+        return _like(_nonempty_reduce(op, x, None, False), original)
     axis = normalize_axis(dim, x.ndim, x.shape)
     indices = _arg(arg_op, x, axis, True)
     # The values are read at the indices, so the whole gradient goes to the returned index,
@@ -118,7 +123,7 @@ def _extremum(op: str, arg_op: str, x: Tensor, dim: Any, keepdim: bool):
     values = Tensor(make_node("gather", [x.node, indices.node], {"axis": axis}))
     if not keepdim:
         values, indices = values.squeeze(axis), indices.squeeze(axis)
-    return MinMax(values, indices)
+    return MinMax(_like(values, original), indices)
 
 
 def _nonempty_reduce(op: str, x: Tensor, dim: Any, keepdim: bool) -> Tensor:
@@ -148,14 +153,14 @@ def min(x: Tensor, dim: Any = None, keepdim: bool = False):  # noqa: A001
 def amax(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     """Return the maximum over dim (all dims by default); tied maxima share the gradient
     evenly, as with torch.amax."""
-    return _nonempty_reduce("reduce_max", _ordered(x), dim, keepdim)
+    return _like(_nonempty_reduce("reduce_max", _ordered(x), dim, keepdim), x)
 
 
 @user_op
 def amin(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     """Return the minimum over dim (all dims by default); tied minima share the gradient
     evenly, as with torch.amin."""
-    return _nonempty_reduce("reduce_min", _ordered(x), dim, keepdim)
+    return _like(_nonempty_reduce("reduce_min", _ordered(x), dim, keepdim), x)
 
 
 def _arg(op: str, x: Tensor, dim: Any, keepdim: bool) -> Tensor:

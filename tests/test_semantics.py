@@ -528,3 +528,23 @@ def test_cross_entropy_of_large_logits(backend, reduction):
         torch.from_numpy(logits), torch.from_numpy(target)
     )
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "reduce",
+    [
+        lambda x: x.max(),
+        lambda x: x.min(),
+        lambda x: x.max(dim=1).values,
+        lambda x: x.min(dim=0).values,
+        lambda x: x.amax(0),
+        lambda x: x.amin(1),
+    ],
+    ids=["max", "min", "max_dim", "min_dim", "amax", "amin"],
+)
+def test_extrema_of_bools_are_bools(backend, reduce):
+    data = np.array([[True, False, True], [False, False, False]])
+    got = run(reduce, data, backend=backend)
+    want = reduce(torch.from_numpy(data)).numpy()
+    assert got.dtype == want.dtype == np.bool_
+    np.testing.assert_array_equal(got, want)
