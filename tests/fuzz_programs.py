@@ -738,8 +738,6 @@ class _Generator:
                 return self._emit(f"{x}.tanh().prod({args})", [x], False, 1.0)
             return None
         if whole:
-            if a.is_bool:
-                return None  # PyTorch's max of bools is bool, graphc's is int64
             if op in ("argmax", "argmin"):
                 return self._emit(f"{x}.{op}()", [x], True, _numel(a.shape))
             which = op if op in ("max", "min") else self._pick(("max", "min"))
@@ -747,8 +745,6 @@ class _Generator:
         axis, dim = self._axis(a)
         self._reduced(a, [axis])
         if op in ("max", "min", "values", "indices"):
-            if a.is_bool:
-                return None
             which = op if op in ("max", "min") else self._pick(("max", "min"))
             field_ = "indices" if op == "indices" else "values"
             text = f"{x}.{which}(dim={dim}, keepdim={keep}).{field_}"
