@@ -39,10 +39,10 @@ def _is_array_index(item: Any) -> bool:
     return isinstance(item, (list, np.ndarray, Tensor))
 
 
-def _int_index(i: int, size: Dim, axis: int) -> _Axis:
+def _int_index(i: int, size: Dim, axis: int, of: str) -> _Axis:
     if isinstance(size, int):
         if not -size <= i < size:
-            raise _error(f"index {i} is out of bounds for dim {axis} with size {size}")
+            raise _error(f"index {i} is out of bounds for dim {axis} with size {size} of {of}")
         return _Axis(i % size, 1, 1, drop=True)
     return _Axis(dim_add(size, i) if i < 0 else i, 1, 1, drop=True)
 
@@ -66,7 +66,7 @@ def _slice_index(s: slice, size: Dim, axis: int) -> _Axis:
     return _Axis(first, length, 1)
 
 
-def _array_index(item: Any, size: Dim, axis: int) -> Tensor:
+def _array_index(item: Any, size: Dim, axis: int, of: str) -> Tensor:
     if isinstance(item, Tensor):
         index = item
     else:
@@ -82,7 +82,9 @@ def _array_index(item: Any, size: Dim, axis: int) -> Tensor:
                 and not ((array >= -size).all() and (array < size).all())
             ):
                 bad = array[(array < -size) | (array >= size)].flat[0]
-                raise _error(f"index {bad} is out of bounds for dim {axis} with size {size}")
+                raise _error(
+                    f"index {bad} is out of bounds for dim {axis} with size {size} of {of}"
+                )
             index = as_tensor(array.astype(np.int64))
     if index is None or index.dtype.is_bool:
         raise _error(
@@ -95,12 +97,12 @@ def _array_index(item: Any, size: Dim, axis: int) -> Tensor:
     return cast(index, int64)
 
 
-def _expand_ellipsis(items: tuple, ndim: int) -> tuple:
+def _expand_ellipsis(items: tuple, ndim: int, of: str) -> tuple:
     consuming = sum(1 for it in items if it is not None and it is not Ellipsis)
     if sum(1 for it in items if it is Ellipsis) > 1:
         raise _error("an index can only have a single ellipsis ('...')")
     if consuming > ndim:
-        raise _error(f"too many indices for a tensor of dimension {ndim} ({consuming} given)")
+        raise _error(f"too many indices for {of}: it has {ndim} dims, {consuming} indexed")
     if any(it is Ellipsis for it in items):
         at = next(i for i, it in enumerate(items) if it is Ellipsis)
         return items[:at] + (slice(None),) * (ndim - consuming) + items[at + 1 :]
@@ -112,7 +114,8 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     """Return x[index] with PyTorch/numpy semantics (see the module docstring)."""
     items = index if isinstance(index, tuple) else (index,)
     items = tuple(it if not isinstance(it, (bool, np.bool_)) else [it] for it in items)
-    items = _expand_ellipsis(items, x.ndim)
+    of = f"a {x.node.type} tensor"
+    items = _expand_ellipsis(items, x.ndim, of)
     axes: list[_Axis] = []
     layout: list[tuple[str, Any]] = []  # ("axis", i) | ("new", None) | ("array", (i, tensor))
     for item in items:
@@ -123,12 +126,12 @@ def getitem(x: Tensor, index: Any) -> Tensor:
         size = x.shape[axis]
         if _is_array_index(item):
             axes.append(_Axis(0, size, 1))
-            layout.append(("array", (axis, _array_index(item, size, axis))))
+            layout.append(("array", (axis, _array_index(item, size, axis, of))))
         elif isinstance(item, slice):
             axes.append(_slice_index(item, size, axis))
             layout.append(("axis", axis))
         elif isinstance(item, (int, np.integer)):
-            axes.append(_int_index(int(item), size, axis))
+            axes.append(_int_index(int(item), size, axis, of))
             layout.append(("axis", axis))
         else:
             raise _error(f"unsupported index {item!r} for dim {axis}")

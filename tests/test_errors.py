@@ -406,7 +406,9 @@ def test_index_out_of_bounds_names_dim_size_and_line():
     with pytest.raises(IndexingError) as info:
         line = next_line()
         x[:, 3]
-    assert_message(info.value, "index 3 is out of bounds for dim 1 with size 3", line)
+    assert_message(
+        info.value, "index 3 is out of bounds for dim 1 with size 3 of a f32[5,3] tensor", line
+    )
 
 
 def test_too_many_indices():
@@ -414,7 +416,9 @@ def test_too_many_indices():
     with pytest.raises(IndexingError) as info:
         line = next_line()
         x[0, 0, 0]
-    assert_message(info.value, "too many indices for a tensor of dimension 2 (3 given)", line)
+    assert_message(
+        info.value, "too many indices for a f32[5,3] tensor: it has 2 dims, 3 indexed", line
+    )
 
 
 def test_boolean_mask_suggests_where():
