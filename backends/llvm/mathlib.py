@@ -7,11 +7,11 @@ inlining LLVM's loop vectoriser turns a loop over it into `<16 x float>` / `<8 x
 
 Each function is a classic range reduction plus a polynomial. The polynomials were fitted for this
 module by a weighted Remez exchange in mpmath (relative error, low-order coefficients rounded to
-the target format first and the rest refitted); `_Params` states each polynomial's form and
-interval, the comments in the tables their fitted error (atan's P by a plain Remez exchange on
-its absolute error, which bounds atan's relative error). f32 pow, sin, cos and atan2 work in
-f64 internally; f64 pow carries log|x| as a double-double. expm1 and log1p reuse exp's and
-log's polynomials.
+the target format first and the rest refitted); `math_constants.Params` states each polynomial's
+form and interval, the comments in its tables their fitted error (atan's P by a plain Remez
+exchange on its absolute error, which bounds atan's relative error). f32 pow, sin, cos and
+atan2 work in f64 internally; f64 pow carries log|x| as a double-double. expm1 and log1p reuse
+exp's and log's polynomials.
 
 Measured max error in ulps of the exact result: f32 against numpy float64 (scipy for erf and
 sigmoid), for every one of the 2^32 inputs unless noted; f64 against numpy longdouble (mpmath
@@ -54,6 +54,18 @@ from typing import TypeAlias
 
 from llvmlite import ir
 
+from graphc.backends.llvm.math_constants import (
+    ATAN_HALF,
+    LN2_HI42,
+    LN2_LO42,
+    PARAMS,
+    PI,
+    PI_2,
+    PI_4,
+    TWO_THIRDS,
+    Params,
+)
+
 UNARY_FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "erf", "sin", "cos")
 BINARY_FUNCTIONS = ("pow", "atan2")
 DTYPES = ("f32", "f64")
@@ -93,190 +105,6 @@ class _Format:
 F32 = _Format("f32", ir.FloatType(), ir.IntType(32), 23, 127, 0x3F3504F3)
 F64 = _Format("f64", ir.DoubleType(), ir.IntType(64), 52, 1023, 0x3FE6A09E667F3BCD)
 _FORMATS = {"f32": F32, "f64": F64}
-
-
-def _numbers(text: str) -> tuple[float, ...]:
-    """Return the whitespace-separated numbers in text (coefficient tables stay compact)."""
-    return tuple(float(word) for word in text.split())
-
-
-@dataclass(frozen=True, slots=True)
-class _Params:
-    """Constants and polynomial coefficients (lowest order first) for one format."""
-
-    exp_clamp: tuple[float, float]  # beyond these, exp is 0 / inf after rounding
-    exp_normal: tuple[float, float]  # within these, exp is a normal number
-    ln2: tuple[float, float]  # ln 2 = hi + lo
-    pio2: tuple[float, ...]  # pi/2 = sum, for the Cody-Waite reduction (f32: none)
-    tanh_split: float  # below: polynomial; above: 1 - 2 / (exp(2x) + 1)
-    erf_split: float  # below: polynomial; above: 1 - exp(-x*x) * Q(1 / (1 + x))
-    erf_clamp: float  # erf(x) rounds to 1 beyond
-    erf_center: float  # Q is a polynomial in 1 / (1 + x) - erf_center
-    # exp(r) = 1 + r + r^2 * P(r), |r| <= 0.347
-    exp: tuple[float, ...]
-    # log(1 + f) = f - (f^2/2 - s * (f^2/2 + z * P(z))), s = f / (2 + f), z = s^2 <= 0.1716^2
-    log: tuple[float, ...]
-    # tanh(x) = x + x * z * P(z), z = x^2, |x| < tanh_split
-    tanh: tuple[float, ...]
-    # sin(r) = r + r * z * P(z), cos(r) = 1 - z/2 + z^2 * Q(z), z = r^2, |r| <= 0.79
-    sin: tuple[float, ...]
-    cos: tuple[float, ...]
-    # erf(x) = x + x * P(x^2), |x| < erf_split
-    erf_small: tuple[float, ...]
-    # erfc(x) * exp(x^2) = Q(1 / (1 + x) - erf_center), erf_split <= x <= erf_clamp
-    erf_large: tuple[float, ...]
-    # pow: for f32, the log and exp coefficients of its f64 computation (2^-37, 2^-32); for
-    # f64, the tail P of its double-double log(1 + f) = 2s + (2/3)s^3 + s^5 * P(s^2)
-    pow_log: tuple[float, ...]
-    pow_exp: tuple[float, ...]
-    # atan(t) = t + t * z * P(z), z = t^2, |t| <= 7/16; f32 evaluates it in f64
-    atan: tuple[float, ...]
-
-
-_PARAMS = {
-    "f32": _Params(
-        exp_clamp=(-104.0, 89.0),
-        exp_normal=(-87.0, 88.0),
-        ln2=(0.6931471824645996, -1.9046542121259336e-09),
-        pio2=(),  # f32 sin and cos reduce in f64
-        tanh_split=0.55,
-        erf_split=0.75,
-        erf_clamp=4.0,
-        erf_center=0.0,
-        # fitted error 2^-28.2
-        exp=_numbers("0.49999994 0.16666515 0.041668084 0.008369349 0.0013840399"),
-        # 2^-30.2
-        log=_numbers("0.66666776 0.39977583 0.2987083"),
-        # 2^-29.7
-        tanh=_numbers("-0.33333316 0.13332544 -0.053847548 0.021050714 -0.0062428494"),
-        # evaluated in f64: 2^-37.4 and 2^-42.8
-        sin=_numbers(
-            """
-            -0.16666666639552194 0.008333329160605807 -0.00019839265913894208
-            2.7176802076799546e-06
-            """
-        ),
-        cos=_numbers(
-            """
-            0.04166666661719318 -0.0013888883304961238 2.4799409263343255e-05
-            -2.7201588407868494e-07
-            """
-        ),
-        # 2^-29.2, and absolute error in erfc 2^-32.4
-        erf_small=_numbers(
-            """
-            0.12837917 -0.3761262 0.11283379 -0.026834335 0.005113157 -0.00067375833
-            """
-        ),
-        erf_large=_numbers(
-            """
-            -0.0009411394 0.5820645 0.4191862 0.9258124 -1.9115013 1.3483132 -0.36458242
-            """
-        ),
-        pow_log=_numbers(
-            """
-            0.6666666564733665 0.40000334858504527 0.28537324815901094 0.23581919888023045
-            """
-        ),
-        pow_exp=_numbers(
-            """
-            0.5000000056902695 0.16666660018179202 0.04166631586124027 0.008334922979118807
-            0.001394370247328518 0.0001898699151775633
-            """
-        ),
-        # evaluated in f64: 2^-32.4
-        atan=_numbers(
-            """
-            -0.3333333324110695 0.1999996437008203 -0.14283478469620736 0.11059371213647792
-            -0.08538938609178695 0.04836508844181185
-            """
-        ),
-    ),
-    "f64": _Params(
-        exp_clamp=(-746.0, 710.0),
-        exp_normal=(-708.0, 709.0),
-        ln2=(0.6931471805599453, 2.3190468138462996e-17),
-        pio2=(1.5707963267948966, 6.123233995736766e-17, -1.4973849048591698e-33),
-        tanh_split=0.55,
-        erf_split=0.65,
-        erf_clamp=6.0,
-        erf_center=0.374,
-        # 2^-57.6
-        exp=_numbers(
-            """
-            0.5000000000000004 0.1666666666666643 0.04166666666657118 0.008333333333492753
-            0.0013888888934614598 0.0001984126949796501 2.4801501177801468e-05
-            2.755760097524296e-06 2.7627701350492153e-07 2.499405406485449e-08
-            """
-        ),
-        # 2^-59.5
-        log=_numbers(
-            """
-            0.6666666666666734 0.39999999999416685 0.28571428742026445 0.22222198603657456
-            0.18183563022900057 0.15314077720863567 0.1479573269191812
-            """
-        ),
-        # 2^-60.6
-        tanh=_numbers(
-            """
-            -0.333333333333333 0.1333333333332658 -0.05396825396373695 0.021869488385179124
-            -0.008863232590409172 0.003592091920038892 -0.0014555421445353893 0.0005884416519268804
-            -0.00023337450764725377 8.330658225005097e-05 -1.9488766816488583e-05
-            """
-        ),
-        # 2^-63.2 and 2^-63.8
-        sin=_numbers(
-            """
-            -0.16666666666666666 0.008333333333333044 -0.0001984126984096634 2.755731907687376e-06
-            -2.5052071879722822e-08 1.605445651624184e-10 -7.397667404872345e-13
-            """
-        ),
-        cos=_numbers(
-            """
-            0.04166666666666659 -0.0013888888888872167 2.4801587288274786e-05
-            -2.755731400737405e-07 2.0875676842339815e-09 -1.1357264527444797e-11
-            """
-        ),
-        # 2^-56.0, and absolute error in erfc 2^-58.4
-        erf_small=_numbers(
-            """
-            0.12837916709551256 -0.3761263890318311 0.11283791670910669 -0.026866170633186963
-            0.005223977462392463 -0.0008548314239423433 0.00012054722913167754
-            -1.490762600253845e-05 1.6139345420053398e-06 -1.312324302185347e-07
-            """
-        ),
-        erf_large=_numbers(
-            """
-            0.2952870095149216 1.0000162210333554 0.45206264616492425 -0.42923477003036387
-            -0.1556037793502959 0.5283829954859975 -0.30365092183390957 -0.3832769599599792
-            0.9573479165324665 -0.7365472983134864 -0.5576769742400709 2.3299898366556695
-            -3.0043904575951044 0.6747564384293919 4.8740056314202445 -9.258102422216243
-            6.257156639298491
-            """
-        ),
-        # 2^-66.3
-        pow_log=_numbers(
-            """
-            0.40000000000002256 0.2857142857009934 0.22222222520009025 0.18181784355993544
-            0.15386757998764025 0.13256798821903953 0.1319653382359145
-            """
-        ),
-        pow_exp=(),  # f64 pow uses the exp coefficients
-        # 2^-60.3
-        atan=_numbers(
-            """
-            -0.3333333333333333 0.1999999999999945 -0.14285714285574708 0.11111111097287352
-            -0.09090908382390012 0.076922862067609 -0.06666251814569858 0.058770428559591456
-            -0.0521728333043419 0.044946062465129756 -0.03317970932729475 0.014822130878006334
-            """
-        ),
-    ),
-}
-
-# ln 2 with 42 significant bits, so k * LN2_HI42 is exact for every exponent k of a double.
-_LN2_HI42 = 0.6931471805598903
-_LN2_LO42 = 5.497923018708371e-14
-_TWO_THIRDS = (0.6666666666666666, 3.700743415417188e-17)
 
 
 class _Emitter:
@@ -410,7 +238,7 @@ class _Emitter:
 
 def _exp(
     e: _Emitter,
-    p: _Params,
+    p: Params,
     coeffs: tuple[float, ...],
     x: Value,
     x_lo: Value | None = None,
@@ -455,7 +283,7 @@ def _log_specials(e: _Emitter, x: Value, y: Value) -> Value:
     return e.select(e.b.fcmp_unordered("<", x, e.const(0.0)), math.nan, y)
 
 
-def _log_finite(e: _Emitter, p: _Params, coeffs: tuple[float, ...], x: Value) -> Value:
+def _log_finite(e: _Emitter, p: Params, coeffs: tuple[float, ...], x: Value) -> Value:
     """Return log(x) for finite x > 0: k ln2 + log(1 + f), log(1 + f) = 2 atanh(f / (2 + f))."""
     k, f = _log_reduce(e, x)
     s = e.div(f, e.add(f, 2.0))
@@ -466,12 +294,12 @@ def _log_finite(e: _Emitter, p: _Params, coeffs: tuple[float, ...], x: Value) ->
     return e.fma(k, p.ln2[0], e.fma(k, p.ln2[1], log1p))
 
 
-def _log(e: _Emitter, p: _Params, coeffs: tuple[float, ...], x: Value) -> Value:
+def _log(e: _Emitter, p: Params, coeffs: tuple[float, ...], x: Value) -> Value:
     """Return log(x) with its specials."""
     return _log_specials(e, x, _log_finite(e, p, coeffs, x))
 
 
-def _log1p(e: _Emitter, p: _Params, x: Value) -> Value:
+def _log1p(e: _Emitter, p: Params, x: Value) -> Value:
     """Return log(1 + x): log(u) for u = 1 + x rounded, plus c / u for the rounding error
     c = (1 + x) - u (exact, by two-sum), which is all of the result when |x| is tiny."""
     u = e.add(x, 1.0)
@@ -483,7 +311,7 @@ def _log1p(e: _Emitter, p: _Params, x: Value) -> Value:
     return e.select(e.is_nan(x), x, y)
 
 
-def _expm1(e: _Emitter, p: _Params, x: Value) -> Value:
+def _expm1(e: _Emitter, p: Params, x: Value) -> Value:
     """Return exp(x) - 1 without cancellation: x = n ln2 + r, expm1(r) = r + r^2 P(r) (exp's
     polynomial without its 1), then expm1(x) = 2^n expm1(r) + (2^n - 1) summed exactly."""
     lo, hi = p.exp_normal
@@ -511,7 +339,7 @@ def _expm1(e: _Emitter, p: _Params, x: Value) -> Value:
     return e.select(e.is_nan(x), x, y)
 
 
-def _tanh(e: _Emitter, p: _Params, x: Value) -> Value:
+def _tanh(e: _Emitter, p: Params, x: Value) -> Value:
     """Return tanh(x): an odd polynomial near 0, (1 - t) / (1 + t) with t = exp(-2|x|) beyond."""
     ax = e.fabs(x)
     z = e.mul(ax, ax)
@@ -521,7 +349,7 @@ def _tanh(e: _Emitter, p: _Params, x: Value) -> Value:
     return e.copysign(e.select(e.lt(ax, p.tanh_split), small, large), x)
 
 
-def _sigmoid(e: _Emitter, p: _Params, x: Value) -> Value:
+def _sigmoid(e: _Emitter, p: Params, x: Value) -> Value:
     """Return 1 / (1 + exp(-x)) as 1 / (1 + t) or t / (1 + t), t = exp(-|x|) <= 1."""
     t = _exp(e, p, p.exp, e.neg(e.fabs(x)))
     num = e.select(e.lt(x, 0.0), t, 1.0)
@@ -534,7 +362,7 @@ def _sigmoid(e: _Emitter, p: _Params, x: Value) -> Value:
     return e.fma(rem, inv, y)
 
 
-def _erf(e: _Emitter, p: _Params, x: Value) -> Value:
+def _erf(e: _Emitter, p: Params, x: Value) -> Value:
     """Return erf(x): an odd polynomial near 0, 1 - exp(-x^2) Q(1 / (1 + x)) beyond."""
     ax = e.fabs(x)
     small = e.fma(ax, e.poly(e.mul(ax, ax), p.erf_small), ax)
@@ -548,11 +376,11 @@ def _erf(e: _Emitter, p: _Params, x: Value) -> Value:
     return e.select(e.is_nan(x), x, y)
 
 
-def _sin_cos(e: _Emitter, p: _Params, x: Value, cosine: bool) -> Value:
+def _sin_cos(e: _Emitter, p: Params, x: Value, cosine: bool) -> Value:
     """Return sin(x) or cos(x); f32 computes in f64, for accuracy and a wider range."""
     if e.fmt is F32:
         wide = _Emitter(e.b, F64)
-        pio2 = _PARAMS["f64"].pio2
+        pio2 = PARAMS["f64"].pio2
         y = _sin_cos_core(wide, pio2, p.sin, p.cos, e.b.fpext(x, F64.float_type), cosine)
         return e.b.fptrunc(y, F32.float_type)
     return _sin_cos_core(e, p.pio2, p.sin, p.cos, x, cosine)
@@ -593,7 +421,7 @@ def _sin_cos_core(
     return e.select(e.b.fcmp_unordered("==", ax, e.const(math.inf)), math.nan, v)
 
 
-def _log_double_double(e: _Emitter, p: _Params, x: Value) -> tuple[Value, Value]:
+def _log_double_double(e: _Emitter, p: Params, x: Value) -> tuple[Value, Value]:
     """Return log(x) as hi + lo, accurate to about 2^-64 relative, for f64 pow."""
     k, f = _log_reduce(e, x)
     # s = f / (2 + f) as s + s_lo: d = 2 + f is d + d_lo exactly, the remainder by fma.
@@ -606,9 +434,9 @@ def _log_double_double(e: _Emitter, p: _Params, x: Value) -> tuple[Value, Value]
     z_lo = e.fma(s, s, e.neg(z))
     s3 = e.mul(s, z)
     s3_lo = e.fma(s, z_lo, e.fma(s, z, e.neg(s3)))
-    lead = e.mul(s3, _TWO_THIRDS[0])
-    lead_lo = e.fma(s3, _TWO_THIRDS[0], e.neg(lead))
-    lead_lo = e.fma(s3_lo, _TWO_THIRDS[0], e.fma(s3, _TWO_THIRDS[1], lead_lo))
+    lead = e.mul(s3, TWO_THIRDS[0])
+    lead_lo = e.fma(s3, TWO_THIRDS[0], e.neg(lead))
+    lead_lo = e.fma(s3_lo, TWO_THIRDS[0], e.fma(s3, TWO_THIRDS[1], lead_lo))
     rest = e.mul(e.mul(s3, z), e.poly(z, p.pow_log))
     # corrections of order s_lo: d(2s + (2/3)s^3) = (2 + 2 s^2) ds
     small = e.add(e.add(lead_lo, rest), e.fma(e.mul(z, 2.0), s_lo, e.add(s_lo, s_lo)))
@@ -616,9 +444,9 @@ def _log_double_double(e: _Emitter, p: _Params, x: Value) -> tuple[Value, Value]
     hi = e.add(two_s, lead)
     lo = e.add(e.add(e.sub(two_s, hi), lead), small)
     # add k ln2, whose high part is exact
-    k_hi = e.mul(k, _LN2_HI42)
+    k_hi = e.mul(k, LN2_HI42)
     total = e.add(k_hi, hi)
-    lo = e.add(e.add(e.sub(k_hi, total), hi), e.fma(k, _LN2_LO42, lo))
+    lo = e.add(e.add(e.sub(k_hi, total), hi), e.fma(k, LN2_LO42, lo))
     # renormalise, so that y * hi alone picks exp's reduction interval
     hi = e.add(total, lo)
     lo = e.sub(lo, e.sub(hi, total))
@@ -639,14 +467,14 @@ def _pow_specials(e: _Emitter, x: Value, y: Value, r: Value) -> Value:
     return e.select(e.eq(y, 0.0), 1.0, r)
 
 
-def _pow(e: _Emitter, p: _Params, x: Value, y: Value) -> Value:
+def _pow(e: _Emitter, p: Params, x: Value, y: Value) -> Value:
     """Return x ** y = exp(y log|x|) with C99 specials; f32 computes in f64."""
     if e.fmt is F32:
         wide = _Emitter(e.b, F64)
         ax = e.b.fpext(e.fabs(x), F64.float_type)
-        log_ax = _log(wide, _PARAMS["f64"], p.pow_log, ax)
+        log_ax = _log(wide, PARAMS["f64"], p.pow_log, ax)
         prod = wide.mul(e.b.fpext(y, F64.float_type), log_ax)
-        r = _exp(wide, _PARAMS["f64"], p.pow_exp, prod, flush=True)  # f32 over/underflows first
+        r = _exp(wide, PARAMS["f64"], p.pow_exp, prod, flush=True)  # f32 over/underflows first
         r = e.b.fptrunc(r, F32.float_type)
         return _pow_specials(e, x, y, r)
     hi, lo = _log_double_double(e, p, e.fabs(x))
@@ -657,20 +485,13 @@ def _pow(e: _Emitter, p: _Params, x: Value, y: Value) -> Value:
     return _pow_specials(e, x, y, _exp(e, p, p.exp, prod, prod_lo))
 
 
-def _atan2(e: _Emitter, p: _Params, y: Value, x: Value) -> Value:
+def _atan2(e: _Emitter, p: Params, y: Value, x: Value) -> Value:
     """Return the angle of (x, y) in [-pi, pi] with C99's specials; f32 computes in f64."""
     if e.fmt is F32:
         wide = _Emitter(e.b, F64)
         widened = (e.b.fpext(v, F64.float_type) for v in (y, x))
         return e.b.fptrunc(_atan2_core(wide, p.atan, *widened), F32.float_type)
     return _atan2_core(e, p.atan, y, x)
-
-
-# constants as hi + lo
-_PI = (3.141592653589793, 1.2246467991473532e-16)
-_PI_2 = (1.5707963267948966, 6.123233995736766e-17)
-_PI_4 = (0.7853981633974483, 3.061616997868383e-17)
-_ATAN_HALF = (0.4636476090008061, 2.2698777452961687e-17)
 
 
 def _atan2_core(e: _Emitter, coeffs: tuple[float, ...], y: Value, x: Value) -> Value:
@@ -686,14 +507,14 @@ def _atan2_core(e: _Emitter, coeffs: tuple[float, ...], y: Value, x: Value) -> V
     t = e.div(e.sub(a, b), e.fma(a, b, 1.0))  # t = a when b = 0; a - b is exact otherwise
     z = e.mul(t, t)
     r = e.fma(e.mul(t, z), e.poly(z, coeffs), t)
-    base_hi = e.select(upper, _PI_4[0], e.select(middle, _ATAN_HALF[0], 0.0))
-    base_lo = e.select(upper, _PI_4[1], e.select(middle, _ATAN_HALF[1], 0.0))
+    base_hi = e.select(upper, PI_4[0], e.select(middle, ATAN_HALF[0], 0.0))
+    base_lo = e.select(upper, PI_4[1], e.select(middle, ATAN_HALF[1], 0.0))
     r = e.add(e.add(r, base_lo), base_hi)
     r = e.select(e.eq(den, 0.0), 0.0, r)  # both zero: 0/0
-    r = e.select(e.eq(num, math.inf), _PI_4[0], r)  # both infinite: inf/inf
-    r = e.select(swap, e.add(e.sub(_PI_2[0], r), _PI_2[1]), r)
+    r = e.select(e.eq(num, math.inf), PI_4[0], r)  # both infinite: inf/inf
+    r = e.select(swap, e.add(e.sub(PI_2[0], r), PI_2[1]), r)
     x_negative = e.b.icmp_signed("<", e.to_bits(x), e.iconst(0))  # also -0 and -inf
-    r = e.select(x_negative, e.add(e.sub(_PI[0], r), _PI[1]), r)
+    r = e.select(x_negative, e.add(e.sub(PI[0], r), PI[1]), r)
     result = e.copysign(r, y)
     either_nan = e.b.or_(e.is_nan(x), e.is_nan(y))
     return e.select(either_nan, e.add(x, y), result)
@@ -741,5 +562,5 @@ def math_function(module: ir.Module, name: str, dtype: str) -> ir.Function:
     for arg, arg_name in zip(fn.args, ("x", "y"), strict=False):
         arg.name = arg_name
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
-    builder.ret(_KERNELS[name](_Emitter(builder, fmt), _PARAMS[dtype], *fn.args))
+    builder.ret(_KERNELS[name](_Emitter(builder, fmt), PARAMS[dtype], *fn.args))
     return fn
