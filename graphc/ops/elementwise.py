@@ -66,6 +66,26 @@ def _quiet(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     return reference
 
 
+def _elementwise_op(
+    name: str, arity: int, infer: Callable, reference: Callable, rule: Callable | None, **facts
+) -> OpDef:
+    """Define an elementwise op of `arity` operands with its gradient rule (None: none)."""
+    api = facts.pop("api")
+    op = define_op(
+        name,
+        "elementwise",
+        infer,
+        _quiet(reference),
+        differentiable=rule is not None,
+        api=name if api == "" else api,
+        arity=arity,
+        **facts,
+    )
+    if rule is not None:
+        op.grad = rule
+    return op
+
+
 def unary_op(
     name: str,
     reference: Callable[[np.ndarray], np.ndarray],
@@ -80,20 +100,11 @@ def unary_op(
 ) -> OpDef:
     """Register an elementwise op of one operand, exposed as gc.<api> and Tensor.<api> (api
     defaults to name; None hides it), and return its definition."""
-    op = define_op(
-        name,
-        "elementwise",
-        _unary_infer(accepts, bool_result),
-        _quiet(reference),
-        differentiable=grad is not None,
-        promotion=promotion,
-        api=name if api == "" else api,
-        doc=doc,
-        arity=1,
-        **facts,
+    rule = None if grad is None else (lambda xs, out, g, attrs: [grad(xs[0], out, g)])
+    infer = _unary_infer(accepts, bool_result)
+    op = _elementwise_op(
+        name, 1, infer, reference, rule, promotion=promotion, doc=doc, api=api, **facts
     )
-    if grad is not None:
-        op.grad = lambda xs, out, g, attrs: [grad(xs[0], out, g)]
     UNARY.append(name)
     return op
 
@@ -112,18 +123,7 @@ def binary_op(
 ) -> OpDef:
     """Register a broadcasting elementwise op of two operands, exposed as gc.<api>(a, b) and
     Tensor.<api>(other) (api defaults to name; None hides it), and return its definition."""
-    op = define_op(
-        name,
-        "elementwise",
-        _binary_infer(accepts, bool_result),
-        _quiet(reference),
-        differentiable=grad is not None,
-        promotion=promotion,
-        api=name if api == "" else api,
-        doc=doc,
-        arity=2,
-        **facts,
-    )
+    rule = None
     if grad is not None:
 
         def rule(xs, out, g, attrs):
@@ -131,7 +131,10 @@ def binary_op(
             da, db = grad(a, b, out, g)
             return [sum_to(da, a.shape), sum_to(db, b.shape)]
 
-        op.grad = rule
+    infer = _binary_infer(accepts, bool_result)
+    op = _elementwise_op(
+        name, 2, infer, reference, rule, promotion=promotion, doc=doc, api=api, **facts
+    )
     BINARY.append(name)
     return op
 
