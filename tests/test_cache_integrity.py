@@ -37,8 +37,14 @@ print("correct")
 """
 
 
-def _environment(folder: Path) -> dict[str, str]:
-    environment = dict(os.environ, GRAPHC_CACHE_DIR=str(folder), GRAPHC_CACHE="1")
+def _environment(folder: Path, threads: int = 1) -> dict[str, str]:
+    """One thread by default: the graph's module is then the only entry (no thread pool)."""
+    environment = dict(
+        os.environ,
+        GRAPHC_CACHE_DIR=str(folder),
+        GRAPHC_CACHE="1",
+        GRAPHC_NUM_THREADS=str(threads),
+    )
     environment.pop("GRAPHC_DUMP", None)
     return environment
 
@@ -171,6 +177,7 @@ def test_processes_compiling_one_graph_at_once_leave_a_valid_entry(tmp_path):
 def test_stale_temporary_files_are_removed(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("GRAPHC_CACHE", "1")
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", "1")  # the graph's module is the only entry
     monkeypatch.setattr(jit, "_cleaned_folders", set())
     stale, recent = tmp_path / "tmpk3x9.part", tmp_path / "tmpq1w2.part"
     foreign = tmp_path / "notes.txt"  # not ours, however old
@@ -209,3 +216,80 @@ def test_a_second_process_takes_the_module_from_the_disk_cache(tmp_path):
     )
     assert process.returncode == 0, process.stdout + process.stderr
     assert "correct" in process.stdout
+
+
+MATMUL_SCRIPT = """
+import numpy as np
+import graphc as gc
+
+x = gc.input("x", ("B", 8))
+w = gc.Variable(np.linspace(-1.0, 1.0, 24, dtype=np.float32).reshape(8, 3))
+big = gc.input("big", (2048, 1024))  # large enough to be split over the thread pool
+f = gc.compile([x, big], [(x @ w).relu().sum(0), (big * 2.0).sum(1)], backend="llvm")
+data = np.linspace(-2.0, 2.0, 40, dtype=np.float32).reshape(5, 8)
+large = np.linspace(-1.0, 1.0, 2048 * 1024, dtype=np.float32).reshape(2048, 1024)
+relu_sums, doubled = f(data, large)
+np.testing.assert_allclose(relu_sums, np.maximum(data @ w.numpy(), 0).sum(0), rtol=1e-5)
+np.testing.assert_allclose(doubled, (large * 2.0).sum(1), rtol=1e-4, atol=1e-4)
+print("correct")
+"""
+
+
+def test_a_second_process_builds_no_ir_for_cached_modules(tmp_path):
+    """With every module on disk, no IR is built or parsed (the graph's, the GEMM's): the
+    described modules load as object code."""
+    first = subprocess.run(
+        [sys.executable, "-c", MATMUL_SCRIPT],
+        env=_environment(tmp_path, threads=2),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "correct" in first.stdout, first.stdout + first.stderr
+    no_building = (
+        "import llvmlite.binding as llvm\n"
+        "from llvmlite import ir\n"
+        "def refuse(*args, **kwargs):\n"
+        "    raise AssertionError('built IR for a module the disk cache holds')\n"
+        "parse = llvm.parse_assembly\n"
+        "def parse_nothing(text, *args):\n"
+        "    assert text == '', 'parsed IR for a module the disk cache holds'\n"
+        "    return parse(text, *args)\n"
+        "ir.Module.__init__ = refuse\n"
+        "llvm.parse_assembly = parse_nothing\n"
+    )
+    assert len(_entries(tmp_path)) == 2
+    second = subprocess.run(
+        [sys.executable, "-c", no_building + MATMUL_SCRIPT],
+        env=_environment(tmp_path, threads=2),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "correct" in second.stdout
+
+
+@pytest.mark.parametrize("scale", [2.0, -3.0, 2.0000002])
+def test_described_modules_differ_with_any_constant(tmp_path, monkeypatch, scale):
+    """Graphs that differ only in a constant get their own entries, never another's code."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GRAPHC_CACHE", "1")
+    data = np.linspace(-2.0, 2.0, 8, dtype=np.float32)
+    for value in (2.0, -3.0, 2.0000002):
+        x = gc.input("x", (8,))
+        gc.compile([x], [x * value], backend="llvm")(data)
+    jit.clear_memory_cache()
+    x = gc.input("x", (8,))
+    f = gc.compile([x], [x * scale], backend="llvm")
+    np.testing.assert_array_equal(f(data), data * np.float32(scale))
+    assert "define" in f.llvm_ir() and f.asm()
+
+
+def test_a_description_key_changes_with_graphcs_sources(monkeypatch):
+    key = jit.module_key("description", described=True)
+    assert key != jit.module_key("description")
+    monkeypatch.setattr(jit, "source_fingerprint", lambda: "other sources")
+    assert jit.module_key("description", described=True) != key

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -23,11 +23,22 @@ from graphc.backends.kernel import KernelProgram, build_program
 from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.inplace import in_place_updates
 from graphc.backends.llvm import gemm
-from graphc.backends.llvm.jit import compile_module, module_key, thread_pool_library
+from graphc.backends.llvm.jit import (
+    ModuleSource,
+    compile_module,
+    module_key,
+    thread_pool_library,
+)
 from graphc.backends.llvm.mathlib import math_function
-from graphc.backends.llvm.memory import PLANS_KEPT, WORKSPACES, ArenaPlanner, RecentValues
+from graphc.backends.llvm.memory import (
+    PLANS_KEPT,
+    WORKSPACES,
+    ArenaPlanner,
+    RecentValues,
+)
+from graphc.backends.llvm.module_source import module_source
 from graphc.backends.llvm.program import ENTRY_NAME, build_module, slot_names
-from graphc.backends.llvm.runtime_library import gemm_declaration
+from graphc.backends.llvm.runtime_library import gemm_declaration, register_symbols
 from graphc.dims import evaluate_shape
 from graphc.errors import IndexingError, located
 from graphc.graph import Graph
@@ -43,7 +54,8 @@ def thread_count() -> int:
     if configured:
         return max(1, int(configured))
     return max(
-        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        1,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
     )
 
 
@@ -63,13 +75,26 @@ class LLVMExecutable:
         )
         parallel = thread_pool_library()
         workspace = max(gemm.workspace_bytes("f32"), gemm.workspace_bytes("f64"))
-        module = build_module(
-            self.program, math_function, gemm_declaration, workspace, parallel, self._in_place
+        source = module_source(
+            build_module,
+            self.program,
+            math_function,
+            gemm_declaration,
+            workspace,
+            parallel,
+            self._in_place,
         )
-        self.llvm_ir = str(module)
+        self._build = source.build if isinstance(source, ModuleSource) else lambda: source
+        register_symbols(
+            {
+                kernel.dtype.name
+                for kernel in self.program.kernels
+                if isinstance(kernel, k.MatmulKernel)
+            }
+        )
         # Holding the compiled module keeps its engine, and so the entry's code, alive.
-        self.compiled = compile_module(module)
-        _dump(self.program, self.llvm_ir, self.compiled)
+        self.compiled = compile_module(source)
+        _dump(self.program, lambda: self.llvm_ir, self.compiled)
         self._entry = _ENTRY(self.compiled.address(ENTRY_NAME))
         self._lock = threading.Lock()
         self._threads = thread_count() if parallel else 1
@@ -95,6 +120,11 @@ class LLVMExecutable:
         }
         self._classify_slots()
 
+    @property
+    def llvm_ir(self) -> str:
+        """Return the module's IR before optimisation (built again if it came from a cache)."""
+        return str(self._build())
+
     def memory_stats(self) -> dict[str, int]:
         """Return the arena size in bytes (intermediates) of the last call's shapes, the GEMM
         workspace a call needs from its thread's shared one (0 without a matmul), and how
@@ -109,7 +139,12 @@ class LLVMExecutable:
     def _classify_slots(self) -> None:
         """Sort the pointer table's slots by where their address comes from, and write the
         ones that never change (constants) once."""
-        self._input_slots, self._variable_slots, self._output_slots, self._temp_slots = (
+        (
+            self._input_slots,
+            self._variable_slots,
+            self._output_slots,
+            self._temp_slots,
+        ) = (
             [],
             [],
             [],
@@ -186,12 +221,18 @@ class LLVMExecutable:
                 if address != self._workspace_address:
                     table[self._workspace_slot] = self._workspace_address = address
             self._entry(
-                self._table_address, self._sizes_address, self._error_address, self._threads
+                self._table_address,
+                self._sizes_address,
+                self._error_address,
+                self._threads,
             )
             if self._error[0]:
                 _, value, size, axis = (int(v) for v in self._error)
                 raise IndexingError(
-                    located(f"index {value} is out of bounds for dim {axis} with size {size}", None)
+                    located(
+                        f"index {value} is out of bounds for dim {axis} with size {size}",
+                        None,
+                    )
                 )
             fed = {
                 f"in_{node.name}": array
@@ -240,15 +281,15 @@ def _updates_from_kernels(graph: Graph) -> Graph:
     return Graph(graph.inputs, outputs, updates)
 
 
-def _dump(program: KernelProgram, text: str, compiled) -> None:
+def _dump(program: KernelProgram, text: Callable[[], str], compiled) -> None:
     """Write the module's IR, optimised IR and assembly to GRAPHC_DUMP, if it names a folder."""
     folder = os.environ.get("GRAPHC_DUMP")
     if not folder:
         return
     os.makedirs(folder, exist_ok=True)
-    stem = os.path.join(folder, "graph_" + module_key(text)[:12])
+    stem = os.path.join(folder, "graph_" + module_key(text())[:12])
     with open(stem + ".ll", "w") as stream:
-        stream.write(text)
+        stream.write(text())
     with open(stem + ".opt.ll", "w") as stream:
         stream.write(compiled.optimized_ir)
     with open(stem + ".s", "w") as stream:

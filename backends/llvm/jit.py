@@ -6,6 +6,11 @@ the size and sha256 of each part, then the object code and the optimised IR. An 
 written to a temporary file in the same folder and renamed into place, so a reader never sees
 half of one; it is checked in full before MCJIT sees a byte, and one that fails any check is
 deleted and compiled again.
+
+A module is given either as LLVM IR (keyed by its text) or as a ModuleSource: a description
+that determines the IR (keyed by the description and a fingerprint of graphc's own source
+files), built only when neither cache has it. A process that finds everything on disk then
+skips building and printing IR altogether and only loads object code.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +82,7 @@ class CompiledModule:
     module: llvm.ModuleRef
     context: llvm.ContextRef
     target: CpuTarget | None = None  # what it was compiled for (None: the selected target)
+    object_code: bytes = b""  # the machine code MCJIT loaded, kept alive with the engine
 
     def address(self, name: str) -> int:
         return self.engine.get_function_address(name)
@@ -98,7 +105,9 @@ class CompiledModule:
 
 
 def _dispose(
-    engine: llvm.ExecutionEngine | None, module: llvm.ModuleRef | None, context: llvm.ContextRef
+    engine: llvm.ExecutionEngine | None,
+    module: llvm.ModuleRef | None,
+    context: llvm.ContextRef,
 ) -> None:
     """Free an engine (which owns its module), else a module, then their context: a module
     must go before the context it lives in."""
@@ -163,61 +172,125 @@ def cache_directory() -> Path | None:
     return Path(base) / "graphc"
 
 
-def module_key(text: str, target: CpuTarget | None = None) -> str:
-    """Return the cache key of a module: its IR, graphc's and llvmlite's versions, and the
-    target's CPU name and features (default: the selected target)."""
+@dataclass(frozen=True)
+class ModuleSource:
+    """A module known by a description that determines its IR; `build` makes the module and
+    runs only when no cache holds the description's compiled code."""
+
+    description: str
+    build: Callable[[], ir.Module]
+
+
+@functools.cache
+def source_fingerprint() -> str:
+    """Return a hash of graphc's Python sources: the code that turns a ModuleSource's
+    description into IR, so a changed code generator never reuses an older entry."""
+    folders = {
+        Path(folder).resolve()
+        for name in ("graphc", "graphc.backends", "graphc.passes")
+        for folder in sys.modules[name].__path__
+    }
+    files = {path for folder in folders for path in folder.rglob("*.py")}
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.name.encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def module_key(text: str, target: CpuTarget | None = None, *, described: bool = False) -> str:
+    """Return the cache key of a module: its IR (or, when described, its description and the
+    sources' fingerprint), graphc's and llvmlite's versions, and the target's CPU name and
+    features (default: the selected target)."""
     target = target if target is not None else selected_target()
     digest = hashlib.sha256()
-    for part in (text, __version__, llvmlite.__version__, target.cpu, target.features):
+    parts = [text, __version__, llvmlite.__version__, target.cpu, target.features]
+    if described:
+        parts += ["described", source_fingerprint()]
+    for part in parts:
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()
 
 
-def compile_module(module: ir.Module, target: CpuTarget | None = None) -> CompiledModule:
+def compile_module(
+    source: ir.Module | ModuleSource, target: CpuTarget | None = None
+) -> CompiledModule:
     """Return the module optimised at O3 for target (default: the selected one, see
     target.selected_target) and JIT-compiled, reusing an earlier compilation of the same IR
-    for the same target from this process or from the on-disk cache."""
+    (or description) for the same target from this process or from the on-disk cache."""
     target = target if target is not None else selected_target()
     if not can_execute(target):
         raise CompileError(f"cannot JIT-compile for {target.cpu}: this CPU cannot run its code")
     machine = target_machine(target)
-    module.triple = target.triple
-    module.data_layout = str(machine.target_data)
-    text = str(module)
-    key = module_key(text, target)
+    if isinstance(source, ModuleSource):
+        key, text = module_key(source.description, target, described=True), None
+    else:
+        text = _prepared_text(source, target, machine)
+        key = module_key(text, target)
     compiled = _recall(key)
     if compiled is not None:
         return compiled
     folder = cache_directory()
     stored = _read_cached(folder, key)
+    if stored is not None:
+        compiled = _load_object(*stored, machine, target)
+    else:
+        if text is None:
+            assert isinstance(source, ModuleSource)
+            text = _prepared_text(source.build(), target, machine)
+        compiled = _compile_text(text, machine, target)
+        _write_cached(folder, key, compiled.object_code, compiled.optimized_ir)
+    _remember(key, compiled)
+    return compiled
+
+
+def _prepared_text(module: ir.Module, target: CpuTarget, machine: llvm.TargetMachine) -> str:
+    """Return the module's IR text with the target's triple and data layout set."""
+    module.triple = target.triple
+    module.data_layout = str(machine.target_data)
+    return str(module)
+
+
+def _compile_text(text: str, machine: llvm.TargetMachine, target: CpuTarget) -> CompiledModule:
+    """Parse, verify, optimise and JIT-compile IR text, keeping its object code."""
     context = llvm.create_context()
     parsed = engine = None
     try:
         parsed = llvm.parse_assembly(text, context)
         parsed.verify()
-        if stored is None:
-            tuning = llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL)
-            builder = llvm.create_pass_builder(machine, tuning)
-            builder.getModulePassManager().run(parsed, builder)
-            optimized = str(parsed)
-        else:
-            optimized = stored[1]
+        tuning = llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL)
+        builder = llvm.create_pass_builder(machine, tuning)
+        builder.getModulePassManager().run(parsed, builder)
+        optimized = str(parsed)
         engine = llvm.create_mcjit_compiler(parsed, machine)
         produced: list[bytes] = []
-        if stored is None and folder is not None:
-            engine.set_object_cache(notify_func=lambda _module, obj: produced.append(obj))
-        elif stored is not None:
-            engine.set_object_cache(getbuffer_func=lambda _module: stored[0])
+        engine.set_object_cache(notify_func=lambda _module, obj: produced.append(obj))
         engine.finalize_object()
     except BaseException:
         _dispose(engine, parsed, context)
         raise
-    if produced:
-        _write_cached(folder, key, produced[0], optimized)
-    compiled = CompiledModule(engine, optimized, parsed, context, target)
-    _remember(key, compiled)
-    return compiled
+    return CompiledModule(engine, optimized, parsed, context, target, produced[0])
+
+
+def _load_object(
+    obj: bytes, optimized: str, machine: llvm.TargetMachine, target: CpuTarget
+) -> CompiledModule:
+    """Return an engine running stored object code: an empty module plus the object, so no
+    IR is parsed (the optimised IR is kept as text for Function.llvm_ir and asm)."""
+    context = llvm.create_context()
+    empty = engine = None
+    try:
+        empty = llvm.parse_assembly("", context)
+        empty.triple = target.triple
+        empty.data_layout = str(machine.target_data)
+        engine = llvm.create_mcjit_compiler(empty, machine)
+        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        engine.finalize_object()
+    except BaseException:
+        _dispose(engine, empty, context)
+        raise
+    return CompiledModule(engine, optimized, empty, context, target, obj)
 
 
 def _entry_path(folder: Path, key: str) -> Path:
@@ -311,7 +384,11 @@ def _remove_stale_temporaries(folder: Path) -> None:
     _cleaned_folders.add(folder)
     cutoff = time.time() - STALE_TEMPORARY_SECONDS
     for path in folder.glob("tmp*"):
-        if path.suffix not in (".part", ".o", ".ll"):  # .o/.ll: the older format's names
+        if path.suffix not in (
+            ".part",
+            ".o",
+            ".ll",
+        ):  # .o/.ll: the older format's names
             continue
         try:
             if path.stat().st_mtime < cutoff:
