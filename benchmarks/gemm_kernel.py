@@ -1,13 +1,15 @@
 """Benchmark graphc's packed LLVM GEMM kernel against numpy (OpenBLAS) on one thread.
 
 Usage: python benchmarks/gemm_kernel.py [--sizes 256 512 1024 2048] [--repeats 7]
-                                        [--cpu avx2] [--caches 32K 512K 32M]
+                                        [--cpu avx2] [--caches 32K 512K 32M] [--skinny]
 
 Prints the target and plans, the time to emit, optimise and JIT the kernel module, then GFLOP/s
 of C = A @ B for square float32 and float64 matrices, graphc against numpy on the same arrays, as
 medians of several runs. --cpu compiles the plan of another target the host can run (a
 GRAPHC_CPU value; default: GRAPHC_CPU, else the host); --caches plans with other L1d, L2 and L3
-sizes (e.g. Zen 3's on a Zen 4 host).
+sizes (e.g. Zen 3's on a Zen 4 host). --skinny times a Linear layer's forward x @ W.T
+(K 784, N 256) for batches M of 1 to 128 by the dot-product path, by the packed path and by
+numpy, the figures DOT_MAX_SIDE is chosen from.
 """
 
 from __future__ import annotations
@@ -144,6 +146,34 @@ def measure(
     return flops / ours / 1e9, flops / theirs / 1e9, ratio
 
 
+def measure_skinny(
+    target: CpuTarget, function: Callable, dtype: str, m: int, repeats: int
+) -> tuple[float, float, float]:
+    """Return GFLOP/s of x @ W.T (x: m x 784, W: 256 x 784) by the dot path, the packed path
+    and numpy, each checked against numpy."""
+    rng = np.random.default_rng(m)
+    x = rng.standard_normal((m, 784)).astype(DTYPES[dtype])
+    w = rng.standard_normal((256, 784)).astype(DTYPES[dtype])
+    workspace = aligned_workspace(gemm.workspace_bytes(dtype, target))
+    results = {flags: np.empty((m, 256), dtype=DTYPES[dtype]) for flags in (0, gemm.SKINNY)}
+    expected = np.empty_like(results[0])
+
+    def by(flags: int) -> Callable[[], None]:
+        args = (m, 256, 784, x.ctypes.data, 784, 1, w.ctypes.data, 1, 784)
+        args += (results[flags].ctypes.data, 256, workspace.ctypes.data, flags)
+        return lambda: function(*args)
+
+    dots, packed, _ = interleaved_medians(by(gemm.SKINNY), by(0), repeats)
+    _, theirs, _ = interleaved_medians(
+        by(gemm.SKINNY), lambda: np.matmul(x, w.T, out=expected), repeats
+    )
+    for result in results.values():
+        if not np.allclose(result, expected, rtol=1e-4, atol=1e-3):
+            raise SystemExit(f"the {dtype} GEMM disagrees with numpy at M={m}")
+    flops = 2.0 * m * 256 * 784
+    return flops / dots / 1e9, flops / packed / 1e9, flops / theirs / 1e9
+
+
 def parse_size(text: str) -> int:
     """Return bytes for '32K', '512K', '32M' or a plain number."""
     scale = {"K": 1024, "M": 1024**2}.get(text[-1:].upper(), 1)
@@ -158,6 +188,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--cpu", help="a GRAPHC_CPU value (default: GRAPHC_CPU, else the host)")
     parser.add_argument("--caches", nargs=3, metavar=("L1D", "L2", "L3"), help="e.g. 32K 512K 32M")
+    parser.add_argument("--skinny", action="store_true", help="x @ W.T for small batches")
     options = parser.parse_args()
 
     target = cpu_target(options.cpu) if options.cpu else selected_target()
@@ -174,12 +205,25 @@ def main() -> None:
         print(f"plan {plan.name}: KC {plan.kc}, MC {plan.mc}, NC {plan.nc}")
     stages = ", ".join(f"{stage} {s * 1e3:.0f} ms" for stage, s in seconds.items())
     print(f"compile (f32 + f64 module): {sum(seconds.values()) * 1e3:.0f} ms ({stages})")
+    if options.skinny:
+        print_skinny(target, functions, options.dtypes, options.repeats)
+        return
     for dtype in options.dtypes:
         print(f"\n{dtype}: C = A @ B, N x N, GFLOP/s, median of {options.repeats} interleaved runs")
         print(f"{'N':>6} {'graphc':>9} {'numpy':>9} {'ratio':>7}  (median of paired ratios)")
         for n in options.sizes:
             ours, theirs, ratio = measure(target, functions[dtype], dtype, n, options.repeats)
             print(f"{n:>6} {ours:>9.1f} {theirs:>9.1f} {ratio:>6.0%}")
+
+
+def print_skinny(target: CpuTarget, functions: dict, dtypes: list[str], repeats: int) -> None:
+    """Print the dot path's, the packed path's and numpy's GFLOP/s for x @ W.T by batch."""
+    for dtype in dtypes:
+        print(f"\n{dtype}: x[M, 784] @ W[256, 784].T, GFLOP/s, medians of {repeats} runs")
+        print(f"{'M':>6} {'dot':>9} {'packed':>9} {'numpy':>9}")
+        for m in (1, 4, 8, 16, 24, 32, 48, 64, 128):
+            dots, packed, theirs = measure_skinny(target, functions[dtype], dtype, m, repeats)
+            print(f"{m:>6} {dots:>9.1f} {packed:>9.1f} {theirs:>9.1f}")
 
 
 if __name__ == "__main__":

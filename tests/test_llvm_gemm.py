@@ -74,8 +74,10 @@ class JitGemm:
         c: np.ndarray,
         accumulate: bool = False,
         workspace: np.ndarray | None = None,
+        skinny: bool = False,
     ) -> None:
-        """Run C (+)= A @ B in place; A and B may be any strided views, C has unit column stride."""
+        """Run C (+)= A @ B in place; A and B may be any strided views, C has unit column stride.
+        skinny lets the GEMM take its dot-product path where A and B are laid out for it."""
         (m, k), n = a.shape, b.shape[1]
         item = c.itemsize
         assert c.shape == (m, n) and (m == 0 or n <= 1 or c.strides[1] == item)
@@ -94,7 +96,7 @@ class JitGemm:
             c.ctypes.data,
             c.strides[0] // item,
             workspace.ctypes.data,
-            int(accumulate),
+            (gemm.ACCUMULATE if accumulate else 0) | (gemm.SKINNY if skinny else 0),
         )
 
 
@@ -331,3 +333,64 @@ def test_workspace_and_dtype_errors(name: str) -> None:
     assert gemm.workspace_bytes("float64", target) % 64 == 0
     with pytest.raises(DTypeError, match="int32"):
         gemm.workspace_bytes("int32", target)
+
+
+# The dot path: A's rows and B's columns contiguous (x @ W.T). K around one vector of every
+# plan (4 .. 16 lanes), M and N around its blocks (3 and 4) and the skinny limit.
+DOT_SHAPES = [
+    (1, 1, 1),
+    (1, 10, 33),
+    (3, 3, 4),
+    (4, 4, 16),
+    (5, 7, 17),
+    (9, 13, 15),
+    (16, 256, 784),
+    (24, 33, 8),
+    (6, 5, 40),
+    (300, 2, 70),
+    (2, 300, 0),
+]
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("shape", DOT_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_dot_path_matches_numpy(
+    jit: JitGemm, dtype: str, accumulate: bool, shape: tuple[int, int, int]
+) -> None:
+    m, n, k = shape
+    rng = np.random.default_rng(m * 31 + n * 7 + k)
+    a = rng.standard_normal((m, k)).astype(_NUMPY[dtype])
+    b = rng.standard_normal((n, k)).astype(_NUMPY[dtype]).T  # columns contiguous along K
+    c0 = rng.standard_normal((m, n)).astype(_NUMPY[dtype])
+    c = c0.copy() if accumulate else np.full((m, n), np.nan, dtype=_NUMPY[dtype])
+    jit.call(dtype, a, b, c, accumulate=accumulate, skinny=True)
+    assert_gemm_close(dtype, c, a, b, c0 if accumulate else None)
+
+
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_skinny_products_in_every_layout(jit: JitGemm, transpose_a: bool, transpose_b: bool):
+    # Only one layout suits the dot path; the others must take the packed path, also correct.
+    rng = np.random.default_rng(23)
+    m, n, k = 7, 90, 45
+    x = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(np.float32)
+    y = rng.standard_normal((n, k) if transpose_b else (k, n)).astype(np.float32)
+    a, b = (x.T if transpose_a else x), (y.T if transpose_b else y)
+    c = np.full((m, n), np.nan, dtype=np.float32)
+    jit.call("f32", a, b, c, skinny=True)
+    assert_gemm_close("f32", c, a, b)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_dot_path_writes_only_inside_c(jit: JitGemm, dtype: str) -> None:
+    rng = np.random.default_rng(29)
+    a = rng.standard_normal((6, 21)).astype(_NUMPY[dtype])
+    b = rng.standard_normal((11, 21)).astype(_NUMPY[dtype]).T
+    buffer = np.full((9, 30), -7.0, dtype=_NUMPY[dtype])
+    c = buffer[2:8, 5:16]
+    jit.call(dtype, a, b, c, skinny=True)
+    assert_gemm_close(dtype, c, a, b)
+    outside = np.ones(buffer.shape, dtype=bool)
+    outside[2:8, 5:16] = False
+    assert np.all(buffer[outside] == -7.0)

@@ -17,126 +17,23 @@ thread its own workspace and a disjoint block of columns (offset B and C pointer
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-
 from llvmlite import ir
 
-from graphc.backends.llvm.target import CpuTarget, selected_target
-from graphc.errors import DTypeError
+from graphc.backends.llvm.gemm_dot import dot_layout, emit_dot
+from graphc.backends.llvm.gemm_emitter import (
+    I32,
+    Emitter,
+    Matrix,
+    define_function,
+)
+from graphc.backends.llvm.gemm_plan import KC_MAX, GemmPlan, gemm_plan, workspace_bytes
+from graphc.backends.llvm.target import CpuTarget
 
-I1 = ir.IntType(1)
-I32 = ir.IntType(32)
-I64 = ir.IntType(64)
-I8_PTR = ir.IntType(8).as_pointer()
+__all__ = ["KC_MAX", "GemmPlan", "gemm_function", "gemm_plan", "workspace_bytes"]
 
-
-@dataclass(frozen=True, slots=True)
-class GemmPlan:
-    """Micro-tile and cache-block sizes of one dtype's GEMM on one target, counted in elements."""
-
-    short: str
-    scalar: ir.Type
-    itemsize: int
-    lanes: int  # elements per vector register
-    mr: int  # rows of the micro-tile
-    vectors: int  # vectors per micro-tile row
-    kc: int  # depth of a packed block (a multiple of unroll)
-    mc: int  # rows of a packed A block (a multiple of mr)
-    nc: int  # columns of a packed B block (a multiple of nr)
-    unroll: int  # rank-1 updates per trip of the micro-kernel's loop
-    fused: bool  # the target has FMA: llvm.fma, else llvm.fmuladd (fused only where cheap)
-
-    @property
-    def nr(self) -> int:
-        """Return the columns of the micro-tile."""
-        return self.lanes * self.vectors
-
-    @property
-    def name(self) -> str:
-        """Return the exported function's name, e.g. graphc_gemm_f32_6x64: one per plan."""
-        return f"graphc_gemm_{self.short}_{self.mr}x{self.nr}"
-
-    @property
-    def vector(self) -> ir.VectorType:
-        """Return the LLVM vector type of one register of C."""
-        return ir.VectorType(self.scalar, self.lanes)
-
-    @property
-    def vector_align(self) -> int:
-        """Return the alignment of packed B's vectors: the workspace's 64, or one vector if less."""
-        return min(64, self.lanes * self.itemsize)
-
-    @property
-    def packed_b_elements(self) -> int:
-        """Return the size of the packed B block: KC x NC."""
-        return self.kc * self.nc
-
-    @property
-    def packed_a_elements(self) -> int:
-        """Return the size of the packed A block: MC x KC."""
-        return self.mc * self.kc
-
-
-# The micro-tile is MR x (vectors x lanes). MR = 6 rows give 6 x vectors independent FMA
-# chains, enough to cover the FMA latency; vectors is the most of 4, 2, 1 for which the tile
-# (MR x vectors accumulators), one row of B (vectors) and the broadcast A element fit in the
-# vector registers: 24 + 4 + 1 of AVX-512's and NEON's 32, 12 + 2 + 1 of AVX2's and SSE2's 16.
-MR = 6
-UNROLL = 4
-# Cache blocks, from the target's cache sizes (s = bytes per element, NR = vectors x lanes):
-#   KC: a KC x NR micro-panel of packed B takes at most 1/8 of L2, and KC <= KC_MAX;
-#   MC: the MC x KC packed A block takes at most 1/4 of L2 (MC a multiple of 2 x MR);
-#   NC: the KC x NC packed B block takes at most 1/8 of L3 (its share on an 8-core CCX),
-#       NC <= NC_MAX.
-# On Zen 4 (L2 1 MiB, L3 32 MiB) this gives the sizes tuned there with benchmarks/gemm_kernel.py
-# for the 6 x 64 f32 and 6 x 32 f64 tiles: KC 512, MC 120 (f32) / 60 (f64), NC 2048 / 1024, i.e.
-# a 128 KiB B micro-panel, a 240 KiB A block and a 4 MiB B block; sizes near these (KC 384-768,
-# MC 72-120) measured within ~2% there. KC_MAX and the 2 x MR step of MC are what make the
-# formula land on the tuned sizes; the AVX2 6 x 16 tile on Zen 4 measured the same, within
-# noise, with KC from 256 to 2048. NC_MAX keeps a large L3 from growing the workspace: packing
-# B is amortised over the M rows, not over NC.
-KC_MAX = 512
-NC_MAX = 4096
-_SCALARS = {"f32": (ir.FloatType(), 4), "f64": (ir.DoubleType(), 8)}
-_ALIASES = {"float32": "f32", "float64": "f64", "float": "f32", "double": "f64"}
-
-
-def gemm_plan(dtype: str, target: CpuTarget | None = None) -> GemmPlan:
-    """Return the tile and block sizes for 'f32'/'float32' or 'f64'/'float64' on target
-    (default: the selected target, see target.selected_target)."""
-    short = _ALIASES.get(dtype, dtype)
-    if short not in _SCALARS:
-        raise DTypeError(f"gemm: no CPU kernel for dtype {dtype!r}; expected float32 or float64")
-    return _plan(short, target if target is not None else selected_target())
-
-
-@functools.cache
-def _plan(short: str, target: CpuTarget) -> GemmPlan:
-    scalar, itemsize = _SCALARS[short]
-    lanes = max(1, target.vector_bits // (8 * itemsize))
-    vectors = next((v for v in (4, 2) if MR * v + v + 1 <= target.vector_registers), 1)
-    nr = lanes * vectors
-    kc = _multiple_below(min(KC_MAX, target.l2_bytes // 8 // (nr * itemsize)), UNROLL)
-    mc = _multiple_below(target.l2_bytes // 4 // (kc * itemsize), 2 * MR, least=MR)
-    nc = _multiple_below(min(NC_MAX, target.l3_bytes // 8 // (kc * itemsize)), nr)
-    fused = target.isa in ("avx512", "avx2", "neon")
-    return GemmPlan(short, scalar, itemsize, lanes, MR, vectors, kc, mc, nc, UNROLL, fused)
-
-
-def _multiple_below(value: int, step: int, least: int | None = None) -> int:
-    """Return the largest multiple of step at most value, but at least `least` (default step)."""
-    least = step if least is None else least
-    return max(least, value // step * step)
-
-
-def workspace_bytes(dtype: str, target: CpuTarget | None = None) -> int:
-    """Return the scratch bytes one call of the dtype's GEMM needs on target (packed A and B
-    blocks), rounded up to 64 so that consecutive workspaces stay 64-byte aligned."""
-    plan = gemm_plan(dtype, target)
-    size = (plan.packed_b_elements + plan.packed_a_elements) * plan.itemsize
-    return -(-size // 64) * 64
+# Bits of the GEMM's flags argument.
+ACCUMULATE = 1
+SKINNY = 2
 
 
 def gemm_function(module: ir.Module, dtype: str, target: CpuTarget | None = None) -> ir.Function:
@@ -148,8 +45,10 @@ def gemm_function(module: ir.Module, dtype: str, target: CpuTarget | None = None
                                   float* A, i64 a_row_stride, i64 a_col_stride,
                                   float* B, i64 b_row_stride, i64 b_col_stride,
                                   float* C, i64 c_row_stride,
-                                  float* workspace, i32 accumulate)
-    computes C[M, N] = A[M, K] @ B[K, N], or C += A @ B when accumulate != 0. A and B are read
+                                  float* workspace, i32 flags)
+    computes C[M, N] = A[M, K] @ B[K, N], or C += A @ B when flags has ACCUMULATE. With SKINNY
+    (the caller's whole product has a side of at most DOT_MAX_SIDE) and A's rows and B's
+    columns contiguous, it takes the unpacked dot-product path (gemm_dot.py). A and B are read
     through both strides, so transposed operands need no copy; C's columns are contiguous.
     workspace holds workspace_bytes(dtype, target) bytes, 64-byte aligned, private to the call.
     """
@@ -160,202 +59,8 @@ def gemm_function(module: ir.Module, dtype: str, target: CpuTarget | None = None
     macro_kernel = _emit_macro_kernel(module, plan, micro_kernel)
     pack_a = _emit_pack_a(module, plan)
     pack_b = _emit_pack_b(module, plan)
-    return _emit_driver(module, plan, plan.name, pack_a, pack_b, macro_kernel)
-
-
-# --- IR emission helpers ------------------------------------------------------------------------
-
-LoopBody = Callable[[ir.Value, list[ir.Value]], Sequence[ir.Value]]
-
-
-class _Emitter:
-    """Emits the body of one function: an IRBuilder with the plan's types and intrinsics."""
-
-    def __init__(self, fn: ir.Function, plan: GemmPlan) -> None:
-        self.plan = plan
-        self.module = fn.module
-        self.builder = ir.IRBuilder(fn.append_basic_block("entry"))
-
-    @staticmethod
-    def const(value: int | ir.Value) -> ir.Value:
-        """Return value as an i64 (Python ints become constants)."""
-        return ir.Constant(I64, value) if isinstance(value, int) else value
-
-    def declare(self, name: str, fnty: ir.FunctionType) -> ir.Function:
-        """Return the module's declaration of `name`, adding it first if missing."""
-        if name in self.module.globals:
-            return self.module.globals[name]
-        return ir.Function(self.module, fnty, name=name)
-
-    def loop(
-        self,
-        name: str,
-        start: int | ir.Value,
-        stop: int | ir.Value,
-        step: int,
-        body: LoopBody,
-        carried: Sequence[tuple[str, ir.Value]] = (),
-    ) -> list[ir.Value]:
-        """Emit `for name in range(start, stop, step)`; return the carried values' final values.
-
-        body(index, values) emits one trip and returns the next values of the carried phis.
-        """
-        b = self.builder
-        preheader = b.block
-        header = b.append_basic_block(f"{name}.loop")
-        body_block = b.append_basic_block(f"{name}.body")
-        done = b.append_basic_block(f"{name}.done")
-        b.branch(header)
-        b.position_at_end(header)
-        index = b.phi(I64, name=name)
-        index.add_incoming(self.const(start), preheader)
-        phis = []
-        for value_name, value in carried:
-            phi = b.phi(value.type, name=value_name)
-            phi.add_incoming(value, preheader)
-            phis.append(phi)
-        more = b.icmp_signed("<", index, self.const(stop), name=f"{name}.more")
-        b.cbranch(more, body_block, done)
-        b.position_at_end(body_block)
-        next_values = body(index, phis)
-        latch = b.block
-        index.add_incoming(b.add(index, self.const(step), name=f"{name}.next"), latch)
-        for phi, value in zip(phis, next_values, strict=True):
-            phi.add_incoming(value, latch)
-        b.branch(header)
-        b.position_at_end(done)
-        return phis
-
-    def min(self, a: ir.Value, b: int | ir.Value, name: str) -> ir.Value:
-        """Return the signed minimum of two i64 values."""
-        b = self.const(b)
-        less = self.builder.icmp_signed("<", a, b, name=f"{name}.lt")
-        return self.builder.select(less, a, b, name=name)
-
-    def element(self, base: ir.Value, offset: int | ir.Value, name: str) -> ir.Value:
-        """Return &base[offset] for a pointer to the plan's scalars."""
-        return self.builder.gep(
-            base, [self.const(offset)], inbounds=True, name=name, source_etype=self.plan.scalar
-        )
-
-    def vector_at(self, base: ir.Value, offset: int | ir.Value, name: str) -> ir.Value:
-        """Return &base[offset] as a pointer to a whole vector."""
-        element = self.element(base, offset, name)
-        return self.builder.bitcast(element, self.plan.vector.as_pointer(), name=f"{name}.vec")
-
-    def splat(self, value: ir.Value, name: str) -> ir.Value:
-        """Return a vector of the plan's width with every lane equal to value."""
-        lanes = self.plan.lanes
-        undef = ir.Constant(ir.VectorType(value.type, lanes), ir.Undefined)
-        first = self.builder.insert_element(undef, value, ir.Constant(I32, 0), name=f"{name}.0")
-        lane0 = ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
-        return self.builder.shuffle_vector(first, undef, lane0, name=name)
-
-    def column_masks(self, columns: ir.Value, name: str) -> list[ir.Value]:
-        """Return one mask per vector of a tile row: lane j of vector v is v*lanes + j < columns."""
-        plan = self.plan
-        limit = self.splat(columns, name=f"{name}.limit")
-        masks = []
-        for v in range(plan.vectors):
-            ids = [v * plan.lanes + j for j in range(plan.lanes)]
-            lane_ids = ir.Constant(ir.VectorType(I64, plan.lanes), ids)
-            masks.append(self.builder.icmp_signed("<", lane_ids, limit, name=f"{name}{v}"))
-        return masks
-
-    def fma(self, a: ir.Value, b: ir.Value, c: ir.Value, name: str) -> ir.Value:
-        """Return a * b + c on vectors: llvm.fma where the target has FMA, else llvm.fmuladd
-        (llvm.fma would become a C library call per lane). Declared by hand: declare_intrinsic
-        cannot declare vector intrinsics."""
-        vec, plan = self.plan.vector, self.plan
-        intrinsic = "fma" if plan.fused else "fmuladd"
-        fn = self.declare(
-            f"llvm.{intrinsic}.v{plan.lanes}{plan.short}", ir.FunctionType(vec, [vec] * 3)
-        )
-        return self.builder.call(fn, [a, b, c], name=name)
-
-    def masked_load(self, ptr: ir.Value, mask: ir.Value, passthru: ir.Value, name: str) -> ir.Value:
-        """Return the vector at ptr, with passthru in the lanes that mask leaves off (unread)."""
-        # The old form with an alignment operand: older LLVMs need it, LLVM 22 auto-upgrades it.
-        vec, plan = self.plan.vector, self.plan
-        fnty = ir.FunctionType(vec, [vec.as_pointer(), I32, mask.type, vec])
-        fn = self.declare(f"llvm.masked.load.v{plan.lanes}{plan.short}.p0", fnty)
-        align = ir.Constant(I32, plan.itemsize)
-        return self.builder.call(fn, [ptr, align, mask, passthru], name=name)
-
-    def masked_store(self, value: ir.Value, ptr: ir.Value, mask: ir.Value) -> None:
-        """Store the lanes of value that mask turns on."""
-        vec, plan = self.plan.vector, self.plan
-        fnty = ir.FunctionType(ir.VoidType(), [vec, vec.as_pointer(), I32, mask.type])
-        fn = self.declare(f"llvm.masked.store.v{plan.lanes}{plan.short}.p0", fnty)
-        self.builder.call(fn, [value, ptr, ir.Constant(I32, plan.itemsize), mask])
-
-    def prefetch_for_write(self, ptr: ir.Value) -> None:
-        """Prefetch the cache line at ptr into L1, expecting a write (llvm.prefetch)."""
-        fnty = ir.FunctionType(ir.VoidType(), [I8_PTR, I32, I32, I32])
-        fn = self.declare("llvm.prefetch.p0", fnty)
-        address = self.builder.bitcast(ptr, I8_PTR, name="line")
-        self.builder.call(fn, [address] + [ir.Constant(I32, flag) for flag in (1, 3, 1)])
-
-
-def _define(
-    module: ir.Module, plan: GemmPlan, name: str, signature: str, internal: bool = True
-) -> tuple[ir.Function, _Emitter]:
-    """Return a void function declared like 'i64 kc, ptr noalias b, i1 beta' and its emitter.
-
-    `ptr` is a pointer to the plan's scalars; `noalias` promises LLVM the buffer overlaps no
-    other pointer parameter (packed panels never overlap the operands or C).
-    """
-    types = {"i1": I1, "i32": I32, "i64": I64, "ptr": plan.scalar.as_pointer()}
-    params = [param.split() for param in signature.split(",")]
-    fnty = ir.FunctionType(ir.VoidType(), [types[words[0]] for words in params])
-    fn = ir.Function(module, fnty, name=name)
-    for arg, words in zip(fn.args, params, strict=True):
-        arg.name = words[-1]
-        if "noalias" in words:
-            arg.add_attribute("noalias")
-    fn.attributes.add("nounwind")
-    if internal:
-        fn.linkage = "internal"
-    return fn, _Emitter(fn, plan)
-
-
-@dataclass(frozen=True, slots=True)
-class _Matrix:
-    """A strided matrix in the IR: element pointer, row stride and column stride (in elements)."""
-
-    ptr: ir.Value
-    row_stride: ir.Value
-    col_stride: ir.Value
-
-    def offset(self, e: _Emitter, row: int | ir.Value, col: int | ir.Value, name: str) -> ir.Value:
-        """Return the element offset of [row, col]."""
-        b = e.builder
-        row_at = b.mul(e.const(row), self.row_stride, name=f"{name}.row")
-        col_at = b.mul(e.const(col), self.col_stride, name=f"{name}.col")
-        return b.add(row_at, col_at, name=name)
-
-    def block(self, e: _Emitter, row: int | ir.Value, col: int | ir.Value, name: str) -> _Matrix:
-        """Return the sub-matrix starting at [row, col]."""
-        start = e.element(self.ptr, self.offset(e, row, col, f"{name}_at"), name=name)
-        return _Matrix(start, self.row_stride, self.col_stride)
-
-    def select(self, e: _Emitter, condition: ir.Value, other: _Matrix, name: str) -> _Matrix:
-        """Return this matrix where condition holds, else other."""
-        suffixes = ("", "_row_stride", "_col_stride")
-        values = [
-            e.builder.select(condition, mine, theirs, name=f"{name}{suffix}")
-            for mine, theirs, suffix in zip(self, other, suffixes, strict=True)
-        ]
-        return _Matrix(*values)
-
-    def __iter__(self) -> Iterator[ir.Value]:
-        """Yield pointer, row stride and column stride: the order of the functions' parameters."""
-        return iter((self.ptr, self.row_stride, self.col_stride))
-
-    @property
-    def T(self) -> _Matrix:
-        """Return the transpose: the same memory with the strides swapped."""
-        return _Matrix(self.ptr, self.col_stride, self.row_stride)
+    dot = emit_dot(module, plan)
+    return _emit_driver(module, plan, plan.name, pack_a, pack_b, macro_kernel, dot)
 
 
 # --- packing ------------------------------------------------------------------------------------
@@ -366,9 +71,9 @@ def _emit_pack_b(module: ir.Module, plan: GemmPlan) -> ir.Function:
     signature = (
         "i64 kc, i64 nc, ptr noalias b, i64 b_row_stride, i64 b_col_stride, ptr noalias b_packed"
     )
-    fn, e = _define(module, plan, f"{plan.name}_pack_b", signature)
+    fn, e = define_function(module, plan, f"{plan.name}_pack_b", signature)
     kc, nc, b_ptr, row_stride, col_stride, packed = fn.args
-    b = _Matrix(b_ptr, row_stride, col_stride)
+    b = Matrix(b_ptr, row_stride, col_stride)
 
     def panel(jr: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
         columns = e.builder.sub(nc, jr, name="columns")
@@ -387,7 +92,7 @@ def _emit_pack_b(module: ir.Module, plan: GemmPlan) -> ir.Function:
     return fn
 
 
-def _pack_b_rows(e: _Emitter, kc: ir.Value, columns: ir.Value, b: _Matrix, dest: ir.Value) -> None:
+def _pack_b_rows(e: Emitter, kc: ir.Value, columns: ir.Value, b: Matrix, dest: ir.Value) -> None:
     """Copy a panel whose columns are contiguous a row of vectors at a time, masked past nc."""
     plan = e.plan
     masks = e.column_masks(columns, name="column_mask")
@@ -406,9 +111,7 @@ def _pack_b_rows(e: _Emitter, kc: ir.Value, columns: ir.Value, b: _Matrix, dest:
     e.loop("k", 0, kc, 1, row)
 
 
-def _pack_b_columns(
-    e: _Emitter, kc: ir.Value, columns: ir.Value, b: _Matrix, dest: ir.Value
-) -> None:
+def _pack_b_columns(e: Emitter, kc: ir.Value, columns: ir.Value, b: Matrix, dest: ir.Value) -> None:
     """Copy a panel of strided B (e.g. transposed) column by column; zero the padding columns."""
     plan = e.plan
     present = e.min(columns, plan.nr, name="present")
@@ -442,9 +145,9 @@ def _emit_pack_a(module: ir.Module, plan: GemmPlan) -> ir.Function:
     signature = (
         "i64 mc, i64 kc, ptr noalias a, i64 a_row_stride, i64 a_col_stride, ptr noalias a_packed"
     )
-    fn, e = _define(module, plan, f"{plan.name}_pack_a", signature)
+    fn, e = define_function(module, plan, f"{plan.name}_pack_a", signature)
     mc, kc, a_ptr, row_stride, col_stride, packed = fn.args
-    a = _Matrix(a_ptr, row_stride, col_stride)
+    a = Matrix(a_ptr, row_stride, col_stride)
 
     def panel(ir_start: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
         rows = e.builder.sub(mc, ir_start, name="rows")
@@ -463,7 +166,7 @@ def _emit_pack_a(module: ir.Module, plan: GemmPlan) -> ir.Function:
     return fn
 
 
-def _pack_a_full(e: _Emitter, kc: ir.Value, a: _Matrix, dest: ir.Value) -> None:
+def _pack_a_full(e: Emitter, kc: ir.Value, a: Matrix, dest: ir.Value) -> None:
     """Copy a panel of MR rows: for each k, the MR elements of column k, unrolled."""
     plan = e.plan
 
@@ -479,7 +182,7 @@ def _pack_a_full(e: _Emitter, kc: ir.Value, a: _Matrix, dest: ir.Value) -> None:
     e.loop("k", 0, kc, 1, column)
 
 
-def _pack_a_partial(e: _Emitter, kc: ir.Value, rows: ir.Value, a: _Matrix, dest: ir.Value) -> None:
+def _pack_a_partial(e: Emitter, kc: ir.Value, rows: ir.Value, a: Matrix, dest: ir.Value) -> None:
     """Copy the last panel of fewer than MR rows: zero it, then copy the rows that exist."""
     plan = e.plan
 
@@ -512,7 +215,7 @@ def _emit_micro_kernel(module: ir.Module, plan: GemmPlan) -> ir.Function:
         "i64 kc, ptr noalias a_panel, ptr noalias b_panel, ptr noalias c, i64 c_row_stride,"
         " i64 mr, i64 nr, i1 beta"
     )
-    fn, e = _define(module, plan, f"{plan.name}_micro_kernel", signature)
+    fn, e = define_function(module, plan, f"{plan.name}_micro_kernel", signature)
     kc, a_panel, b_panel, c, c_row_stride, mr, nr, beta = fn.args
     zero = ir.Constant(plan.vector, None)
     tile = [(f"c{i}_{v}", zero) for i in range(plan.mr) for v in range(plan.vectors)]
@@ -537,7 +240,7 @@ def _emit_micro_kernel(module: ir.Module, plan: GemmPlan) -> ir.Function:
     return fn
 
 
-def _prefetch_tile(e: _Emitter, c: ir.Value, c_row_stride: ir.Value, mr: ir.Value) -> None:
+def _prefetch_tile(e: Emitter, c: ir.Value, c_row_stride: ir.Value, mr: ir.Value) -> None:
     """Prefetch the tile's rows of C for writing, so its update does not wait on L3 or DRAM."""
     plan = e.plan
     last_row = e.builder.sub(mr, e.const(1), name="last_row")
@@ -551,7 +254,7 @@ def _prefetch_tile(e: _Emitter, c: ir.Value, c_row_stride: ir.Value, mr: ir.Valu
 
 
 def _rank1_update(
-    e: _Emitter, a_panel: ir.Value, b_panel: ir.Value, k: ir.Value, acc: list[ir.Value]
+    e: Emitter, a_panel: ir.Value, b_panel: ir.Value, k: ir.Value, acc: list[ir.Value]
 ) -> list[ir.Value]:
     """Emit tile += A[:, k] (outer) B[k, :] and return the new accumulators (row-major order)."""
     plan = e.plan
@@ -573,7 +276,7 @@ def _rank1_update(
 
 
 def _store_tile(
-    e: _Emitter,
+    e: Emitter,
     acc: list[ir.Value],
     c: ir.Value,
     c_row_stride: ir.Value,
@@ -612,9 +315,9 @@ def _emit_macro_kernel(module: ir.Module, plan: GemmPlan, micro_kernel: ir.Funct
         "i64 mc, i64 nc, i64 kc, ptr noalias a_packed, ptr noalias b_packed, ptr noalias c,"
         " i64 c_row_stride, i1 beta"
     )
-    fn, e = _define(module, plan, f"{plan.name}_macro_kernel", signature)
+    fn, e = define_function(module, plan, f"{plan.name}_macro_kernel", signature)
     mc, nc, kc, a_packed, b_packed, c_ptr, c_row_stride, beta = fn.args
-    c = _Matrix(c_ptr, c_row_stride, e.const(1))
+    c = Matrix(c_ptr, c_row_stride, e.const(1))
 
     def column_panel(jr: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
         nr = e.min(e.builder.sub(nc, jr), plan.nr, name="nr")
@@ -636,8 +339,8 @@ def _emit_macro_kernel(module: ir.Module, plan: GemmPlan, micro_kernel: ir.Funct
 
 
 def _transpose_column_output(
-    e: _Emitter, m: ir.Value, n: ir.Value, a: _Matrix, b: _Matrix, c_row_stride: ir.Value
-) -> tuple[ir.Value, ir.Value, _Matrix, _Matrix]:
+    e: Emitter, m: ir.Value, n: ir.Value, a: Matrix, b: Matrix, c_row_stride: ir.Value
+) -> tuple[ir.Value, ir.Value, Matrix, Matrix]:
     """Return (M, N, A, B), swapped to compute C.T = B.T @ A.T when C is a contiguous column.
 
     A contiguous column C[M, 1] is also a row C.T[1, M]; as a row it fills one micro-tile row in
@@ -664,23 +367,37 @@ def _emit_driver(
     pack_a: ir.Function,
     pack_b: ir.Function,
     macro_kernel: ir.Function,
+    dot: ir.Function,
 ) -> ir.Function:
-    """Emit the exported entry: the NC / KC / MC block loops around packing and the macro-kernel."""
+    """Emit the exported entry: the dot path for skinny products laid out for it, else the
+    NC / KC / MC block loops around packing and the macro-kernel."""
     signature = (
         "i64 M, i64 N, i64 K, ptr a, i64 a_row_stride, i64 a_col_stride,"
         " ptr b, i64 b_row_stride, i64 b_col_stride, ptr c, i64 c_row_stride,"
-        " ptr workspace, i32 accumulate"
+        " ptr workspace, i32 flags"
     )
-    fn, e = _define(module, plan, name, signature, internal=False)
-    m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, b_cs, c_ptr, c_rs, workspace, accumulate = fn.args
+    fn, e = define_function(module, plan, name, signature, internal=False)
+    m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, b_cs, c_ptr, c_rs, workspace, flags = fn.args
+    irb = e.builder
+    accumulate_old = irb.icmp_signed(
+        "!=", irb.and_(flags, ir.Constant(I32, ACCUMULATE)), ir.Constant(I32, 0), name="accumulate"
+    )
+    skinny = irb.icmp_signed(
+        "!=", irb.and_(flags, ir.Constant(I32, SKINNY)), ir.Constant(I32, 0), name="skinny"
+    )
+    by_dots = fn.append_basic_block("by_dots")
+    packed = fn.append_basic_block("packed")
+    irb.cbranch(irb.and_(skinny, dot_layout(e, a_cs, b_rs)), by_dots, packed)
+    irb.position_at_end(by_dots)
+    irb.call(dot, [m, n, k, a_ptr, a_rs, b_ptr, b_cs, c_ptr, c_rs, accumulate_old])
+    irb.ret_void()
+    irb.position_at_end(packed)
     m, n, a, b = _transpose_column_output(
-        e, m, n, _Matrix(a_ptr, a_rs, a_cs), _Matrix(b_ptr, b_rs, b_cs), c_rs
+        e, m, n, Matrix(a_ptr, a_rs, a_cs), Matrix(b_ptr, b_rs, b_cs), c_rs
     )
-    c = _Matrix(c_ptr, c_rs, e.const(1))
+    c = Matrix(c_ptr, c_rs, e.const(1))
     b_packed = workspace
     a_packed = e.element(workspace, plan.packed_b_elements, name="a_packed")
-    irb = e.builder
-    accumulate_old = irb.icmp_signed("!=", accumulate, ir.Constant(I32, 0), name="accumulate")
     # K = 0 still makes one depth block (of depth 0), so C is overwritten with zeros.
     k_end = irb.select(irb.icmp_signed(">", k, e.const(0)), k, e.const(1), name="k_end")
 

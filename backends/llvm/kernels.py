@@ -12,12 +12,15 @@ from llvmlite import ir
 from graphc.backends.kernel import ir as k
 from graphc.backends.llvm.expressions import (
     I8,
+    I32,
     I64,
     ExpressionEmitter,
     Scope,
     memory_type,
     register_type,
 )
+from graphc.backends.llvm.gemm import SKINNY
+from graphc.backends.llvm.gemm_dot import DOT_MAX_SIDE
 from graphc.dtypes import DType, bool_
 from graphc.errors import CompileError
 
@@ -341,6 +344,9 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
     if ctx.gemm is None:
         raise CompileError(f"{kernel.name}: a matmul kernel needs the GEMM micro-kernel")
     gemm = ctx.gemm(ctx.module, kernel.dtype.short)
+    # Decided on the whole product, so every thread's block takes the same path.
+    skinny = b.icmp_signed("<=", _min(b, m, n), ir.Constant(I64, DOT_MAX_SIDE), name="skinny")
+    flags = b.select(skinny, ir.Constant(I32, SKINNY), ir.Constant(I32, 0), name="gemm_flags")
 
     def batch_body(flat, carried):
         remaining = flat
@@ -372,7 +378,7 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
                 c_ptr,
                 n,
                 workspace,
-                ir.Constant(ir.IntType(32), 0),
+                flags,
             ],
         )
         return []
