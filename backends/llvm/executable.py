@@ -27,7 +27,6 @@ from graphc.backends.llvm.jit import (
     ModuleSource,
     compile_module,
     module_key,
-    thread_pool_library,
 )
 from graphc.backends.llvm.mathlib import math_function
 from graphc.backends.llvm.memory import (
@@ -73,7 +72,8 @@ class LLVMExecutable:
             program,
             updates=[(v, u) for v, u in program.updates if u not in self._in_place],
         )
-        parallel = thread_pool_library()
+        threads = thread_count()
+        parallel = threads > 1
         workspace = max(gemm.workspace_bytes("f32"), gemm.workspace_bytes("f64"))
         source = module_source(
             build_module,
@@ -90,14 +90,15 @@ class LLVMExecutable:
                 kernel.dtype.name
                 for kernel in self.program.kernels
                 if isinstance(kernel, k.MatmulKernel)
-            }
+            },
+            parallel,
         )
         # Holding the compiled module keeps its engine, and so the entry's code, alive.
         self.compiled = compile_module(source)
         _dump(self.program, lambda: self.llvm_ir, self.compiled)
         self._entry = _ENTRY(self.compiled.address(ENTRY_NAME))
         self._lock = threading.Lock()
-        self._threads = thread_count() if parallel else 1
+        self._threads = threads
         self._slots = slot_names(self.program)
         self._table = np.zeros(len(self._slots), dtype=np.uint64)
         self._sizes = np.zeros(max(1, len(self.program.symbols)), dtype=np.int64)

@@ -16,7 +16,6 @@ skips building and printing IR altogether and only loads object code.
 from __future__ import annotations
 
 import contextlib
-import ctypes.util
 import functools
 import hashlib
 import json
@@ -53,19 +52,6 @@ def target_machine(target: CpuTarget | None = None) -> llvm.TargetMachine:
     this CPU); an execution engine takes ownership of it."""
     target = target if target is not None else selected_target()
     return target.target_machine(opt=OPT_LEVEL, codemodel="jitdefault")
-
-
-@functools.cache
-def thread_pool_library() -> bool:
-    """Load libgomp (GCC's OpenMP runtime) for GOMP_parallel; return False if it is absent."""
-    path = ctypes.util.find_library("gomp")
-    if path is None:
-        return False
-    try:
-        llvm.load_library_permanently(path)
-    except RuntimeError:
-        return False
-    return True
 
 
 @dataclass(eq=False)
@@ -105,9 +91,7 @@ class CompiledModule:
 
 
 def _dispose(
-    engine: llvm.ExecutionEngine | None,
-    module: llvm.ModuleRef | None,
-    context: llvm.ContextRef,
+    engine: llvm.ExecutionEngine | None, module: llvm.ModuleRef | None, context: llvm.ContextRef
 ) -> None:
     """Free an engine (which owns its module), else a module, then their context: a module
     must go before the context it lives in."""
@@ -384,11 +368,7 @@ def _remove_stale_temporaries(folder: Path) -> None:
     _cleaned_folders.add(folder)
     cutoff = time.time() - STALE_TEMPORARY_SECONDS
     for path in folder.glob("tmp*"):
-        if path.suffix not in (
-            ".part",
-            ".o",
-            ".ll",
-        ):  # .o/.ll: the older format's names
+        if path.suffix not in (".part", ".o", ".ll"):  # .o/.ll: the older format's names
             continue
         try:
             if path.stat().st_mtime < cutoff:

@@ -1,6 +1,6 @@
 """Build the LLVM module of a kernel program: one function per kernel and one entry point,
 `void graph_main(i8** table, i64* sizes, i64* error, i64 threads)`, that runs every kernel in
-order (splitting large ones across a GOMP thread pool), stops at the first run-time error,
+order (splitting large ones over graphc's thread pool), stops at the first run-time error,
 and only then copies update values into the variables and source outputs into place."""
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from llvmlite import ir
 from graphc.backends.kernel import KernelProgram
 from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.index import dim_expr
-from graphc.backends.llvm.expressions import I8, I32, I64, Scope
+from graphc.backends.llvm.expressions import I8, I64, Scope
 from graphc.backends.llvm.kernels import (
-    KERNEL_TYPE,
     FunctionEmitter,
     KernelContext,
     emit_loop_kernel,
@@ -23,24 +22,12 @@ from graphc.backends.llvm.kernels import (
     loop_work,
     matmul_work,
 )
+from graphc.backends.llvm.parallel import emit_run
 from graphc.dtypes import float32
 
-# Below this much work (elements times a cost estimate) a kernel stays on the calling thread:
-# waking a second thread costs more than it saves on small steps.
-PARALLEL_THRESHOLD = 1 << 20
 ENTRY_NAME = "graph_main"
 ENTRY_TYPE = ir.FunctionType(
     ir.VoidType(), [I8.as_pointer().as_pointer(), I64.as_pointer(), I64.as_pointer(), I64]
-)
-# The task record handed to each pool thread: table, sizes, error, work range, kernel.
-TASK_TYPE = ir.LiteralStructType(
-    [
-        I8.as_pointer().as_pointer(),
-        I64.as_pointer(),
-        I64.as_pointer(),
-        I64,
-        KERNEL_TYPE.as_pointer(),
-    ]
 )
 
 
@@ -67,13 +54,12 @@ def build_module(
         module, slots, dtypes, program.symbols, math, gemm, workspace_bytes, dict(aliases or {})
     )
     entry = FunctionEmitter(ctx, ENTRY_NAME, ENTRY_TYPE, ("table", "sizes", "error", "threads"))
-    task = _task_function(module) if parallel else None
     b = entry.builder
     table, sizes, error, threads = entry.function.args
     done = entry.function.append_basic_block("failed")
     for kernel in program.kernels:
         for function, work in _kernel_functions(ctx, entry, kernel):
-            _run(entry, function, work, threads, task, table, sizes, error)
+            emit_run(entry, function, work, threads if parallel else None, table, sizes, error)
             failed = b.icmp_signed("!=", b.load(error), ir.Constant(I64, 0))
             next_block = entry.function.append_basic_block(f"after_{function.name}")
             b.cbranch(failed, done, next_block)
@@ -119,78 +105,6 @@ def _cost(kernel: k.LoopKernel) -> int:
         return own + sum(size(child) for child in k.children(expr))
 
     return max(1, sum(size(store.value) for store in kernel.stores))
-
-
-def _task_function(module: ir.Module) -> ir.Function:
-    """Return `void graphc_task(i8* record)`: run this thread's share of the work range."""
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I8.as_pointer()]), "graphc_task")
-    fn.linkage = "internal"
-    thread_num = ir.Function(module, ir.FunctionType(I32, []), "omp_get_thread_num")
-    num_threads = ir.Function(module, ir.FunctionType(I32, []), "omp_get_num_threads")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    record = b.bitcast(fn.args[0], TASK_TYPE.as_pointer())
-    fields = [b.load(b.gep(record, [ir.Constant(I32, 0), ir.Constant(I32, i)])) for i in range(5)]
-    table, sizes, error, total, kernel = fields
-    me = b.sext(b.call(thread_num, []), I64)
-    count = b.sext(b.call(num_threads, []), I64)
-    # Chunks of a multiple of 64 elements keep vector loops whole.
-    chunk = b.sdiv(b.add(total, b.sub(count, ir.Constant(I64, 1))), count)
-    chunk = b.mul(
-        b.sdiv(b.add(chunk, ir.Constant(I64, 63)), ir.Constant(I64, 64)), ir.Constant(I64, 64)
-    )
-    lo = b.mul(me, chunk)
-    hi = b.add(lo, chunk)
-    hi = b.select(b.icmp_signed("<", hi, total), hi, total)
-    with b.if_then(b.icmp_signed("<", lo, hi)):
-        b.call(kernel, [table, sizes, error, lo, hi, me])
-    b.ret_void()
-    return fn
-
-
-def _run(entry: FunctionEmitter, function, work, threads, task, table, sizes, error) -> None:
-    b = entry.builder
-    total, cost = work
-
-    def direct() -> None:
-        zero = ir.Constant(I64, 0)
-        b.call(function, [table, sizes, error, zero, total, zero])
-
-    if task is None or (isinstance(cost, int) and cost == 0):
-        direct()
-        return
-    big = b.icmp_signed(
-        ">=",
-        b.mul(total, ir.Constant(I64, cost) if isinstance(cost, int) else cost),
-        ir.Constant(I64, PARALLEL_THRESHOLD),
-    )
-    wide = b.and_(big, b.icmp_signed(">", threads, ir.Constant(I64, 1)))
-    with b.if_else(wide) as (pooled, alone):
-        with pooled:
-            record = b.alloca(TASK_TYPE)
-            for position, value in enumerate((table, sizes, error, total, function)):
-                b.store(value, b.gep(record, [ir.Constant(I32, 0), ir.Constant(I32, position)]))
-            parallel = _gomp_parallel(entry.ctx.module)
-            b.call(
-                parallel,
-                [
-                    task,
-                    b.bitcast(record, I8.as_pointer()),
-                    b.trunc(threads, I32),
-                    ir.Constant(I32, 0),
-                ],
-            )
-        with alone:
-            direct()
-
-
-def _gomp_parallel(module: ir.Module) -> ir.Function:
-    name = "GOMP_parallel"
-    if name in module.globals:
-        return module.globals[name]
-    task_type = ir.FunctionType(ir.VoidType(), [I8.as_pointer()]).as_pointer()
-    return ir.Function(
-        module, ir.FunctionType(ir.VoidType(), [task_type, I8.as_pointer(), I32, I32]), name
-    )
 
 
 def _commit(entry: FunctionEmitter, program: KernelProgram) -> None:

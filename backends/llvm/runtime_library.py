@@ -1,6 +1,6 @@
 """Functions compiled once per process and shared by every graph's module: the GEMM
-kernels. A graph module only declares them; their JIT address is registered as a symbol,
-so compiling a graph with a matmul does not re-optimise the (large) GEMM each time."""
+kernels and the thread pool. A graph module only declares them; their JIT address is
+registered as a symbol, so compiling a graph does not re-optimise them each time."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from llvmlite import ir
 from graphc.backends.llvm import gemm
 from graphc.backends.llvm.jit import CompiledModule, ModuleSource, compile_module
 from graphc.backends.llvm.target import CpuTarget, selected_target
+from graphc.backends.llvm.thread_pool import ENTRY_NAME as PARALLEL_NAME
+from graphc.backends.llvm.thread_pool import TASK_TYPE, thread_pool_module
 
 _KEEP_ALIVE: list[CompiledModule] = []
 # Two threads compiling their first matmul at once would otherwise both build the GEMM.
@@ -74,8 +76,46 @@ def gemm_declaration(module: ir.Module, dtype: str, target: CpuTarget | None = N
     return ir.Function(module, signature, name)
 
 
-def register_symbols(matmul_dtypes: set[str]) -> None:
-    """Compile (or load) and register the GEMM of each dtype a graph module calls: a module
+@functools.cache
+def _parallel_symbol() -> str:
+    """Compile the thread pool once per process, for the target selected at its first use
+    (its code does not depend on the vector ISA), and register graphc_parallel."""
+    target = selected_target()
+    source = ModuleSource(f"thread_pool_module {target.triple}", lambda: thread_pool_module(target))
+    compiled = compile_module(source, target)
+    _KEEP_ALIVE.append(compiled)
+    llvm.add_symbol(PARALLEL_NAME, compiled.address(PARALLEL_NAME))
+    return PARALLEL_NAME
+
+
+def parallel_declaration(module: ir.Module) -> ir.Function:
+    """Return a declaration of graphc_parallel(task, record, chunks, threads) in module
+    (see thread_pool.py), compiling the pool on first use."""
+    with _LIBRARY_LOCK:
+        name = _parallel_symbol()
+    if name in module.globals:
+        return module.globals[name]
+    i64 = ir.IntType(64)
+    signature = ir.FunctionType(
+        ir.VoidType(), [TASK_TYPE.as_pointer(), ir.IntType(8).as_pointer(), i64, i64]
+    )
+    return ir.Function(module, signature, name)
+
+
+def register_symbols(matmul_dtypes: set[str], parallel: bool) -> None:
+    """Compile (or load) and register the library functions a graph module calls: the GEMM
+    of each dtype and, for a module that splits work over threads, the thread pool. A module
     loaded from a cache was never built, so nothing declared them on its way."""
     for dtype in sorted(matmul_dtypes):
         gemm_symbol(dtype)
+    if parallel:
+        with _LIBRARY_LOCK:
+            _parallel_symbol()
+
+
+def parallel_address() -> int:
+    """Return graphc_parallel's address (compiling the pool on first use), for callers
+    outside generated code such as tests."""
+    with _LIBRARY_LOCK:
+        name = _parallel_symbol()
+    return llvm.address_of_symbol(name)

@@ -1,0 +1,103 @@
+"""Run a kernel over its work range, on the calling thread or split into chunks over the
+thread pool (thread_pool.py) when the work is large enough to pay for waking workers."""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from graphc.backends.llvm.expressions import I8, I32, I64
+from graphc.backends.llvm.kernels import KERNEL_TYPE, FunctionEmitter
+from graphc.backends.llvm.runtime_library import parallel_declaration
+
+# Below this much work (elements times a cost estimate) a kernel stays on the calling thread:
+# waking a second thread costs more than it saves on small steps.
+PARALLEL_THRESHOLD = 1 << 20
+# Chunks per thread: more let the caller take over a late worker's share; fewer repeat less
+# per-chunk work (a matmul packs its shared operand once per chunk).
+CHUNKS_PER_THREAD = 4
+# Chunks are a multiple of this many elements, so vector loops stay whole.
+CHUNK_GRAIN = 64
+# The record each chunk reads: table, sizes, error, work range, kernel, chunk size.
+RECORD_TYPE = ir.LiteralStructType(
+    [
+        I8.as_pointer().as_pointer(),
+        I64.as_pointer(),
+        I64.as_pointer(),
+        I64,
+        KERNEL_TYPE.as_pointer(),
+        I64,
+    ]
+)
+
+
+def chunk_task(module: ir.Module) -> ir.Function:
+    """Return `void graphc_chunk(i8* record, i64 chunk, i64 thread)`: run the kernel over
+    chunk number `chunk` of the record's work range."""
+    name = "graphc_chunk"
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I8.as_pointer(), I64, I64]), name)
+    fn.linkage = "internal"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    record = b.bitcast(fn.args[0], RECORD_TYPE.as_pointer())
+    table, sizes, error, total, kernel, size = (
+        b.load(b.gep(record, [ir.Constant(I32, 0), ir.Constant(I32, i)])) for i in range(6)
+    )
+    lo = b.mul(fn.args[1], size)
+    hi = b.add(lo, size)
+    hi = b.select(b.icmp_signed("<", hi, total), hi, total)
+    b.call(kernel, [table, sizes, error, lo, hi, fn.args[2]])
+    b.ret_void()
+    return fn
+
+
+def emit_run(
+    entry: FunctionEmitter,
+    function: ir.Function,
+    work: tuple[ir.Value, ir.Value | int],
+    threads: ir.Value | None,
+    table: ir.Value,
+    sizes: ir.Value,
+    error: ir.Value,
+) -> None:
+    """Call function over [0, total) of work = (total, cost per element); when threads is
+    given and total * cost reaches PARALLEL_THRESHOLD, hand it to the pool in chunks."""
+    b = entry.builder
+    total, cost = work
+
+    def direct() -> None:
+        zero = ir.Constant(I64, 0)
+        b.call(function, [table, sizes, error, zero, total, zero])
+
+    if threads is None or (isinstance(cost, int) and cost == 0):
+        direct()
+        return
+    big = b.icmp_signed(
+        ">=",
+        b.mul(total, ir.Constant(I64, cost) if isinstance(cost, int) else cost),
+        ir.Constant(I64, PARALLEL_THRESHOLD),
+    )
+    wide = b.and_(big, b.icmp_signed(">", threads, ir.Constant(I64, 1)))
+    with b.if_else(wide) as (pooled, alone):
+        with pooled:
+            size = _chunk_size(b, total, threads)
+            chunks = b.sdiv(b.add(total, b.sub(size, ir.Constant(I64, 1))), size)
+            record = b.alloca(RECORD_TYPE)
+            fields = (table, sizes, error, total, function, size)
+            for position, value in enumerate(fields):
+                b.store(value, b.gep(record, [ir.Constant(I32, 0), ir.Constant(I32, position)]))
+            module = entry.ctx.module
+            b.call(
+                parallel_declaration(module),
+                [chunk_task(module), b.bitcast(record, I8.as_pointer()), chunks, threads],
+            )
+        with alone:
+            direct()
+
+
+def _chunk_size(b: ir.IRBuilder, total: ir.Value, threads: ir.Value) -> ir.Value:
+    """Return ceil(total / (threads * CHUNKS_PER_THREAD)) rounded up to CHUNK_GRAIN."""
+    pieces = b.mul(threads, ir.Constant(I64, CHUNKS_PER_THREAD))
+    size = b.sdiv(b.add(total, b.sub(pieces, ir.Constant(I64, 1))), pieces)
+    grain = ir.Constant(I64, CHUNK_GRAIN)
+    return b.mul(b.sdiv(b.add(size, ir.Constant(I64, CHUNK_GRAIN - 1)), grain), grain)

@@ -1,0 +1,116 @@
+"""The native thread pool runs every chunk of a job exactly once, on a thread number below the
+job's thread count, also when several Python threads submit jobs at once and in a forked
+child; a caller never waits for a worker that has not started."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+import llvmlite.binding as llvm
+import numpy as np
+import pytest
+from llvmlite import ir
+
+from graphc.backends.llvm.jit import compile_module
+from graphc.backends.llvm.runtime_library import parallel_address
+
+I64 = ir.IntType(64)
+_PARALLEL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+
+
+def _recording_task() -> tuple[object, int]:
+    """Compile `task(record, chunk, thread)` that adds 1 to record[1 + chunk], stores the
+    thread number in record[1 + chunks + chunk] (chunks = record[0]) and then spins for
+    record[1 + 2 * chunks] cycles, so that workers get a share."""
+    module = ir.Module(name="pool_test_task")
+    fn = ir.Function(
+        module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), I64, I64]), "task"
+    )
+    record, chunk, thread = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    words = b.bitcast(record, I64.as_pointer())
+    chunks = b.load(words)
+    one = ir.Constant(I64, 1)
+    b.atomic_rmw("add", b.gep(words, [b.add(one, chunk)]), one, "monotonic")
+    b.store(thread, b.gep(words, [b.add(b.add(one, chunks), chunk)]))
+    cycles = b.load(b.gep(words, [b.add(one, b.mul(chunks, ir.Constant(I64, 2)))]))
+    clock = ir.Function(module, ir.FunctionType(I64, []), "llvm.readcyclecounter")
+    start = b.call(clock, [])
+    spin = fn.append_basic_block("spin")
+    done = fn.append_basic_block("done")
+    b.branch(spin)
+    b.position_at_end(spin)
+    b.cbranch(b.icmp_unsigned("<", b.sub(b.call(clock, []), start), cycles), spin, done)
+    b.position_at_end(done)
+    b.ret_void()
+    compiled = compile_module(module)
+    return compiled, compiled.address("task")
+
+
+@pytest.fixture(scope="module")
+def pool():
+    compiled, task = _recording_task()
+    parallel = _PARALLEL(parallel_address())
+
+    def run(chunks: int, threads: int, cycles: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        record = np.zeros(2 * chunks + 2, dtype=np.int64)
+        record[0], record[-1] = chunks, cycles
+        record[1 + chunks : 1 + 2 * chunks] = -1
+        parallel(task, record.ctypes.data, chunks, threads)
+        return record[1 : 1 + chunks], record[1 + chunks : 1 + 2 * chunks]
+
+    yield run
+    del compiled
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+@pytest.mark.parametrize("chunks", [0, 1, 2, 3, 7, 64, 1000])
+def test_every_chunk_runs_once_on_a_valid_thread(pool, chunks, threads):
+    counts, ran_on = pool(chunks, threads)
+    np.testing.assert_array_equal(counts, np.ones(chunks, dtype=np.int64))
+    assert ((ran_on >= 0) & (ran_on < threads)).all(), ran_on
+
+
+def test_workers_take_a_share(pool):
+    shares = [pool(16, 2, cycles=200_000)[1] for _ in range(20)]
+    assert any((ran_on > 0).any() for ran_on in shares)
+
+
+def test_jobs_submitted_from_several_threads_at_once(pool):
+    failures: list[str] = []
+
+    def submit(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(200):
+            chunks, threads = int(rng.integers(0, 40)), int(rng.integers(1, 5))
+            counts, ran_on = pool(chunks, threads, cycles=int(rng.integers(0, 3000)))
+            if not (counts == 1).all() or not ((ran_on >= 0) & (ran_on < threads)).all():
+                failures.append(f"chunks={chunks} threads={threads}: {counts} {ran_on}")
+
+    workers = [threading.Thread(target=submit, args=(seed,)) for seed in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not failures, failures[:3]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_runs_jobs(pool):
+    pool(64, 2)  # the parent's workers exist before the fork
+    child = os.fork()
+    if child == 0:
+        good = False
+        try:
+            counts, ran_on = pool(64, 3, cycles=10_000)
+            good = (counts == 1).all() and ((ran_on >= 0) & (ran_on < 3)).all()
+        finally:
+            os._exit(0 if good else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_pool_symbol_is_registered():
+    assert llvm.address_of_symbol("graphc_parallel") == parallel_address()
