@@ -17,6 +17,7 @@ shared machine falls on every peer alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import importlib.util
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,11 @@ class Outcome:
     @property
     def min_ms(self) -> float:
         return min(self.times) * 1e3
+
+    @property
+    def mean_ms(self) -> float:
+        """The mean shows stalls (a descheduled thread) that the median hides."""
+        return statistics.fmean(self.times) * 1e3
 
 
 def check_close(label: str, got: Any, want: Any, rtol: float = 1e-5, atol: float = 1e-6) -> None:
@@ -274,7 +280,7 @@ def table_rows(
     case: Case, peers: Sequence[Peer], outcomes: dict[str, Outcome]
 ) -> tuple[list[str], list[list[str]]]:
     """Return the header and rows of one case's table."""
-    header = ["peer", "median ms", "min ms"]
+    header = ["peer", "median ms", "min ms", "mean ms"]
     header += ["GFLOP/s"] if case.flops else []
     header += ["peer/graphc", "compile s", "note"]
     rows = []
@@ -286,7 +292,7 @@ def table_rows(
             blanks = [""] * (len(header) - 2)
             rows.append([peer.name, *blanks, outcome.problem])
             continue
-        row = [peer.name, _fmt(outcome.median_ms), _fmt(outcome.min_ms)]
+        row = [peer.name, _fmt(outcome.median_ms), _fmt(outcome.min_ms), _fmt(outcome.mean_ms)]
         if case.flops:
             row.append(_fmt(case.flops / (outcome.median_ms * 1e-3) / 1e9))
         ratio, against = _ratio(peer, outcome, outcomes)
@@ -346,6 +352,9 @@ def parse_options(
     parser.add_argument("--peers", nargs="+", help="run only these peers (graphc always runs)")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per worker")
     parser.add_argument("--json", help="also write the raw times here")
+    parser.add_argument(
+        "--busy", action="store_true", help="keep the last core busy with a spinning process"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
     if add_arguments:
@@ -392,15 +401,8 @@ def main(
         flush=True,
     )
     results: dict[tuple[int, int], dict[str, Outcome]] = {}
-    for index, case in enumerate(cases):
-        for threads in options.threads:
-            outcomes = {peer.name: Outcome() for peer in chosen}
-            for _ in range(options.rounds):
-                for peer in chosen:
-                    _collect(outcomes[peer.name], script, peer, index, threads, options)
-            results[(index, threads)] = outcomes
-            print(f"## {case.name}, {threads} thread{'s' if threads > 1 else ''}\n")
-            print(markdown(*table_rows(case, chosen, outcomes)) + "\n", flush=True)
+    with busy_core(options.busy):
+        _run_all(cases, chosen, script, options, results)
     print(f"## Summary\n\n{summary(cases, chosen, results, options.threads)}", flush=True)
     if options.json:
         raw = {
@@ -410,6 +412,43 @@ def main(
         }
         with open(options.json, "w") as handle:
             json.dump(raw, handle, indent=1)
+
+
+@contextlib.contextmanager
+def busy_core(wanted: bool) -> Iterator[None]:
+    """Keep the last usable core busy with a spinning process while the body runs (a shared
+    machine: how a peer's threads cope with a core they cannot have)."""
+    if not wanted:
+        yield
+        return
+    core = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    pin = f"import os; os.sched_setaffinity(0, {{{core}}})\n" if core is not None else ""
+    spinner = subprocess.Popen([sys.executable, "-c", pin + "while True: pass"])
+    print(f"- a spinning process (pid {spinner.pid}) keeps core {core} busy throughout\n")
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def _run_all(
+    cases: Sequence[Case],
+    chosen: Sequence[Peer],
+    script: str,
+    options: argparse.Namespace,
+    results: dict[tuple[int, int], dict[str, Outcome]],
+) -> None:
+    """Run every case at every thread count, printing a table per pair as it finishes."""
+    for index, case in enumerate(cases):
+        for threads in options.threads:
+            outcomes = {peer.name: Outcome() for peer in chosen}
+            for _ in range(options.rounds):
+                for peer in chosen:
+                    _collect(outcomes[peer.name], script, peer, index, threads, options)
+            results[(index, threads)] = outcomes
+            print(f"## {case.name}, {threads} thread{'s' if threads > 1 else ''}\n")
+            print(markdown(*table_rows(case, chosen, outcomes)) + "\n", flush=True)
 
 
 def _collect(

@@ -62,6 +62,25 @@ def _finish(process: subprocess.Popen) -> None:
     assert "correct" in output, output
 
 
+def _python(
+    script: str, environment: dict[str, str], *arguments: str
+) -> subprocess.CompletedProcess:
+    """Run script in a fresh interpreter and return what it did."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *arguments],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _assert_correct(process: subprocess.CompletedProcess) -> None:
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert "correct" in process.stdout, process.stdout
+
+
 def _compile_in_fresh_process(folder: Path, graph: str) -> None:
     _finish(_start(folder, graph))
 
@@ -203,16 +222,7 @@ def test_a_second_process_takes_the_module_from_the_disk_cache(tmp_path):
         "    raise AssertionError('optimised a module the disk cache holds')\n"
         "llvm.create_pass_builder = refuse\n"
     )
-    process = subprocess.run(
-        [sys.executable, "-c", no_optimising + SCRIPT, "a", "0"],
-        env=_environment(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert process.returncode == 0, process.stdout + process.stderr
-    assert "correct" in process.stdout
+    _assert_correct(_python(no_optimising + SCRIPT, _environment(tmp_path), "a", "0"))
 
 
 MATMUL_SCRIPT = """
@@ -235,15 +245,7 @@ print("correct")
 def test_a_second_process_builds_no_ir_for_cached_modules(tmp_path):
     """With every module on disk, no IR is built or parsed (the graph's, the GEMM's, the
     thread pool's): the described modules load as object code."""
-    first = subprocess.run(
-        [sys.executable, "-c", MATMUL_SCRIPT],
-        env=_environment(tmp_path, threads=2),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert "correct" in first.stdout, first.stdout + first.stderr
+    _assert_correct(_python(MATMUL_SCRIPT, _environment(tmp_path, threads=2)))
     no_building = (
         "import llvmlite.binding as llvm\n"
         "from llvmlite import ir\n"
@@ -257,16 +259,7 @@ def test_a_second_process_builds_no_ir_for_cached_modules(tmp_path):
         "llvm.parse_assembly = parse_nothing\n"
     )
     assert len(_entries(tmp_path)) == 3
-    second = subprocess.run(
-        [sys.executable, "-c", no_building + MATMUL_SCRIPT],
-        env=_environment(tmp_path, threads=2),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "correct" in second.stdout
+    _assert_correct(_python(no_building + MATMUL_SCRIPT, _environment(tmp_path, threads=2)))
 
 
 @pytest.mark.parametrize("scale", [2.0, -3.0, 2.0000002])
