@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gc as python_gc
 import os
+import subprocess
+import sys
 import threading
 import weakref
 
@@ -142,3 +144,39 @@ def test_rss_stays_flat_over_many_compiles_of_distinct_graphs(monkeypatch):
     # Each Function used to keep ~1 MB for good (140 MB here). What remains, about 80 kB per
     # compile, is held inside llvmlite's O3 pass pipeline.
     assert grown < 40 << 20, f"RSS grew by {grown / 2**20:.0f} MiB over 150 compiles"
+
+
+# Functions held only by reference cycles, freed by the cyclic garbage collector: the engine,
+# module and LLVM context must still be freed in order (a crash here kills the interpreter,
+# hence the fresh one).
+CYCLES = """
+import gc
+import numpy as np
+import graphc as gc_
+from graphc.backends.llvm import jit
+
+class Holder:
+    pass
+
+for i in range(120):
+    x = gc_.input("x", (4,))
+    f = gc_.compile([x], [x * float(i) + 1.0], backend="llvm")
+    assert f(np.ones(4, np.float32))[0] == float(i) + 1.0
+    holder = Holder()
+    holder.function, holder.itself = f, holder
+    del f, holder, x
+    if i % 20 == 0:
+        jit.clear_memory_cache()
+        gc.collect()
+jit.clear_memory_cache()
+gc.collect()
+print("freed")
+"""
+
+
+def test_functions_in_reference_cycles_are_freed_safely():
+    environment = dict(os.environ, GRAPHC_CACHE="0")
+    done = subprocess.run(
+        [sys.executable, "-c", CYCLES], env=environment, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and "freed" in done.stdout, (done.returncode, done.stderr[-2000:])

@@ -83,11 +83,14 @@ class CompiledModule:
         finally:
             _dispose(None, module, context)
 
-    # Bound when the class is made: at interpreter exit the module's globals may be gone, and
-    # LLVM frees everything with the process anyway.
-    def __del__(self, _finalizing=sys.is_finalizing) -> None:
-        if not _finalizing():
-            _dispose(self.engine, self.module, self.context)
+    def __post_init__(self) -> None:
+        # Not __del__: when this object dies in a reference cycle, the garbage collector runs
+        # the finalisers of everything only the cycle reaches in any order, and llvmlite's own
+        # (the context's before the engine's) would free the context under a live engine. The
+        # finaliser's registry holds the three, so they stay out of the garbage and are freed
+        # here, engine first. At interpreter exit LLVM frees everything with the process.
+        finalizer = weakref.finalize(self, _dispose, self.engine, self.module, self.context)
+        finalizer.atexit = False
 
 
 def _dispose(
