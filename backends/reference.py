@@ -3,7 +3,8 @@
 It is the oracle every other backend and every gradient is tested against, so it favours
 clarity and exactness over speed, and checks each result against the node's declared type.
 Calls of one executable take turns (a lock), so updates such as `v <- v + 1` made from several
-threads are never lost.
+threads are never lost. A call of several steps (bind(..., steps)) runs them one after another
+under the lock, on each step's slice of the stacked arrays.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from graphc.backends.calls import Runner, undone_on_error, updated_storages
 from graphc.dims import evaluate_shape
 from graphc.errors import CompileError, IndexingError, located
 from graphc.graph import Graph
@@ -26,6 +28,7 @@ class ReferenceExecutable:
         self.graph = graph
         self._steps = [(node, get_op(node.op)) for node in graph.nodes if node.op != "input"]
         self._lock = threading.Lock()
+        self._updated = updated_storages(graph)
 
     def run(
         self,
@@ -36,6 +39,32 @@ class ReferenceExecutable:
         """Return the outputs (copied into `out` if given), then apply the updates."""
         with self._lock:
             return self._run(feeds, bindings, out)
+
+    def bind(self, bindings: Mapping[str, int], steps: int | None = None) -> Runner:
+        """Return a function of (feeds, out) that runs the graph for these symbol sizes, or
+        `steps` steps per call over arrays stacked along a leading steps dim."""
+        if steps is None:
+            return lambda feeds, out: self.run(feeds, bindings, out)
+        return lambda feeds, out: self._run_steps(feeds, bindings, out, steps)
+
+    def _run_steps(
+        self,
+        feeds: Sequence[np.ndarray],
+        bindings: Mapping[str, int],
+        out: Sequence[np.ndarray] | None,
+        steps: int,
+    ) -> list[np.ndarray]:
+        """Run each step on its slice of the stacked feeds into its slice of the stacked
+        outputs; a failing step gives the Variables back the values they had before the call."""
+        if out is None:
+            out = [
+                np.empty((steps, *evaluate_shape(n.type.shape, bindings)), n.type.dtype.numpy)
+                for n in self.graph.outputs
+            ]
+        with self._lock, undone_on_error(self._updated):
+            for step in range(steps):
+                self._run([f[step, ...] for f in feeds], bindings, [o[step, ...] for o in out])
+        return list(out)
 
     def _run(
         self,

@@ -4,6 +4,11 @@ A Function validates what it is fed (count, dtype, shape, symbolic dims bound co
 and the out= arrays it writes to (dtype, shape, and memory shared with an input, another out=
 array or a Variable), runs the backend's executable once per call, and applies Variable
 updates only after every output was computed, so a failed call leaves all state as it was.
+
+What the checks decide depends only on the arrays' types, dtypes, shapes and layouts, so a
+Function remembers it for the kinds of call it saw last (the backend's runner bound to the
+call's symbol sizes, keyed by those properties) and a call of a known kind runs with only the
+checks that depend on the arrays' memory.
 """
 
 from __future__ import annotations
@@ -13,19 +18,28 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from graphc.backends.calls import Runner
 from graphc.dims import Sym, evaluate_dim, format_shape, is_static, static_shape
 from graphc.errors import GraphError, InputError, located, user_location
 from graphc.graph import Graph, Node
 from graphc.ops import get_op
 from graphc.overlap import VariableMemory
 from graphc.passes import optimize as optimize_graph
+from graphc.recent import RecentValues
 from graphc.tensor import Tensor
 from graphc.types import TensorType
+
+# The kinds of call (dtypes, shapes and layouts of the arrays) a Function remembers.
+CALLS_KEPT = 16
 
 
 class Executable(Protocol):
     """What a backend returns for a graph. run(feeds, bindings) returns the outputs and applies
-    the updates to the variables, all of them or (on an error) none."""
+    the updates to the variables, all of them or (on an error) none.
+
+    A backend may also give its executable `bind(bindings, steps=None) -> Runner`: run with
+    what the sizes decide worked out once, and with `steps`, that many steps per call over
+    arrays stacked along a leading dim (needed by Function.repeat)."""
 
     def run(
         self,
@@ -167,24 +181,38 @@ def compile(  # noqa: A001 - the user-facing name, as in the design
 class Function:
     """A compiled graph: call it with one array per input; returns the outputs as arrays."""
 
-    def __init__(self, graph: Graph, executable: Executable, backend: str, single: bool) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        executable: Executable,
+        backend: str,
+        single: bool,
+        steps: int | None = None,
+    ) -> None:
         program = getattr(executable, "program", None)
         if program is not None:
             graph = graph.with_kernels(
                 {node_id: kernel.name for kernel in program.kernels for node_id in kernel.covers}
             )
         self.graph = graph
+        self.steps = steps
         self._guards = run_time_bounds(graph)
         self.backend = backend
         self._executable = executable
         self._single = single
-        self._out_specs = [_ArraySpec(node) for node in graph.outputs]
-        self._quick_inputs = _quick_input_checks(graph.inputs)
+        self._inputs = tuple(_stacked_input(node, steps) for node in graph.inputs)
+        self._out_specs = [_ArraySpec(_stacked(node.type, steps)) for node in graph.outputs]
+        self._quick_inputs = _quick_input_checks(self._inputs)
         self._memory = VariableMemory(graph)
+        self._calls: RecentValues[Runner] = RecentValues(CALLS_KEPT)
+        # The kind of the latest call and its runner: a run of calls of one kind, the usual
+        # case, finds it without touching the recent-calls order.
+        self._last: tuple[tuple | None, Runner | None] = (None, None)
 
     def __repr__(self) -> str:
         names = ", ".join(str(n.name) for n in self.graph.inputs)
-        return f"Function({names}) -> {len(self.graph.outputs)} outputs on {self.backend!r}"
+        steps = "" if self.steps is None else f", {self.steps} steps per call"
+        return f"Function({names}) -> {len(self.graph.outputs)} outputs on {self.backend!r}{steps}"
 
     def __call__(self, *arrays: Any, out: Any = None) -> Any:
         """Run the graph on arrays (one per input); return the output, or a tuple of them.
@@ -205,28 +233,81 @@ class Function:
         A fed array that shares memory with a Variable the call updates is read as it was
         when the call began. A call that raises changes no Variable.
         """
-        feeds, bindings = self.validate(arrays)
-        if self._memory.updated:
-            feeds = self._memory.detached(feeds)
+        key = _call_kind(arrays, out)
+        last_key, run = self._last
+        if run is None or key != last_key or key is None:
+            run = self._calls.recall(key)
+            if run is None:
+                return self._checked_call(arrays, out, key)
+            self._last = (key, run)
         if out is None:
-            outputs = self._executable.run(feeds, bindings, None)
+            return self._run(run, arrays, None)
+        return self._run(run, arrays, [out] if type(out) is np.ndarray else list(out))
+
+    def repeat(self, steps: int) -> Function:
+        """Return a Function that runs `steps` calls of this one per call: one native call on
+        the LLVM backend, which loops in its entry point.
+
+        Every input and output gets a leading dim of `steps`: step i reads `x[i]` of each fed
+        `x`, sees the Variables as step i-1 left them, and its outputs are `output[i]`. So
+        `f.repeat(k)(xs, ys)` returns the k results of `f(xs[i], ys[i])` stacked, and leaves
+        the Variables as those k calls would. Symbolic dims bind as in one step (every step
+        of a call has the same sizes), out= arrays are stacked likewise, and a call that
+        fails at any step changes no Variable.
+        """
+        if self.steps is not None:
+            raise GraphError(
+                f"this Function already runs {self.steps} steps per call; call repeat() on the "
+                "Function of one step"
+            )
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise GraphError(f"repeat() needs a positive int number of steps, got {steps!r}")
+        if getattr(self._executable, "bind", None) is None:
+            raise GraphError(f"the {self.backend!r} backend cannot run several steps per call")
+        return Function(self.graph, self._executable, self.backend, self._single, int(steps))
+
+    def _checked_call(self, arrays: tuple, out: Any, key: tuple | None) -> Any:
+        """Run a call of a kind not seen lately: every check, then remember the runner."""
+        feeds, bindings = self.validate(arrays)
+        targets = None if out is None else self._output_targets(out, bindings)
+        run = self._runner(bindings)
+        if key is not None:
+            self._last = (key, self._calls.remember(key, run))
+        return self._run(run, feeds, targets)
+
+    def _runner(self, bindings: dict[str, int]) -> Runner:
+        bind = getattr(self._executable, "bind", None)
+        if bind is not None:
+            return bind(bindings, self.steps)
+        run = self._executable.run
+        return lambda feeds, out: run(feeds, bindings, out)
+
+    def _run(self, run: Runner, feeds: Sequence[np.ndarray], targets: list | None) -> Any:
+        """Check the arrays' memory against the Variables' and each other, then run."""
+        memory = self._memory
+        if memory.updated:
+            feeds = memory.detached(feeds)
+        if targets is None:
+            outputs = run(feeds, None)
         else:
-            outputs = self._run_into(self._output_targets(out, bindings), feeds, bindings)
+            staged = memory.check_outputs(targets, feeds)
+            outputs = (
+                self._run_staged(run, targets, feeds, staged) if staged else run(feeds, targets)
+            )
         if not outputs:
             return None
         return outputs[0] if self._single else tuple(outputs)
 
-    def _run_into(
-        self, targets: list[np.ndarray], feeds: list[np.ndarray], bindings: dict[str, int]
+    @staticmethod
+    def _run_staged(
+        run: Runner, targets: list[np.ndarray], feeds: Sequence[np.ndarray], staged: list[int]
     ) -> list[np.ndarray]:
-        """Run with targets as the output arrays, staging those that overlap an input."""
-        staged = self._memory.check_outputs(targets, feeds)
-        if not staged:
-            return self._executable.run(feeds, bindings, targets)
+        """Run with targets as the output arrays, those that overlap an input staged through
+        a temporary."""
         temporaries = list(targets)
         for position in staged:
             temporaries[position] = np.empty(targets[position].shape, targets[position].dtype)
-        self._executable.run(feeds, bindings, temporaries)
+        run(feeds, temporaries)
         for position in staged:
             np.copyto(targets[position], temporaries[position])
         return targets
@@ -279,7 +360,7 @@ class Function:
 
     def validate(self, arrays: Sequence[Any]) -> tuple[list[np.ndarray], dict[str, int]]:
         """Return the fed arrays as checked contiguous arrays and the symbol bindings."""
-        inputs = self.graph.inputs
+        inputs = self._inputs
         if len(arrays) != len(inputs):
             names = ", ".join(str(n.name) for n in inputs)
             raise InputError(f"expected {len(inputs)} arrays ({names}), got {len(arrays)}")
@@ -288,6 +369,8 @@ class Function:
             check_run_time_bounds(self._guards, bindings)
             return list(arrays), bindings
         feeds = [_checked_array(node, value) for node, value in zip(inputs, arrays, strict=True)]
+        if self.steps is not None:
+            _check_steps(inputs, feeds, self.steps)
         bindings = bind_symbols(inputs, feeds)
         check_run_time_bounds(self._guards, bindings)
         return feeds, bindings
@@ -335,15 +418,61 @@ def _quick_input_checks(inputs: Sequence[Node]) -> list[tuple[np.dtype, tuple]] 
     return checks
 
 
+def _call_kind(arrays: tuple, out: Any) -> tuple | None:
+    """Return what every check of a call depends on: each fed array's dtype and shape, then
+    (after a None) each out= array's; or None unless every fed array is a plain C-contiguous
+    ndarray and every out= array also writeable and aligned, the calls whose checks are
+    reused."""
+    kind: tuple = ()
+    for array in arrays:
+        if type(array) is not np.ndarray or not array.flags.c_contiguous:
+            return None
+        kind += (array.dtype, array.shape)
+    if out is None:
+        return kind
+    kind += (None,)
+    for target in out if type(out) in (tuple, list) else (out,):
+        # carray: C-contiguous, aligned and writeable (an unaligned one takes the full checks)
+        if type(target) is not np.ndarray or not target.flags.carray:
+            return None
+        kind += (target.dtype, target.shape)
+    return kind
+
+
+def _stacked(declared: TensorType, steps: int | None) -> TensorType:
+    """Return the type of `steps` values of a type stacked along a new leading dim (the type
+    itself when steps is None)."""
+    return declared if steps is None else TensorType((steps, *declared.shape), declared.dtype)
+
+
+def _stacked_input(node: Node, steps: int | None) -> Node:
+    """Return the input node a Function of `steps` steps per call checks its feed against."""
+    if steps is None:
+        return node
+    stacked = _stacked(node.type, steps)
+    return Node(node.op, node.inputs, node.attrs, stacked, node.location, node.name)
+
+
+def _check_steps(inputs: Sequence[Node], feeds: Sequence[np.ndarray], steps: int) -> None:
+    """Raise InputError for a fed array whose leading dim is not the number of steps."""
+    for node, array in zip(inputs, feeds, strict=True):
+        if array.shape[0] != steps:
+            raise InputError(
+                f"input {node.name!r} is {node.type}: a Function made by repeat({steps}) takes "
+                f"each input's {steps} steps stacked along a new leading dim, got an array of "
+                f"shape {format_shape(array.shape)}"
+            )
+
+
 class _ArraySpec:
     """What an out= array must be for one output: its dtype and (maybe symbolic) shape."""
 
     __slots__ = ("dtype", "dtype_name", "dims", "static_shape")
 
-    def __init__(self, node: Node) -> None:
-        self.dtype = np.dtype(node.type.dtype.numpy)
-        self.dtype_name = node.type.dtype.name
-        self.dims = node.type.shape
+    def __init__(self, declared: TensorType) -> None:
+        self.dtype = np.dtype(declared.dtype.numpy)
+        self.dtype_name = declared.dtype.name
+        self.dims = declared.shape
         self.static_shape = static_shape(self.dims) if is_static(self.dims) else None
 
     def shape(self, bindings: Mapping[str, int]) -> tuple[int, ...]:

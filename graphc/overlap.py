@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from graphc.backends.calls import Storage, updated_storages
 from graphc.errors import InputError
 from graphc.graph import Graph
-
-if TYPE_CHECKING:
-    from graphc.variable import VariableStorage
 
 
 def _owner_id(array: np.ndarray) -> int:
@@ -95,6 +92,11 @@ class _StorageArrays:
         return self._index
 
 
+def _holds(storages: Sequence[Storage], arrays: _StorageArrays | None) -> bool:
+    """Return whether the storages still hold the arrays they held when `arrays` was made."""
+    return arrays is not None and all(map(operator.is_, map(_VALUE, storages), arrays.values))
+
+
 class VariableMemory:
     """The memory of the Variables a graph reads or updates, checked against a call's arrays.
 
@@ -107,26 +109,33 @@ class VariableMemory:
     def __init__(self, graph: Graph) -> None:
         storages = {id(n.attrs["storage"]): n.attrs["storage"] for n in graph.variables}
         self.storages = tuple(storages.values())
-        written = {id(variable.attrs["storage"]) for variable, _ in graph.updates}
-        self.updated = tuple(s for s in self.storages if id(s) in written)
+        self.updated = updated_storages(graph)
         self._arrays = {
             False: _StorageArrays(tuple(map(_VALUE, self.storages))),
             True: _StorageArrays(tuple(map(_VALUE, self.updated))),
         }
+        # The last out= call's Variable arrays, its number of out arrays, its out arrays and
+        # fed arrays, and which out arrays it staged.
+        self._cleared: tuple[_StorageArrays | None, int, tuple[np.ndarray, ...], list[int]] = (
+            None,
+            -1,
+            (),
+            [],
+        )
 
-    def _current(self, updated_only: bool) -> tuple[tuple[VariableStorage, ...], _StorageArrays]:
+    def _current(self, updated_only: bool) -> tuple[tuple[Storage, ...], _StorageArrays]:
         storages = self.updated if updated_only else self.storages
         arrays = self._arrays[updated_only]
-        if any(map(operator.is_not, map(_VALUE, storages), arrays.values)):
+        if not _holds(storages, arrays):
             arrays = _StorageArrays(tuple(map(_VALUE, storages)))
             self._arrays[updated_only] = arrays  # one store: a concurrent call sees old or new
         return storages, arrays
 
-    def detached(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+    def detached(self, feeds: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
         """Return feeds with a copy of each array that shares memory with a Variable the call
         updates, so no update changes an input while the backend still reads it."""
         _, variables = self._current(updated_only=True)
-        owners = [_owner_id(array) for array in feeds]
+        owners = list(map(_owner_id, feeds))
         if variables.all_owned and 0 not in owners and variables.owners.isdisjoint(owners):
             return feeds
         return [
@@ -138,10 +147,37 @@ class VariableMemory:
         self, targets: Sequence[np.ndarray], feeds: Sequence[np.ndarray]
     ) -> list[int]:
         """Return the positions of out arrays that overlap a fed array; raise InputError for
-        one that overlaps another out array or a Variable's memory."""
+        one that overlaps another out array or a Variable's memory.
+
+        The arrays of the last call found clear are remembered (and so kept alive) and not
+        compared again: while referenced, an array's memory cannot move (numpy refuses to
+        resize it), so the same array objects against the same Variable arrays overlap as
+        they did then."""
+        last_variables, last_count, last_arrays, staged = self._cleared
+        arrays = (*targets, *feeds)
+        if (
+            last_count == len(targets)
+            and len(last_arrays) == len(arrays)
+            and all(map(operator.is_, last_arrays, arrays))
+            and (not self.storages or _holds(self.storages, last_variables))
+        ):
+            return staged
         storages, variables = self._current(updated_only=False)
-        owners = [_owner_id(array) for array in targets]
-        fed_owners = [_owner_id(array) for array in feeds]
+        staged = self._staged(targets, feeds, storages, variables)
+        self._cleared = (variables, len(targets), arrays, staged)  # one store
+        return staged
+
+    def _staged(
+        self,
+        targets: Sequence[np.ndarray],
+        feeds: Sequence[np.ndarray],
+        storages: Sequence[Storage],
+        variables: _StorageArrays,
+    ) -> list[int]:
+        """Return the positions of out arrays that overlap a fed array, comparing memory
+        only where the arrays' owners do not already tell; raise InputError as above."""
+        owners = list(map(_owner_id, targets))
+        fed_owners = list(map(_owner_id, feeds))
         distinct = set(owners)
         if (
             variables.all_owned

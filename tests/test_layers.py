@@ -27,7 +27,7 @@ import graphc.passes
 # Each layer may import its own layer and the ones before it. A module belongs to the first
 # layer with a prefix of its name; every other graphc module is in the Tensor API.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("errors", ("graphc.errors", "graphc.version")),
+    ("errors", ("graphc.errors", "graphc.version", "graphc.recent")),
     ("dtypes, dims", ("graphc.dtypes", "graphc.dims")),
     ("types", ("graphc.types",)),
     ("graph", ("graphc.graph",)),

@@ -75,7 +75,7 @@ def test_arena_plans_and_pointer_tables_are_bounded():
     for batch in range(1, 3 * PLANS_KEPT + 40):
         check(batch)
         assert len(executable._planner._plans) <= PLANS_KEPT
-        assert len(executable._temp_tables) <= PLANS_KEPT
+        assert len(executable._bound_calls) <= PLANS_KEPT
     check(1)  # planned again after it was dropped
     check(2 * PLANS_KEPT)
 

@@ -12,13 +12,17 @@ different executables run in parallel, each on its calling thread's GEMM workspa
 from __future__ import annotations
 
 import ctypes
+import functools
+import operator
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
+from graphc.backends.calls import Runner, Storage, undone_on_error, updated_storages
 from graphc.backends.kernel import KernelProgram, build_program
 from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.inplace import in_place_updates
@@ -29,22 +33,26 @@ from graphc.backends.llvm.jit import (
     module_key,
 )
 from graphc.backends.llvm.mathlib import math_function
-from graphc.backends.llvm.memory import (
-    PLANS_KEPT,
-    WORKSPACES,
-    ArenaPlanner,
-    RecentValues,
-)
+from graphc.backends.llvm.memory import PLANS_KEPT, WORKSPACES, ArenaPlanner, data_address
 from graphc.backends.llvm.module_source import module_source
-from graphc.backends.llvm.program import ENTRY_NAME, build_module, slot_names
+from graphc.backends.llvm.program import (
+    ERROR_FIELDS,
+    FRAME,
+    RUN_NAME,
+    STEP_FIELD,
+    build_module,
+    slot_names,
+)
 from graphc.backends.llvm.runtime_library import gemm_declaration, register_symbols
 from graphc.dims import evaluate_shape
 from graphc.errors import IndexingError, located
 from graphc.graph import Graph
 from graphc.ops.registry import make_node
 from graphc.passes.fusion import is_buffer_source, partition
+from graphc.recent import RecentValues
 
-_ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+_RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_VALUE = operator.attrgetter("value")
 
 
 def thread_count() -> int:
@@ -53,8 +61,7 @@ def thread_count() -> int:
     if configured:
         return max(1, int(configured))
     return max(
-        1,
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
 
 
@@ -96,13 +103,13 @@ class LLVMExecutable:
         # Holding the compiled module keeps its engine, and so the entry's code, alive.
         self.compiled = compile_module(source)
         _dump(self.program, lambda: self.llvm_ir, self.compiled)
-        self._entry = _ENTRY(self.compiled.address(ENTRY_NAME))
+        self._run_entry = _RUN(self.compiled.address(RUN_NAME))
         self._lock = threading.Lock()
         self._threads = threads
         self._slots = slot_names(self.program)
         self._table = np.zeros(len(self._slots), dtype=np.uint64)
         self._sizes = np.zeros(max(1, len(self.program.symbols)), dtype=np.int64)
-        self._error = np.zeros(4, dtype=np.int64)
+        self._error = np.zeros(ERROR_FIELDS, dtype=np.int64)
         # Each pool thread packs into its own slice of the calling thread's workspace.
         uses_gemm = any(isinstance(kernel, k.MatmulKernel) for kernel in self.program.kernels)
         self._workspace_bytes = workspace * self._threads if uses_gemm else 0
@@ -111,15 +118,27 @@ class LLVMExecutable:
         self._planner = ArenaPlanner(
             self.program, _buffer_lifetimes(self.program), exclude=set(self._in_place)
         )
-        self._table_address = self._table.ctypes.data
-        self._sizes_address = self._sizes.ctypes.data
-        self._error_address = self._error.ctypes.data
+        # graph_run's arguments; the number of steps is the installed call's.
+        frame = {
+            "table": self._table.ctypes.data,
+            "sizes": self._sizes.ctypes.data,
+            "error": self._error.ctypes.data,
+            "threads": threads,
+            "steps": 1,
+        }
+        self._frame = np.array([frame[name] for name in FRAME], dtype=np.int64)
+        self._frame_address = self._frame.ctypes.data
         self._constants = {
             name: spec.node.attrs["value"]
             for name, spec in self.program.buffers.items()
             if spec.role == "constant"
         }
         self._classify_slots()
+        # The bound calls of the most recent symbol sizes, and the one whose sizes and
+        # intermediates' addresses the table holds now.
+        self._bound_calls: RecentValues[Runner] = RecentValues(PLANS_KEPT)
+        self._installed: _BoundCall | None = None
+        self._updated = updated_storages(graph)
 
     @property
     def llvm_ir(self) -> str:
@@ -140,17 +159,10 @@ class LLVMExecutable:
     def _classify_slots(self) -> None:
         """Sort the pointer table's slots by where their address comes from, and write the
         ones that never change (constants) once."""
-        (
-            self._input_slots,
-            self._variable_slots,
-            self._output_slots,
-            self._temp_slots,
-        ) = (
-            [],
-            [],
-            [],
-            [],
-        )
+        self._input_slots: list[tuple[int, int]] = []
+        self._variable_slots: list[tuple[int, Storage]] = []
+        self._output_slots: list[tuple[int, str]] = []
+        temps: list[tuple[int, str]] = []
         feeds = {f"in_{node.name}": i for i, node in enumerate(self.graph.inputs)}
         for slot, name in enumerate(self._slots):
             if name == "workspace":
@@ -159,31 +171,36 @@ class LLVMExecutable:
             if spec.role == "input":
                 self._input_slots.append((slot, feeds[name]))
             elif spec.role == "constant":
-                self._table[slot] = self._constants[name].ctypes.data
+                self._table[slot] = data_address(self._constants[name])
             elif spec.role == "variable" or name in self._in_place:
                 variable = (
                     spec if spec.role == "variable" else self.program.buffers[self._in_place[name]]
                 )
                 self._variable_slots.append((slot, variable.node.attrs["storage"]))
             elif spec.role == "output":
-                self._output_slots.append((slot, name, spec))
+                self._output_slots.append((slot, name))
             else:
-                self._temp_slots.append((slot, name))
-        self._variable_arrays: list[np.ndarray | None] = [None] * len(self._variable_slots)
-        self._temp_tables: RecentValues[tuple[np.ndarray, np.ndarray]] = RecentValues(PLANS_KEPT)
+                temps.append((slot, name))
+        self._variable_storages = tuple(storage for _, storage in self._variable_slots)
+        # The arrays whose addresses the table holds for the variables (None: not yet).
+        self._variables: Sequence[np.ndarray | None] = [None] * len(self._variable_slots)
+        self._temp_slots = np.array([slot for slot, _ in temps], dtype=np.intp)
+        self._temp_names = [name for _, name in temps]
+        # Where each output buffer's array comes from in out=: the first output it is.
+        self._out_positions = [self.program.outputs.index(name) for _, name in self._output_slots]
+        self._sources = _result_sources(self.program, self._output_slots, self.graph)
 
-    def _temp_addresses(self, bindings: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Return (slots, addresses) of the intermediates in the arena for these sizes."""
-        offsets, arena = self._planner.plan(bindings)
-        base = arena.ctypes.data if arena is not None else 0
-        key = (tuple(sorted(bindings.items())), base)
-        found = self._temp_tables.get(key)
-        if found is not None:
-            self._temp_tables.move_to_end(key)
-            return found
-        slots = np.array([slot for slot, _ in self._temp_slots], dtype=np.intp)
-        addresses = np.array([base + offsets[name] for _, name in self._temp_slots], np.uint64)
-        return self._temp_tables.remember(key, (slots, addresses))
+    def bind(self, bindings: Mapping[str, int], steps: int | None = None) -> Runner:
+        """Return a function of (feeds, out) that runs the entry for these symbol sizes, or
+        `steps` steps per call over arrays stacked along a leading steps dim, with what the
+        sizes decide (output shapes, intermediates' places) worked out once."""
+        key = (tuple(sorted(bindings.items())), steps)
+        runner = self._bound_calls.recall(key)
+        if runner is None:
+            runner = self._bound_calls.remember(
+                key, functools.partial(self._run_bound, _BoundCall(self.program, bindings, steps))
+            )
+        return runner
 
     def run(
         self,
@@ -193,53 +210,41 @@ class LLVMExecutable:
     ) -> list[np.ndarray]:
         """Run the entry point; returns the outputs (updates are applied in native code).
         Safe to call from several threads: calls of this executable take turns."""
+        return self.bind(bindings)(feeds, out)
+
+    def _run_bound(
+        self, call: _BoundCall, feeds: Sequence[np.ndarray], out: Sequence[np.ndarray] | None
+    ) -> list[np.ndarray]:
         with self._lock:
-            for position, symbol in enumerate(self.program.symbols):
-                self._sizes[position] = bindings[symbol]
+            if call is not self._installed or call.generation != self._planner.generation:
+                self._install(call)
             table = self._table
             for slot, position in self._input_slots:
-                table[slot] = feeds[position].ctypes.data
-            for position, (slot, storage) in enumerate(self._variable_slots):
-                array = storage.value
-                if array is not self._variable_arrays[position]:
-                    self._variable_arrays[position] = array
-                    table[slot] = array.ctypes.data
-            outputs: dict[str, np.ndarray] = {}
-            if out is not None:
-                for name, array in zip(self.program.outputs, out, strict=True):
-                    if self.program.buffers[name].role == "output":
-                        outputs.setdefault(name, array)
-            for slot, name, spec in self._output_slots:
-                if name not in outputs:
-                    outputs[name] = np.empty(evaluate_shape(spec.shape, bindings), spec.dtype.numpy)
-                table[slot] = outputs[name].ctypes.data
-            if self._temp_slots:
-                slots, addresses = self._temp_addresses(bindings)
-                table[slots] = addresses
-            self._error[:] = 0
+                table[slot] = data_address(feeds[position])
+            if not all(map(operator.is_, map(_VALUE, self._variable_storages), self._variables)):
+                self._point_at_variables()
+            if out is None:
+                arrays = [np.empty(shape, dtype) for shape, dtype in call.outputs]
+            elif self._sources is None:
+                arrays = out if type(out) is list else list(out)
+            else:
+                arrays = [out[position] for position in self._out_positions]
+            for (slot, _), array in zip(self._output_slots, arrays, strict=True):
+                table[slot] = data_address(array)
             if self._workspace_bytes:
                 address = WORKSPACES.get(self._workspace_bytes).address
                 if address != self._workspace_address:
                     table[self._workspace_slot] = self._workspace_address = address
-            self._entry(
-                self._table_address,
-                self._sizes_address,
-                self._error_address,
-                self._threads,
-            )
-            if self._error[0]:
-                _, value, size, axis = (int(v) for v in self._error)
-                raise IndexingError(
-                    located(
-                        f"index {value} is out of bounds for dim {axis} with size {size}",
-                        None,
-                    )
-                )
-            fed = {
-                f"in_{node.name}": array
-                for node, array in zip(self.graph.inputs, feeds, strict=True)
-            }
-            results = self._collect(outputs, fed)
+            self._error[0] = 0
+            if call.steps is None:
+                self._run_entry(self._frame_address)
+                if self._error[0]:
+                    self._raise_on_error("")
+            else:
+                self._run_steps(call.steps)
+            if self._sources is None:
+                return arrays  # the output buffers' arrays, out's own when it was given
+            results = self._collect(arrays, feeds, call.steps)
             if out is None:
                 return results
             for target, result in zip(out, results, strict=True):
@@ -247,23 +252,119 @@ class LLVMExecutable:
                     np.copyto(target, result)
             return list(out)
 
+    def _point_at_variables(self) -> None:
+        """Write the addresses of the arrays the variables hold now into the table."""
+        arrays = [storage.value for storage in self._variable_storages]
+        for (slot, _), array in zip(self._variable_slots, arrays, strict=True):
+            self._table[slot] = data_address(array)
+        self._variables = arrays
+
+    def _install(self, call: _BoundCall) -> None:
+        """Write the call's symbol sizes and its intermediates' addresses into the table,
+        placing them in the arena again if it was reallocated since they were placed."""
+        if call.generation != self._planner.generation:
+            offsets, arena = self._planner.plan(call.bindings)
+            base = arena.ctypes.data if arena is not None else 0
+            call.temp_addresses = np.array(
+                [base + offsets[name] for name in self._temp_names], np.uint64
+            )
+            call.arena_bytes = self._planner.arena_bytes
+            call.generation = self._planner.generation
+        self._planner.arena_bytes = call.arena_bytes
+        self._sizes[: len(call.sizes)] = call.sizes
+        self._frame[FRAME.index("steps")] = call.steps or 1
+        self._table[self._temp_slots] = call.temp_addresses
+        self._installed = call
+
+    def _run_steps(self, steps: int) -> None:
+        """Run the steps entry; a step that fails gives the Variables back the values they
+        had before the call, and raises."""
+        with undone_on_error(self._updated):
+            self._run_entry(self._frame_address)
+            if self._error[0]:
+                self._raise_on_error(f" (at step {self._error[STEP_FIELD]} of 0..{steps - 1})")
+
+    def _raise_on_error(self, where: str) -> None:
+        """Raise IndexingError for the bad gather index the entry recorded."""
+        _, value, size, axis = (int(v) for v in self._error[:STEP_FIELD])
+        raise IndexingError(
+            located(f"index {value} is out of bounds for dim {axis} with size {size}{where}", None)
+        )
+
     def _collect(
-        self, outputs: dict[str, np.ndarray], fed: dict[str, np.ndarray]
+        self, arrays: list[np.ndarray], feeds: Sequence[np.ndarray], steps: int | None
     ) -> list[np.ndarray]:
-        results, seen = [], set()
-        for name in self.program.outputs:
-            spec = self.program.buffers[name]
-            if spec.role == "output":
-                array = outputs[name]
-                results.append(array.copy() if name in seen else array)
-                seen.add(name)
-            elif spec.role == "variable":
-                results.append(spec.node.attrs["storage"].value.copy())
-            elif spec.role == "constant":
-                results.append(np.array(self._constants[name]))
+        """Return the outputs from the output buffers' arrays, constants and fed arrays."""
+        results = []
+        for kind, source in self._sources or ():
+            if kind == "array":
+                results.append(arrays[source])
+            elif kind == "copy":
+                results.append(arrays[source].copy())
+            elif kind == "input":
+                results.append(np.array(feeds[source]))
             else:
-                results.append(np.array(fed[name]))
+                constant = self._constants[source]
+                results.append(
+                    np.array(constant)
+                    if steps is None
+                    else np.repeat(constant[np.newaxis], steps, axis=0)
+                )
         return results
+
+
+class _BoundCall:
+    """What a call with given symbol sizes (and steps per call) needs besides its arrays: the
+    sizes to pass, each output buffer's shape and dtype, and the intermediates' addresses
+    in the arena, placed when the call is first installed and again when the arena moves."""
+
+    __slots__ = (
+        "arena_bytes",
+        "bindings",
+        "generation",
+        "outputs",
+        "sizes",
+        "steps",
+        "temp_addresses",
+    )
+
+    def __init__(self, program: KernelProgram, bindings: Mapping[str, int], steps: int | None):
+        self.bindings = dict(bindings)
+        self.steps = steps
+        self.sizes = np.array([bindings[symbol] for symbol in program.symbols], np.int64)
+        lead = () if steps is None else (steps,)
+        self.outputs = [
+            ((*lead, *evaluate_shape(spec.shape, bindings)), np.dtype(spec.dtype.numpy))
+            for spec in program.buffers.values()
+            if spec.role == "output"
+        ]
+        self.generation = -1  # not placed in any arena yet
+        self.temp_addresses = np.zeros(0, np.uint64)
+        self.arena_bytes = 0
+
+
+def _result_sources(
+    program: KernelProgram, output_slots: Sequence[tuple[int, str]], graph: Graph
+) -> list[tuple[str, Any]] | None:
+    """Return where each output comes from: ("array", i) the i-th output buffer's array,
+    ("copy", i) a copy of it (an output listed twice), ("input", position) a copy of a fed
+    array, ("constant", name); None when the outputs are the output buffers in order."""
+    index = {name: position for position, (_, name) in enumerate(output_slots)}
+    feeds = {f"in_{node.name}": position for position, node in enumerate(graph.inputs)}
+    sources: list[tuple[str, Any]] = []
+    seen = set()
+    for name in program.outputs:
+        role = program.buffers[name].role
+        if role == "output":
+            sources.append(("copy" if name in seen else "array", index[name]))
+            seen.add(name)
+        elif role == "input":
+            sources.append(("input", feeds[name]))
+        else:
+            sources.append(("constant", name))
+    if sources == [("array", position) for position in range(len(output_slots))]:
+        return None
+    return sources
 
 
 def _updates_from_kernels(graph: Graph) -> Graph:

@@ -1,43 +1,52 @@
 """The memory planner: intermediates share one arena, reused across calls, where buffers whose
 lifetimes (first to last kernel touching them) do not overlap share bytes. Also the GEMM
-workspaces, one per calling thread, that every executable shares."""
+workspaces, one per calling thread, that every executable shares, and data_address(), how a
+call finds where an array's elements are."""
 
 from __future__ import annotations
 
+import ctypes
+import platform
 import threading
-from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
-from typing import TypeVar
 
 import numpy as np
 
 from graphc.backends.kernel import KernelProgram
 from graphc.dims import dim_prod, evaluate_dim
+from graphc.recent import RecentValues
 
 ALIGNMENT = 64
 # Plans (and pointer tables) kept per executable: a model fed many batch sizes keeps the most
 # recent ones; an older size is planned again (microseconds) when it comes back.
 PLANS_KEPT = 16
 
-Value = TypeVar("Value")
+
+def _data_field_offset() -> int | None:
+    """Return where a numpy array object keeps the address of its elements (numpy's C API
+    puts it right after the object header), or None unless reading it there gives what
+    `.ctypes.data` gives for a few kinds of array."""
+    if platform.python_implementation() != "CPython":
+        return None  # id() is an object's address only in CPython
+    offset = object.__basicsize__
+    samples = [np.zeros(3), np.arange(12.0)[5:], np.empty(0, np.int8), np.ones((2, 3)).T]
+    read = ctypes.c_size_t.from_address
+    if all(read(id(array) + offset).value == array.ctypes.data for array in samples):
+        return offset
+    return None
 
 
-class RecentValues(OrderedDict[Hashable, Value]):
-    """An ordered dict that keeps the `size` most recently used keys. Callers look up with
-    get() and mark a hit with move_to_end() (both in C: this sits on the per-call path) and
-    add with remember()."""
+_DATA_OFFSET = _data_field_offset()
+_READ_ADDRESS = ctypes.c_size_t.from_address
 
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
 
-    def remember(self, key: Hashable, value: Value) -> Value:
-        """Store value for key, dropping the least recently used beyond `size`; return it."""
-        self[key] = value
-        if len(self) > self.size:
-            self.popitem(last=False)
-        return value
+def data_address(array: np.ndarray) -> int:
+    """Return the address of array's first element: what `array.ctypes.data` returns, read
+    straight from the array object, since building `.ctypes` costs most of a small call."""
+    if _DATA_OFFSET is None:
+        return array.ctypes.data
+    return _READ_ADDRESS(id(array) + _DATA_OFFSET).value
 
 
 class ArenaPlanner:
@@ -58,18 +67,19 @@ class ArenaPlanner:
         self._plans: RecentValues[tuple[dict[str, int], int]] = RecentValues(PLANS_KEPT)
         self._arena: np.ndarray | None = None
         self.arena_bytes = 0
+        # Counts the arenas allocated, so a caller holding addresses in one knows they moved.
+        self.generation = 0
 
     def plan(self, bindings: Mapping[str, int]) -> tuple[dict[str, int], np.ndarray | None]:
         """Return (offset per temporary, arena array) for these sizes; the arena only grows."""
         key = tuple(sorted(bindings.items()))
-        plan = self._plans.get(key)
+        plan = self._plans.recall(key)
         if plan is None:
             plan = self._plans.remember(key, self._place(bindings))
-        else:
-            self._plans.move_to_end(key)
         offsets, size = plan
         if size and (self._arena is None or self._arena.nbytes < size + ALIGNMENT):
             self._arena = np.zeros(size + ALIGNMENT, dtype=np.uint8)
+            self.generation += 1
         self.arena_bytes = size
         if self._arena is None:
             return offsets, None

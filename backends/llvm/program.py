@@ -1,7 +1,14 @@
 """Build the LLVM module of a kernel program: one function per kernel and one entry point,
 `void graph_main(i8** table, i64* sizes, i64* error, i64 threads)`, that runs every kernel in
 order (splitting large ones over graphc's thread pool), stops at the first run-time error,
-and only then copies update values into the variables and source outputs into place."""
+and only then copies update values into the variables and source outputs into place.
+
+Python calls `void graph_run(i64* frame)`, which reads table, sizes, error, threads and a
+number of steps from the frame (a one-argument call crosses ctypes fastest) and runs
+`graph_steps`: graph_main once per step, over inputs and outputs stacked along a leading
+steps dim. After each step it moves every input and output pointer in the table on by one
+step's bytes, so step i+1 reads its own inputs and sees the Variables as step i left them; a
+plain call is one step."""
 
 from __future__ import annotations
 
@@ -29,6 +36,14 @@ ENTRY_NAME = "graph_main"
 ENTRY_TYPE = ir.FunctionType(
     ir.VoidType(), [I8.as_pointer().as_pointer(), I64.as_pointer(), I64.as_pointer(), I64]
 )
+STEPS_TYPE = ir.FunctionType(ir.VoidType(), [*ENTRY_TYPE.args, I64])
+RUN_NAME = "graph_run"
+# graph_run's frame, in order: the addresses of the table, sizes and error record, the
+# threads kernels may use, and the number of steps.
+FRAME = ("table", "sizes", "error", "threads", "steps")
+# The error record: [failed, value, size, axis] written by a failing kernel, then the step.
+ERROR_FIELDS = 5
+STEP_FIELD = 4
 
 
 def slot_names(program: KernelProgram) -> list[str]:
@@ -68,7 +83,65 @@ def build_module(
     b.ret_void()
     b.position_at_end(done)
     b.ret_void()
+    _run_function(module, _steps_function(ctx, program, entry.function))
     return module
+
+
+def _run_function(module: ir.Module, steps: ir.Function) -> None:
+    """Emit graph_run(frame): call steps with the arguments the frame holds."""
+    run = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64.as_pointer()]), RUN_NAME)
+    b = ir.IRBuilder(run.append_basic_block("entry"))
+    fields = [
+        b.load(b.gep(run.args[0], [ir.Constant(I64, i)]), name=name) for i, name in enumerate(FRAME)
+    ]
+    pointers = [
+        b.inttoptr(value, kind) for value, kind in zip(fields[:3], STEPS_TYPE.args[:3], strict=True)
+    ]
+    b.call(steps, [*pointers, *fields[3:]])
+    b.ret_void()
+
+
+def _steps_function(ctx: KernelContext, program: KernelProgram, main: ir.Function) -> ir.Function:
+    """Emit graph_steps: call main once per step, recording the step's index in the error
+    record before it (so a failure names it) and stopping at the first failure."""
+    emitter = FunctionEmitter(ctx, "graph_steps", STEPS_TYPE, FRAME)
+    emitter.function.linkage = "internal"
+    b = emitter.builder
+    table, sizes, error, threads, steps = emitter.function.args
+    scope = Scope()
+    strides = [
+        (ctx.slots[name], _byte_size(emitter, spec, scope))
+        for name, spec in program.buffers.items()
+        if spec.role in ("input", "output")
+    ]
+    failed = emitter.function.append_basic_block("failed")
+    step_field = b.gep(error, [ir.Constant(I64, STEP_FIELD)])
+
+    def step(index: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+        b.store(index, step_field)
+        b.call(main, [table, sizes, error, threads])
+        go_on = emitter.function.append_basic_block("advance")
+        b.cbranch(b.icmp_signed("!=", b.load(error), ir.Constant(I64, 0)), failed, go_on)
+        b.position_at_end(go_on)
+        for slot, nbytes in strides:
+            pointer = b.gep(table, [ir.Constant(I64, slot)])
+            b.store(b.gep(b.load(pointer), [nbytes]), pointer)
+        return []
+
+    emitter.counted(ir.Constant(I64, 0), steps, [], step, "step")
+    b.ret_void()
+    b.position_at_end(failed)
+    b.ret_void()
+    return emitter.function
+
+
+def _byte_size(emitter: FunctionEmitter, spec, scope: Scope) -> ir.Value:
+    """Return the bytes of a buffer for the call's symbol sizes."""
+    b = emitter.builder
+    count = ir.Constant(I64, 1)
+    for d in spec.shape:
+        count = b.mul(count, emitter.expr.index(dim_expr(d), scope))
+    return b.mul(count, ir.Constant(I64, max(1, spec.dtype.itemsize)))
 
 
 # A kernel's function and its work: (the size of its work range, a per-element cost).
@@ -115,11 +188,7 @@ def _commit(entry: FunctionEmitter, program: KernelProgram) -> None:
     )
     scope = Scope()
     for target, source in program.updates:
-        spec = program.buffers[source]
-        count = ir.Constant(I64, 1)
-        for d in spec.shape:
-            count = b.mul(count, entry.expr.index(dim_expr(d), scope))
-        size = b.mul(count, ir.Constant(I64, max(1, spec.dtype.itemsize)))
+        size = _byte_size(entry, program.buffers[source], scope)
         dst = b.bitcast(entry.pointer(target), I8.as_pointer())
         src = b.bitcast(entry.pointer(source), I8.as_pointer())
         b.call(memcpy, [dst, src, size, ir.Constant(ir.IntType(1), 0)])

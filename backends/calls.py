@@ -1,0 +1,41 @@
+"""What the backends share about running a call: the Runner a bound executable returns, and
+undoing the updates of a call of several steps whose later step fails."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Protocol
+
+import numpy as np
+
+from graphc.graph import Graph
+
+# Runs a graph on (feeds, out arrays or None) for symbol sizes fixed when it was made.
+Runner = Callable[[Sequence[np.ndarray], Sequence[np.ndarray] | None], list[np.ndarray]]
+
+
+class Storage(Protocol):
+    """Where a Variable's value lives (graphc.variable's VariableStorage)."""
+
+    value: np.ndarray
+    name: str
+
+
+def updated_storages(graph: Graph) -> tuple[Storage, ...]:
+    """Return the storages of the Variables the graph updates, each once."""
+    storages = {id(v.attrs["storage"]): v.attrs["storage"] for v, _ in graph.updates}
+    return tuple(storages.values())
+
+
+@contextmanager
+def undone_on_error(storages: Sequence[Storage]) -> Iterator[None]:
+    """Run the body; if it raises, give each storage back the value it held before, so a call
+    whose later step fails leaves the Variables as they were."""
+    saved = [storage.value.copy() for storage in storages]
+    try:
+        yield
+    except BaseException:
+        for storage, value in zip(storages, saved, strict=True):
+            np.copyto(storage.value, value)
+        raise
