@@ -7,9 +7,9 @@ Prints the target and plans, the time to emit, optimise and JIT the kernel modul
 of C = A @ B for square float32 and float64 matrices, graphc against numpy on the same arrays, as
 medians of several runs. --cpu compiles the plan of another target the host can run (a
 GRAPHC_CPU value; default: GRAPHC_CPU, else the host); --caches plans with other L1d, L2 and L3
-sizes (e.g. Zen 3's on a Zen 4 host). --skinny times a Linear layer's forward x @ W.T
-(K 784, N 256) for batches M of 1 to 128 by the dot-product path, by the packed path and by
-numpy, the figures DOT_MAX_SIDE is chosen from.
+sizes (e.g. Zen 3's on a Zen 4 host). --skinny times x @ W.T and x @ W (K 784, N 256) for
+batches M of 1 to 128 by the unpacked paths (dot products, rows of B), by the packed path and
+by numpy: the figures DOT_MAX_SIDE is chosen from.
 """
 
 from __future__ import annotations
@@ -147,31 +147,35 @@ def measure(
 
 
 def measure_skinny(
-    target: CpuTarget, function: Callable, dtype: str, m: int, repeats: int
+    target: CpuTarget, function: Callable, dtype: str, m: int, transposed: bool, repeats: int
 ) -> tuple[float, float, float]:
-    """Return GFLOP/s of x @ W.T (x: m x 784, W: 256 x 784) by the dot path, the packed path
-    and numpy, each checked against numpy."""
+    """Return GFLOP/s of x @ W.T (transposed; W: 256 x 784, the dot path) or x @ W (W: 784 x
+    256, the row path) for x: m x 784 by the unpacked path, the packed path and numpy, each
+    checked against numpy."""
     rng = np.random.default_rng(m)
     x = rng.standard_normal((m, 784)).astype(DTYPES[dtype])
-    w = rng.standard_normal((256, 784)).astype(DTYPES[dtype])
+    w = rng.standard_normal((256, 784) if transposed else (784, 256)).astype(DTYPES[dtype])
+    weights = w.T if transposed else w
     workspace = aligned_workspace(gemm.workspace_bytes(dtype, target))
     results = {flags: np.empty((m, 256), dtype=DTYPES[dtype]) for flags in (0, gemm.SKINNY)}
     expected = np.empty_like(results[0])
+    item = w.itemsize
 
     def by(flags: int) -> Callable[[], None]:
-        args = (m, 256, 784, x.ctypes.data, 784, 1, w.ctypes.data, 1, 784)
+        args = (m, 256, 784, x.ctypes.data, 784, 1, w.ctypes.data)
+        args += (weights.strides[0] // item, weights.strides[1] // item)
         args += (results[flags].ctypes.data, 256, workspace.ctypes.data, flags)
         return lambda: function(*args)
 
-    dots, packed, _ = interleaved_medians(by(gemm.SKINNY), by(0), repeats)
+    unpacked, packed, _ = interleaved_medians(by(gemm.SKINNY), by(0), repeats)
     _, theirs, _ = interleaved_medians(
-        by(gemm.SKINNY), lambda: np.matmul(x, w.T, out=expected), repeats
+        by(gemm.SKINNY), lambda: np.matmul(x, weights, out=expected), repeats
     )
     for result in results.values():
         if not np.allclose(result, expected, rtol=1e-4, atol=1e-3):
             raise SystemExit(f"the {dtype} GEMM disagrees with numpy at M={m}")
     flops = 2.0 * m * 256 * 784
-    return flops / dots / 1e9, flops / packed / 1e9, flops / theirs / 1e9
+    return flops / unpacked / 1e9, flops / packed / 1e9, flops / theirs / 1e9
 
 
 def parse_size(text: str) -> int:
@@ -217,13 +221,18 @@ def main() -> None:
 
 
 def print_skinny(target: CpuTarget, functions: dict, dtypes: list[str], repeats: int) -> None:
-    """Print the dot path's, the packed path's and numpy's GFLOP/s for x @ W.T by batch."""
+    """Print the unpacked path's, the packed path's and numpy's GFLOP/s for x @ W.T (the dot
+    path) and x @ W (the row path) by batch."""
     for dtype in dtypes:
-        print(f"\n{dtype}: x[M, 784] @ W[256, 784].T, GFLOP/s, medians of {repeats} runs")
-        print(f"{'M':>6} {'dot':>9} {'packed':>9} {'numpy':>9}")
-        for m in (1, 4, 8, 16, 24, 32, 48, 64, 128):
-            dots, packed, theirs = measure_skinny(target, functions[dtype], dtype, m, repeats)
-            print(f"{m:>6} {dots:>9.1f} {packed:>9.1f} {theirs:>9.1f}")
+        for transposed, form, path in (
+            (True, "W[256, 784].T", "dot"),
+            (False, "W[784, 256]", "rows"),
+        ):
+            print(f"\n{dtype}: x[M, 784] @ {form}, GFLOP/s, medians of {repeats} runs")
+            print(f"{'M':>6} {path:>9} {'packed':>9} {'numpy':>9}")
+            for m in (1, 4, 8, 16, 24, 32, 48, 64, 128):
+                figures = measure_skinny(target, functions[dtype], dtype, m, transposed, repeats)
+                print(f"{m:>6} " + " ".join(f"{value:>9.1f}" for value in figures))
 
 
 if __name__ == "__main__":

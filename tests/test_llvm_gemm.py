@@ -394,3 +394,39 @@ def test_dot_path_writes_only_inside_c(jit: JitGemm, dtype: str) -> None:
     outside = np.ones(buffer.shape, dtype=bool)
     outside[2:8, 5:16] = False
     assert np.all(buffer[outside] == -7.0)
+
+
+# The row path: B's rows contiguous, A read through both strides. M around the plan's MR (6),
+# N around every plan's NR (64, 32, 16, 8), K from 0.
+ROW_SHAPES = [(1, 1, 1), (5, 3, 2), (6, 64, 8), (7, 65, 9), (13, 17, 4), (24, 130, 25), (4, 9, 0)]
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_row_path_matches_numpy(
+    jit: JitGemm, dtype: str, accumulate: bool, transpose_a: bool, shape: tuple[int, int, int]
+) -> None:
+    m, n, k = shape
+    rng = np.random.default_rng(m * 17 + n * 5 + k)
+    x = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(_NUMPY[dtype])
+    a = x.T if transpose_a else x
+    b = rng.standard_normal((k, n)).astype(_NUMPY[dtype])
+    c0 = rng.standard_normal((m, n)).astype(_NUMPY[dtype])
+    c = c0.copy() if accumulate else np.full((m, n), np.nan, dtype=_NUMPY[dtype])
+    jit.call(dtype, a, b, c, accumulate=accumulate, skinny=True)
+    assert_gemm_close(dtype, c, a, b, c0 if accumulate else None)
+
+
+def test_row_path_writes_only_inside_c(jit: JitGemm) -> None:
+    rng = np.random.default_rng(31)
+    a = rng.standard_normal((7, 5)).astype(np.float32)
+    b = rng.standard_normal((5, 70)).astype(np.float32)
+    buffer = np.full((10, 90), -7.0, dtype=np.float32)
+    c = buffer[1:8, 4:74]
+    jit.call("f32", a, b, c, skinny=True)
+    assert_gemm_close("f32", c, a, b)
+    outside = np.ones(buffer.shape, dtype=bool)
+    outside[1:8, 4:74] = False
+    assert np.all(buffer[outside] == -7.0)

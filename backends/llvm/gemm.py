@@ -27,6 +27,7 @@ from graphc.backends.llvm.gemm_emitter import (
     define_function,
 )
 from graphc.backends.llvm.gemm_plan import KC_MAX, GemmPlan, gemm_plan, workspace_bytes
+from graphc.backends.llvm.gemm_rows import emit_rows
 from graphc.backends.llvm.target import CpuTarget
 
 __all__ = ["KC_MAX", "GemmPlan", "gemm_function", "gemm_plan", "workspace_bytes"]
@@ -47,8 +48,9 @@ def gemm_function(module: ir.Module, dtype: str, target: CpuTarget | None = None
                                   float* C, i64 c_row_stride,
                                   float* workspace, i32 flags)
     computes C[M, N] = A[M, K] @ B[K, N], or C += A @ B when flags has ACCUMULATE. With SKINNY
-    (the caller's whole product has a side of at most DOT_MAX_SIDE) and A's rows and B's
-    columns contiguous, it takes the unpacked dot-product path (gemm_dot.py). A and B are read
+    (the caller's whole product is small, see gemm_dot.is_small) it reads A and B unpacked:
+    by dot products when A's rows and B's columns are contiguous (gemm_dot.py), by rows of B
+    when B's rows are (gemm_rows.py); other layouts are packed. A and B are read
     through both strides, so transposed operands need no copy; C's columns are contiguous.
     workspace holds workspace_bytes(dtype, target) bytes, 64-byte aligned, private to the call.
     """
@@ -59,8 +61,8 @@ def gemm_function(module: ir.Module, dtype: str, target: CpuTarget | None = None
     macro_kernel = _emit_macro_kernel(module, plan, micro_kernel)
     pack_a = _emit_pack_a(module, plan)
     pack_b = _emit_pack_b(module, plan)
-    dot = emit_dot(module, plan)
-    return _emit_driver(module, plan, plan.name, pack_a, pack_b, macro_kernel, dot)
+    dot, rows = emit_dot(module, plan), emit_rows(module, plan)
+    return _emit_driver(module, plan, plan.name, pack_a, pack_b, macro_kernel, dot, rows)
 
 
 # --- packing ------------------------------------------------------------------------------------
@@ -368,9 +370,11 @@ def _emit_driver(
     pack_b: ir.Function,
     macro_kernel: ir.Function,
     dot: ir.Function,
+    rows: ir.Function,
 ) -> ir.Function:
-    """Emit the exported entry: the dot path for skinny products laid out for it, else the
-    NC / KC / MC block loops around packing and the macro-kernel."""
+    """Emit the exported entry: for small products, the dot path or the row path where the
+    operands are laid out for one, else the NC / KC / MC block loops around packing and the
+    macro-kernel."""
     signature = (
         "i64 M, i64 N, i64 K, ptr a, i64 a_row_stride, i64 a_col_stride,"
         " ptr b, i64 b_row_stride, i64 b_col_stride, ptr c, i64 c_row_stride,"
@@ -386,10 +390,18 @@ def _emit_driver(
         "!=", irb.and_(flags, ir.Constant(I32, SKINNY)), ir.Constant(I32, 0), name="skinny"
     )
     by_dots = fn.append_basic_block("by_dots")
+    not_dots = fn.append_basic_block("not_dots")
+    by_rows = fn.append_basic_block("by_rows")
     packed = fn.append_basic_block("packed")
-    irb.cbranch(irb.and_(skinny, dot_layout(e, a_cs, b_rs)), by_dots, packed)
+    irb.cbranch(irb.and_(skinny, dot_layout(e, a_cs, b_rs)), by_dots, not_dots)
     irb.position_at_end(by_dots)
     irb.call(dot, [m, n, k, a_ptr, a_rs, b_ptr, b_cs, c_ptr, c_rs, accumulate_old])
+    irb.ret_void()
+    irb.position_at_end(not_dots)
+    b_rows_contiguous = irb.icmp_signed("==", b_cs, e.const(1), name="b_rows_contiguous")
+    irb.cbranch(irb.and_(skinny, b_rows_contiguous), by_rows, packed)
+    irb.position_at_end(by_rows)
+    irb.call(rows, [m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, c_ptr, c_rs, accumulate_old])
     irb.ret_void()
     irb.position_at_end(packed)
     m, n, a, b = _transpose_column_output(

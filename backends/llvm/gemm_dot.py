@@ -19,10 +19,22 @@ from llvmlite import ir
 from graphc.backends.llvm.gemm_emitter import I64, Emitter, define_function
 from graphc.backends.llvm.gemm_plan import GemmPlan
 
-# A product whose smaller side of C (rows or columns) is at most this takes the dot path when
-# its operands are laid out for it (see dot_layout). From benchmarks/gemm_kernel.py --skinny:
-# at K 784, N 256 the dot path won below M 24, tied at 24 to 32 and lost from 48.
+# A product whose smaller side of C (rows or columns) is at most this, or that makes at most
+# SMALL_PRODUCT multiply-adds, reads its operands unpacked (see is_small). From
+# benchmarks/gemm_kernel.py --skinny: at K 784, N 256 the dot path won below M 24, tied at 24
+# to 32 and lost from 48.
 DOT_MAX_SIDE = 24
+SMALL_PRODUCT = 1 << 15
+
+
+def is_small(b: ir.IRBuilder, m: ir.Value, n: ir.Value, k: ir.Value) -> ir.Value:
+    """Return whether a product of the whole (unsplit) sizes is small enough that packing
+    would not pay: a side of C of at most DOT_MAX_SIDE, or few multiply-adds in all."""
+    side = b.select(b.icmp_signed("<", m, n), m, n, name="short_side")
+    skinny = b.icmp_signed("<=", side, ir.Constant(I64, DOT_MAX_SIDE), name="skinny_side")
+    work = b.mul(b.mul(m, n), k, name="multiply_adds")
+    tiny = b.icmp_signed("<=", work, ir.Constant(I64, SMALL_PRODUCT), name="tiny")
+    return b.or_(skinny, tiny, name="small_product")
 
 
 def dot_blocks(plan: GemmPlan) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from graphc.backends.llvm.expressions import (
     register_type,
 )
 from graphc.backends.llvm.gemm import SKINNY
-from graphc.backends.llvm.gemm_dot import DOT_MAX_SIDE
+from graphc.backends.llvm.gemm_dot import is_small
 from graphc.dtypes import DType, bool_
 from graphc.errors import CompileError
 
@@ -345,8 +345,8 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
         raise CompileError(f"{kernel.name}: a matmul kernel needs the GEMM micro-kernel")
     gemm = ctx.gemm(ctx.module, kernel.dtype.short)
     # Decided on the whole product, so every thread's block takes the same path.
-    skinny = b.icmp_signed("<=", _min(b, m, n), ir.Constant(I64, DOT_MAX_SIDE), name="skinny")
-    flags = b.select(skinny, ir.Constant(I32, SKINNY), ir.Constant(I32, 0), name="gemm_flags")
+    small = is_small(b, m, n, depth)
+    flags = b.select(small, ir.Constant(I32, SKINNY), ir.Constant(I32, 0), name="gemm_flags")
 
     def batch_body(flat, carried):
         remaining = flat
