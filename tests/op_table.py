@@ -1795,6 +1795,64 @@ for _cid, _xs, _ws, _s, _p, _d, _g in _CONV:
         tol=10,
     )
 
+
+# im2col and col2im, the movement of the convolutions' GEMM form: torch's unfold and fold.
+def _torch_unfold(attrs):
+    def unfold(x):
+        torch = _torch()
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+            attrs[k] for k in ("kernel", "stride", "padding", "dilation")
+        )
+        cols = torch.nn.functional.unfold(
+            torch.from_numpy(x), (kh, kw), (dh, dw), (ph, pw), (sh, sw)
+        )
+        out_hw = (_out_size(x.shape[2], kh, sh, ph, dh), _out_size(x.shape[3], kw, sw, pw, dw))
+        windows = cols.reshape(*x.shape[:2], kh, kw, *out_hw)
+        return windows.permute(1, 2, 3, 0, 4, 5).contiguous().numpy()
+
+    return unfold
+
+
+def _torch_fold(attrs, hw):
+    def fold(cols):
+        torch = _torch()
+        c, kh, kw, n = cols.shape[:4]
+        windows = torch.from_numpy(cols).permute(3, 0, 1, 2, 4, 5)
+        return torch.nn.functional.fold(
+            windows.reshape(n, c * kh * kw, -1),
+            hw,
+            (kh, kw),
+            attrs["dilation"],
+            attrs["padding"],
+            attrs["stride"],
+        ).numpy()
+
+    return fold
+
+
+for _cid, _xs, _ws, _s, _p, _d, _g in _CONV:
+    _attrs = {
+        "kernel": _ws[2:],
+        "stride": _pairs(_s),
+        "padding": _pairs(_p),
+        "dilation": _pairs(_d),
+    }
+    _ys = _conv_out_shape(_xs, _ws, _attrs)
+    add(
+        f"im2col_{_cid}",
+        lambda x, a=_attrs: _prim("im2col", [x], **a),
+        _torch_unfold(_attrs),
+        F(*_xs),
+        diff=True,
+    )
+    add(
+        f"col2im_{_cid}",
+        lambda cols, a=_attrs, hw=_xs[2:]: _prim("col2im", [cols], **a, output_hw=hw),
+        _torch_fold(_attrs, _xs[2:]),
+        F(_xs[1], *_ws[2:], _xs[0], *_ys[2:]),
+        diff=True,
+    )
+
 # == pooling and its gradient ops =============================================================
 _POOL = (
     # id, x shape, kernel, stride, padding, dilation, ceil_mode

@@ -148,9 +148,34 @@ def _drop_noop_updates():
     return [x], [x * w], ((w, w),)
 
 
+_CONV = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1}
+
+
+def _conv2d():
+    x, w = gc.input("x", (2, 3, 6, 6)), gc.input("w", (4, 3, 3, 3))
+    return [x, w], [node("conv2d", x, w, **_CONV)], ()
+
+
+def _conv2d_weight_grad():
+    x, g = gc.input("x", (2, 3, 6, 6)), gc.input("g", (2, 4, 6, 6))
+    return [x, g], [node("conv2d_weight_grad", x, g, **_CONV, kernel=(3, 3))], ()
+
+
+def _conv2d_input_grad():
+    g, w = gc.input("g", (2, 4, 6, 6)), gc.input("w", (4, 3, 3, 3))
+    return [g, w], [node("conv2d_input_grad", g, w, **_CONV, input_hw=(6, 6))], ()
+
+
 def _no_op(op):
     def expect(graph):
         assert op not in ops(graph)
+
+    return expect
+
+
+def _as_matmul(op):
+    def expect(graph):
+        assert op not in ops(graph) and "matmul" in ops(graph)
 
     return expect
 
@@ -227,6 +252,19 @@ CASES = [
     Case("div_one", _div_one, _no_op("div")),
     Case("merge_duplicates", _merge_duplicates, _expect_one_exp),
     Case("drop_noop_updates", _drop_noop_updates, _expect_no_updates),
+    Case("conv2d_as_gemm", _conv2d, _as_matmul("conv2d"), exact=False),
+    Case(
+        "conv2d_weight_grad_as_gemm",
+        _conv2d_weight_grad,
+        _as_matmul("conv2d_weight_grad"),
+        exact=False,
+    ),
+    Case(
+        "conv2d_input_grad_as_gemm",
+        _conv2d_input_grad,
+        _as_matmul("conv2d_input_grad"),
+        exact=False,
+    ),
 ]
 
 
@@ -415,6 +453,7 @@ def test_register_tier_orders_by_position(monkeypatch):
         "fold",
         "extra",
         "simplify",
+        "conv_gemm",
         "cse",
         "dce",
     ]

@@ -367,14 +367,32 @@ def _window_position(out_i: IntExpr, tap: IntExpr, stride: int, dilation: int, p
     return ibin("sub", iadd(imul(out_i, IConst(stride)), imul(tap, IConst(dilation))), IConst(pad))
 
 
-def _tap(ctx, x: Node, n, channel, oh, ow, i, j, stride, dilation, padding):
-    """Return (x at window tap (i, j) of output (oh, ow), clamped; whether it is inside x)."""
+def _tap(ctx, x: Node, n, channel, oh, ow, i, j, stride, dilation, padding, reach=(None, None)):
+    """Return (x at window tap (i, j) of output (oh, ow), clamped; whether it is inside x).
+    reach, where known, is per axis one past the furthest position a tap reaches."""
     _, _, height, width = x.type.shape
     ih = _window_position(oh, i, stride[0], dilation[0], padding[0])
     iw = _window_position(ow, j, stride[1], dilation[1], padding[1])
-    inside = _all([_in_range(ih, dim_expr(height)), _in_range(iw, dim_expr(width))])
-    rows, cols = _clamp(ih, dim_expr(height)), _clamp(iw, dim_expr(width))
-    return ctx.value(x, Index(x.type.shape, dims=(n, channel, rows, cols))), inside
+    rows, rows_inside = _tap_axis(ih, padding[0], height, reach[0])
+    cols, cols_inside = _tap_axis(iw, padding[1], width, reach[1])
+    value = ctx.value(x, Index(x.type.shape, dims=(n, channel, rows, cols)))
+    return value, _all([rows_inside, cols_inside])
+
+
+def _tap_axis(position: IntExpr, pad: int, size: Dim, reach: int | None):
+    """Return (position clamped into [0, size), whether it lies inside). An axis without
+    padding whose taps all stay inside needs neither, so contiguous taps load as vectors."""
+    if reach is not None and pad == 0 and isinstance(size, int) and reach <= size:
+        return position, IConst(1)
+    return _clamp(position, dim_expr(size)), _in_range(position, dim_expr(size))
+
+
+def _reach(grid, kernel, stride, dilation) -> tuple[int, ...]:
+    """Return per axis one past the furthest position (before padding) a window's taps reach."""
+    return tuple(
+        (out - 1) * s + (k - 1) * d + 1
+        for out, k, s, d in zip(grid, kernel, stride, dilation, strict=True)
+    )
 
 
 def _masked_product(a: Expr, b: Expr, inside: IntExpr, dtype: DType) -> Expr:
@@ -451,6 +469,40 @@ def _conv2d_weight_grad(ctx, node, index):
 _register("conv2d", _conv2d)
 _register("conv2d_input_grad", _conv2d_input_grad)
 _register("conv2d_weight_grad", _conv2d_weight_grad)
+
+
+def _im2col(ctx, node, index):
+    c, i, j, n, oh, ow = index.dims()
+    kernel, stride, padding, dilation = (
+        node.attrs[k] for k in ("kernel", "stride", "padding", "dilation")
+    )
+    reach = _reach(node.type.shape[4:], kernel, stride, dilation)
+    x = node.inputs[0]
+    xv, inside = _tap(ctx, x, n, c, oh, ow, i, j, stride, dilation, padding, reach)
+    if inside == IConst(1):
+        return xv
+    dtype = node.type.dtype
+    return Select(IndexValue(inside, bool_), xv, Const(0, dtype), dtype)
+
+
+def _col2im(ctx, node, index):
+    (cols,) = node.inputs
+    n, c, h, w = index.dims()
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+        node.attrs[k] for k in ("kernel", "stride", "padding", "dilation")
+    )
+    out_h, out_w = cols.type.shape[4:]
+    i, j = ctx.fresh("i"), ctx.fresh("j")
+    row, row_ok = _strided_source(h, i, sh, dh, ph, out_h)
+    col, col_ok = _strided_source(w, j, sw, dw, pw, out_w)
+    value = ctx.value(cols, Index(cols.type.shape, dims=(c, i, j, n, row, col)))
+    dtype = node.type.dtype
+    body = Select(IndexValue(_all([row_ok, col_ok]), bool_), value, Const(0, dtype), dtype)
+    return Reduce("sum", (i, j), (IConst(kh), IConst(kw)), body, dtype)
+
+
+_register("im2col", _im2col)
+_register("col2im", _col2im)
 
 
 def _pool_geometry(node: Node):

@@ -1,4 +1,5 @@
-"""2-D convolution (NCHW, stride, padding, dilation, groups), pooling, and their gradient ops.
+"""2-D convolution (NCHW, stride, padding, dilation, groups), pooling, their gradient ops, and
+im2col and col2im, the movement that makes a convolution a matmul.
 
 The batch dim may be symbolic; channel and spatial dims must be concrete. The reference
 implementations gather the kernel's taps one (i, j) offset at a time, so no im2col buffer
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphc.dims import format_shape
+from graphc.dims import dims_equal, format_shape
 from graphc.errors import ShapeError
 from graphc.ops.grad_helpers import apply_op
 from graphc.ops.registry import define_op, grad_rule
@@ -166,6 +167,68 @@ def _conv_weight_grad_reference(args, attrs, env):
 
 
 define_op("conv2d_weight_grad", "conv", _conv_weight_grad_infer, _conv_weight_grad_reference)
+
+
+# im2col and col2im: the movement that turns a convolution into a matmul (passes/conv_gemm.py).
+# attrs kernel, stride, padding, dilation (pairs); col2im adds output_hw. im2col's (C, kH, kW,
+# N, OH, OW) holds every window's taps (zero where a tap falls in the padding): the batch sits
+# inside, so that all images' windows are the columns of one (C*kH*kW, N*OH*OW) matrix, and
+# moving N to the front gives torch.nn.functional.unfold. col2im sums such windows back onto
+# an (N, C, H, W) image (torch.nn.functional.fold), its adjoint.
+def _window_attrs(attrs) -> dict:
+    return {k: attrs[k] for k in ("kernel", "stride", "padding", "dilation")}
+
+
+def _im2col_infer(types, attrs):
+    (x,) = types
+    require_dtype(x, "float", "the input")
+    c, h, w = _spatial(x, "the input")
+    oh, ow = _output_hw(h, w, attrs["kernel"], attrs)
+    return TensorType((c, *attrs["kernel"], x.shape[0], oh, ow), x.dtype)
+
+
+def _im2col_reference(args, attrs, env):
+    (x,) = args
+    kernel = attrs["kernel"]
+    out_hw = _output_hw(x.shape[2], x.shape[3], kernel, attrs)
+    xp = _pad_hw(x, attrs["padding"]).transpose(1, 0, 2, 3)
+    out = np.empty((x.shape[1], *kernel, x.shape[0], *out_hw), dtype=x.dtype)
+    for i, j, view in _taps(xp, kernel, out_hw, attrs):
+        out[:, i, j] = xp[view]
+    return out
+
+
+define_op("im2col", "conv", _im2col_infer, _im2col_reference)
+
+
+def _col2im_infer(types, attrs):
+    (cols,) = types
+    require_dtype(cols, "float", "the columns")
+    shape = cols.shape
+    if cols.ndim != 6 or not all(isinstance(d, int) for d in (*shape[:3], *shape[4:])):
+        raise ShapeError(f"columns must be (C, kH, kW, N, OH, OW), got {format_shape(shape)}")
+    c, kh, kw, n, oh, ow = shape
+    h, w = attrs["output_hw"]
+    if (kh, kw) != tuple(attrs["kernel"]) or _output_hw(h, w, (kh, kw), attrs) != (oh, ow):
+        raise ShapeError(
+            f"columns {format_shape(shape)} are not the {attrs['kernel']} windows of an "
+            f"{h}x{w} image with stride {attrs['stride']}, padding {attrs['padding']} and "
+            f"dilation {attrs['dilation']}"
+        )
+    return TensorType((n, c, h, w), cols.dtype)
+
+
+def _col2im_reference(args, attrs, env):
+    (cols,) = args
+    h, w = attrs["output_hw"]
+    (ph, pw), kernel, out_hw = attrs["padding"], attrs["kernel"], cols.shape[4:]
+    image = np.zeros((cols.shape[0], cols.shape[3], h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i, j, view in _taps(image, kernel, out_hw, attrs):
+        image[view] += cols[:, i, j]
+    return image.transpose(1, 0, 2, 3)[:, :, ph : ph + h, pw : pw + w]
+
+
+define_op("col2im", "conv", _col2im_infer, _col2im_reference)
 
 
 # Pooling: attrs kernel, stride, padding, dilation (pairs) and ceil_mode; avg_pool2d has no
@@ -380,12 +443,22 @@ def _conv2d_grad(xs, out, g, attrs):
     ]
 
 
+def _cropped(result, shape: tuple):
+    """Return a convolution's result cut to shape. A transposed convolution's output_padding
+    may reach past its last window, and then the convolution of its output has more windows
+    than its input has positions: those extra ones touch only the padding rows."""
+    if all(map(dims_equal, result.shape, shape)):
+        return result
+    attrs = {"starts": (0, 0, 0, 0), "sizes": tuple(shape), "steps": (1, 1, 1, 1)}
+    return apply_op("slice", [result], attrs)
+
+
 @grad_rule("conv2d_input_grad")
 def _conv2d_input_grad_grad(xs, out, g, attrs):
     gy, w = xs
     base = _conv_attrs(attrs)
     return [
-        apply_op("conv2d", [g, w], base),
+        _cropped(apply_op("conv2d", [g, w], base), gy.shape),
         apply_op("conv2d_weight_grad", [g, gy], {**base, "kernel": tuple(w.shape[2:])}),
     ]
 
@@ -396,8 +469,19 @@ def _conv2d_weight_grad_grad(xs, out, g, attrs):
     base = _conv_attrs(attrs)
     return [
         apply_op("conv2d_input_grad", [gy, g], {**base, "input_hw": tuple(x.shape[2:])}),
-        apply_op("conv2d", [x, g], base),
+        _cropped(apply_op("conv2d", [x, g], base), gy.shape),
     ]
+
+
+@grad_rule("im2col")
+def _im2col_grad(xs, out, g, attrs):
+    (x,) = xs
+    return [apply_op("col2im", [g], {**_window_attrs(attrs), "output_hw": tuple(x.shape[2:])})]
+
+
+@grad_rule("col2im")
+def _col2im_grad(xs, out, g, attrs):
+    return [apply_op("im2col", [g], _window_attrs(attrs))]
 
 
 @grad_rule("max_pool2d")

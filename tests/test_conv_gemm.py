@@ -1,0 +1,234 @@
+"""Convolutions as GEMMs (passes/conv_gemm.py): conv2d, conv_transpose2d and their gradients
+agree with PyTorch over a grid of groups, strides, paddings, dilations and channel counts with
+a symbolic batch, on every backend; and on the LLVM backend their arithmetic runs in matmul
+kernels, not in loop kernels that reduce over the windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.nn import functional as F
+
+torch = pytest.importorskip("torch")
+
+CONV_OPS = {"conv2d", "conv2d_input_grad", "conv2d_weight_grad"}
+
+
+@dataclass(frozen=True)
+class Conv:
+    """One convolution of the grid: x (N, C, H, W), weight (O, C/groups, kH, kW)."""
+
+    name: str
+    x: tuple[int, int, int, int]
+    w: tuple[int, int, int, int]
+    stride: int | tuple[int, int] = 1
+    padding: int | tuple[int, int] = 0
+    dilation: int | tuple[int, int] = 1
+    groups: int = 1
+    as_gemm: bool = True  # whether the rewrite replaces the direct kernels
+
+    @property
+    def options(self) -> dict:
+        return {
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+        }
+
+
+GRID = [
+    Conv("same_3x3", (2, 3, 9, 9), (4, 3, 3, 3), padding=1),
+    Conv("first_layer", (3, 1, 8, 8), (16, 1, 3, 3), padding=1),
+    Conv("stride2", (2, 4, 9, 8), (6, 4, 3, 3), stride=2, padding=1),
+    Conv("dilation2", (1, 2, 10, 9), (3, 2, 3, 3), padding=(2, 1), dilation=2),
+    Conv("rectangular", (2, 3, 7, 9), (4, 3, 2, 3), (2, 1), (1, 0), (1, 2)),
+    Conv("no_padding", (2, 3, 6, 7), (5, 3, 3, 3)),
+    Conv("unused_rows", (1, 2, 6, 6), (2, 2, 3, 3), stride=2),
+    Conv("groups2", (2, 4, 6, 6), (6, 2, 3, 3), padding=1, groups=2),
+    Conv("depthwise", (2, 3, 6, 6), (3, 1, 3, 3), stride=2, padding=1, groups=3),
+    Conv("pointwise", (2, 8, 5, 5), (6, 8, 1, 1)),
+    Conv("pointwise_groups", (2, 8, 5, 4), (6, 4, 1, 1), groups=2),
+    Conv("pointwise_stride2", (2, 4, 7, 7), (5, 4, 1, 1), stride=2),
+    Conv("single_tap", (2, 3, 5, 5), (6, 1, 1, 1), groups=3, as_gemm=False),
+]
+NAMED = {conv.name: conv for conv in GRID}
+
+
+def _arrays(conv: Conv, batch: int, rng: np.random.Generator, dtype=np.float32):
+    x = rng.standard_normal((batch, *conv.x[1:])).astype(dtype)
+    w = rng.standard_normal(conv.w).astype(dtype)
+    out = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), **conv.options)
+    g = rng.standard_normal(tuple(out.shape)).astype(dtype)
+    return x, w, g
+
+
+def _torch_conv(conv: Conv, x, w, g):
+    """Return PyTorch's output and gradients of sum(conv(x, w) * g) in float64."""
+    tx, tw = (torch.from_numpy(a.astype(np.float64)).requires_grad_() for a in (x, w))
+    y = torch.nn.functional.conv2d(tx, tw, **conv.options)
+    y.backward(torch.from_numpy(g.astype(np.float64)))
+    return y.detach().numpy(), tx.grad.numpy(), tw.grad.numpy()
+
+
+def _compiled_conv(conv: Conv, backend: str, dtype=gc.float32) -> gc.Function:
+    x = gc.input("x", ("B", *conv.x[1:]), dtype)
+    w = gc.input("w", conv.w, dtype)
+    y = F.conv2d(x, w, **conv.options)
+    g = gc.input("g", ("B", *y.shape[1:]), dtype)
+    dx, dw = gc.grad((y * g).sum(), [x, w])
+    return gc.compile([x, w, g], [y, dx, dw], backend=backend)
+
+
+def _assert_close(got, want, rtol: float) -> None:
+    scale = max(float(np.abs(want).max()), 1.0)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("conv", GRID, ids=lambda c: c.name)
+def test_conv2d_and_its_gradients_match_pytorch(conv: Conv, backend: str, rng) -> None:
+    function = _compiled_conv(conv, backend)
+    for batch in (2, 3):  # one Function, two batch sizes
+        x, w, g = _arrays(conv, batch, rng)
+        for got, want in zip(function(x, w, g), _torch_conv(conv, x, w, g), strict=True):
+            _assert_close(got, want, 1e-4)
+
+
+def test_an_empty_batch_gives_a_zero_weight_gradient(backend: str) -> None:
+    conv = NAMED["same_3x3"]
+    function = _compiled_conv(conv, backend)
+    x, w, g = _arrays(conv, 0, np.random.default_rng(0))
+    y, dx, dw = function(x, w, g)
+    assert y.shape == (0, *g.shape[1:]) and dx.shape == x.shape
+    np.testing.assert_array_equal(dw, np.zeros(conv.w, np.float32))
+
+
+@pytest.mark.parametrize(
+    "conv", [NAMED[name] for name in ("same_3x3", "groups2", "pointwise")], ids=lambda c: c.name
+)
+def test_float64_convolutions_match_pytorch_closely(conv: Conv, backend: str, rng) -> None:
+    x, w, g = _arrays(conv, 2, rng, np.float64)
+    got = _compiled_conv(conv, backend, gc.float64)(x, w, g)
+    for ours, theirs in zip(got, _torch_conv(conv, x, w, g), strict=True):
+        _assert_close(ours, theirs, 1e-12)
+
+
+def _ops_by_kernel(function: gc.Function) -> list[set[str]]:
+    return [{node.op for node in nodes} for _, nodes in function.kernels()]
+
+
+@pytest.mark.parametrize("conv", GRID, ids=lambda c: c.name)
+def test_convolutions_run_in_matmul_kernels(conv: Conv) -> None:
+    kernels = _ops_by_kernel(_compiled_conv(conv, "llvm"))
+    with_convolution = [ops for ops in kernels if ops & CONV_OPS]
+    matmuls = [ops for ops in kernels if "matmul" in ops]
+    if conv.as_gemm:
+        assert not with_convolution, f"window-reduction kernels left: {with_convolution}"
+        assert len(matmuls) == 3, kernels  # forward, input gradient, weight gradient
+    else:
+        assert len(with_convolution) == 3 and not matmuls, kernels
+
+
+def test_a_pointwise_convolution_is_a_plain_matmul() -> None:
+    kernels = _ops_by_kernel(_compiled_conv(NAMED["pointwise"], "llvm"))
+    assert not [ops for ops in kernels if ops & {"im2col", "col2im"}], kernels
+
+
+def test_forward_and_weight_gradient_gather_the_windows_once() -> None:
+    """Two 3x3 layers trained: one im2col of each layer's input serves its forward product and
+    its weight gradient."""
+    x = gc.input("x", ("B", 1, 8, 8))
+    w1, w2 = gc.Variable(np.ones((4, 1, 3, 3), np.float32)), gc.Variable(np.ones((8, 4, 3, 3)))
+    h = F.conv2d(x, w1, padding=1).relu()
+    loss = F.conv2d(h, w2.to(gc.float32), padding=1).square().mean()
+    function = gc.compile([x], [loss, *gc.grad(loss, [w1, w2])], backend="llvm")
+    windows = [
+        node
+        for _, nodes in function.kernels()
+        for node in nodes
+        if node.op == "im2col" and node.attrs["kernel"] == (3, 3)
+    ]
+    assert len(windows) == 2, windows
+
+
+@dataclass(frozen=True)
+class Transposed:
+    """One transposed convolution: x (N, C_in, H, W), weight (C_in, C_out/groups, kH, kW)."""
+
+    name: str
+    x: tuple[int, int, int, int]
+    w: tuple[int, int, int, int]
+    stride: int = 1
+    padding: int = 0
+    output_padding: int = 0
+    groups: int = 1
+    dilation: int = 1
+    as_gemm: bool = True
+
+    @property
+    def options(self) -> dict:
+        return {
+            "stride": self.stride,
+            "padding": self.padding,
+            "output_padding": self.output_padding,
+            "groups": self.groups,
+            "dilation": self.dilation,
+        }
+
+
+TRANSPOSED = [
+    Transposed("upsample2", (2, 4, 5, 5), (4, 3, 3, 3), 2, 1, 1),
+    Transposed("groups2", (2, 4, 4, 5), (4, 2, 3, 3), 2, 0, 0, groups=2),
+    Transposed("stride1", (1, 3, 6, 6), (3, 5, 3, 3), padding=1),
+    # output_padding 1 with stride 1 and dilation 2 adds a row no window reaches: direct kernel.
+    Transposed(
+        "beyond_last_window", (2, 2, 5, 5), (2, 3, 3, 3), 1, 0, 1, dilation=2, as_gemm=False
+    ),
+]
+
+
+@pytest.mark.parametrize("conv", TRANSPOSED, ids=lambda c: c.name)
+def test_conv_transpose2d_and_its_gradients_match_pytorch(
+    conv: Transposed, backend: str, rng
+) -> None:
+    x = gc.input("x", ("B", *conv.x[1:]))
+    w = gc.input("w", conv.w)
+    y = F.conv_transpose2d(x, w, **conv.options)
+    g = gc.input("g", ("B", *y.shape[1:]))
+    dx, dw = gc.grad((y * g).sum(), [x, w])
+    function = gc.compile([x, w, g], [y, dx, dw], backend=backend)
+    xs = rng.standard_normal(conv.x).astype(np.float32)
+    ws = rng.standard_normal(conv.w).astype(np.float32)
+    gs = rng.standard_normal((conv.x[0], *y.shape[1:])).astype(np.float32)
+    tx, tw = (torch.from_numpy(a.astype(np.float64)).requires_grad_() for a in (xs, ws))
+    ty = torch.nn.functional.conv_transpose2d(tx, tw, **conv.options)
+    ty.backward(torch.from_numpy(gs.astype(np.float64)))
+    wanted = (ty.detach().numpy(), tx.grad.numpy(), tw.grad.numpy())
+    for got, want in zip(function(xs, ws, gs), wanted, strict=True):
+        _assert_close(got, want, 1e-4)
+    if backend == "llvm":
+        forward = {node.op for _, nodes in function.kernels() for node in nodes}
+        assert ("conv2d_input_grad" not in forward) == conv.as_gemm, forward
+
+
+@pytest.mark.parametrize("conv", [TRANSPOSED[0], TRANSPOSED[-1]], ids=lambda c: c.name)
+def test_second_derivatives_of_transposed_convolutions_match_pytorch(
+    conv: Transposed, backend: str, rng
+) -> None:
+    x = gc.input("x", conv.x, gc.float64)
+    w = gc.input("w", conv.w, gc.float64)
+    y = F.conv_transpose2d(x, w, **conv.options)
+    dx, dw = gc.grad(y.square().sum(), [x, w])
+    second = gc.grad(dx.square().sum() + dw.square().sum(), [x, w])
+    xs, ws = rng.standard_normal(conv.x), rng.standard_normal(conv.w)
+    tx, tw = (torch.from_numpy(a).requires_grad_() for a in (xs, ws))
+    ty = torch.nn.functional.conv_transpose2d(tx, tw, **conv.options)
+    tdx, tdw = torch.autograd.grad(ty.square().sum(), [tx, tw], create_graph=True)
+    wanted = torch.autograd.grad(tdx.square().sum() + tdw.square().sum(), [tx, tw])
+    got = gc.compile([x, w], second, backend=backend)(xs, ws)
+    for ours, theirs in zip(got, wanted, strict=True):
+        _assert_close(ours, theirs.numpy(), 1e-12)
