@@ -26,7 +26,8 @@ After a fork the child starts its own workers.
 
 A worker can still be descheduled in the middle of a chunk, and the caller must wait for it.
 When that costs the caller more than half of its own work, the pool backs off: the next jobs
-run on the caller alone (16, then 32, ... after consecutive slow jobs), then it tries again.
+run on the caller alone (16, then 32, ... as slow jobs outnumber good ones), then it tries
+again.
 On a shared machine a step then runs about as fast as on one thread, instead of stalling at
 every kernel.
 """
@@ -43,9 +44,9 @@ MAX_THREADS = 255
 # Cycles (of the CPU's cycle counter) a worker spins for a job before sleeping.
 SPIN_CYCLES = 1 << 19
 # Jobs run on the caller alone after one in which it waited long for a worker, doubled for
-# each consecutive such job up to MAX_STRIKES doublings.
+# each strike (a slow job adds one, a good one takes one off) up to MAX_STRIKES.
 PENALTY_JOBS = 16
-MAX_STRIKES = 8
+MAX_STRIKES = 9
 # Spins of the caller between yields of its core while it waits for running chunks.
 SPINS_PER_YIELD = 256
 
@@ -285,19 +286,21 @@ class _Pool:
     def _judge(self, b: ir.IRBuilder, own: ir.Value, waited: ir.Value) -> None:
         """After a job, penalise the pool if the caller waited for running chunks more than
         half as long as it worked itself (a worker was descheduled, as when another process
-        occupies its core): the next PENALTY_JOBS << strikes jobs run on the caller alone,
-        doubling with each consecutive strike; a job without one clears the strikes."""
+        occupies its core): the next PENALTY_JOBS << (strikes - 1) jobs run on the caller
+        alone, one strike more for each slow job; a job that was not slow takes one strike
+        off, so a core that stays busy keeps the pool backed off."""
+        one = ir.Constant(I64, 1)
         slow = b.icmp_unsigned(">", b.mul(waited, ir.Constant(I64, 2)), own)
-        strikes = b.select(
-            slow, b.add(b.load(self.strikes), ir.Constant(I64, 1)), ir.Constant(I64, 0)
+        before = b.load(self.strikes)
+        more = b.select(
+            b.icmp_unsigned("<", before, ir.Constant(I64, MAX_STRIKES)), b.add(before, one), before
         )
-        strikes = b.select(
-            b.icmp_unsigned("<", strikes, ir.Constant(I64, MAX_STRIKES)),
-            strikes,
-            ir.Constant(I64, MAX_STRIKES),
+        fewer = b.select(
+            b.icmp_unsigned(">", before, ir.Constant(I64, 0)), b.sub(before, one), before
         )
+        strikes = b.select(slow, more, fewer)
         b.store(strikes, self.strikes)
-        jobs = b.shl(ir.Constant(I64, PENALTY_JOBS), strikes)
+        jobs = b.shl(ir.Constant(I64, PENALTY_JOBS), b.sub(strikes, one))
         b.store(b.select(slow, jobs, ir.Constant(I64, 0)), self.penalty)
 
     def _run_all(self, b: ir.IRBuilder, fn: ir.Function, task, record, chunks) -> None:
