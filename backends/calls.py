@@ -9,8 +9,6 @@ from typing import Protocol
 
 import numpy as np
 
-from graphc.graph import Graph
-
 # Runs a graph on (feeds, out arrays or None) for symbol sizes fixed when it was made.
 Runner = Callable[[Sequence[np.ndarray], Sequence[np.ndarray] | None], list[np.ndarray]]
 
@@ -20,12 +18,6 @@ class Storage(Protocol):
 
     value: np.ndarray
     name: str
-
-
-def updated_storages(graph: Graph) -> tuple[Storage, ...]:
-    """Return the storages of the Variables the graph updates, each once."""
-    storages = {id(v.attrs["storage"]): v.attrs["storage"] for v, _ in graph.updates}
-    return tuple(storages.values())
 
 
 @contextmanager

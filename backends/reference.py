@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from graphc.backends.calls import Runner, undone_on_error, updated_storages
+from graphc.backends.calls import Runner, undone_on_error
 from graphc.dims import evaluate_shape
 from graphc.errors import CompileError, IndexingError, located
 from graphc.graph import Graph
@@ -28,7 +28,7 @@ class ReferenceExecutable:
         self.graph = graph
         self._steps = [(node, get_op(node.op)) for node in graph.nodes if node.op != "input"]
         self._lock = threading.Lock()
-        self._updated = updated_storages(graph)
+        self._updated = graph.updated_storages()
 
     def run(
         self,

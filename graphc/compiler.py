@@ -14,11 +14,10 @@ checks that depend on the arrays' memory.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from graphc.backends.calls import Runner
 from graphc.dims import Sym, evaluate_dim, format_shape, is_static, static_shape
 from graphc.errors import GraphError, InputError, located, user_location
 from graphc.graph import Graph, Node
@@ -28,6 +27,9 @@ from graphc.passes import optimize as optimize_graph
 from graphc.recent import RecentValues
 from graphc.tensor import Tensor
 from graphc.types import TensorType
+
+if TYPE_CHECKING:
+    from graphc.backends.calls import Runner
 
 # The kinds of call (dtypes, shapes and layouts of the arrays) a Function remembers.
 CALLS_KEPT = 16

@@ -92,6 +92,11 @@ class Graph:
         """Return the variable nodes the graph reads or updates."""
         return tuple(n for n in self.nodes if n.op == "variable")
 
+    def updated_storages(self) -> tuple[Any, ...]:
+        """Return the storages of the Variables the graph updates, each once."""
+        storages = {id(v.attrs["storage"]): v.attrs["storage"] for v, _ in self.updates}
+        return tuple(storages.values())
+
     def replace(
         self,
         outputs: Iterable[Node],

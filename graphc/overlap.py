@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from graphc.backends.calls import Storage, updated_storages
 from graphc.errors import InputError
 from graphc.graph import Graph
+
+if TYPE_CHECKING:
+    from graphc.backends.calls import Storage
 
 
 def _owner_id(array: np.ndarray) -> int:
@@ -109,7 +112,7 @@ class VariableMemory:
     def __init__(self, graph: Graph) -> None:
         storages = {id(n.attrs["storage"]): n.attrs["storage"] for n in graph.variables}
         self.storages = tuple(storages.values())
-        self.updated = updated_storages(graph)
+        self.updated = graph.updated_storages()
         self._arrays = {
             False: _StorageArrays(tuple(map(_VALUE, self.storages))),
             True: _StorageArrays(tuple(map(_VALUE, self.updated))),

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.backends.calls import Runner, Storage, undone_on_error, updated_storages
+from graphc.backends.calls import Runner, Storage, undone_on_error
 from graphc.backends.kernel import KernelProgram, build_program
 from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.inplace import in_place_updates
@@ -138,7 +138,7 @@ class LLVMExecutable:
         # intermediates' addresses the table holds now.
         self._bound_calls: RecentValues[Runner] = RecentValues(PLANS_KEPT)
         self._installed: _BoundCall | None = None
-        self._updated = updated_storages(graph)
+        self._updated = graph.updated_storages()
 
     @property
     def llvm_ir(self) -> str:
