@@ -134,4 +134,4 @@ logical_or = _binary("logical_or")
 
 
 # nn, optim and testing are written with the API above, like user code, so they load last.
-from graphc import nn, optim, testing  # noqa: E402
+from graphc import cuda, nn, optim, testing  # noqa: E402

@@ -12,8 +12,10 @@ import pytest
 
 import graphc as gc
 
-# Every backend registered when the tests are collected; llvm and cuda join as they land.
-BACKENDS = gc.available_backends()
+# Every backend registered when the tests are collected that can run here: cuda needs a GPU,
+# or GRAPHC_CUDA_DRIVER=emulate to run its kernels on the CPU emulator (tests/test_cuda_ops.py
+# runs part of the op table there in every run).
+BACKENDS = tuple(b for b in gc.available_backends() if b != "cuda" or gc.cuda.is_available())
 
 
 @pytest.fixture(params=BACKENDS)
@@ -33,6 +35,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--fuzz-long",
         action="store_true",
         help="run the differential fuzzer (test_fuzz.py) on many more random programs",
+    )
+    parser.addoption(
+        "--cuda-full",
+        action="store_true",
+        help="run every op-table and gradient-table entry on the CUDA emulator and through "
+        "ptxas (test_cuda_ops.py, test_cuda_ptx.py), not a representative part",
     )
 
 

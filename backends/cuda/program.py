@@ -1,0 +1,47 @@
+"""The kernel program of a graph as the CUDA backend runs it, and its PTX."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from llvmlite import ir
+
+from graphc.backends.cuda.dialect import DeviceDialect, KernelDialect
+from graphc.backends.cuda.module import Launch, build_module
+from graphc.backends.cuda.ptx import PtxModule, compile_ptx
+from graphc.backends.kernel import KernelProgram, build_program
+from graphc.backends.kernel.inplace import in_place_updates
+from graphc.backends.llvm.executable import _updates_from_kernels
+from graphc.graph import Graph
+from graphc.passes.fusion import Partition, partition
+
+
+@dataclass(frozen=True)
+class CudaProgram:
+    """A graph's kernels: the graph (update values and variable outputs copied by kernels),
+    its fusion partition, the kernel program without the updates computed in place, and
+    those updates (value buffer -> variable buffer)."""
+
+    graph: Graph
+    partition: Partition
+    program: KernelProgram
+    in_place: dict[str, str]
+
+    def module(self, dialect: type[KernelDialect]) -> tuple[ir.Module, list[Launch]]:
+        """Return the program's module in a dialect, and its launches."""
+        return build_module(self.program, dialect, self.in_place)
+
+    def ptx(self, arch: str) -> PtxModule:
+        """Return the program compiled to PTX for an architecture such as sm_80."""
+        module, _ = self.module(DeviceDialect)
+        return compile_ptx(module, arch)
+
+
+def cuda_program(graph: Graph) -> CudaProgram:
+    """Return the kernels the CUDA backend runs for graph."""
+    graph = _updates_from_kernels(graph)
+    plan = partition(graph)
+    program = build_program(graph, plan)
+    in_place = in_place_updates(program)
+    copied = [(v, u) for v, u in program.updates if u not in in_place]
+    return CudaProgram(graph, plan, replace(program, updates=copied), in_place)
