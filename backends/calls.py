@@ -3,7 +3,7 @@ undoing the updates of a call of several steps whose later step fails."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -31,3 +31,20 @@ def undone_on_error(storages: Sequence[Storage]) -> Iterator[None]:
         for storage, value in zip(storages, saved, strict=True):
             np.copyto(storage.value, value)
         raise
+
+
+class RunsBound:
+    """An executable whose run() is its bound runner for the call's sizes: it defines
+    bind(bindings, steps=None) and keeps the runners it made."""
+
+    def bind(self, bindings: Mapping[str, int], steps: int | None = None) -> Runner:
+        raise NotImplementedError
+
+    def run(
+        self,
+        feeds: Sequence[np.ndarray],
+        bindings: Mapping[str, int],
+        out: Sequence[np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
+        """Return the outputs (in `out` if given) and apply the updates, all or none."""
+        return self.bind(bindings)(feeds, out)

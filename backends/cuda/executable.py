@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphc.backends.calls import Runner, Storage
+from graphc.backends.calls import Runner, RunsBound, Storage
 from graphc.backends.cuda.driver import Driver, selected_driver
 from graphc.backends.cuda.memory import DeviceArena, arena_planner
 from graphc.backends.cuda.module import Launch, evaluate
@@ -51,7 +51,7 @@ class _BoundCall:
     outputs: list[tuple[tuple[int, ...], np.dtype]]  # per output
 
 
-class CudaExecutable:
+class CudaExecutable(RunsBound):
     """A graph compiled to CUDA kernels, with its device memory."""
 
     def __init__(self, graph: Graph) -> None:
@@ -178,15 +178,6 @@ class CudaExecutable:
         if steps is None:
             return functools.partial(self._run_call, call)
         return functools.partial(self._run_steps, call, steps)
-
-    def run(
-        self,
-        feeds: Sequence[np.ndarray],
-        bindings: Mapping[str, int],
-        out: Sequence[np.ndarray] | None = None,
-    ) -> list[np.ndarray]:
-        """Run the kernels; returns the outputs (updates are applied on success only)."""
-        return self.bind(bindings)(feeds, out)
 
     def _bound_call(self, bindings: Mapping[str, int]) -> _BoundCall:
         offsets, arena_bytes = self._planner.place(bindings)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.backends.calls import Runner, Storage, undone_on_error
+from graphc.backends.calls import Runner, RunsBound, Storage, undone_on_error
 from graphc.backends.kernel import KernelProgram, build_program
 from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.inplace import in_place_updates
@@ -65,7 +65,7 @@ def thread_count() -> int:
     )
 
 
-class LLVMExecutable:
+class LLVMExecutable(RunsBound):
     """A graph compiled to one native entry point."""
 
     def __init__(self, graph: Graph) -> None:
@@ -201,16 +201,6 @@ class LLVMExecutable:
                 key, functools.partial(self._run_bound, _BoundCall(self.program, bindings, steps))
             )
         return runner
-
-    def run(
-        self,
-        feeds: Sequence[np.ndarray],
-        bindings: Mapping[str, int],
-        out: Sequence[np.ndarray] | None = None,
-    ) -> list[np.ndarray]:
-        """Run the entry point; returns the outputs (updates are applied in native code).
-        Safe to call from several threads: calls of this executable take turns."""
-        return self.bind(bindings)(feeds, out)
 
     def _run_bound(
         self, call: _BoundCall, feeds: Sequence[np.ndarray], out: Sequence[np.ndarray] | None
