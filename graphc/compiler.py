@@ -352,6 +352,16 @@ class Function:
         """Return the generated assembly (LLVM backend only)."""
         return self._compiled_module().assembly()
 
+    def ptx(self, arch: str | None = None) -> str:
+        """Return the PTX of the kernels for a GPU architecture such as "sm_90" (default: the
+        device's, or sm_80 under the emulator); CUDA backend only."""
+        ptx = getattr(self._executable, "ptx", None)
+        if ptx is None:
+            raise GraphError(
+                f"this Function runs on the {self.backend!r} backend, which has no PTX"
+            )
+        return ptx(arch)
+
     def _compiled_module(self) -> Any:
         compiled = getattr(self._executable, "compiled", None)
         if compiled is None:

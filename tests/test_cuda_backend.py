@@ -16,7 +16,7 @@ import pytest
 import graphc as gc
 from graphc.backends.cuda.dialect import EmulatedDialect
 from graphc.backends.cuda.driver import DRIVER_VARIABLE
-from graphc.errors import CompileError, IndexingError
+from graphc.errors import CompileError, GraphError, IndexingError
 
 
 def _device_present() -> bool:
@@ -289,3 +289,18 @@ def test_the_examples_train_on_cuda(driver, script, arguments, label):
     assert result.returncode == 0, result.stderr[-2000:]
     match = re.search(rf"{label}: ([0-9.]+)%", result.stdout)
     assert match is not None and float(match.group(1)) >= 90.0, result.stdout[-500:]
+
+
+def test_function_ptx_names_each_kernel_for_the_asked_architecture(rng):
+    x = gc.input("x", ("B", 64))
+    f = gc.compile([x], [(x * 2.0 + 1.0).softmax(dim=1)], backend="cuda")
+    np.testing.assert_allclose(
+        f(rng.standard_normal((3, 64)).astype(np.float32)).sum(1), np.ones(3), rtol=1e-5
+    )
+    for arch in ("sm_80", "sm_90"):
+        ptx = f.ptx(arch)
+        assert f".target {arch}" in ptx
+        assert all(f".entry {name}" in ptx for name, _ in f.kernels())
+    cpu = gc.compile([x], [x + 1.0], backend="llvm")
+    with pytest.raises(GraphError, match="'llvm' backend, which has no PTX"):
+        cpu.ptx()
