@@ -18,6 +18,7 @@ from graphc.compiler import (
     default_backend,
     register_backend,
     set_default_backend,
+    set_flush_denormal,
 )
 from graphc.creation import (
     arange,

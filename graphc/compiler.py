@@ -80,6 +80,18 @@ def set_default_backend(name: str) -> None:
     _DEFAULT_BACKEND[0] = name
 
 
+def set_flush_denormal(mode: bool) -> bool:
+    """Flush denormal floats to zero (results and inputs) on the calling thread when mode is
+    True, as torch.set_flush_denormal does; return whether the CPU supports it (x86 only).
+
+    Training long on data a model already fits makes denormals, which x86 computes ~100x
+    slower: an MLP Adam step went from 0.35 to 1.2-1.8 ms. The mode is the thread's (numpy
+    on this thread follows it too); the LLVM backend's pool threads follow the calling one."""
+    from graphc.backends.llvm.runtime_library import flush_denormals
+
+    return flush_denormals(bool(mode))
+
+
 def _load_builtin_backends() -> None:
     # Loaded on first use, so `import graphc` does not load LLVM; a backend registered by the
     # user under a built-in name keeps its place.

@@ -122,3 +122,27 @@ def test_a_forked_child_runs_jobs(pool):
 
 def test_the_pool_symbol_is_registered():
     assert llvm.address_of_symbol("graphc_parallel") == parallel_address()
+
+
+@pytest.fixture
+def flushing():
+    """Flush denormals on this thread for the test, then restore IEEE behaviour."""
+    import graphc as gc
+
+    if not gc.set_flush_denormal(True):
+        pytest.skip("this CPU has no flush-to-zero mode graphc sets (x86 only)")
+    yield gc
+    gc.set_flush_denormal(False)
+
+
+def test_flushed_denormals_are_zero_on_the_caller_and_on_workers(flushing, monkeypatch):
+    # 2M elements: large enough that both threads run chunks of the kernel.
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", "2")
+    gc = flushing
+    x = gc.input("x", (2048, 1024))
+    f = gc.compile([x], [x * 1e-30], backend="llvm")
+    tiny = np.full((2048, 1024), 1e-10, dtype=np.float32)  # 1e-40 is denormal in float32
+    assert not f(tiny).any()
+    gc.set_flush_denormal(False)
+    kept = f(tiny)
+    assert (kept > 0).all() and np.allclose(kept, np.float32(1e-40), rtol=1e-2)

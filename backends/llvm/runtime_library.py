@@ -4,6 +4,7 @@ registered as a symbol, so compiling a graph does not re-optimise them each time
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import threading
 
@@ -14,7 +15,7 @@ from graphc.backends.llvm import gemm
 from graphc.backends.llvm.jit import CompiledModule, ModuleSource, compile_module
 from graphc.backends.llvm.target import CpuTarget, selected_target
 from graphc.backends.llvm.thread_pool import ENTRY_NAME as PARALLEL_NAME
-from graphc.backends.llvm.thread_pool import TASK_TYPE, thread_pool_module
+from graphc.backends.llvm.thread_pool import FLUSH_NAME, TASK_TYPE, thread_pool_module
 
 _KEEP_ALIVE: list[CompiledModule] = []
 # Two threads compiling their first matmul at once would otherwise both build the GEMM.
@@ -85,6 +86,7 @@ def _parallel_symbol() -> str:
     compiled = compile_module(source, target)
     _KEEP_ALIVE.append(compiled)
     llvm.add_symbol(PARALLEL_NAME, compiled.address(PARALLEL_NAME))
+    llvm.add_symbol(FLUSH_NAME, compiled.address(FLUSH_NAME))
     return PARALLEL_NAME
 
 
@@ -119,3 +121,12 @@ def parallel_address() -> int:
     with _LIBRARY_LOCK:
         name = _parallel_symbol()
     return llvm.address_of_symbol(name)
+
+
+def flush_denormals(on: bool) -> bool:
+    """Set or clear flush-to-zero and denormals-are-zero for the calling thread (the pool's
+    workers follow the caller); return False where the CPU has no such mode."""
+    with _LIBRARY_LOCK:
+        _parallel_symbol()
+    function = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(llvm.address_of_symbol(FLUSH_NAME))
+    return bool(function(int(on)))

@@ -22,7 +22,8 @@ task, record and chunk count of. Publishing a job first moves the generation on 
 set to WRITING (nothing can be claimed), then writes the job, then stores its first state.
 Workers spin for a while after a job (the next kernel follows within microseconds), then
 sleep on a condition variable; the broadcast is made under its mutex, so no wake-up is lost.
-After a fork the child starts its own workers.
+After a fork the child starts its own workers. Workers run a job's chunks in the caller's
+floating-point mode (x86: its SSE control word, so `gc.set_flush_denormal` reaches them).
 
 A worker can still be descheduled in the middle of a chunk, and the caller must wait for it.
 When that costs the caller more than half of its own work, the pool backs off: the next jobs
@@ -39,6 +40,9 @@ from llvmlite import ir
 from graphc.backends.llvm.target import CpuTarget
 
 ENTRY_NAME = "graphc_parallel"
+FLUSH_NAME = "graphc_flush_denormals"
+# The x86 SSE control word's flush-to-zero (results) and denormals-are-zero (inputs) bits.
+FTZ_DAZ = 0x8040
 # Participants are numbered in the 8 bits of the state word.
 MAX_THREADS = 255
 # Cycles (of the CPU's cycle counter) a worker spins for a job before sleeping.
@@ -67,6 +71,7 @@ def thread_pool_module(target: CpuTarget) -> ir.Module:
     pool = _Pool(module, target)
     claim = pool.emit_claim()
     pool.emit_parallel(claim, pool.emit_worker(claim))
+    pool.emit_flush_denormals()
     return module
 
 
@@ -85,6 +90,7 @@ class _Pool:
         self.workers = self._global("graphc_pool_workers", I64)
         self.pid = self._global("graphc_pool_pid", I32)
         self.penalty = self._global("graphc_pool_penalty", I64)
+        self.mxcsr = self._global("graphc_pool_mxcsr", I32)
         self.strikes = self._global("graphc_pool_strikes", I64)
         self.mutex = self._global("graphc_pool_mutex", ir.ArrayType(I8, _SYNC_BYTES))
         self.cond = self._global("graphc_pool_cond", ir.ArrayType(I8, _SYNC_BYTES))
@@ -112,6 +118,21 @@ class _Pool:
         elif arch in ("aarch64", "arm64"):
             b.asm(ir.FunctionType(VOID, []), "yield", "", [], side_effect=True)
 
+    @property
+    def x86(self) -> bool:
+        return self.target.triple.split("-")[0] in ("x86_64", "i686", "i386")
+
+    def read_mxcsr(self, b: ir.IRBuilder) -> ir.Value:
+        """Return the x86 SSE control word of the running thread (rounding, FTZ, DAZ)."""
+        slot = b.alloca(I32)
+        b.call(self.declare("llvm.x86.sse.stmxcsr", VOID, I8_PTR), [b.bitcast(slot, I8_PTR)])
+        return b.load(slot)
+
+    def write_mxcsr(self, b: ir.IRBuilder, value: ir.Value) -> None:
+        slot = b.alloca(I32)
+        b.store(value, slot)
+        b.call(self.declare("llvm.x86.sse.ldmxcsr", VOID, I8_PTR), [b.bitcast(slot, I8_PTR)])
+
     def cycles(self, b: ir.IRBuilder) -> ir.Value:
         return b.call(self.declare("llvm.readcyclecounter", I64), [])
 
@@ -130,6 +151,8 @@ class _Pool:
         task = b.load(self.task)
         record = b.load(self.record)
         chunks = b.load(self.chunks)
+        if self.x86:  # run the job's chunks in the caller's floating-point mode
+            self.write_mxcsr(b, b.load(self.mxcsr))
         loop = fn.append_basic_block("claim")
         attempt = fn.append_basic_block("attempt")
         run = fn.append_basic_block("run")
@@ -222,6 +245,22 @@ class _Pool:
             "!=", b.and_(state, ir.Constant(I64, _NEXT_MASK)), ir.Constant(I64, _WRITING)
         )
         return b.and_(other, written)
+
+    def emit_flush_denormals(self) -> ir.Function:
+        """`i32 graphc_flush_denormals(i32 on)`: set or clear FTZ and DAZ in the calling
+        thread's SSE control word; return 1, or 0 where the target has no such control."""
+        fn = ir.Function(self.module, ir.FunctionType(I32, [I32]), FLUSH_NAME)
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        if not self.x86:
+            b.ret(ir.Constant(I32, 0))
+            return fn
+        bits = ir.Constant(I32, FTZ_DAZ)
+        word = self.read_mxcsr(b)
+        cleared = b.and_(word, b.not_(bits))
+        on = b.icmp_unsigned("!=", fn.args[0], ir.Constant(I32, 0))
+        self.write_mxcsr(b, b.select(on, b.or_(cleared, bits), cleared))
+        b.ret(ir.Constant(I32, 1))
+        return fn
 
     # -- the entry point ------------------------------------------------------------------
 
@@ -376,6 +415,8 @@ class _Pool:
         b.store(task, self.task)
         b.store(record, self.record)
         b.store(chunks, self.chunks)
+        if self.x86:
+            b.store(self.read_mxcsr(b), self.mxcsr)
         b.store_atomic(ir.Constant(I64, 0), self.done, "monotonic", 8)
         first = b.or_(stamp, b.shl(width, ir.Constant(I64, 24)))
         b.store_atomic(first, self.state, "release", 8)
