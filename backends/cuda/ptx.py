@@ -113,7 +113,7 @@ def check_ptx(ptx: str) -> None:
 def find_ptxas() -> str | None:
     """Return the path of ptxas: the nvidia-cuda-nvcc wheel's, else the one on PATH."""
     try:
-        import nvidia.cuda_nvcc as wheel  # type: ignore[import-not-found]
+        import nvidia.cuda_nvcc as wheel  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except ImportError:
         wheel = None
     if wheel is not None:
