@@ -35,6 +35,8 @@ every kernel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from llvmlite import ir
 
 from graphc.backends.llvm.target import CpuTarget
@@ -344,18 +346,11 @@ class _Pool:
 
     def _run_all(self, b: ir.IRBuilder, fn: ir.Function, task, record, chunks) -> None:
         """Run every chunk on the calling thread, as thread 0."""
-        head = fn.append_basic_block("alone_loop")
-        body = fn.append_basic_block("alone_body")
-        end = fn.append_basic_block("alone_end")
-        before = b.block
-        b.branch(head)
-        b.position_at_end(head)
-        chunk = b.phi(I64)
-        chunk.add_incoming(ir.Constant(I64, 0), before)
-        b.cbranch(b.icmp_signed("<", chunk, chunks), body, end)
-        b.position_at_end(body)
+        chunk, head, end = _counting_loop(
+            b, fn, "alone", lambda chunk: b.icmp_signed("<", chunk, chunks)
+        )
         b.call(task, [record, chunk, ir.Constant(I64, 0)])
-        chunk.add_incoming(b.add(chunk, ir.Constant(I64, 1)), body)
+        chunk.add_incoming(b.add(chunk, ir.Constant(I64, 1)), b.block)
         b.branch(head)
         b.position_at_end(end)
 
@@ -432,27 +427,38 @@ class _Pool:
         """Spin until every chunk has finished, yielding the core now and then so that a
         worker sharing it can finish the chunk it runs."""
         sched_yield = self.declare("sched_yield", I32)
-        head = fn.append_basic_block("wait_done")
-        spin = fn.append_basic_block("wait_spin")
-        give = fn.append_basic_block("wait_yield")
-        end = fn.append_basic_block("all_done")
-        before = b.block
-        b.branch(head)
-        b.position_at_end(head)
-        spins = b.phi(I64)
-        spins.add_incoming(ir.Constant(I64, 0), before)
-        finished = b.load_atomic(self.done, "acquire", 8)
-        b.cbranch(b.icmp_signed("<", finished, chunks), spin, end)
-        b.position_at_end(spin)
+        spins, head, end = _counting_loop(
+            b,
+            fn,
+            "wait",
+            lambda _: b.icmp_signed("<", b.load_atomic(self.done, "acquire", 8), chunks),
+        )
         self.pause(b)
         more = b.add(spins, ir.Constant(I64, 1))
         due = b.icmp_unsigned(
             "==", b.and_(more, ir.Constant(I64, SPINS_PER_YIELD - 1)), ir.Constant(I64, 0)
         )
-        spins.add_incoming(more, spin)
-        b.cbranch(due, give, head)
-        b.position_at_end(give)
-        b.call(sched_yield, [])
-        spins.add_incoming(more, give)
+        with b.if_then(due):
+            b.call(sched_yield, [])
+        spins.add_incoming(more, b.block)
         b.branch(head)
         b.position_at_end(end)
+
+
+def _counting_loop(
+    b: ir.IRBuilder, fn: ir.Function, name: str, keep_going: Callable[[ir.Value], ir.Value]
+) -> tuple[ir.PhiInstr, ir.Block, ir.Block]:
+    """Open a loop whose i64 counter starts at 0 and that runs while keep_going(counter):
+    return the counter (the caller adds its next value from the block that loops back), the
+    loop's head to branch back to, and the block after the loop; b is left in the body."""
+    head = fn.append_basic_block(f"{name}_loop")
+    body = fn.append_basic_block(f"{name}_body")
+    end = fn.append_basic_block(f"{name}_end")
+    before = b.block
+    b.branch(head)
+    b.position_at_end(head)
+    counter = b.phi(I64)
+    counter.add_incoming(ir.Constant(I64, 0), before)
+    b.cbranch(keep_going(counter), body, end)
+    b.position_at_end(body)
+    return counter, head, end
