@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/gemm_kernel.py [--sizes 256 512 1024 2048] [--repeats 7]
                                         [--cpu avx2] [--caches 32K 512K 32M] [--skinny]
+                                        [--pipeline vectorised|standard]
 
 Prints the target and plans, the time to emit, optimise and JIT the kernel module, then GFLOP/s
 of C = A @ B for square float32 and float64 matrices, graphc against numpy on the same arrays, as
@@ -32,6 +33,7 @@ import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402
 
 from graphc.backends.llvm import gemm  # noqa: E402
+from graphc.backends.llvm.jit import optimise  # noqa: E402
 from graphc.backends.llvm.target import (  # noqa: E402
     CpuTarget,
     can_execute,
@@ -52,9 +54,10 @@ SIGNATURE = ctypes.CFUNCTYPE(
 
 
 def compile_kernels(
-    target: CpuTarget,
+    target: CpuTarget, pipeline: str
 ) -> tuple[dict[str, Callable], dict[str, float], object]:
-    """Return the JIT-compiled GEMMs by dtype, the seconds each compile stage took, the engine."""
+    """Return the GEMMs by dtype JIT-compiled with the named optimisation pipeline (the
+    library's is "vectorised"), the seconds each compile stage took, the engine."""
     seconds = {}
     start = time.perf_counter()
     module = ir.Module(name="gemm_bench")
@@ -67,8 +70,7 @@ def compile_kernels(
     machine = target.target_machine(opt=3)
     parsed = llvm.parse_assembly(text)
     parsed.verify()
-    passes = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(3))
-    passes.getModulePassManager().run(parsed, passes)
+    optimise(parsed, machine, pipeline)
     seconds["optimise"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -193,6 +195,12 @@ def main() -> None:
     parser.add_argument("--cpu", help="a GRAPHC_CPU value (default: GRAPHC_CPU, else the host)")
     parser.add_argument("--caches", nargs=3, metavar=("L1D", "L2", "L3"), help="e.g. 32K 512K 32M")
     parser.add_argument("--skinny", action="store_true", help="x @ W.T for small batches")
+    parser.add_argument(
+        "--pipeline",
+        default="vectorised",
+        choices=["vectorised", "standard"],
+        help="LLVM passes: the library's short pipeline (default) or the full O3 one",
+    )
     options = parser.parse_args()
 
     target = cpu_target(options.cpu) if options.cpu else selected_target()
@@ -201,13 +209,14 @@ def main() -> None:
     if options.caches:
         l1d, l2, l3 = (parse_size(size) for size in options.caches)
         target = dataclasses.replace(target, l1d_bytes=l1d, l2_bytes=l2, l3_bytes=l3)
-    functions, seconds, _engine = compile_kernels(target)
+    functions, seconds, _engine = compile_kernels(target, options.pipeline)
     print(f"host cpu: {llvm.get_host_cpu_name()}, numpy {np.__version__}, 1 thread")
     print(f"target: {target.describe()}")
     for dtype in options.dtypes:
         plan = gemm.gemm_plan(dtype, target)
         print(f"plan {plan.name}: KC {plan.kc}, MC {plan.mc}, NC {plan.nc}")
     stages = ", ".join(f"{stage} {s * 1e3:.0f} ms" for stage, s in seconds.items())
+    print(f"pipeline: {options.pipeline}")
     print(f"compile (f32 + f64 module): {sum(seconds.values()) * 1e3:.0f} ms ({stages})")
     if options.skinny:
         print_skinny(target, functions, options.dtypes, options.repeats)

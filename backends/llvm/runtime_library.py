@@ -35,7 +35,8 @@ def _gemm_symbol(short: str, target: CpuTarget) -> str:
         gemm.gemm_function(module, short, target)
         return module
 
-    compiled = compile_module(ModuleSource(f"gemm_function {plan!r}", build), target)
+    source = ModuleSource(f"gemm_function {plan!r}", build, pipeline="vectorised")
+    compiled = compile_module(source, target)
     _KEEP_ALIVE.append(compiled)
     llvm.add_symbol(plan.name, compiled.address(plan.name))
     return plan.name
@@ -50,8 +51,9 @@ def gemm_symbol(dtype: str, target: CpuTarget | None = None) -> str:
 
 
 def gemm_declaration(module: ir.Module, dtype: str, target: CpuTarget | None = None) -> ir.Function:
-    """Return a declaration of the shared GEMM for dtype in module."""
-    name = gemm_symbol(dtype, target)
+    """Return a declaration of the shared GEMM for dtype in module (register_symbols
+    compiles it before the module is loaded)."""
+    name = gemm.gemm_plan(dtype, target).name
     if name in module.globals:
         return module.globals[name]
     element = ir.FloatType() if gemm.gemm_plan(dtype).short == "f32" else ir.DoubleType()
@@ -92,9 +94,8 @@ def _parallel_symbol() -> str:
 
 def parallel_declaration(module: ir.Module) -> ir.Function:
     """Return a declaration of graphc_parallel(task, record, chunks, threads) in module
-    (see thread_pool.py), compiling the pool on first use."""
-    with _LIBRARY_LOCK:
-        name = _parallel_symbol()
+    (see thread_pool.py; register_symbols compiles the pool before the module is loaded)."""
+    name = PARALLEL_NAME
     if name in module.globals:
         return module.globals[name]
     i64 = ir.IntType(64)
