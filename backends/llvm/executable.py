@@ -33,7 +33,14 @@ from graphc.backends.llvm.jit import (
     module_key,
 )
 from graphc.backends.llvm.mathlib import math_function
-from graphc.backends.llvm.memory import PLANS_KEPT, WORKSPACES, ArenaPlanner, data_address
+from graphc.backends.llvm.memory import (
+    ARRAY_DATA_OFFSET,
+    PLANS_KEPT,
+    TUPLE_ITEMS_OFFSET,
+    WORKSPACES,
+    ArenaPlanner,
+    data_address,
+)
 from graphc.backends.llvm.module_source import module_source
 from graphc.backends.llvm.program import (
     ERROR_FIELDS,
@@ -51,7 +58,7 @@ from graphc.ops.registry import make_node
 from graphc.passes.fusion import is_buffer_source, partition
 from graphc.recent import RecentValues
 
-_RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_RUN = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_size_t)
 _VALUE = operator.attrgetter("value")
 
 
@@ -119,21 +126,31 @@ class LLVMExecutable(RunsBound):
             self.program, _buffer_lifetimes(self.program), exclude=set(self._in_place)
         )
         # graph_run's arguments; the number of steps is the installed call's.
-        frame = {
-            "table": self._table.ctypes.data,
-            "sizes": self._sizes.ctypes.data,
-            "error": self._error.ctypes.data,
-            "threads": threads,
-            "steps": 1,
-        }
-        self._frame = np.array([frame[name] for name in FRAME], dtype=np.int64)
-        self._frame_address = self._frame.ctypes.data
         self._constants = {
             name: spec.node.attrs["value"]
             for name, spec in self.program.buffers.items()
             if spec.role == "constant"
         }
         self._classify_slots()
+        # The table slot of each array a call hands over: its fed arrays, then its outputs'.
+        slot_of_input = {position: slot for slot, position in self._input_slots}
+        self._array_slots = np.array(
+            [slot_of_input.get(position, -1) for position in range(len(graph.inputs))]
+            + [slot for slot, _ in self._output_slots],
+            dtype=np.int64,
+        )
+        frame = {
+            "table": self._table.ctypes.data,
+            "sizes": self._sizes.ctypes.data,
+            "error": self._error.ctypes.data,
+            "threads": threads,
+            "steps": 1,
+            "array_slots": self._array_slots.ctypes.data,
+            "array_count": len(self._array_slots),
+            "data_offset": ARRAY_DATA_OFFSET or 0,
+        }
+        self._frame = np.array([frame[name] for name in FRAME], dtype=np.int64)
+        self._frame_address = self._frame.ctypes.data
         # The bound calls of the most recent symbol sizes, and the one whose sizes and
         # intermediates' addresses the table holds now.
         self._bound_calls: RecentValues[Runner] = RecentValues(PLANS_KEPT)
@@ -208,9 +225,6 @@ class LLVMExecutable(RunsBound):
         with self._lock:
             if call is not self._installed or call.generation != self._planner.generation:
                 self._install(call)
-            table = self._table
-            for slot, position in self._input_slots:
-                table[slot] = data_address(feeds[position])
             if not all(map(operator.is_, map(_VALUE, self._variable_storages), self._variables)):
                 self._point_at_variables()
             if out is None:
@@ -219,19 +233,22 @@ class LLVMExecutable(RunsBound):
                 arrays = out if type(out) is list else list(out)
             else:
                 arrays = [out[position] for position in self._out_positions]
-            for (slot, _), array in zip(self._output_slots, arrays, strict=True):
-                table[slot] = data_address(array)
             if self._workspace_bytes:
                 address = WORKSPACES.get(self._workspace_bytes).address
                 if address != self._workspace_address:
-                    table[self._workspace_slot] = self._workspace_address = address
-            self._error[0] = 0
+                    self._table[self._workspace_slot] = self._workspace_address = address
+            # The entry reads the arrays' addresses from the objects (kept alive by `handed`).
+            handed = (*feeds, *arrays)
+            if TUPLE_ITEMS_OFFSET is None:
+                self._write_addresses(handed)
+                objects = 0
+            else:
+                objects = id(handed) + TUPLE_ITEMS_OFFSET
             if call.steps is None:
-                self._run_entry(self._frame_address)
-                if self._error[0]:
+                if self._run_entry(self._frame_address, objects):
                     self._raise_on_error("")
             else:
-                self._run_steps(call.steps)
+                self._run_steps(call.steps, objects)
             if self._sources is None:
                 return arrays  # the output buffers' arrays, out's own when it was given
             results = self._collect(arrays, feeds, call.steps)
@@ -241,6 +258,13 @@ class LLVMExecutable(RunsBound):
                 if target is not result:
                     np.copyto(target, result)
             return list(out)
+
+    def _write_addresses(self, handed: Sequence[np.ndarray]) -> None:
+        """Write the addresses of a call's arrays (fed, then outputs) into their table
+        slots, where native code cannot read them from the objects."""
+        for slot, array in zip(self._array_slots, handed, strict=True):
+            if slot >= 0:
+                self._table[slot] = data_address(array)
 
     def _point_at_variables(self) -> None:
         """Write the addresses of the arrays the variables hold now into the table."""
@@ -266,12 +290,11 @@ class LLVMExecutable(RunsBound):
         self._table[self._temp_slots] = call.temp_addresses
         self._installed = call
 
-    def _run_steps(self, steps: int) -> None:
+    def _run_steps(self, steps: int, objects: int) -> None:
         """Run the steps entry; a step that fails gives the Variables back the values they
         had before the call, and raises."""
         with undone_on_error(self._updated):
-            self._run_entry(self._frame_address)
-            if self._error[0]:
+            if self._run_entry(self._frame_address, objects):
                 self._raise_on_error(f" (at step {self._error[STEP_FIELD]} of 0..{steps - 1})")
 
     def _raise_on_error(self, where: str) -> None:

@@ -37,8 +37,27 @@ def _data_field_offset() -> int | None:
     return None
 
 
+def _tuple_items_offset() -> int | None:
+    """Return where a tuple object keeps its item pointers (CPython's tuple header is its
+    basic size), or None unless reading there gives the items' addresses."""
+    if _DATA_OFFSET is None:
+        return None
+    offset = tuple.__basicsize__
+    sample = (object(), np.zeros(1), "item")
+    word = ctypes.sizeof(ctypes.c_void_p)
+    read = ctypes.c_size_t.from_address
+    if all(read(id(sample) + offset + i * word).value == id(x) for i, x in enumerate(sample)):
+        return offset
+    return None
+
+
 _DATA_OFFSET = _data_field_offset()
 _READ_ADDRESS = ctypes.c_size_t.from_address
+# Where native code finds a tuple's items and an array's data: with both, a call hands its
+# arrays over as one tuple and the entry point reads their addresses itself (None: it cannot,
+# and Python writes them into the table).
+TUPLE_ITEMS_OFFSET = _tuple_items_offset()
+ARRAY_DATA_OFFSET = _DATA_OFFSET if TUPLE_ITEMS_OFFSET is not None else None
 
 
 def data_address(array: np.ndarray) -> int:

@@ -3,12 +3,14 @@
 order (splitting large ones over graphc's thread pool), stops at the first run-time error,
 and only then copies update values into the variables and source outputs into place.
 
-Python calls `void graph_run(i64* frame)`, which reads table, sizes, error, threads and a
-number of steps from the frame (a one-argument call crosses ctypes fastest) and runs
-`graph_steps`: graph_main once per step, over inputs and outputs stacked along a leading
-steps dim. After each step it moves every input and output pointer in the table on by one
-step's bytes, so step i+1 reads its own inputs and sees the Variables as step i left them; a
-plain call is one step."""
+Python calls `i64 graph_run(i64* frame, i64 arrays)`, which reads table, sizes, error,
+threads and a number of steps from the frame (a call with few arguments crosses ctypes
+fastest), writes the addresses of the call's arrays into the table (read from the array
+objects `arrays` points at: cheaper here than in Python) and runs `graph_steps`:
+graph_main once per step, over inputs and outputs stacked along a leading steps dim. After
+each step it moves every input and output pointer in the table on by one step's bytes, so
+step i+1 reads its own inputs and sees the Variables as step i left them; a plain call is
+one step. It returns whether a kernel failed (the error record says how)."""
 
 from __future__ import annotations
 
@@ -39,8 +41,11 @@ ENTRY_TYPE = ir.FunctionType(
 STEPS_TYPE = ir.FunctionType(ir.VoidType(), [*ENTRY_TYPE.args, I64])
 RUN_NAME = "graph_run"
 # graph_run's frame, in order: the addresses of the table, sizes and error record, the
-# threads kernels may use, and the number of steps.
-FRAME = ("table", "sizes", "error", "threads", "steps")
+# threads kernels may use, the number of steps, then how to read the call's arrays: the
+# address of the table slot of each (-1: none), their number, and where an array object
+# keeps the address of its elements.
+STEPS_ARGS = ("table", "sizes", "error", "threads", "steps")
+FRAME = (*STEPS_ARGS, "array_slots", "array_count", "data_offset")
 # The error record: [failed, value, size, axis] written by a failing kernel, then the step.
 ERROR_FIELDS = 5
 STEP_FIELD = 4
@@ -88,23 +93,74 @@ def build_module(
 
 
 def _run_function(module: ir.Module, steps: ir.Function) -> None:
-    """Emit graph_run(frame): call steps with the arguments the frame holds."""
-    run = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64.as_pointer()]), RUN_NAME)
+    """Emit `i64 graph_run(i64* frame, i64 arrays)`: clear the error record, write the
+    address of each array of the call into its table slot (`arrays` points at the array
+    objects, 0 when Python wrote the table), call steps with the arguments the frame holds
+    and return whether a kernel failed."""
+    run_type = ir.FunctionType(I64, [I64.as_pointer(), I64])
+    run = ir.Function(module, run_type, RUN_NAME)
+    frame, arrays = run.args
     b = ir.IRBuilder(run.append_basic_block("entry"))
-    fields = [
-        b.load(b.gep(run.args[0], [ir.Constant(I64, i)]), name=name) for i, name in enumerate(FRAME)
-    ]
-    pointers = [
-        b.inttoptr(value, kind) for value, kind in zip(fields[:3], STEPS_TYPE.args[:3], strict=True)
-    ]
-    b.call(steps, [*pointers, *fields[3:]])
-    b.ret_void()
+    field = {
+        name: b.load(b.gep(frame, [ir.Constant(I64, i)]), name=name) for i, name in enumerate(FRAME)
+    }
+    table, sizes, error = (
+        b.inttoptr(field[name], kind)
+        for name, kind in zip(FRAME[:3], STEPS_TYPE.args[:3], strict=True)
+    )
+    b.store(ir.Constant(I64, 0), error)
+    count = b.select(
+        b.icmp_unsigned("==", arrays, ir.Constant(I64, 0)),
+        ir.Constant(I64, 0),
+        field["array_count"],
+    )
+    _write_array_addresses(b, table, arrays, count, field["array_slots"], field["data_offset"])
+    b.call(steps, [table, sizes, error, field["threads"], field["steps"]])
+    b.ret(b.load(error, name="failed"))
+
+
+def _write_array_addresses(
+    b: ir.IRBuilder,
+    table: ir.Value,
+    arrays: ir.Value,
+    count: ir.Value,
+    slots_address: ir.Value,
+    data_offset: ir.Value,
+) -> None:
+    """Emit: for each of the `count` array objects at `arrays`, store the address of its
+    elements (read at data_offset in the object) into its slot of table, if it has one."""
+    objects = b.inttoptr(arrays, I64.as_pointer(), name="array_objects")
+    slots = b.inttoptr(slots_address, I64.as_pointer(), name="array_slots")
+    zero = ir.Constant(I64, 0)
+    before = b.block
+    header = b.append_basic_block("array")
+    body = b.append_basic_block("array_address")
+    store = b.append_basic_block("array_store")
+    advance = b.append_basic_block("array_next")
+    done = b.append_basic_block("arrays_done")
+    b.branch(header)
+    b.position_at_end(header)
+    index = b.phi(I64, name="array_index")
+    index.add_incoming(zero, before)
+    b.cbranch(b.icmp_signed("<", index, count), body, done)
+    b.position_at_end(body)
+    slot = b.load(b.gep(slots, [index]), name="slot")
+    b.cbranch(b.icmp_signed(">=", slot, zero), store, advance)
+    b.position_at_end(store)
+    address = b.add(b.load(b.gep(objects, [index]), name="array_object"), data_offset)
+    data = b.load(b.inttoptr(address, I8.as_pointer().as_pointer()), name="array_data")
+    b.store(data, b.gep(table, [slot]))
+    b.branch(advance)
+    b.position_at_end(advance)
+    index.add_incoming(b.add(index, ir.Constant(I64, 1)), advance)
+    b.branch(header)
+    b.position_at_end(done)
 
 
 def _steps_function(ctx: KernelContext, program: KernelProgram, main: ir.Function) -> ir.Function:
     """Emit graph_steps: call main once per step, recording the step's index in the error
     record before it (so a failure names it) and stopping at the first failure."""
-    emitter = FunctionEmitter(ctx, "graph_steps", STEPS_TYPE, FRAME)
+    emitter = FunctionEmitter(ctx, "graph_steps", STEPS_TYPE, STEPS_ARGS)
     emitter.function.linkage = "internal"
     b = emitter.builder
     table, sizes, error, threads, steps = emitter.function.args
