@@ -1,4 +1,5 @@
-"""The numpy reference backend: runs a graph op by op with each op's reference implementation.
+"""The numpy reference backend: runs a graph op by op with each op's reference implementation
+(`graphc.ops.evaluate`).
 
 It is the oracle every other backend and every gradient is tested against, so it favours
 clarity and exactness over speed, and checks each result against the node's declared type.
@@ -16,9 +17,8 @@ import numpy as np
 
 from graphc.backends.calls import Runner, undone_on_error
 from graphc.dims import evaluate_shape
-from graphc.errors import CompileError, IndexingError, located
 from graphc.graph import Graph
-from graphc.ops import get_op
+from graphc.ops.evaluate import evaluate
 
 
 class ReferenceExecutable:
@@ -26,7 +26,6 @@ class ReferenceExecutable:
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self._steps = [(node, get_op(node.op)) for node in graph.nodes if node.op != "input"]
         self._lock = threading.Lock()
         self._updated = graph.updated_storages()
 
@@ -72,18 +71,7 @@ class ReferenceExecutable:
         bindings: Mapping[str, int],
         out: Sequence[np.ndarray] | None,
     ) -> list[np.ndarray]:
-        values: dict[int, np.ndarray] = {
-            node.id: array for node, array in zip(self.graph.inputs, feeds, strict=True)
-        }
-        for node, op in self._steps:
-            args = [values[source.id] for source in node.inputs]
-            try:
-                with np.errstate(all="ignore"):
-                    result = np.asarray(op.reference(args, node.attrs, bindings))
-            except IndexingError as error:
-                detail = f"{node.op}: {error} (sizes {dict(bindings)})" if bindings else error
-                raise IndexingError(located(f"{detail}", node.location)) from None
-            values[node.id] = self._checked(node, result, bindings)
+        values = evaluate(self.graph, feeds, bindings)
         if out is None:
             outputs = [np.array(values[n.id]) for n in self.graph.outputs]
         else:
@@ -95,13 +83,3 @@ class ReferenceExecutable:
         for (variable, _), value in zip(self.graph.updates, new_values, strict=True):
             np.copyto(variable.attrs["storage"].value, value)
         return outputs
-
-    @staticmethod
-    def _checked(node, result: np.ndarray, bindings: Mapping[str, int]) -> np.ndarray:
-        expected = evaluate_shape(node.type.shape, bindings)
-        if result.shape != expected:
-            raise CompileError(
-                f"reference {node.op} produced shape {result.shape}, its type says {expected}"
-                f" (node {node!r} at {node.location})"
-            )
-        return result.astype(node.type.dtype.numpy, copy=False)

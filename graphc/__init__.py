@@ -60,6 +60,7 @@ from graphc.reductions import (
     sum,
     var,
 )
+from graphc.scan import scan
 from graphc.serialization import load, save
 from graphc.shaping import (
     broadcast_to,

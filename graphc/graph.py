@@ -182,25 +182,33 @@ def _format_constant(value: np.ndarray) -> str:
 
 
 def format_node(node: Node, names: dict[int, str], kernel: str | None = None) -> str:
-    """Return one listing line: '%h = op(%a, %b) {attrs} : f32[B,10]  # file.py:12'."""
+    """Return one listing line: '%h = op(%a, %b) {attrs} : f32[B,10]  # file.py:12'; an
+    attribute that is a graph (a loop's body) follows as a nested, indented listing."""
+    bodies = {k: v for k, v in node.attrs.items() if isinstance(v, Graph)}
     if node.op == "constant":
         rhs = f"constant {_format_constant(node.attrs['value'])}"
     else:
         args = ", ".join(names[source.id] for source in node.inputs)
         attrs = ", ".join(
-            f"{k}={_format_attr(v)}" for k, v in node.attrs.items() if k not in _HIDDEN_ATTRS
+            f"{k}={_format_attr(v)}"
+            for k, v in node.attrs.items()
+            if k not in _HIDDEN_ATTRS and k not in bodies
         )
         rhs = f"{node.op}({args})" + (f" {{{attrs}}}" if attrs else "")
     line = f"  {names[node.id]} = {rhs} : {node.type}"
     notes = [kernel] if kernel else []
     notes += [node.location] if node.location else []
-    return line + (f"  # {', '.join(notes)}" if notes else "")
+    line += f"  # {', '.join(notes)}" if notes else ""
+    for label, body in bodies.items():
+        nested = format_graph(body, label).splitlines()
+        line += "".join("\n    " + text for text in nested)
+    return line
 
 
-def format_graph(graph: Graph) -> str:
-    """Return the shape-annotated listing of a graph."""
+def format_graph(graph: Graph, label: str = "graph") -> str:
+    """Return the shape-annotated listing of a graph, headed by label."""
     names = value_names(graph)
-    lines = ["graph("]
+    lines = [f"{label}("]
     lines += [f"  {names[n.id]} : {n.type}," for n in graph.inputs]
     lines.append(") {")
     variables = graph.variables

@@ -13,8 +13,9 @@ from graphc.passes.rewrite import Rewrite, Tier, run_tier
 
 # Larger results stay as computations: folding them would bloat the graph and the binary.
 MAX_FOLDED_ELEMENTS = 1024
-# Sources have nothing to fold, and a random draw is a fresh value on every call.
-_NOT_FOLDED_KINDS = frozenset({"source", "random"})
+# Sources have nothing to fold, a random draw is a fresh value on every call, and a loop's
+# results are a tuple (and its steps may be many).
+_NOT_FOLDED_KINDS = frozenset({"source", "random", "loop"})
 
 
 def folding(max_elements: int = MAX_FOLDED_ELEMENTS) -> Rewrite:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import networkx as nx
 
-from graphc.dims import dims_equal
 from graphc.errors import GraphcError, GraphError, located
 from graphc.graph import Graph
 from graphc.ops.registry import infer_again
+from graphc.types import same_type
 
 
 def verify(graph: Graph) -> Graph:
@@ -26,10 +26,7 @@ def verify(graph: Graph) -> Graph:
             inferred = infer_again(node)
         except GraphcError as error:
             raise type(error)(located(f"{node.op}: {error}", node.location)) from None
-        same_shape = len(inferred.shape) == len(node.type.shape) and all(
-            map(dims_equal, inferred.shape, node.type.shape)
-        )
-        if not same_shape or inferred.dtype != node.type.dtype:
+        if not same_type(inferred, node.type):
             raise GraphError(
                 located(
                     f"{node.op}: node says {node.type} but its inputs give {inferred}",

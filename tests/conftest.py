@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -28,6 +29,18 @@ def backend(request: pytest.FixtureRequest) -> str:
 def rng() -> np.random.Generator:
     """Return a numpy generator with a fixed seed, so every run draws the same values."""
     return np.random.default_rng(20240531)
+
+
+@pytest.fixture
+def torch_one_thread() -> Iterator[None]:
+    """Run torch on one thread for the test. The torch oracles are tiny models, and on a busy
+    machine torch's spin-waiting worker threads make them hundreds of times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

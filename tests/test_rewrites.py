@@ -148,6 +148,17 @@ def _drop_noop_updates():
     return [x], [x * w], ((w, w),)
 
 
+def _merge_residual_scans():
+    xs, w = gc.input("xs", (5, 3)), gc.input("w", (3, 3))
+    last, _ = gc.scan(lambda h, x: (gc.tanh(h @ w + x), None), gc.zeros(3), xs)
+    loss = (last * last).sum()
+    return [xs, w], [loss, gc.grad(loss, w)], ()
+
+
+def _expect_two_scans(graph):
+    assert ops(graph).count("scan") == 2  # the forward with its residuals, the backward
+
+
 _CONV = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1}
 
 
@@ -252,6 +263,7 @@ CASES = [
     Case("div_one", _div_one, _no_op("div")),
     Case("merge_duplicates", _merge_duplicates, _expect_one_exp),
     Case("drop_noop_updates", _drop_noop_updates, _expect_no_updates),
+    Case("merge_residual_scans", _merge_residual_scans, _expect_two_scans, exact=False),
     Case("conv2d_as_gemm", _conv2d, _as_matmul("conv2d"), exact=False),
     Case(
         "conv2d_weight_grad_as_gemm",
@@ -455,6 +467,7 @@ def test_register_tier_orders_by_position(monkeypatch):
         "simplify",
         "conv_gemm",
         "cse",
+        "scan",
         "dce",
     ]
     with pytest.raises(GraphError, match="extra"):

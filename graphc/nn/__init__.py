@@ -7,7 +7,7 @@ Dropout's step) comes back from `model.state_updates(loss)` or `nn.state_updates
 `{Variable: new value}` for `gc.compile(..., updates=...)`.
 """
 
-from graphc.nn import functional, init
+from graphc.nn import functional, init, utils
 from graphc.nn.activation import (
     ELU,
     GELU,
@@ -38,6 +38,15 @@ from graphc.nn.losses import (
 from graphc.nn.module import IncompatibleKeys, Module, Parameter, StateRecord, state_updates
 from graphc.nn.norm import BatchNorm1d, BatchNorm2d, LayerNorm
 from graphc.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from graphc.nn.rnn import GRU, LSTM, RNN
+from graphc.nn.rnn_cells import GRUCell, LSTMCell, RNNCell
+from graphc.nn.transformer import (
+    MultiheadAttention,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
 from graphc.nn.upsample import Upsample
 
 __all__ = [
@@ -55,10 +64,14 @@ __all__ = [
     "Embedding",
     "Flatten",
     "GELU",
+    "GRU",
+    "GRUCell",
     "Hardtanh",
     "Identity",
     "IncompatibleKeys",
     "L1Loss",
+    "LSTM",
+    "LSTMCell",
     "LayerNorm",
     "LeakyReLU",
     "Linear",
@@ -67,10 +80,13 @@ __all__ = [
     "MaxPool2d",
     "Mish",
     "Module",
+    "MultiheadAttention",
     "ModuleDict",
     "ModuleList",
     "NLLLoss",
     "Parameter",
+    "RNN",
+    "RNNCell",
     "ReLU",
     "Sequential",
     "SiLU",
@@ -79,9 +95,14 @@ __all__ = [
     "Softplus",
     "StateRecord",
     "Tanh",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
     "Unflatten",
     "Upsample",
     "functional",
     "init",
     "state_updates",
+    "utils",
 ]

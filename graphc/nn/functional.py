@@ -25,6 +25,7 @@ from graphc.nn._checks import (
     shape_text,
     tensor_arg,
 )
+from graphc.nn.attention import scaled_dot_product_attention
 from graphc.nn.losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -34,6 +35,7 @@ from graphc.nn.losses import (
     nll_loss,
 )
 from graphc.nn.pointwise import (
+    dropout,
     elu,
     gelu,
     hardtanh,
@@ -74,6 +76,7 @@ __all__ = [
     "nll_loss",
     "pad",
     "relu",
+    "scaled_dot_product_attention",
     "sigmoid",
     "silu",
     "softmax",
@@ -116,29 +119,6 @@ def log_softmax(input: Tensor, dim: int | None = None) -> Tensor:  # noqa: A002
     """Return input - logsumexp(input) over dim (stable for large values)."""
     x = float_arg(input, "log_softmax: the input")
     return gc.log_softmax(x, _softmax_dim(x, dim))
-
-
-def dropout(
-    input: Tensor,  # noqa: A002
-    p: float = 0.5,
-    training: bool = True,
-    step: Tensor | None = None,
-) -> Tensor:
-    """Return input with elements zeroed with probability p and the rest scaled by 1/(1-p).
-
-    The mask comes from gc.rand: `step`, an integer scalar (a Variable that the compiled
-    Function's updates advance), gives a fresh mask on every call; without it a compiled
-    Function draws the same mask each call. nn.Dropout manages its own step.
-    """
-    x = float_arg(input, "dropout: the input")
-    if not 0.0 <= p <= 1.0:
-        raise graph_error(f"dropout: p must be in [0, 1], got {p}")
-    if not training or p == 0.0:
-        return x
-    if p == 1.0:
-        return x * 0.0
-    keep = gc.rand(*x.shape, dtype=x.dtype, step=step) >= p
-    return gc.where(keep, x / (1.0 - p), 0.0)
 
 
 # -- convolution and pooling -------------------------------------------------------------------

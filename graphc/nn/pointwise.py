@@ -1,6 +1,6 @@
-"""The elementwise activations of graphc.nn.functional (torch.nn.functional's names, arguments
-and values, NaN and infinities included), composed from primitives with the Tensor API, so
-their gradients (of any order) come from the primitives' rules.
+"""The elementwise activations and dropout of graphc.nn.functional (torch.nn.functional's
+names, arguments and values, NaN and infinities included), composed from primitives with the
+Tensor API, so their gradients (of any order) come from the primitives' rules.
 
 Where a branch of `gc.where` is not taken, its input is clamped first (softplus's exp, elu's
 expm1): otherwise the branch would overflow and its zero gradient, times inf, would be NaN.
@@ -99,3 +99,26 @@ def leaky_relu(
     """Return x where positive, negative_slope * x elsewhere."""
     x = tensor_arg(input, "leaky_relu: the input")
     return gc.where(x > 0, x, x * negative_slope)
+
+
+def dropout(
+    input: Tensor,  # noqa: A002
+    p: float = 0.5,
+    training: bool = True,
+    step: Tensor | None = None,
+) -> Tensor:
+    """Return input with elements zeroed with probability p and the rest scaled by 1/(1-p).
+
+    The mask comes from gc.rand: `step`, an integer scalar (a Variable that the compiled
+    Function's updates advance), gives a fresh mask on every call; without it a compiled
+    Function draws the same mask each call. nn.Dropout manages its own step.
+    """
+    x = float_arg(input, "dropout: the input")
+    if not 0.0 <= p <= 1.0:
+        raise graph_error(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    keep = gc.rand(*x.shape, dtype=x.dtype, step=step) >= p
+    return gc.where(keep, x / (1.0 - p), 0.0)

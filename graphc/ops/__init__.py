@@ -1,6 +1,6 @@
 """The primitive ops; importing this package registers every one of them."""
 
-from graphc.ops import conv, elementwise, linalg, movement, random, reduce, sources
+from graphc.ops import conv, elementwise, linalg, movement, random, reduce, scan, sources
 from graphc.ops.registry import OPS, OpDef, define_op, get_op, grad_rule, make_node
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "movement",
     "random",
     "reduce",
+    "scan",
     "sources",
 ]

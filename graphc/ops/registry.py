@@ -45,6 +45,7 @@ KINDS = (
     "conv",
     "pool",
     "random",
+    "loop",
 )
 
 # How the Tensor API (math_ops.elementwise) types the operands of an op before building it.
@@ -65,6 +66,8 @@ FUSION_ROLES = {
     "root": "starts a loop kernel of its own (convolution, pooling)",
     "matmul": "starts a GEMM kernel of its own, reading its operands as strided views",
     "scatter_add": "starts a scatter-add kernel of its own",
+    "loop": "runs a body graph once per step (scan): a kernel of its own reading buffers",
+    "result": "one result of a loop (tuple_get): a buffer the loop's kernel stores",
 }
 # The role an op of each kind has unless its definition says otherwise.
 _KIND_FUSION = {
@@ -77,6 +80,7 @@ _KIND_FUSION = {
     "matmul": "matmul",
     "conv": "root",
     "pool": "root",
+    "loop": "loop",
 }
 
 

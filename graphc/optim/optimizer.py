@@ -16,6 +16,9 @@ How the PyTorch training loop maps onto a compiled step:
     opt.step()                                                 updates=opt.minimize(loss))
                                              step(xb, yb)                  # once per batch
 
+Clipping between `backward()` and `step()`, `torch.nn.utils.clip_grad_norm_(params, 1.0)`, is
+`opt.minimize(loss, max_grad_norm=1.0)`.
+
 Gradient accumulation: in PyTorch, `.grad` adds up over `backward()` calls until
 `zero_grad()`, so calling `zero_grad()` and `step()` only every k batches trains on the sum of
 k batches' gradients. `opt.minimize(loss, accumulate=k)` builds the same thing statically: each
@@ -36,6 +39,7 @@ import numpy as np
 import graphc as gc
 from graphc import Tensor, Variable
 from graphc.errors import DTypeError, GraphError, InputError, ShapeError, located, user_location
+from graphc.nn.utils import clip_grad_norm
 
 Updates = dict[Variable, Tensor]
 
@@ -197,18 +201,25 @@ class Optimizer:
         return Variable(value, name=f"{param.storage.name}.{what}", trainable=False)
 
     # -- building the step --------------------------------------------------------------
-    def minimize(self, loss: Tensor, accumulate: int = 1) -> Updates:
+    def minimize(
+        self, loss: Tensor, accumulate: int = 1, max_grad_norm: float | None = None
+    ) -> Updates:
         """Return {Variable: new value} that takes one optimizer step on loss's gradients.
 
         The dict covers the parameters, the optimizer state and (when graphc.nn provides
         them) the state updates of the modules that computed loss, e.g. BatchNorm's running
         statistics. Pass it to `gc.compile(..., updates=...)`. With `accumulate=k` the
         gradients are summed over k calls and the parameters change on every k-th call only.
+        With `max_grad_norm`, the gradients (the sums, with accumulate) are clipped to that
+        total 2-norm before the step, as `torch.nn.utils.clip_grad_norm_(params,
+        max_grad_norm)` between `backward()` and `step()` does (`nn.utils.clip_grad_norm`).
         """
         location = user_location()
         _check_loss(loss, location)
         if not isinstance(accumulate, int) or isinstance(accumulate, bool) or accumulate < 1:
             raise ValueError(f"accumulate must be a positive int, got {accumulate!r}")
+        if max_grad_norm is not None and not max_grad_norm >= 0:
+            raise ValueError(f"max_grad_norm must be a number >= 0, got {max_grad_norm!r}")
         # A frozen parameter (requires_grad_(False)) gets no gradient and no update, as in
         # PyTorch, where its .grad stays None and step() skips it.
         params = [p for p in self.parameters() if p.storage.trainable]
@@ -224,6 +235,8 @@ class Optimizer:
         apply = None
         if accumulate > 1:
             apply, grads = self._accumulate(params, grads, accumulate, updates)
+        if max_grad_norm is not None:
+            grads, _ = clip_grad_norm(grads, max_grad_norm)
         step = self.step_count + 1
         step_float = step.to(gc.float64)
         step_updates: Updates = {}
