@@ -7,12 +7,17 @@ reverse topological order:
    broadcast_to, slice, pad, concat, gather, and casts and stop_gradient) are index
    arithmetic, inlined into every consumer.
 2. Graph outputs, update values, and ops that start a kernel of their own (matmul,
-   scatter-add, convolution and pooling) get their own buffer and kernel (a "root").
+   scatter-add, convolution and pooling) get their own buffer and kernel (a "root"). A loop
+   (scan) is a kernel of its own too: its inputs are buffers, and its results, the
+   tuple_get nodes, are roots of its kernel (buffers it stores).
 3. Any other node (elementwise, random, reductions) joins its consumers' kernel when all of
    them are in one kernel; otherwise it becomes a root. A scalar feeding a larger kernel is a
    root too, so its math runs once rather than once per element. A reduction joins a kernel
    over its own shape, or one over its input's shape that reads it broadcast along the
    reduced, trailing axes (so the backend computes it once per row, before the row's loop).
+   A reduction whose one user is a reduction of the same op and dtype joins it, and the
+   lowering folds the two into one loop nest over the first one's input (a sum over the
+   batch dim of a sum over the spatial dims: one pass, read in the input's order).
 4. Matmul operands must be strided views of buffers (ops with a `view` rule: permute,
    reshape, broadcast_to of a buffer); the first node under a view chain that is not a buffer
    becomes a root.
@@ -21,6 +26,12 @@ reverse topological order:
    materialised elementwise values), provided everything else it reads is ready by then and
    it reads the values that kernel stores only at the element being computed: an element at
    another index (`y - y[3]`, `y - y.T`) may not be written yet, so such a root stays apart.
+6. Sibling reductions: a loop kernel with a reduction joins an earlier one with a reduction
+   whose domain has the same elements (the same shape once size-1 dims are dropped), where
+   everything it reads is computed before that kernel; failing that, the earlier kernel
+   moves after the later one's inputs to take it in, when no kernel in between and not the
+   later one read what it computes. BatchNorm's per-channel sums and a mean next to a sum
+   become one kernel, and the backend runs their reductions in one loop nest.
 """
 
 from __future__ import annotations
@@ -35,14 +46,19 @@ from graphc.ops.reduce import reduced_axes
 from graphc.ops.registry import fusion_role
 
 # Roles that start a kernel of their own, and the kind of kernel each starts.
-_KERNEL_OF_ROLE = {"root": "loop", "matmul": "matmul", "scatter_add": "scatter_add"}
+_KERNEL_OF_ROLE = {
+    "root": "loop",
+    "matmul": "matmul",
+    "scatter_add": "scatter_add",
+    "loop": "scan",
+}
 
 
 @dataclass
 class Group:
     """One kernel: the roots it materialises (in order) and every node it covers."""
 
-    kind: str  # "loop" | "matmul" | "scatter_add"
+    kind: str  # "loop" | "matmul" | "scatter_add" | "scan"
     roots: list[Node]
     members: list[Node] = field(default_factory=list)
 
@@ -50,7 +66,7 @@ class Group:
     def name(self) -> str:
         ops = []
         for node in self.members:
-            if node.op not in ops and fusion_role(node) != "inline":
+            if node.op not in ops and fusion_role(node) not in ("inline", "result"):
                 ops.append(node.op)
         return "fused_" + "_".join(ops[:4]) if len(ops) > 1 else f"{ops[0] if ops else 'copy'}"
 
@@ -77,6 +93,8 @@ def partition(graph: Graph) -> Partition:
     users = graph.users()
     forced = {n.id for n in graph.outputs} | {value.id for _, value in graph.updates}
     forced |= _matmul_operand_roots(graph)
+    # A loop steps through its inputs' memory: each is a buffer.
+    forced |= {s.id for n in graph.nodes if fusion_role(n) == "loop" for s in n.inputs}
     root_of: dict[int, int | None] = {}
     node_by_id = {n.id: n for n in graph.nodes}
 
@@ -92,6 +110,9 @@ def partition(graph: Graph) -> Partition:
 
     for node in reversed(graph.nodes):
         role = fusion_role(node)
+        if role == "result":  # stored by its loop's kernel, one of that kernel's roots
+            root_of[node.id] = node.inputs[0].id
+            continue
         if role == "buffer" or node.id in forced or role in _KERNEL_OF_ROLE:
             root_of[node.id] = node.id
             continue
@@ -103,7 +124,9 @@ def partition(graph: Graph) -> Partition:
         if node.type.ndim == 0 and any(node_by_id[r].type.ndim > 0 for r in roots):
             joinable = False  # scalar math (Adam's bias corrections) runs once, not per element
         if joinable and get_op(node.op).kind == "reduce":
-            joinable = _reduction_joins(node, node_by_id[next(iter(roots))])
+            joinable = _reduction_joins(node, node_by_id[next(iter(roots))]) or _folds_into(
+                node, users[node.id]
+            )
         if joinable:
             (target,) = roots
             joinable = fusion_role(node_by_id[target]) not in _KERNEL_OF_ROLE
@@ -120,8 +143,11 @@ def partition(graph: Graph) -> Partition:
         root = root_of.get(node.id)
         if root is not None and root in groups:
             groups[root].members.append(node)
+            if fusion_role(node) == "result":
+                groups[root].roots.append(node)
     ordered = [groups[n.id] for n in graph.nodes if n.id in groups]
-    buffers = {n.id for n in graph.nodes if is_buffer_source(n)} | set(groups)
+    buffers = {n.id for n in graph.nodes if is_buffer_source(n)}
+    buffers |= {root.id for group in groups.values() for root in group.roots}
     free = {node_id for node_id, root in root_of.items() if root is None}
     return Partition(_merge_epilogues(ordered, free), buffers)
 
@@ -137,6 +163,23 @@ def _reduction_joins(reduction: Node, root: Node) -> bool:
         _same_shape(source, root)
         and _trailing(reduced_axes(reduction), source.type.ndim)
         and reduction.attrs["keepdims"]
+    )
+
+
+# Reductions whose chains fold into one loop nest: a sum of a sum is a sum over both's dims.
+_FOLDING = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod")
+
+
+def _folds_into(reduction: Node, users: list[Node]) -> bool:
+    """Return True if the reduction's one user is a reduction of the same op and dtype, which
+    then reduces the reduction's input directly, in one loop nest (a gradient summed over the
+    batch dim and then over the spatial dims, as BatchNorm's backward does)."""
+    return (
+        len(users) == 1
+        and reduction.op in _FOLDING
+        and users[0].op == reduction.op
+        and users[0].inputs[0] is reduction
+        and users[0].type.dtype == reduction.type.dtype == reduction.inputs[0].type.dtype
     )
 
 
@@ -244,13 +287,22 @@ def _external_reads(group: Group, free: set[int]) -> list[Node]:
 
 
 def _merge_epilogues(groups: list[Group], free: set[int]) -> list[Group]:
-    """Fold elementwise roots into an earlier kernel over the same shape (rule 5)."""
+    """Fold elementwise roots into an earlier kernel over the same shape (rule 5), and
+    reduction kernels over the same elements into one (rule 6)."""
     merged: list[Group] = []
     defined_at: dict[int, int] = {}
     for group in groups:
         target = None
         if group.kind == "loop":
             target = _epilogue_target(group, merged, defined_at, free)
+            if target is None:
+                target = _sibling_target(group, merged, defined_at, free)
+            if target is None:
+                target = _delayed_sibling(group, merged, free)
+                if target is not None:
+                    merged.append(merged.pop(target))
+                    target = len(merged) - 1
+                    defined_at = {n.id: p for p, g in enumerate(merged) for n in g.roots}
         if target is None:
             merged.append(group)
             position = len(merged) - 1
@@ -261,6 +313,55 @@ def _merge_epilogues(groups: list[Group], free: set[int]) -> list[Group]:
         for node in group.roots:
             defined_at[node.id] = position
     return merged
+
+
+def _siblings(host: Group, group: Group) -> bool:
+    return host.kind == "loop" and _reduces(host) and _same_elements(host.roots[0], group.roots[0])
+
+
+def _sibling_target(
+    group: Group, merged: list[Group], defined_at: dict[int, int], free: set[int]
+) -> int | None:
+    """Return the earliest kernel a reduction kernel can join (rule 6): one with reductions
+    over a domain of the same elements, computed after everything the group reads."""
+    if not _reduces(group):
+        return None
+    ready = max(
+        (defined_at[s.id] for s in _external_reads(group, free) if s.id in defined_at), default=-1
+    )
+    for position in range(ready + 1, len(merged)):
+        if _siblings(merged[position], group):
+            return position
+    return None
+
+
+def _delayed_sibling(group: Group, merged: list[Group], free: set[int]) -> int | None:
+    """Return the latest earlier reduction kernel over the same elements that can move after
+    every kernel so far to take the group in (rule 6, the other way): no kernel since reads
+    what it computes, and neither does the group."""
+    if not _reduces(group):
+        return None
+    for position in reversed(range(len(merged))):
+        host = merged[position]
+        if not _siblings(host, group):
+            continue
+        computed = {n.id for n in host.roots}
+        readers = [group, *merged[position + 1 :]]
+        if not any(s.id in computed for g in readers for s in _external_reads(g, free)):
+            return position
+    return None
+
+
+def _reduces(group: Group) -> bool:
+    return any(get_op(node.op).kind == "reduce" for node in group.members)
+
+
+def _same_elements(a: Node, b: Node) -> bool:
+    """Return True if a and b have the same shape once their size-1 dims are dropped, so one
+    loop over either's elements stores both at the same offsets."""
+    kept_a = [d for d in a.type.shape if not (isinstance(d, int) and d == 1)]
+    kept_b = [d for d in b.type.shape if not (isinstance(d, int) and d == 1)]
+    return len(kept_a) == len(kept_b) and all(map(dims_equal, kept_a, kept_b))
 
 
 def _epilogue_target(
@@ -275,7 +376,7 @@ def _epilogue_target(
     for producer in external:
         position = defined_at[producer.id]
         host = merged[position]
-        if host.kind == "scatter_add" or not _same_shape(host.roots[0], root):
+        if host.kind in ("scatter_add", "scan") or not _same_shape(host.roots[0], root):
             continue
         if all(defined_at[s.id] <= position for s in external) and all(
             _reads_only_at_same_index(group, s, free)

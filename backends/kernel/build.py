@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from graphc.backends.kernel.index import Index, dim_expr
@@ -18,17 +19,20 @@ from graphc.backends.kernel.ir import (
     Store,
     ValueIndex,
     Var,
+    buffers_used,
     ibin,
     imul,
     loads,
 )
 from graphc.backends.kernel.lowering import LoweringContext, kernel_rule
-from graphc.dims import Dim
+from graphc.dims import Dim, dims_equal
 from graphc.dtypes import DType, int64
 from graphc.errors import CompileError
 from graphc.graph import Graph, Node
 from graphc.ops import get_op
-from graphc.passes.fusion import Group, Partition, strided_view
+from graphc.ops.registry import make_node
+from graphc.passes.fusion import Group, Partition, is_buffer_source, strided_view
+from graphc.types import TupleType
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,44 @@ class KernelProgram:
     updates: list[tuple[str, str]]
     symbols: tuple[str, ...]
 
+    def buffer_lifetimes(self) -> dict[str, tuple[int, int]]:
+        """Return, per buffer, the first and last kernel positions that touch it; the updates'
+        buffers live until the end (position len(kernels)), where a backend copies them. A
+        memory planner lets buffers whose lifetimes do not overlap share bytes."""
+        spans: dict[str, list[int]] = {}
+        for position, kernel in enumerate(self.kernels):
+            for name in buffers_used(kernel):
+                span = spans.setdefault(name, [position, position])
+                span[0], span[1] = min(span[0], position), max(span[1], position)
+        end = len(self.kernels)
+        for target, source in self.updates:
+            for name in (target, source):
+                spans.setdefault(name, [end, end])[1] = end
+        return {name: (lo, hi) for name, (lo, hi) in spans.items()}
+
+
+def updates_from_kernels(graph: Graph) -> Graph:
+    """Return graph with every update value and every variable output computed by a kernel:
+    a copy taken before any variable changes, so `a <- b, b <- a` reads both old values and
+    an output that is an updated variable shows its value from before the call. Every
+    backend that builds a kernel program runs it first."""
+
+    def copied(node: Node) -> Node:
+        return make_node("stop_gradient", [node], location=node.location)
+
+    updates = tuple(
+        (variable, copied(value) if is_buffer_source(value) else value)
+        for variable, value in graph.updates
+    )
+    outputs = tuple(copied(n) if n.op == "variable" else n for n in graph.outputs)
+    return Graph(graph.inputs, outputs, updates)
+
+
+# Builders of the kernels of group kinds defined elsewhere, by kind (`kernel/scan.py` adds a
+# loop's): builder(graph, root, kernel name, buffer names) -> (the kernel, the buffers it adds).
+GroupBuilder = Callable[[Graph, Node, str, Mapping[int, str]], tuple[Kernel, dict[str, BufferSpec]]]
+GROUP_BUILDERS: dict[str, GroupBuilder] = {}
+
 
 def _buffer_name(node: Node, position: int) -> str:
     """Return a buffer name from the node's position in the graph (not its global id), so
@@ -70,24 +112,36 @@ def _role(node: Node, outputs: set[int]) -> str:
     return "output" if node.id in outputs else "temp"
 
 
-def build_program(graph: Graph, plan: Partition) -> KernelProgram:
-    """Return the kernel program computing graph with the given partition."""
+def build_program(
+    graph: Graph, plan: Partition, prefix: str = "", fixed: Mapping[int, str] | None = None
+) -> KernelProgram:
+    """Return the kernel program computing graph with the given partition. `prefix` starts
+    every buffer and kernel name, and `fixed` names the buffers of some nodes: a loop's body
+    is built so (`kernel/scan.py`), its names distinct from the program around it."""
     nodes = {n.id: n for n in graph.nodes}
     positions = {n.id: position for position, n in enumerate(graph.nodes)}
     output_ids = {n.id for n in graph.outputs}
     buffers = {}
-    names = {}
+    names = dict(fixed or {})
     for node_id in sorted(plan.buffers):
         node = nodes[node_id]
-        name = _buffer_name(node, positions[node_id])
-        names[node_id] = name
+        if isinstance(node.type, TupleType):
+            continue  # a loop's results are the buffers of its tuple_get nodes
+        name = names.setdefault(node_id, prefix + _buffer_name(node, positions[node_id]))
         buffers[name] = BufferSpec(
             name, node, node.type.shape, node.type.dtype, _role(node, output_ids)
         )
     ctx = LoweringContext(names)
-    kernels = [
-        _build_group(ctx, group, position, names) for position, group in enumerate(plan.groups)
-    ]
+    kernels: list[Kernel] = []
+    for position, group in enumerate(plan.groups):
+        name = f"{prefix}{group.name}_{position}"
+        builder = GROUP_BUILDERS.get(group.kind)
+        if builder is None:
+            kernels.append(_build_group(ctx, group, name, names))
+        else:
+            kernel, inner = builder(graph, group.roots[0], name, names)
+            buffers.update(inner)
+            kernels.append(kernel)
     symbols = sorted(
         {s for n in graph.inputs for d in n.type.shape for s in getattr(d, "symbols", ())}
     )
@@ -115,7 +169,11 @@ def _loop_kernel(
     stores = []
     for root in roots:
         rule = kernel_rule(get_op(root.op))
-        stores.append(Store(names[root.id], rule(ctx, root, element)))
+        # A root of another shape with the same elements (a reduction kernel's sibling with
+        # keepdims) sees the element through a reshape.
+        same = len(root.type.shape) == len(shape) and all(map(dims_equal, root.type.shape, shape))
+        at = element if same else element.reshaped(root.type.shape)
+        stores.append(Store(names[root.id], rule(ctx, root, at)))
     # A loop over a dim of size 1 only ever sees index 0, so such variables are 0 when offsets
     # are compared: a transpose of two size-1 dims reads the element being computed.
     unit = {v for v, extent in zip(variables, domain, strict=True) if extent == IConst(1)}
@@ -153,8 +211,7 @@ def _check_reads_of_own_stores(
         stored.append(store.buffer)
 
 
-def _build_group(ctx: LoweringContext, group: Group, position: int, names) -> Kernel:
-    name = f"{group.name}_{position}"
+def _build_group(ctx: LoweringContext, group: Group, name: str, names) -> Kernel:
     covers = tuple(n.id for n in group.members)
     root = group.roots[0]
     if group.kind == "matmul":

@@ -23,12 +23,25 @@ def dim_expr(d: Dim) -> IntExpr:
 
 def row_major_strides(shape: tuple[Dim, ...]) -> tuple[IntExpr, ...]:
     """Return the element strides of a contiguous row-major array of shape."""
+    return _strides(tuple(dim_expr(d) for d in shape))
+
+
+def _strides(extents: tuple[IntExpr, ...]) -> tuple[IntExpr, ...]:
     strides: list[IntExpr] = []
     running: IntExpr = IConst(1)
-    for d in reversed(shape):
+    for extent in reversed(extents):
         strides.append(running)
-        running = imul(running, dim_expr(d))
+        running = imul(running, extent)
     return tuple(reversed(strides))
+
+
+def row_major_offset(indices: tuple[IntExpr, ...], extents: tuple[IntExpr, ...]) -> IntExpr:
+    """Return the row-major offset of indices in an array of the given extents: the same
+    expression an Index of that position gives, so a backend can recognise it."""
+    total: IntExpr = IConst(0)
+    for i, stride in zip(indices, _strides(extents), strict=True):
+        total = iadd(total, imul(i, stride))
+    return total
 
 
 class Index:
@@ -64,10 +77,7 @@ class Index:
     def linear(self) -> IntExpr:
         """Return the row-major offset (summing index times stride if only dims are known)."""
         if self._linear is None:
-            total: IntExpr = IConst(0)
-            for i, stride in zip(self.dims(), row_major_strides(self.shape), strict=True):
-                total = iadd(total, imul(i, stride))
-            self._linear = total
+            self._linear = row_major_offset(self.dims(), tuple(dim_expr(d) for d in self.shape))
         return self._linear
 
     def reshaped(self, shape: tuple[Dim, ...]) -> Index:
@@ -85,3 +95,25 @@ class Index:
             for k, d in enumerate(source_shape)
         )
         return Index(source_shape, dims=dims)
+
+
+def clamp(i: IntExpr, size: IntExpr) -> IntExpr:
+    """Return i clamped into [0, size)."""
+    return ibin("min", ibin("max", i, IConst(0)), ibin("sub", size, IConst(1)))
+
+
+def in_range(i: IntExpr, size: IntExpr) -> IntExpr:
+    """Return the condition 0 <= i < size."""
+    return ibin("and", ibin("le", IConst(0), i), ibin("lt", i, size))
+
+
+def all_of(conditions: list[IntExpr]) -> IntExpr:
+    """Return the conjunction of integer conditions, dropping those known true when lowering."""
+    result: IntExpr = IConst(1)
+    for c in conditions:
+        if isinstance(c, IConst):
+            if not c.value:
+                return IConst(0)  # a condition known false when lowering (pad's element 0)
+            continue
+        result = c if isinstance(result, IConst) else ibin("and", result, c)
+    return result

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.build import KernelProgram
-from graphc.backends.kernel.index import Index
+from graphc.backends.kernel.index import row_major_offset
 
 
 def _expressions(kernel) -> Iterator[tuple[str | None, object]]:
@@ -24,6 +24,11 @@ def _expressions(kernel) -> Iterator[tuple[str | None, object]]:
         yield kernel.out, None
         if kernel.epilogue is not None:
             yield from _expressions(kernel.epilogue)
+    elif isinstance(kernel, k.ScanKernel):
+        for inner in kernel.body:
+            yield from _expressions(inner)
+        for name in kernel.final + kernel.ys:
+            yield name, None
     else:
         yield kernel.out, kernel.value
         yield None, kernel.target
@@ -36,14 +41,17 @@ def _checks(expr) -> bool:
 def _reads(kernel, name: str) -> bool:
     if isinstance(kernel, k.MatmulKernel) and name in (kernel.a.buffer, kernel.b.buffer):
         return True
+    if isinstance(kernel, k.ScanKernel):
+        return name in k.buffers_used(kernel)
     return any(load.buffer == name for _, expr in _expressions(kernel) for load in k.loads(expr))
 
 
-def _can_fail(kernel) -> bool:
+def can_fail(kernel: k.Kernel) -> bool:
+    """Return whether a kernel can stop a call (it checks an index at run time)."""
     return any(_checks(expr) for _, expr in _expressions(kernel) if expr is not None)
 
 
-def _safe_in_kernel(kernel, program: KernelProgram, value: str, variable: str) -> bool:
+def _safe_in_kernel(kernel, value: str, variable: str) -> bool:
     """Return True if the kernel reads `variable` only elementwise, before storing `value`."""
     loop = kernel.epilogue if isinstance(kernel, k.MatmulKernel) else kernel
     if (
@@ -52,8 +60,9 @@ def _safe_in_kernel(kernel, program: KernelProgram, value: str, variable: str) -
         and (variable in (kernel.a.buffer, kernel.b.buffer))
     ):
         return False
-    shape = program.buffers[value].shape
-    identity = Index(shape, dims=loop.vars).linear()
+    # The element being computed, as the kernel's loads write it (a root of another shape with
+    # the same elements, a reduction's sibling, reads through a reshape of it).
+    identity = row_major_offset(loop.vars, loop.domain)
     stored = False
     for store in loop.stores:
         for load in k.loads(store.value):
@@ -77,10 +86,10 @@ def in_place_updates(program: KernelProgram) -> dict[str, str]:
         if spec.role != "temp" or produced_at is None:
             continue
         later = program.kernels[produced_at + 1 :]
-        if any(_can_fail(kernel) for kernel in program.kernels[produced_at:]):
+        if any(can_fail(kernel) for kernel in program.kernels[produced_at:]):
             continue
         if any(_reads(kernel, variable) for kernel in later):
             continue
-        if _safe_in_kernel(program.kernels[produced_at], program, value, variable):
+        if _safe_in_kernel(program.kernels[produced_at], value, variable):
             chosen[value] = variable
     return chosen

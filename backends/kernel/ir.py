@@ -10,7 +10,7 @@ and memory spaces.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -295,7 +295,45 @@ class ScatterAddKernel:
     covers: tuple[int, ...] = ()
 
 
-Kernel = LoopKernel | MatmulKernel | ScatterAddKernel
+@dataclass(frozen=True, slots=True)
+class ScanKernel:
+    """A loop: the `body` kernels run `length` times (from the last step down when reverse).
+
+    The body reads the carry from `carry_in` and writes the next one to `carry_out`, two
+    buffers of `carry_bytes` each whose addresses the loop swaps after every step; it starts
+    from a copy of `init`, and the carry after the last step is copied to `final` (None
+    where nothing reads it). Step t reads `x_slots` and writes `y_slots`, buffers whose
+    addresses point at step t of `xs` and `ys` (`x_bytes` and `y_bytes` apart; a y nobody
+    reads has no `ys` and keeps its own buffer). Everything else the body reads it reads
+    from the buffers of the program around it, by name."""
+
+    name: str
+    length: IntExpr
+    reverse: bool
+    body: tuple[Kernel, ...]
+    init: tuple[str, ...]
+    carry_in: tuple[str, ...]
+    carry_out: tuple[str, ...]
+    final: tuple[str | None, ...]
+    carry_bytes: tuple[IntExpr, ...]
+    xs: tuple[str, ...]
+    x_slots: tuple[str, ...]
+    x_bytes: tuple[IntExpr, ...]
+    ys: tuple[str | None, ...]
+    y_slots: tuple[str, ...]
+    y_bytes: tuple[IntExpr, ...]
+    covers: tuple[int, ...] = ()
+
+
+Kernel = LoopKernel | MatmulKernel | ScatterAddKernel | ScanKernel
+
+
+def nested_kernels(kernels: Iterable[Kernel]) -> Iterator[Kernel]:
+    """Yield every kernel, and the kernels of every loop's body after the loop's."""
+    for kernel in kernels:
+        yield kernel
+        if isinstance(kernel, ScanKernel):
+            yield from nested_kernels(kernel.body)
 
 
 def children(expr: Any) -> list[Any]:
@@ -347,6 +385,14 @@ def buffers_used(kernel: Kernel) -> set[str]:
         names |= {kernel.a.buffer, kernel.b.buffer, kernel.out}
         if kernel.epilogue is not None:
             names |= buffers_used(kernel.epilogue)
+    elif isinstance(kernel, ScanKernel):
+        for group in (
+            *(kernel.init, kernel.carry_in, kernel.carry_out, kernel.final),
+            *(kernel.xs, kernel.x_slots, kernel.ys, kernel.y_slots),
+        ):
+            names.update(name for name in group if name is not None)
+        for inner in kernel.body:
+            names |= buffers_used(inner)
     else:
         names.add(kernel.out)
         visit(kernel.value)

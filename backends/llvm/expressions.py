@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llvmlite import ir
 
 from graphc.backends.kernel import ir as k
+from graphc.backends.kernel.reductions import first_extremum, used_reductions
 from graphc.dtypes import DType, bool_, float32, float64, int32, int64
 from graphc.ops.random import PHILOX_M0, PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1
 
@@ -16,6 +17,18 @@ F32, F64 = ir.FloatType(), ir.DoubleType()
 _REGISTER_TYPES = {float32: F32, float64: F64, int32: I32, int64: I64, bool_: I1}
 _MEMORY_TYPES = {float32: F32, float64: F64, int32: I32, int64: I64, bool_: I8}
 REASSOC = ("reassoc",)
+_ARG_OPS = ("argmax", "argmin")
+# The most elements of an argmax that stays one loop carrying (value, index): LLVM unrolls it.
+_UNROLLED = 16
+# A reduction loop's per-element callback, and one part [start, end) of its outermost range.
+Visit = Callable[["Scope"], None]
+Piece = tuple[ir.Value, ir.Value, Visit | None]
+
+
+def _width(reduction: k.Reduce) -> int:
+    """Return how many values a reduction carries: its accumulator, and an index for argmax
+    and argmin."""
+    return 2 if reduction.op in _ARG_OPS else 1
 
 
 def register_type(dtype: DType) -> ir.Type:
@@ -162,9 +175,10 @@ class ExpressionEmitter:
         return ir.Constant(ty, int(bool(e.value)) if e.dtype == bool_ else int(e.value))
 
     def _emit_indexvalue(self, e: k.IndexValue, scope: Scope) -> ir.Value:
-        return self._from_i64(self.index(e.index, scope), e.dtype)
+        return self.from_i64(self.index(e.index, scope), e.dtype)
 
-    def _from_i64(self, value: ir.Value, dtype: DType) -> ir.Value:
+    def from_i64(self, value: ir.Value, dtype: DType) -> ir.Value:
+        """Return an i64 (an index) as a value of dtype."""
         b = self.builder
         if dtype.is_float:
             return b.sitofp(value, register_type(dtype))
@@ -374,12 +388,17 @@ class ExpressionEmitter:
         lowest = b.sub(ir.Constant(I64, 0), size) if e.wrap else ir.Constant(I64, 0)
         ok = b.and_(b.icmp_signed(">=", raw, lowest), b.icmp_signed("<", raw, size))
         with b.if_then(b.not_(ok), likely=False):
-            b.store(ir.Constant(I64, 1), self.error_pointer)
-            b.store(raw, b.gep(self.error_pointer, [ir.Constant(I64, 1)]))
-            b.store(size, b.gep(self.error_pointer, [ir.Constant(I64, 2)]))
-            b.store(ir.Constant(I64, e.axis), b.gep(self.error_pointer, [ir.Constant(I64, 3)]))
+            self.record_index_error(raw, size, e.axis)
         wrapped = b.select(b.icmp_signed("<", raw, ir.Constant(I64, 0)), b.add(raw, size), raw)
-        return self._from_i64(b.select(ok, wrapped, ir.Constant(I64, 0)), e.dtype)
+        return self.from_i64(b.select(ok, wrapped, ir.Constant(I64, 0)), e.dtype)
+
+    def record_index_error(self, index: ir.Value, size: ir.Value, axis: int) -> None:
+        """Emit the recording of a bad index: the error record (flag, index, size, axis) that
+        stops the call. A backend running many threads overrides it to claim the record."""
+        b = self.builder
+        fields = (ir.Constant(I64, 1), index, size, ir.Constant(I64, axis))
+        for position, value in enumerate(fields):
+            b.store(value, b.gep(self.error_pointer, [ir.Constant(I64, position)]))
 
     def _emit_philox(self, e: k.Philox, scope: Scope) -> ir.Value:
         key = ("philox", e.counter, e.offset, e.seed)
@@ -415,24 +434,81 @@ class ExpressionEmitter:
 
     def _emit_reduce(self, e: k.Reduce, scope: Scope) -> ir.Value:
         """Emit the inner loops of a Reduce and return its result."""
-        body_dtype = e.body.dtype
-        ty = register_type(body_dtype)
-        arg = e.op in ("argmax", "argmin")
-        initial = [self._identity(e.op, body_dtype, ty)]
-        if arg:
-            initial.append(ir.Constant(I64, 0))
-        extents = [self.index(x, scope) for x in e.extents]
+        self.reductions([e], scope)
+        return scope.values[e]
 
-        def step(inner: Scope, flat: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
-            value = self.value(e.body, inner)
-            return self._combine(e.op, body_dtype, carried, value, flat)
+    def _two_pass(self, e: k.Reduce) -> bool:
+        """Return whether a Reduce is a float argmax or argmin over a range long enough to be
+        the loop that vectorises. A short, constant one (a pooling window) is unrolled, and
+        the loop around it vectorises the one-pass form: the two-pass one measured 2x slower
+        there."""
+        if e.op not in _ARG_OPS or not e.body.dtype.is_float:
+            return False
+        count = 1
+        for extent in e.extents:
+            if not isinstance(extent, k.IConst):
+                return True
+            count *= extent.value
+        return count > _UNROLLED
 
-        final = self.loop(e.vars, extents, scope, initial, step)
-        if arg:
-            return self._from_i64(final[1], e.dtype)
-        return final[0]
+    def reductions(
+        self, group: Sequence[k.Reduce], scope: Scope, pieces: Sequence[Piece] | None = None
+    ) -> None:
+        """Emit reductions with equal extents as one loop nest, one accumulator (a pair for
+        argmax and argmin) each, and put their results in scope: several reductions over the
+        same input read it once. The loop runs over the first reduction's vars; the others'
+        vars take the same values. `pieces` splits the outermost var's range into consecutive
+        parts [start, end), each with a callback run at every element before the bodies."""
+        for e in group:
+            # What a body reads from an enclosing scope is computed before the loop, not in it.
+            for used in used_reductions(e):
+                self.value(used, scope)
+            if self._two_pass(e):
+                scope.values[e] = self.value(first_extremum(e), scope)
+        group = [e for e in group if not self._two_pass(e)]
+        if not group:
+            return
+        first = group[0]
+        extents = [self.index(x, scope) for x in first.extents]
+        initial: list[ir.Value] = []
+        for e in group:
+            initial.append(self.identity(e.op, e.body.dtype))
+            if e.op in _ARG_OPS:
+                initial.append(ir.Constant(I64, 0))
 
-    def _identity(self, op: str, dtype: DType, ty: ir.Type) -> ir.Constant:
+        def step(visit: Visit | None):
+            def combine(inner: Scope, flat: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+                for e in group[1:]:
+                    for var, same in zip(e.vars, first.vars, strict=True):
+                        inner.values[var] = inner.values[same]
+                if visit is not None:
+                    visit(inner)
+                updated: list[ir.Value] = []
+                for e in group:
+                    state = carried[len(updated) : len(updated) + _width(e)]
+                    updated += self.combine(
+                        e.op, e.body.dtype, state, self.value(e.body, inner), flat
+                    )
+                return updated
+
+            return combine
+
+        carried = initial
+        if pieces is None:
+            carried = self.loop(first.vars, extents, scope, carried, step(None))
+        for start, end, visit in pieces or ():
+            carried = self.loop(
+                first.vars, [end, *extents[1:]], scope, carried, step(visit), start=start
+            )
+        position = 0
+        for e in group:
+            final = carried[position : position + _width(e)]
+            scope.values[e] = self.from_i64(final[1], e.dtype) if e.op in _ARG_OPS else final[0]
+            position += _width(e)
+
+    def identity(self, op: str, dtype: DType) -> ir.Constant:
+        """Return the value a reduction starts from."""
+        ty = register_type(dtype)
         if dtype.is_float:
             return ir.Constant(
                 ty,
@@ -451,7 +527,9 @@ class ExpressionEmitter:
             ty, {"sum": 0, "prod": 1, "max": low, "argmax": low, "min": high, "argmin": high}[op]
         )
 
-    def _combine(self, op, dtype: DType, carried, value, flat) -> list[ir.Value]:
+    def combine(self, op, dtype: DType, carried, value, flat) -> list[ir.Value]:
+        """Return a reduction's carried values (argmax and argmin: value and index) after one
+        more element, `value` at flat index `flat`."""
         b = self.builder
         acc = carried[0]
         if dtype.is_float:

@@ -10,11 +10,20 @@ from dataclasses import dataclass, field
 from llvmlite import ir
 
 from graphc.backends.kernel import ir as k
+from graphc.backends.kernel.index import row_major_offset
+from graphc.backends.kernel.reductions import (
+    RowCache,
+    outermost_reductions,
+    reduction_groups,
+    row_cache,
+)
 from graphc.backends.llvm.expressions import (
+    I1,
     I8,
     I32,
     I64,
     ExpressionEmitter,
+    Piece,
     Scope,
     memory_type,
     register_type,
@@ -185,8 +194,11 @@ class FunctionEmitter:
         b.position_at_end(done)
         return list(phis)
 
-    def loop(self, variables, extents, scope: Scope, initial, step) -> list[ir.Value]:
-        """Emit nested loops over variables (row-major); step(scope, flat, carried)."""
+    def loop(
+        self, variables, extents, scope: Scope, initial, step, start: ir.Value | None = None
+    ) -> list[ir.Value]:
+        """Emit nested loops over variables (row-major); step(scope, flat, carried). The
+        outermost runs from start (default 0) to its extent."""
 
         def level(depth: int, outer: Scope, flat: ir.Value, carried: list[ir.Value]):
             if depth == len(variables):
@@ -199,9 +211,17 @@ class FunctionEmitter:
                 new_flat = self.builder.add(self.builder.mul(flat, extent), index)
                 return level(depth + 1, inner, new_flat, acc)
 
-            return self.counted(ir.Constant(I64, 0), extent, carried, body, var.name)
+            first = start if depth == 0 and start is not None else ir.Constant(I64, 0)
+            return self.counted(first, extent, carried, body, var.name)
 
         return level(0, scope, ir.Constant(I64, 0), list(initial))
+
+    def load(self, buffer: str, offset: ir.Value) -> ir.Value:
+        """Return element `offset` of a buffer, in registers (bool as i1)."""
+        dtype = self.ctx.dtypes[buffer]
+        pointer = self.builder.gep(self.pointer(buffer), [offset], inbounds=True)
+        value = self.builder.load(pointer, align=max(1, dtype.itemsize))
+        return self.builder.trunc(value, I1) if dtype == bool_ else value
 
     def store(self, buffer: str, offset: ir.Value, value: ir.Value) -> None:
         dtype = self.ctx.dtypes[buffer]
@@ -243,7 +263,15 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
     end_row = b.sdiv(
         b.add(fe.args["hi"], b.sub(safe_inner, ir.Constant(I64, 1))), safe_inner, name="end_row"
     )
-    hoistable = _row_invariant_reductions(kernel, inner_var)
+    groups = reduction_groups(_row_invariant_reductions(kernel, inner_var))
+    caches: list[RowCache | None] = []
+    for group in groups:
+        cache = row_cache(kernel, group[0], ctx.dtypes, ctx.canonical) if len(group) == 1 else None
+        # A buffer holds one cached body: a second would overwrite the first.
+        taken = any(
+            c is not None and cache is not None and c.buffer == cache.buffer for c in caches
+        )
+        caches.append(None if taken else cache)
 
     def row_body(row, carried):
         row_scope = scope.child()
@@ -257,16 +285,23 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
                 break
             row_scope.values[var] = b.srem(remaining, extent, name=var.name)
             remaining = b.sdiv(remaining, extent)
-        for reduction in hoistable:
-            fe.expr.value(reduction, row_scope)
         row_start = b.mul(row, inner_extent, name="row_start")
         start = _max(b, b.sub(fe.args["lo"], row_start), ir.Constant(I64, 0))
         end = _min(b, b.sub(fe.args["hi"], row_start), inner_extent)
+        for group, cache in zip(groups, caches, strict=True):
+            pieces = None
+            if cache is not None:
+                pieces = _caching_pieces(fe, group[0], cache, row_start, (start, end), inner_extent)
+            fe.expr.reductions(group, row_scope, pieces)
 
         def inner_body(i, acc):
             inner_scope = row_scope.child()
             inner_scope.values[inner_var] = i
-            _emit_stores(fe, kernel, inner_scope, b.add(row_start, i))
+            offset = b.add(row_start, i)
+            for cache in caches:
+                if cache is not None:
+                    inner_scope.values[cache.element] = fe.load(cache.buffer, offset)
+            _emit_stores(fe, kernel, inner_scope, offset)
             return []
 
         fe.counted(start, end, [], inner_body, inner_var.name)
@@ -277,9 +312,40 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
     return fe.finish()
 
 
+def _caching_pieces(
+    fe: FunctionEmitter,
+    reduction: k.Reduce,
+    cache: RowCache,
+    row_start: ir.Value,
+    part: tuple[ir.Value, ir.Value],
+    extent: ir.Value,
+) -> list[Piece]:
+    """Return a row reduction's range in three pieces, the middle one (the part of the row
+    this call computes) storing the body into the cache buffer: elements of the row outside
+    it belong to another thread's part, which may already hold final values."""
+    (var,) = reduction.vars
+
+    def keep(inner: Scope) -> None:
+        offset = fe.builder.add(row_start, inner.values[var])
+        fe.store(cache.buffer, offset, fe.expr.value(reduction.body, inner))
+
+    start, end = part
+    return [(ir.Constant(I64, 0), start, None), (start, end, keep), (end, extent, None)]
+
+
 def _emit_stores(fe: FunctionEmitter, kernel: k.LoopKernel, scope: Scope, offset) -> None:
+    """Store every value of the element at offset, computing its reductions first (those with
+    equal extents in one loop nest). A later store that reads an earlier one's buffer at this
+    element (an epilogue) takes the value itself: a load there would be a dependence the
+    vectoriser only rules out by a run-time check that then fails."""
+    pending = outermost_reductions(store.value for store in kernel.stores)
+    for group in reduction_groups(pending, done=scope.values):
+        fe.expr.reductions(group, scope)
+    element = row_major_offset(kernel.vars, kernel.domain)
     for store in kernel.stores:
-        fe.store(store.buffer, offset, fe.expr.value(store.value, scope))
+        value = fe.expr.value(store.value, scope)
+        fe.store(store.buffer, offset, value)
+        scope.values[k.Load(store.buffer, element, fe.ctx.dtypes[store.buffer])] = value
 
 
 def _max(b, x, y):
@@ -291,21 +357,10 @@ def _min(b, x, y):
 
 
 def _row_invariant_reductions(kernel: k.LoopKernel, inner: k.Var) -> list[k.Reduce]:
-    """Return the outermost Reduce subexpressions that do not read the innermost variable."""
-    found: list[k.Reduce] = []
-
-    def visit(expr) -> None:
-        if isinstance(expr, k.Reduce):
-            # Only whole reductions move; one nested in another's body stays with its loop.
-            if inner not in k.free_vars(expr) and expr not in found:
-                found.append(expr)
-            return
-        for child in k.children(expr):
-            visit(child)
-
-    for store in kernel.stores:
-        visit(store.value)
-    return found
+    """Return the outermost Reduce subexpressions that do not read the innermost variable
+    (only whole reductions move; one nested in another's body stays with its loop)."""
+    found = outermost_reductions(store.value for store in kernel.stores)
+    return [reduction for reduction in found if inner not in k.free_vars(reduction)]
 
 
 def matmul_work(
