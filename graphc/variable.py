@@ -3,7 +3,8 @@ update in place between calls."""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,18 +14,89 @@ from graphc.errors import DTypeError, InputError, located, user_location
 from graphc.ops.registry import make_node
 from graphc.tensor import Tensor
 
+if TYPE_CHECKING:
+    from graphc.backends.calls import DeviceCopy
+
 
 class VariableStorage:
-    """The array behind a Variable; backends read and write it, its shape and dtype are fixed."""
+    """The value behind a Variable: an array in host memory, and the copies device backends
+    keep of it; its shape and dtype are fixed.
 
-    __slots__ = ("value", "name", "shape", "dtype", "trainable")
+    A device backend (CUDA) keeps a Variable in device memory for as long as its executable
+    lives, so a training step neither uploads nor downloads it. Each such copy is either
+    current (it holds the Variable's value) or stale, and the storage knows which:
+
+    - `value` is the host array for code that may write it (the CPU backends, `assign`): a
+      newer device value is copied in first, and every device copy becomes stale, so the
+      next device call uploads what the host holds then. A backend that runs on the host
+      array reads `value` at every call.
+    - `read()` is the same array for code that only reads it (`.numpy()`, `state_dict()`,
+      `gc.save`, uploads): a newer device value is copied in, device copies stay current.
+    - A device backend asks `is_current(copy)` before a call (uploading `read()` and calling
+      `mark_current(copy)` if not), and calls `mark_written(copy)` after a call that changed
+      the value there (the host array and every other copy are then stale). A failed call
+      changes no copy, so it tells the storage nothing.
+
+    The host array itself never changes (`host`: what memory-overlap checks compare), only
+    its contents. Every change of state takes the storage's lock, so a read on one thread and
+    a device call on another leave it consistent (though not ordered: order such calls).
+    """
+
+    __slots__ = ("host", "name", "shape", "dtype", "trainable", "_copies", "_host_current", "_lock")
 
     def __init__(self, value: np.ndarray, name: str, trainable: bool) -> None:
-        self.value = value
+        self.host = value
         self.name = name
         self.shape = tuple(int(d) for d in value.shape)
         self.dtype = dtypes.from_numpy(value.dtype)
         self.trainable = trainable
+        # Device copies holding the current value; when there are none, the host holds it.
+        self._copies: list[DeviceCopy] = []
+        self._host_current = True
+        self._lock = threading.RLock()
+
+    @property
+    def value(self) -> np.ndarray:
+        """Return the host array, holding the current value, for a caller that may write it:
+        device copies become stale."""
+        if self._copies:
+            with self._lock:
+                self._bring_to_host()
+                self._copies = []
+        return self.host
+
+    def read(self) -> np.ndarray:
+        """Return the current value as a read-only view of the host array (device copies stay
+        current: the caller does not write it)."""
+        if self._copies:
+            with self._lock:
+                self._bring_to_host()
+                self._copies = [copy for copy in self._copies if not copy.released]
+        view = self.host.view()
+        view.setflags(write=False)
+        return view
+
+    def is_current(self, copy: DeviceCopy) -> bool:
+        """Return whether a device copy holds the current value."""
+        return any(held is copy for held in self._copies)
+
+    def mark_current(self, copy: DeviceCopy) -> None:
+        """Note that a device copy was given the current value (from `read()`)."""
+        with self._lock:
+            if not self.is_current(copy):
+                self._copies.append(copy)
+
+    def mark_written(self, copy: DeviceCopy) -> None:
+        """Note that a call changed the value in a device copy: it alone holds the new one."""
+        with self._lock:
+            self._copies = [copy]
+            self._host_current = False
+
+    def _bring_to_host(self) -> None:
+        """Copy the current value into the host array if a device copy holds a newer one."""
+        if not self._host_current:
+            self._copies[0].download(self.host)
+            self._host_current = True
 
     def checked(self, new_value: Any) -> np.ndarray:
         """Return new_value as an array of this variable's shape and dtype, or raise."""
@@ -72,10 +144,10 @@ class Variable(Tensor):
 
     @property
     def value(self) -> np.ndarray:
-        """Return the current value (read-only view; use assign() to change it)."""
-        view = self.storage.value.view()
-        view.setflags(write=False)
-        return view
+        """Return the current value as a read-only view (use assign() to change it). After a
+        Function on a device backend (CUDA) updates the Variable, read `.value` again: the view
+        shows the host's copy, which such a call does not update until it is read."""
+        return self.storage.read()
 
     def assign(self, value: Any) -> None:
         """Overwrite the value in place with an array of the same shape and dtype."""
@@ -83,7 +155,7 @@ class Variable(Tensor):
 
     def numpy(self) -> np.ndarray:
         """Return a copy of the current value."""
-        return self.storage.value.copy()
+        return self.storage.read().copy()
 
     def __repr__(self) -> str:
         return f"Variable({self.storage.name!r}, {self.node.type})"

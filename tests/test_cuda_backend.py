@@ -15,7 +15,7 @@ import pytest
 
 import graphc as gc
 from graphc.backends.cuda.dialect import EmulatedDialect
-from graphc.backends.cuda.driver import DRIVER_VARIABLE
+from graphc.backends.cuda.driver import DRIVER_VARIABLE, selected_driver
 from graphc.errors import CompileError, GraphError, IndexingError
 
 
@@ -304,3 +304,27 @@ def test_function_ptx_names_each_kernel_for_the_asked_architecture(rng):
     cpu = gc.compile([x], [x + 1.0], backend="llvm")
     with pytest.raises(GraphError, match="'llvm' backend, which has no PTX"):
         cpu.ptx()
+
+
+def test_kernels_show_their_launch_geometry_and_the_listing_names_them():
+    x = gc.input("x", ("B", 300))
+    w = gc.Variable(np.ones((300, 64), np.float32), name="w")
+    t = gc.input("t", (1000,))
+    f = gc.compile([x, t], [gc.softmax(x @ w, -1), t * 2.0], backend="cuda")
+    cap = selected_driver().max_blocks
+    by_op = {node.op: info for info in f.kernels() for node in info.nodes}
+    geometry = {
+        op: [(g.grid, g.block, g.shared_bytes) for g in by_op[op].launches]
+        for op in ("matmul", "reduce_sum", "mul")
+    }
+    # A 64x64 tile per block, two shared buffers of 2 x 16 x 64 floats each.
+    assert geometry["matmul"] == [(f"min((B + 63) // 64, {cap})", 256, 16384)]
+    # A block per row; each reduction's warp partials (8 floats) and result, 16-byte aligned.
+    assert geometry["reduce_sum"] == [(f"min(B, {cap})", 256, 96)]
+    # One thread per element: 1000 elements need 4 blocks of 256.
+    assert geometry["mul"] == [(str(min(4, cap)), 256, 0)]
+    listing = str(f.graph)
+    for info in f.kernels():
+        name, nodes = info
+        assert f"# {name}" in listing and nodes
+        assert str(info).startswith(f"{name}: ") and "<<<" in str(info)

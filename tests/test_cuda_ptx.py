@@ -64,12 +64,13 @@ def test_an_undefined_function_left_in_the_ptx_is_an_error():
         check_ptx(ptx + "\n.extern .func  (.param .b32 r) __nv_expf\n(\n.param .b32 x\n);\n")
 
 
-def _assembled(graph, ptxas: str) -> int:
-    """Assemble graph's kernels for every arch; return how many kernels there are."""
+def _assembled(graph, ptxas: str, cublas_epilogues: bool = False) -> int:
+    """Assemble graph's kernels (with the matmul epilogues cuBLAS calls use, if asked) for
+    every arch; return how many kernels there are."""
     program = cuda_program(graph)
     kernels = 0
     for arch in ARCHS:
-        ptx = program.ptx(arch)
+        ptx = program.ptx(arch, cublas_epilogues)
         assert ".extern" not in ptx.ptx
         report = assemble(ptx.ptx, arch, ptxas)
         shared = [int(n) for n in re.findall(r"(\d+) bytes smem", report)]
@@ -92,4 +93,7 @@ def test_a_training_step_assembles(ptxas: str) -> None:
     loss = nn.CrossEntropyLoss()(model(x), y)
     opt = gc.optim.Adam(model.parameters(), lr=1e-3)
     graph = optimize(build_graph([x, y], [loss], opt.minimize(loss)))
-    assert _assembled(graph, ptxas) > 5
+    plain = _assembled(graph, ptxas)
+    assert plain > 5
+    # The forward Linear + ReLU matmul's epilogue, as a kernel of its own for cuBLAS calls.
+    assert _assembled(graph, ptxas, cublas_epilogues=True) > plain

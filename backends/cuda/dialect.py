@@ -33,6 +33,14 @@ from graphc.errors import CompileError
 
 WARP = 32
 FULL_MASK = ir.Constant(I32, -1)
+SHARED_ALIGNMENT = 16
+
+
+def _element_bytes(value_type: ir.Type) -> int:
+    """Return the size of a scalar LLVM type in bytes."""
+    if isinstance(value_type, ir.IntType):
+        return max(1, value_type.width // 8)
+    return 8 if isinstance(value_type, ir.DoubleType) else 4
 
 
 class Slot:
@@ -56,6 +64,8 @@ class KernelDialect:
     def __init__(self, emitter: FunctionEmitter, block: int) -> None:
         self.emitter = emitter
         self.block = block
+        # Bytes of block-shared memory the kernel declares (each array 16-byte aligned).
+        self.shared_bytes = 0
         self.builder: ir.IRBuilder = emitter.builder
         self.module: ir.Module = emitter.function.module
 
@@ -122,6 +132,11 @@ class KernelDialect:
 
     def shared(self, value_type: ir.Type, count: int, name: str) -> ir.Value:
         """Return a pointer to the first of `count` block-shared elements."""
+        nbytes = count * _element_bytes(value_type)
+        self.shared_bytes += -(-nbytes // SHARED_ALIGNMENT) * SHARED_ALIGNMENT
+        return self._shared(value_type, count, name)
+
+    def _shared(self, value_type: ir.Type, count: int, name: str) -> ir.Value:
         raise NotImplementedError
 
     def shuffle_down(self, slots: Sequence[Slot], offset: int) -> list[ir.Value]:
@@ -163,13 +178,13 @@ class DeviceDialect(KernelDialect):
     def _address(self, slot: Slot) -> ir.Value:
         return slot.storage
 
-    def shared(self, value_type: ir.Type, count: int, name: str) -> ir.Value:
+    def _shared(self, value_type: ir.Type, count: int, name: str) -> ir.Value:
         array = ir.ArrayType(value_type, count)
         symbol = self.module.get_unique_name(f"{self.emitter.name}.{name}")
         variable = ir.GlobalVariable(self.module, array, symbol, addrspace=3)
         variable.linkage = "internal"
         variable.initializer = ir.Constant(array, ir.Undefined)
-        variable.align = 16
+        variable.align = SHARED_ALIGNMENT
         return variable.gep([ir.Constant(I32, 0), ir.Constant(I32, 0)])
 
     def shuffle_down(self, slots: Sequence[Slot], offset: int) -> list[ir.Value]:
@@ -276,7 +291,7 @@ class EmulatedDialect(KernelDialect):
     def _address(self, slot: Slot) -> ir.Value:
         return self.builder.gep(slot.storage, [ir.Constant(I32, 0), self.thread_index()])
 
-    def shared(self, value_type: ir.Type, count: int, name: str) -> ir.Value:
+    def _shared(self, value_type: ir.Type, count: int, name: str) -> ir.Value:
         entry = self._entry()
         storage = entry.alloca(ir.ArrayType(value_type, count), name=name)
         self._fill_with_nan(storage)

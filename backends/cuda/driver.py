@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from llvmlite import ir
 
 from graphc.backends.cuda.dialect import KernelDialect
 from graphc.errors import CompileError
+
+if TYPE_CHECKING:
+    from graphc.backends.cuda.cublas import Cublas
 
 DRIVER_VARIABLE = "GRAPHC_CUDA_DRIVER"
 
@@ -73,8 +76,17 @@ class Driver(Protocol):
         """Copy device memory into a C-contiguous array, after every launch before it."""
         ...
 
+    def copy(self, target: int, source: int, nbytes: int) -> None:
+        """Copy device memory to device memory, after every launch before it."""
+        ...
+
     def launch(self, function: object, grid: int, block: int, params: int) -> None:
         """Launch a kernel; params is the address of its argument array (void*[])."""
+        ...
+
+    def blas(self) -> Cublas | None:
+        """Return cuBLAS on this device, or None where there is none (always under the
+        emulator, which checks the backend's own kernels)."""
         ...
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections import Counter
 
 import numpy as np
 from llvmlite import ir
@@ -37,6 +38,10 @@ class EmulatedDriver:
     def __init__(self) -> None:
         self._memory: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
+        # Copies in and out, by the host address of the array (what tests count transfers of a
+        # Variable's value by).
+        self.uploads: Counter[int] = Counter()
+        self.downloads: Counter[int] = Counter()
 
     def device_name(self) -> str:
         return "graphc CUDA emulator (CPU)"
@@ -64,10 +69,21 @@ class EmulatedDriver:
             del self._memory[address]
 
     def upload(self, address: int, array: np.ndarray) -> None:
-        ctypes.memmove(address, data_address(array), array.nbytes)
+        host = data_address(array)
+        self.uploads[host] += 1
+        ctypes.memmove(address, host, array.nbytes)
 
     def download(self, array: np.ndarray, address: int) -> None:
-        ctypes.memmove(data_address(array), address, array.nbytes)
+        host = data_address(array)
+        self.downloads[host] += 1
+        ctypes.memmove(host, address, array.nbytes)
+
+    def copy(self, target: int, source: int, nbytes: int) -> None:
+        ctypes.memmove(target, source, nbytes)
 
     def launch(self, function: object, grid: int, block: int, params: int) -> None:
         function(grid, params)  # type: ignore[operator]
+
+    def blas(self) -> None:
+        """There is no cuBLAS here: every matmul runs the own GEMM kernel."""
+        return None

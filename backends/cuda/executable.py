@@ -1,14 +1,14 @@
 """CudaExecutable: a graph compiled to a module of CUDA kernels, run through a driver.
 
-Per call: the Variables' and the inputs' values and the frame (error record, symbol sizes,
-buffer table) are copied to the device, every kernel is launched in order (each does nothing
-once an earlier one has recorded an index error), then the error record is read back, which
-waits for the kernels. On an error the call raises IndexingError and no Variable changes: the
-copies of update values into the Variables are kernels too, and they skip as well. Otherwise
-the outputs are copied out, and so are the updated Variables, so every other reader of a
-Variable (its .numpy(), state_dict(), gc.save, Functions on other backends) sees its new
-value. A Function made by repeat(k) keeps the Variables on the device for its k steps: they go
-in before the first and come back after the last.
+Per call: the inputs and the frame (error record, symbol sizes, buffer table) are copied to
+the device, every kernel is launched in order (each does nothing once an earlier one has
+recorded an index error; a large matmul may go to cuBLAS instead, chosen for the call's sizes:
+cublas.py), then the error record is read back, which waits for the kernels.
+On an error the call raises IndexingError and no Variable changes: the copies of update
+values into the Variables are kernels too, and they skip as well. Otherwise the outputs are
+copied out. The Variables stay in device memory (variables.py): uploaded when the device copy
+is not current (the first call, or after the host or another executable changed the value),
+downloaded only when something reads them on the host.
 """
 
 from __future__ import annotations
@@ -22,14 +22,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphc.backends.calls import Runner, RunsBound, Storage
+from graphc.backends.calls import LaunchGeometry, Runner, RunsBound
+from graphc.backends.cuda.cublas import GemmCall, plan_gemm
+from graphc.backends.cuda.cublas import wanted as cublas_wanted
 from graphc.backends.cuda.driver import Driver, selected_driver
 from graphc.backends.cuda.memory import DeviceArena, arena_planner
-from graphc.backends.cuda.module import Launch, evaluate
+from graphc.backends.cuda.module import Launch
 from graphc.backends.cuda.program import cuda_program
 from graphc.backends.cuda.ptx import PtxModule
+from graphc.backends.cuda.variables import DeviceVariables
 from graphc.backends.kernel import KernelProgram
-from graphc.backends.llvm.executable import _buffer_lifetimes
+from graphc.backends.kernel import ir as k
+from graphc.backends.kernel.inplace import can_fail
 from graphc.backends.llvm.program import ERROR_FIELDS
 from graphc.dims import evaluate_shape
 from graphc.errors import IndexingError, located
@@ -45,7 +49,8 @@ class _BoundCall:
     """What a call with given symbol sizes needs besides its arrays."""
 
     sizes: np.ndarray
-    launches: list[tuple[object, int, int]]  # (function, grid, block)
+    # In order: (function, grid, block) of a kernel launch, or a matmul handed to cuBLAS.
+    launches: list[tuple[object, int, int] | GemmCall]
     offsets: dict[str, int]
     arena_bytes: int
     outputs: list[tuple[tuple[int, ...], np.dtype]]  # per output
@@ -60,8 +65,15 @@ class CudaExecutable(RunsBound):
         self.graph, self.partition = compiled.graph, compiled.partition
         self.program: KernelProgram = compiled.program
         self._in_place = compiled.in_place
+        self._can_fail = any(can_fail(kernel) for kernel in self.program.kernels)
+        self._blas = self.driver.blas() if cublas_wanted() else None
+        self._matmuls = {
+            kernel.name: kernel
+            for kernel in self.program.kernels
+            if isinstance(kernel, k.MatmulKernel)
+        }
         self._program = compiled
-        module, self._launches = compiled.module(self.driver.dialect)
+        module, self._launches = compiled.module(self.driver.dialect, self._blas is not None)
         self._module = self.driver.load(module)
         self._functions = [self._module.function(launch.symbol) for launch in self._launches]
         self._ptx: dict[str, PtxModule] = {}
@@ -69,9 +81,7 @@ class CudaExecutable(RunsBound):
         self._allocations: list[int] = []
         self._layout_frame()
         self._place_fixed_buffers(self.graph)
-        self._planner = arena_planner(
-            self.program, _buffer_lifetimes(self.program), set(self._in_place)
-        )
+        self._planner = arena_planner(self.program, set(self._in_place))
         self._arena = DeviceArena(self.driver)
         self._installed: tuple[_BoundCall, int] | None = None
         self._calls: RecentValues[_BoundCall] = RecentValues(CALLS_KEPT)
@@ -106,29 +116,25 @@ class CudaExecutable(RunsBound):
         self._slots = {name: slot for slot, name in enumerate(self._names)}
         table = self._frame[self._table_at :]
         self._constants: dict[int, np.ndarray] = {}  # by slot
-        self._variables: list[tuple[Storage, int]] = []
         addresses: dict[str, int] = {}
         for slot, (name, spec) in enumerate(self.program.buffers.items()):
             if spec.role == "constant":
                 constant = np.array(spec.node.attrs["value"], dtype=spec.dtype.numpy, order="C")
                 self._constants[slot] = constant
-                addresses[name] = self._alloc(constant.nbytes)
+                addresses[name] = table[slot] = self._alloc(constant.nbytes)
                 self.driver.upload(addresses[name], constant)
-            elif spec.role == "variable":
-                storage = spec.node.attrs["storage"]
-                addresses[name] = self._alloc(storage.value.nbytes)
-                self._variables.append((storage, addresses[name]))
-            else:
-                continue
-            table[slot] = addresses[name]
+        updated = {variable.id for variable, _ in graph.updates}
+        variables = [
+            (name, spec) for name, spec in self.program.buffers.items() if spec.role == "variable"
+        ]
+        self._variables = DeviceVariables(
+            self.driver,
+            [(spec.node.attrs["storage"], spec.node.id in updated) for _, spec in variables],
+        )
+        for (name, _), (_, copy) in zip(variables, self._variables.copies, strict=True):
+            addresses[name] = table[self._slots[name]] = copy.address
         for value_buffer, variable in self._in_place.items():
             table[self._slots[value_buffer]] = addresses[variable]
-        updated = {variable.id for variable, _ in graph.updates}
-        self._updated = [
-            (spec.node.attrs["storage"], addresses[name])
-            for name, spec in self.program.buffers.items()
-            if spec.role == "variable" and spec.node.id in updated
-        ]
         feeds = {f"in_{node.name}": i for i, node in enumerate(graph.inputs)}
         self._input_slots = [
             (self._slots[name], position) for name, position in feeds.items() if name in self._slots
@@ -153,7 +159,7 @@ class CudaExecutable(RunsBound):
     def ptx_module(self, arch: str) -> PtxModule:
         """Return the program's kernels compiled to PTX for an architecture such as sm_90."""
         if arch not in self._ptx:
-            self._ptx[arch] = self._program.ptx(arch)
+            self._ptx[arch] = self._program.ptx(arch, self._blas is not None)
         return self._ptx[arch]
 
     def ptx(self, arch: str | None = None) -> str:
@@ -163,6 +169,16 @@ class CudaExecutable(RunsBound):
     def launches(self) -> list[Launch]:
         """Return the kernel launches of a call, in order."""
         return list(self._launches)
+
+    def launch_geometry(self) -> dict[str, tuple[LaunchGeometry, ...]]:
+        """Return, per kernel name, how its kernel functions are launched (for
+        Function.kernels(); the copies of update values, `commit_*`, are launches too)."""
+        geometry: dict[str, tuple[LaunchGeometry, ...]] = {}
+        for launch in self._launches:
+            grid = launch.grid_text(self.driver.max_blocks)
+            entry = LaunchGeometry(launch.symbol, grid, launch.block, launch.shared_bytes)
+            geometry[launch.kernel] = (*geometry.get(launch.kernel, ()), entry)
+        return geometry
 
     def memory_stats(self) -> dict[str, int]:
         """Return the device arena's size in bytes (inputs, outputs and intermediates)."""
@@ -181,17 +197,39 @@ class CudaExecutable(RunsBound):
 
     def _bound_call(self, bindings: Mapping[str, int]) -> _BoundCall:
         offsets, arena_bytes = self._planner.place(bindings)
-        launches = []
+        launches: list[tuple[object, int, int] | GemmCall] = []
+        handed: set[str] = set()  # the matmuls cuBLAS computes in this call
         for launch, function in zip(self._launches, self._functions, strict=True):
-            units = evaluate(launch.units, bindings)
-            blocks = min(self.driver.max_blocks, max(1, -(-units // launch.per_block)))
-            launches.append((function, blocks, launch.block))
+            if launch.after_cublas and launch.kernel not in handed:
+                continue
+            gemm = None if launch.after_cublas else self._cublas_gemm(launch.kernel, bindings)
+            if gemm is not None:
+                handed.add(launch.kernel)
+                launches.append(gemm)
+            else:
+                grid = launch.grid(bindings, self.driver.max_blocks)
+                launches.append((function, grid, launch.block))
         outputs = [
             (evaluate_shape(spec.shape, bindings), np.dtype(spec.dtype.numpy))
             for spec in (self.program.buffers[name] for name in self.program.outputs)
         ]
         sizes = np.array([bindings[s] for s in self.program.symbols], np.int64)
         return _BoundCall(sizes, launches, offsets, arena_bytes, outputs)
+
+    def _cublas_gemm(self, kernel: str, bindings: Mapping[str, int]) -> GemmCall | None:
+        """Return the cuBLAS call that computes a matmul kernel for these sizes, or None to
+        launch the kernel itself (no cuBLAS, not a matmul, or not one cuBLAS should do)."""
+        matmul = self._matmuls.get(kernel)
+        if self._blas is None or matmul is None:
+            return None
+        return plan_gemm(matmul, bindings, aliased=matmul.out in self._in_place)
+
+    def _run_cublas(self, gemm: GemmCall) -> None:
+        """Run a cuBLAS GEMM on the installed call's buffers."""
+        table = self._frame[self._table_at :]
+        buffers = (gemm.first, gemm.second, gemm.out)
+        assert self._blas is not None
+        self._blas.gemm(gemm, {name: int(table[self._slots[name]]) for name in buffers})
 
     def _install(self, call: _BoundCall) -> None:
         """Write the call's sizes and its buffers' addresses into the frame, growing the
@@ -208,9 +246,9 @@ class CudaExecutable(RunsBound):
     ) -> list[np.ndarray]:
         with self._lock:
             self.driver.activate()
-            self._upload_variables()
+            self._variables.upload_stale()
             results = self._step(call, feeds, out, "")
-            self._download_updates()
+            self._variables.written()
         return results
 
     def _run_steps(
@@ -220,32 +258,29 @@ class CudaExecutable(RunsBound):
         feeds: Sequence[np.ndarray],
         out: Sequence[np.ndarray] | None,
     ) -> list[np.ndarray]:
-        """Run `steps` steps over the stacked arrays, the Variables staying on the device
-        between steps; a step that fails raises before any Variable is copied back."""
+        """Run `steps` steps over the stacked arrays. A step that fails raises, and the
+        Variables keep the values they had before the call: a program that can fail has its
+        updated Variables' device values copied aside first and put back."""
         if out is None:
             results = [np.empty((steps, *shape), dtype) for shape, dtype in call.outputs]
         else:
             results = list(out)
         with self._lock:
             self.driver.activate()
-            self._upload_variables()
-            for step in range(steps):
-                where = f" (at step {step} of 0..{steps - 1})"
-                self._step(
-                    call, [f[step, ...] for f in feeds], [r[step, ...] for r in results], where
-                )
-            self._download_updates()
+            self._variables.upload_stale()
+            if self._can_fail:
+                self._variables.save_updated()
+            try:
+                for step in range(steps):
+                    where = f" (at step {step} of 0..{steps - 1})"
+                    self._step(
+                        call, [f[step, ...] for f in feeds], [r[step, ...] for r in results], where
+                    )
+            except IndexingError:
+                self._variables.restore_updated()
+                raise
+            self._variables.written()
         return results
-
-    def _upload_variables(self) -> None:
-        """Copy every Variable the graph reads to its device memory."""
-        for storage, address in self._variables:
-            self.driver.upload(address, storage.value)
-
-    def _download_updates(self) -> None:
-        """Copy every Variable the graph updates back to its host array."""
-        for storage, address in self._updated:
-            self.driver.download(storage.value, address)
 
     def _step(
         self,
@@ -264,8 +299,11 @@ class CudaExecutable(RunsBound):
         driver.upload(self._frame_address, self._frame)
         for slot, position in self._input_slots:
             driver.upload(int(table[slot]), feeds[position])
-        for function, grid, block in call.launches:
-            driver.launch(function, grid, block, self._params_address)
+        for launch in call.launches:
+            if isinstance(launch, GemmCall):
+                self._run_cublas(launch)
+            else:
+                driver.launch(*launch, self._params_address)
         driver.download(self._error, self._frame_address)
         if self._error[0]:
             _, value, size, axis = (int(v) for v in self._error[:4])
@@ -294,3 +332,6 @@ class CudaExecutable(RunsBound):
             arena.release()
         for address in getattr(self, "_allocations", ()):
             self.driver.free(address)
+        variables = getattr(self, "_variables", None)
+        if variables is not None:
+            variables.release()

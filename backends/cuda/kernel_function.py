@@ -12,15 +12,11 @@ from __future__ import annotations
 from llvmlite import ir
 
 from graphc.backends.cuda.dialect import KernelDialect
-from graphc.backends.kernel import ir as k
-from graphc.backends.llvm.expressions import I64, ExpressionEmitter, Scope, register_type
+from graphc.backends.llvm.expressions import I64, ExpressionEmitter, Scope
 from graphc.backends.llvm.kernels import FunctionEmitter, KernelContext
-from graphc.dtypes import DType
 
 POINTER_ARGS = ("table", "sizes", "error")
 POINTER_TYPES = (ir.IntType(8).as_pointer().as_pointer(), I64.as_pointer(), I64.as_pointer())
-# The error record's fields after the flag: the bad index, the dim's size, the axis.
-ERROR_DETAILS = 3
 
 
 class CudaExpressions(ExpressionEmitter):
@@ -28,48 +24,29 @@ class CudaExpressions(ExpressionEmitter):
     claims the record first: many threads may find a bad index at once, and the record must
     name one of them whole."""
 
-    def __init__(self, emitter: FunctionEmitter, math, scratch: ir.Value) -> None:
+    def __init__(self, emitter: FunctionEmitter, math) -> None:
         super().__init__(
             emitter.ctx.module,
             emitter.builder,
             emitter.pointer,
             emitter.size,
-            scratch,
+            emitter.error,
             math,
             emitter.loop,
         )
-        self._record = emitter.error
 
-    def _emit_indexcheck(self, e: k.IndexCheck, scope: Scope) -> ir.Value:
-        # The base emitter writes a failure into the thread's scratch record; it is then
-        # copied to the shared record if this thread is the first to claim it.
+    def record_index_error(self, index: ir.Value, size: ir.Value, axis: int) -> None:
+        """Emit: claim the error record (flag 0 -> 1) and, if this thread won it, write the
+        bad index, the dim's size and the axis into it."""
         b = self.builder
-        scratch = self.error_pointer
-        b.store(ir.Constant(I64, 0), scratch)
-        result = super()._emit_indexcheck(e, scope)
-        with b.if_then(b.icmp_signed("!=", b.load(scratch), ir.Constant(I64, 0)), likely=False):
-            claim = b.cmpxchg(
-                self._record, ir.Constant(I64, 0), ir.Constant(I64, 1), "monotonic", "monotonic"
-            )
-            with b.if_then(b.extract_value(claim, 1)):
-                for field in range(1, ERROR_DETAILS + 1):
-                    position = [ir.Constant(I64, field)]
-                    b.store(b.load(b.gep(scratch, position)), b.gep(self._record, position))
-        return result
-
-    def identity(self, op: str, dtype: DType) -> ir.Constant:
-        """Return the value a reduction starts from."""
-        return self._identity(op, dtype, register_type(dtype))
-
-    def combine(
-        self, op: str, dtype: DType, carried: list[ir.Value], value: ir.Value, flat: ir.Value
-    ) -> list[ir.Value]:
-        """Return a reduction's carried values after one more element at flat index `flat`."""
-        return self._combine(op, dtype, carried, value, flat)
-
-    def index_as(self, value: ir.Value, dtype: DType) -> ir.Value:
-        """Return an i64 index as a value of dtype."""
-        return self._from_i64(value, dtype)
+        record = self.error_pointer
+        claim = b.cmpxchg(
+            record, ir.Constant(I64, 0), ir.Constant(I64, 1), "monotonic", "monotonic"
+        )
+        with b.if_then(b.extract_value(claim, 1)):
+            fields = (index, size, ir.Constant(I64, axis))
+            for position, value in enumerate(fields, start=1):
+                b.store(value, b.gep(record, [ir.Constant(I64, position)]))
 
 
 class KernelFunction:
@@ -92,12 +69,8 @@ class KernelFunction:
         self.block = block
         self.builder = self.emitter.builder
         self.dialect = dialect(self.emitter, block)
-        entry = ir.IRBuilder(self.emitter.function.entry_basic_block)
-        entry.position_at_start(self.emitter.function.entry_basic_block)
-        scratch = entry.alloca(ir.ArrayType(I64, ERROR_DETAILS + 1), name="error.scratch")
-        scratch = entry.gep(scratch, [ir.Constant(I64, 0), ir.Constant(I64, 0)])
         math = lambda op, dtype: ctx.math(ctx.module, op, dtype.short)  # noqa: E731
-        self.expr = CudaExpressions(self.emitter, math, scratch)
+        self.expr = CudaExpressions(self.emitter, math)
         self.emitter.expr = self.expr
         b = self.builder
         failed = b.icmp_signed("!=", b.load(self.emitter.error), ir.Constant(I64, 0))

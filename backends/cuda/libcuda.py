@@ -8,11 +8,13 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
 from ctypes import POINTER, byref, c_char_p, c_int, c_size_t, c_uint, c_uint64, c_void_p
 
 import numpy as np
 from llvmlite import ir
 
+from graphc.backends.cuda.cublas import Cublas, load_library
 from graphc.backends.cuda.dialect import DeviceDialect
 from graphc.backends.cuda.ptx import PtxModule, compile_ptx
 from graphc.backends.llvm.memory import data_address
@@ -41,6 +43,7 @@ _SIGNATURES = {
     "cuMemFree_v2": [c_uint64],
     "cuMemcpyHtoD_v2": [c_uint64, c_void_p, c_size_t],
     "cuMemcpyDtoH_v2": [c_void_p, c_uint64, c_size_t],
+    "cuMemcpyDtoD_v2": [c_uint64, c_uint64, c_size_t],
     "cuLaunchKernel": [c_void_p, *[c_uint] * 7, c_void_p, c_void_p, c_void_p],
     "cuGetErrorName": [c_int, POINTER(c_char_p)],
 }
@@ -112,6 +115,9 @@ class CudaDriver:
             "cuDevicePrimaryCtxRetain",
         )
         self.activate()
+        self._blas: Cublas | None = None
+        self._blas_looked_for = False
+        self._blas_lock = threading.Lock()
 
     def _name(self, result: int) -> str:
         text = c_char_p()
@@ -182,6 +188,21 @@ class CudaDriver:
             result = self.lib.cuMemcpyDtoH_v2(data_address(array), address, array.nbytes)
             self.check(result, "cuMemcpyDtoH")
 
+    def copy(self, target: int, source: int, nbytes: int) -> None:
+        if nbytes:
+            self.check(self.lib.cuMemcpyDtoD_v2(target, source, nbytes), "cuMemcpyDtoD")
+
     def launch(self, function: object, grid: int, block: int, params: int) -> None:
         result = self.lib.cuLaunchKernel(function, grid, 1, 1, block, 1, 1, 0, None, params, None)
         self.check(result, "cuLaunchKernel")
+
+    def blas(self) -> Cublas | None:
+        """Return this process's cuBLAS handle in the device's context, or None if libcublas
+        is not installed."""
+        with self._blas_lock:
+            if not self._blas_looked_for:
+                library = load_library()
+                self.activate()
+                self._blas = Cublas(library) if library is not None else None
+                self._blas_looked_for = True
+            return self._blas

@@ -3,7 +3,6 @@ planner places inputs, outputs and intermediates for each call's sizes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 
 from graphc.backends.cuda.driver import Driver
@@ -11,24 +10,11 @@ from graphc.backends.kernel import KernelProgram
 from graphc.backends.llvm.memory import ArenaPlanner
 
 
-class DevicePlanner(ArenaPlanner):
-    """ArenaPlanner's placement by lifetime, giving offsets into device memory (it keeps
-    no host arena)."""
-
-    def place(self, bindings: Mapping[str, int]) -> tuple[dict[str, int], int]:
-        """Return (offset per buffer, bytes needed) for these symbol sizes."""
-        key = tuple(sorted(bindings.items()))
-        plan = self._plans.recall(key)
-        if plan is None:
-            plan = self._plans.remember(key, self._place(bindings))
-        return plan
-
-
-def arena_planner(
-    program: KernelProgram, lifetimes: Mapping[str, tuple[int, int]], exclude: set[str]
-) -> DevicePlanner:
+def arena_planner(program: KernelProgram, exclude: set[str]) -> ArenaPlanner:
     """Return a planner placing intermediates by their lifetimes, and inputs and outputs for
-    a whole call (they are copied in before the first kernel and out after the last)."""
+    a whole call (they are copied in before the first kernel and out after the last); its
+    place() gives offsets into the device arena."""
+    lifetimes = program.buffer_lifetimes()
     whole_call = (0, len(program.kernels) + 1)
     io = {
         name: replace(spec, role="temp")
@@ -36,7 +22,7 @@ def arena_planner(
         if spec.role in ("input", "output")
     }
     spans = {**lifetimes, **dict.fromkeys(io, whole_call)}
-    return DevicePlanner(replace(program, buffers={**program.buffers, **io}), spans, exclude)
+    return ArenaPlanner(replace(program, buffers={**program.buffers, **io}), spans, exclude)
 
 
 class DeviceArena:

@@ -10,8 +10,9 @@ from graphc.backends.cuda.dialect import DeviceDialect, KernelDialect
 from graphc.backends.cuda.module import Launch, build_module
 from graphc.backends.cuda.ptx import PtxModule, compile_ptx
 from graphc.backends.kernel import KernelProgram, build_program
+from graphc.backends.kernel.build import updates_from_kernels
 from graphc.backends.kernel.inplace import in_place_updates
-from graphc.backends.llvm.executable import _updates_from_kernels
+from graphc.errors import CompileError
 from graphc.graph import Graph
 from graphc.passes.fusion import Partition, partition
 
@@ -27,19 +28,24 @@ class CudaProgram:
     program: KernelProgram
     in_place: dict[str, str]
 
-    def module(self, dialect: type[KernelDialect]) -> tuple[ir.Module, list[Launch]]:
-        """Return the program's module in a dialect, and its launches."""
-        return build_module(self.program, dialect, self.in_place)
+    def module(
+        self, dialect: type[KernelDialect], cublas_epilogues: bool = False
+    ) -> tuple[ir.Module, list[Launch]]:
+        """Return the program's module in a dialect, and its launches (with each matmul's
+        epilogue as a kernel of its own too if `cublas_epilogues`)."""
+        return build_module(self.program, dialect, self.in_place, cublas_epilogues)
 
-    def ptx(self, arch: str) -> PtxModule:
+    def ptx(self, arch: str, cublas_epilogues: bool = False) -> PtxModule:
         """Return the program compiled to PTX for an architecture such as sm_80."""
-        module, _ = self.module(DeviceDialect)
+        module, _ = self.module(DeviceDialect, cublas_epilogues)
         return compile_ptx(module, arch)
 
 
 def cuda_program(graph: Graph) -> CudaProgram:
     """Return the kernels the CUDA backend runs for graph."""
-    graph = _updates_from_kernels(graph)
+    if any(node.op == "scan" for node in graph.nodes):
+        raise CompileError("scan is not supported on the cuda backend yet; use llvm")
+    graph = updates_from_kernels(graph)
     plan = partition(graph)
     program = build_program(graph, plan)
     in_place = in_place_updates(program)

@@ -129,7 +129,7 @@ def block_reduce(
     writer = ir.Constant(I64, d.block - WARP)
     with b.if_then(b.icmp_signed("==", d.thread_index(), writer)):
         final = [d.get(slot) for slot in slots]
-        b.store(expr.index_as(final[1], e.dtype) if arg else final[0], result)
+        b.store(expr.from_i64(final[1], e.dtype) if arg else final[0], result)
     d.barrier()
 
 
