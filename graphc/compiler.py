@@ -21,6 +21,7 @@ import numpy as np
 from graphc.dims import Sym, evaluate_dim, format_shape, is_static, static_shape
 from graphc.errors import GraphError, InputError, located, user_location
 from graphc.graph import Graph, Node
+from graphc.kernel_info import KernelInfo
 from graphc.ops import get_op
 from graphc.overlap import VariableMemory
 from graphc.passes import optimize as optimize_graph
@@ -218,6 +219,10 @@ class Function:
         self._out_specs = [_ArraySpec(_stacked(node.type, steps)) for node in graph.outputs]
         self._quick_inputs = _quick_input_checks(self._inputs)
         self._memory = VariableMemory(graph)
+        # The backend's runners screen a call's memory natively when called with screen=True
+        # and return None, having run nothing, where arrays may share it (see calls.Runner):
+        # a call that shares none skips the checks of _run.
+        self._screened = getattr(executable, "screens_memory", False)
         self._calls: RecentValues[Runner] = RecentValues(CALLS_KEPT)
         # The kind of the latest call and its runner: a run of calls of one kind, the usual
         # case, finds it without touching the recent-calls order.
@@ -254,9 +259,12 @@ class Function:
             if run is None:
                 return self._checked_call(arrays, out, key)
             self._last = (key, run)
-        if out is None:
-            return self._run(run, arrays, None)
-        return self._run(run, arrays, [out] if type(out) is np.ndarray else list(out))
+        targets = None if out is None else [out] if type(out) is np.ndarray else list(out)
+        if self._screened:
+            outputs = run(arrays, targets, True)  # type: ignore[call-arg]
+            if outputs is not None:
+                return self._results(outputs)
+        return self._run(run, arrays, targets)
 
     def repeat(self, steps: int) -> Function:
         """Return a Function that runs `steps` calls of this one per call: one native call on
@@ -308,6 +316,10 @@ class Function:
             outputs = (
                 self._run_staged(run, targets, feeds, staged) if staged else run(feeds, targets)
             )
+        return self._results(outputs)
+
+    def _results(self, outputs: Sequence[np.ndarray] | None) -> Any:
+        """Return what a call returns: None, its one output or a tuple of outputs."""
         if not outputs:
             return None
         return outputs[0] if self._single else tuple(outputs)
@@ -348,13 +360,20 @@ class Function:
         stats = getattr(self._executable, "memory_stats", None)
         return stats() if stats else {}
 
-    def kernels(self) -> list[tuple[str, list[Node]]]:
-        """Return each kernel's name and the graph nodes it computes (backends that fuse)."""
+    def kernels(self) -> list[KernelInfo]:
+        """Return each kernel's name and the graph nodes it computes (backends that fuse), and
+        on the CUDA backend its launch geometry; each unpacks as (name, nodes)."""
         program = getattr(self._executable, "program", None)
         if program is None:
-            return [(node.op, [node]) for node in self.graph.nodes if node.op != "input"]
+            return [KernelInfo(node.op, [node]) for node in self.graph.nodes if node.op != "input"]
         nodes = {n.id: n for n in self.graph.nodes}
-        return [(kernel.name, [nodes[i] for i in kernel.covers]) for kernel in program.kernels]
+        geometry: Mapping[str, Any] = getattr(self._executable, "launch_geometry", dict)()
+        return [
+            KernelInfo(
+                kernel.name, [nodes[i] for i in kernel.covers], geometry.get(kernel.name, ())
+            )
+            for kernel in program.kernels
+        ]
 
     def llvm_ir(self) -> str:
         """Return the optimised LLVM IR (LLVM backend only)."""
@@ -454,6 +473,8 @@ def _call_kind(arrays: tuple, out: Any) -> tuple | None:
         kind += (array.dtype, array.shape)
     if out is None:
         return kind
+    if type(out) is np.ndarray:
+        return (*kind, None, out.dtype, out.shape) if out.flags.carray else None
     kind += (None,)
     for target in out if type(out) in (tuple, list) else (out,):
         # carray: C-contiguous, aligned and writeable (an unaligned one takes the full checks)

@@ -3,7 +3,9 @@
 A Function must know when an out= array overlaps a fed array (compute into a temporary),
 another out= array or a Variable (an error), and when a fed array overlaps a Variable the
 call updates (copy it first). Most calls share nothing, which the ids of the arrays' memory
-owners decide without comparing any memory.
+owners decide without comparing any memory. A backend whose native code can screen a
+call's arrays itself runs a call that shares nothing without these checks, and returns None,
+having run nothing, for one that may share: that one takes the checks.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ class _OwnerIndex:
         return None
 
 
-_VALUE = operator.attrgetter("value")
+# Variables are compared by their host arrays, which never change; reading them needs no
+# newer value from a device.
+_HOST = operator.attrgetter("host")
 
 
 class _StorageArrays:
@@ -97,7 +101,7 @@ class _StorageArrays:
 
 def _holds(storages: Sequence[Storage], arrays: _StorageArrays | None) -> bool:
     """Return whether the storages still hold the arrays they held when `arrays` was made."""
-    return arrays is not None and all(map(operator.is_, map(_VALUE, storages), arrays.values))
+    return arrays is not None and all(map(operator.is_, map(_HOST, storages), arrays.values))
 
 
 class VariableMemory:
@@ -114,8 +118,8 @@ class VariableMemory:
         self.storages = tuple(storages.values())
         self.updated = graph.updated_storages()
         self._arrays = {
-            False: _StorageArrays(tuple(map(_VALUE, self.storages))),
-            True: _StorageArrays(tuple(map(_VALUE, self.updated))),
+            False: _StorageArrays(tuple(map(_HOST, self.storages))),
+            True: _StorageArrays(tuple(map(_HOST, self.updated))),
         }
         # The last out= call's Variable arrays, its number of out arrays, its out arrays and
         # fed arrays, and which out arrays it staged.
@@ -130,7 +134,7 @@ class VariableMemory:
         storages = self.updated if updated_only else self.storages
         arrays = self._arrays[updated_only]
         if not _holds(storages, arrays):
-            arrays = _StorageArrays(tuple(map(_VALUE, storages)))
+            arrays = _StorageArrays(tuple(map(_HOST, storages)))
             self._arrays[updated_only] = arrays  # one store: a concurrent call sees old or new
         return storages, arrays
 

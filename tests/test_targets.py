@@ -349,3 +349,18 @@ def test_compile_caches_key_on_the_target(use_target, tmp_path, monkeypatch) -> 
         np.testing.assert_allclose(function(np.ones(1000, np.float32)), 4.0)
         entries.append(len(list(tmp_path.glob("*.o"))))
     assert entries[0] >= 1 and entries[1] > entries[0]
+
+
+@pytest.mark.parametrize(
+    ("features", "prefers_256"),
+    [("", False), ("+prefer-256-bit", True), ("-prefer-256-bit", False)],
+)
+def test_avx512_targets_vectorise_loops_512_bits_wide_unless_asked(
+    features: str, prefers_256: bool
+) -> None:
+    # LLVM's Intel tuning would pick 256-bit loops; graphc turns it off on AVX-512 targets,
+    # and a feature string naming prefer-256-bit decides instead.
+    enabled = targets._enabled(cpu_target("skylake-avx512", features).features)
+    assert ("prefer-256-bit" in enabled) == prefers_256
+    assert "prefer-256-bit" not in cpu_target("haswell").features
+    assert can_execute(cpu_target("x86-64", "+prefer-256-bit"))  # tuning, not instructions

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import operator
 import os
 import threading
@@ -25,8 +26,10 @@ import numpy as np
 from graphc.backends.calls import Runner, RunsBound, Storage, undone_on_error
 from graphc.backends.kernel import KernelProgram, build_program
 from graphc.backends.kernel import ir as k
+from graphc.backends.kernel.build import updates_from_kernels
 from graphc.backends.kernel.inplace import in_place_updates
 from graphc.backends.llvm import gemm
+from graphc.backends.llvm.entry_point import FRAME, RUN_NAME, SHARED, VARIABLE_FIELDS
 from graphc.backends.llvm.jit import (
     ModuleSource,
     compile_module,
@@ -44,8 +47,6 @@ from graphc.backends.llvm.memory import (
 from graphc.backends.llvm.module_source import module_source
 from graphc.backends.llvm.program import (
     ERROR_FIELDS,
-    FRAME,
-    RUN_NAME,
     STEP_FIELD,
     build_module,
     slot_names,
@@ -54,11 +55,11 @@ from graphc.backends.llvm.runtime_library import gemm_declaration, register_symb
 from graphc.dims import evaluate_shape
 from graphc.errors import IndexingError, located
 from graphc.graph import Graph
-from graphc.ops.registry import make_node
-from graphc.passes.fusion import is_buffer_source, partition
+from graphc.passes.fusion import partition
 from graphc.recent import RecentValues
 
-_RUN = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_size_t)
+_ARRAYS = FRAME.index("arrays")
+_RUN = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)
 _VALUE = operator.attrgetter("value")
 
 
@@ -76,7 +77,7 @@ class LLVMExecutable(RunsBound):
     """A graph compiled to one native entry point."""
 
     def __init__(self, graph: Graph) -> None:
-        graph = _updates_from_kernels(graph)
+        graph = updates_from_kernels(graph)
         self.graph = graph
         self.partition = partition(graph)
         program = build_program(graph, self.partition)
@@ -102,7 +103,7 @@ class LLVMExecutable(RunsBound):
         register_symbols(
             {
                 kernel.dtype.name
-                for kernel in self.program.kernels
+                for kernel in k.nested_kernels(self.program.kernels)
                 if isinstance(kernel, k.MatmulKernel)
             },
             parallel,
@@ -118,12 +119,14 @@ class LLVMExecutable(RunsBound):
         self._sizes = np.zeros(max(1, len(self.program.symbols)), dtype=np.int64)
         self._error = np.zeros(ERROR_FIELDS, dtype=np.int64)
         # Each pool thread packs into its own slice of the calling thread's workspace.
-        uses_gemm = any(isinstance(kernel, k.MatmulKernel) for kernel in self.program.kernels)
+        uses_gemm = any(
+            isinstance(kernel, k.MatmulKernel) for kernel in k.nested_kernels(self.program.kernels)
+        )
         self._workspace_bytes = workspace * self._threads if uses_gemm else 0
         self._workspace_slot = self._slots.index("workspace")
         self._workspace_address = 0
         self._planner = ArenaPlanner(
-            self.program, _buffer_lifetimes(self.program), exclude=set(self._in_place)
+            self.program, self.program.buffer_lifetimes(), exclude=set(self._in_place)
         )
         # graph_run's arguments; the number of steps is the installed call's.
         self._constants = {
@@ -145,17 +148,25 @@ class LLVMExecutable(RunsBound):
             "error": self._error.ctypes.data,
             "threads": threads,
             "steps": 1,
-            "array_slots": self._array_slots.ctypes.data,
-            "array_count": len(self._array_slots),
             "data_offset": ARRAY_DATA_OFFSET or 0,
+            "array_count": len(self._array_slots),
+            "input_count": len(graph.inputs),
+            "array_slots": self._array_slots.ctypes.data,
+            "array_bytes": 0,  # the installed call's
+            "variable_count": len(self._variable_spans) // VARIABLE_FIELDS,
+            "variables": self._variable_spans.ctypes.data,
+            "arrays": 0,  # each call's
         }
         self._frame = np.array([frame[name] for name in FRAME], dtype=np.int64)
         self._frame_address = self._frame.ctypes.data
+        self._frame_view = self._frame.data  # a memoryview: writes an item faster than numpy
         # The bound calls of the most recent symbol sizes, and the one whose sizes and
         # intermediates' addresses the table holds now.
         self._bound_calls: RecentValues[Runner] = RecentValues(PLANS_KEPT)
         self._installed: _BoundCall | None = None
         self._updated = graph.updated_storages()
+        # graph_run screens a call's arrays for shared memory where it reads them itself.
+        self.screens_memory = TUPLE_ITEMS_OFFSET is not None
 
     @property
     def llvm_ir(self) -> str:
@@ -199,6 +210,19 @@ class LLVMExecutable(RunsBound):
             else:
                 temps.append((slot, name))
         self._variable_storages = tuple(storage for _, storage in self._variable_slots)
+        # (slot, bytes, updated) of each Variable's table entry, for graph_run's screen.
+        updated = {id(storage) for storage in self.graph.updated_storages()}
+        self._variable_spans = np.array(
+            [
+                (
+                    slot,
+                    _static_bytes(self.program.buffers[self._slots[slot]]),
+                    id(storage) in updated,
+                )
+                for slot, storage in self._variable_slots
+            ],
+            dtype=np.int64,
+        ).reshape(-1)
         # The arrays whose addresses the table holds for the variables (None: not yet).
         self._variables: Sequence[np.ndarray | None] = [None] * len(self._variable_slots)
         self._temp_slots = np.array([slot for slot, _ in temps], dtype=np.intp)
@@ -215,17 +239,27 @@ class LLVMExecutable(RunsBound):
         runner = self._bound_calls.recall(key)
         if runner is None:
             runner = self._bound_calls.remember(
-                key, functools.partial(self._run_bound, _BoundCall(self.program, bindings, steps))
+                key,
+                functools.partial(
+                    self._run_bound, _BoundCall(self.program, self.graph, bindings, steps)
+                ),
             )
         return runner
 
     def _run_bound(
-        self, call: _BoundCall, feeds: Sequence[np.ndarray], out: Sequence[np.ndarray] | None
-    ) -> list[np.ndarray]:
+        self,
+        call: _BoundCall,
+        feeds: Sequence[np.ndarray],
+        out: Sequence[np.ndarray] | None,
+        screen: bool = False,
+    ) -> list[np.ndarray] | None:
+        """Run a call; with `screen`, first let the entry point look for arrays that may share
+        memory, returning None (nothing has run) if it finds any."""
         with self._lock:
             if call is not self._installed or call.generation != self._planner.generation:
                 self._install(call)
-            if not all(map(operator.is_, map(_VALUE, self._variable_storages), self._variables)):
+            storages = self._variable_storages
+            if storages and not all(map(operator.is_, map(_VALUE, storages), self._variables)):
                 self._point_at_variables()
             if out is None:
                 arrays = [np.empty(shape, dtype) for shape, dtype in call.outputs]
@@ -241,14 +275,16 @@ class LLVMExecutable(RunsBound):
             handed = (*feeds, *arrays)
             if TUPLE_ITEMS_OFFSET is None:
                 self._write_addresses(handed)
-                objects = 0
             else:
-                objects = id(handed) + TUPLE_ITEMS_OFFSET
+                self._frame_view[_ARRAYS] = id(handed) + TUPLE_ITEMS_OFFSET + screen  # bit 0
             if call.steps is None:
-                if self._run_entry(self._frame_address, objects):
+                status = self._run_entry(self._frame_address)
+                if status == SHARED:
+                    return None
+                if status:
                     self._raise_on_error("")
-            else:
-                self._run_steps(call.steps, objects)
+            elif self._run_steps(call.steps) == SHARED:
+                return None
             if self._sources is None:
                 return arrays  # the output buffers' arrays, out's own when it was given
             results = self._collect(arrays, feeds, call.steps)
@@ -287,15 +323,20 @@ class LLVMExecutable(RunsBound):
         self._planner.arena_bytes = call.arena_bytes
         self._sizes[: len(call.sizes)] = call.sizes
         self._frame[FRAME.index("steps")] = call.steps or 1
+        self._frame[FRAME.index("array_bytes")] = call.array_bytes.ctypes.data
         self._table[self._temp_slots] = call.temp_addresses
         self._installed = call
 
-    def _run_steps(self, steps: int, objects: int) -> None:
-        """Run the steps entry; a step that fails gives the Variables back the values they
-        had before the call, and raises."""
+    def _run_steps(self, steps: int) -> int:
+        """Run the steps entry and return its status; a step that fails gives the Variables
+        back the values they had before the call, and raises."""
         with undone_on_error(self._updated):
-            if self._run_entry(self._frame_address, objects):
+            status = self._run_entry(self._frame_address)
+            if status == SHARED:
+                return status
+            if status:
                 self._raise_on_error(f" (at step {self._error[STEP_FIELD]} of 0..{steps - 1})")
+        return status
 
     def _raise_on_error(self, where: str) -> None:
         """Raise IndexingError for the bad gather index the entry recorded."""
@@ -333,6 +374,7 @@ class _BoundCall:
 
     __slots__ = (
         "arena_bytes",
+        "array_bytes",
         "bindings",
         "generation",
         "outputs",
@@ -341,7 +383,13 @@ class _BoundCall:
         "temp_addresses",
     )
 
-    def __init__(self, program: KernelProgram, bindings: Mapping[str, int], steps: int | None):
+    def __init__(
+        self,
+        program: KernelProgram,
+        graph: Graph,
+        bindings: Mapping[str, int],
+        steps: int | None,
+    ):
         self.bindings = dict(bindings)
         self.steps = steps
         self.sizes = np.array([bindings[symbol] for symbol in program.symbols], np.int64)
@@ -351,6 +399,15 @@ class _BoundCall:
             for spec in program.buffers.values()
             if spec.role == "output"
         ]
+        inputs = [
+            ((*lead, *evaluate_shape(node.type.shape, bindings)), np.dtype(node.type.dtype.numpy))
+            for node in graph.inputs
+        ]
+        # The bytes of each array the call hands over (fed, then outputs), for the screen.
+        self.array_bytes = np.array(
+            [math.prod(shape) * dtype.itemsize for shape, dtype in (*inputs, *self.outputs)],
+            np.int64,
+        )
         self.generation = -1  # not placed in any arena yet
         self.temp_addresses = np.zeros(0, np.uint64)
         self.arena_bytes = 0
@@ -380,20 +437,9 @@ def _result_sources(
     return sources
 
 
-def _updates_from_kernels(graph: Graph) -> Graph:
-    """Return graph with every update value and every variable output computed by a kernel:
-    a copy taken before any variable changes, so `a <- b, b <- a` reads both old values and
-    an output that is an updated variable shows its value from before the call."""
-
-    def copied(node):
-        return make_node("stop_gradient", [node], location=node.location)
-
-    updates = tuple(
-        (variable, copied(value) if is_buffer_source(value) else value)
-        for variable, value in graph.updates
-    )
-    outputs = tuple(copied(n) if n.op == "variable" else n for n in graph.outputs)
-    return Graph(graph.inputs, outputs, updates)
+def _static_bytes(spec) -> int:
+    """Return the bytes of a buffer whose shape has no symbol (a Variable's)."""
+    return math.prod(evaluate_shape(spec.shape, {})) * np.dtype(spec.dtype.numpy).itemsize
 
 
 def _dump(program: KernelProgram, text: Callable[[], str], compiled) -> None:
@@ -411,17 +457,3 @@ def _dump(program: KernelProgram, text: Callable[[], str], compiled) -> None:
         stream.write(compiled.assembly())
     with open(stem + ".kernels.txt", "w") as stream:
         stream.write("\n".join(kernel.name for kernel in program.kernels) + "\n")
-
-
-def _buffer_lifetimes(program: KernelProgram) -> dict[str, tuple[int, int]]:
-    """Return, per buffer, the first and last kernel positions that touch it."""
-    spans: dict[str, list[int]] = {}
-    for position, kernel in enumerate(program.kernels):
-        for name in k.buffers_used(kernel):
-            span = spans.setdefault(name, [position, position])
-            span[0], span[1] = min(span[0], position), max(span[1], position)
-    end = len(program.kernels)
-    for target, source in program.updates:
-        for name in (target, source):
-            spans.setdefault(name, [end, end])[1] = end
-    return {name: (lo, hi) for name, (lo, hi) in spans.items()}

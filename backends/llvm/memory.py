@@ -69,7 +69,9 @@ def data_address(array: np.ndarray) -> int:
 
 
 class ArenaPlanner:
-    """Assigns arena offsets to the program's temporaries for given symbol sizes."""
+    """Assigns arena offsets to the program's temporaries for given symbol sizes, and keeps
+    the host arena they live in on the CPU (the CUDA backend places its device arena with
+    place())."""
 
     def __init__(
         self,
@@ -89,13 +91,18 @@ class ArenaPlanner:
         # Counts the arenas allocated, so a caller holding addresses in one knows they moved.
         self.generation = 0
 
+    def place(self, bindings: Mapping[str, int]) -> tuple[dict[str, int], int]:
+        """Return (offset per temporary, bytes they need) for these sizes: offsets into any
+        arena aligned to ALIGNMENT, host memory (plan()) or a device's."""
+        key = tuple(sorted(bindings.items()))
+        placement = self._plans.recall(key)
+        if placement is None:
+            placement = self._plans.remember(key, self._place(bindings))
+        return placement
+
     def plan(self, bindings: Mapping[str, int]) -> tuple[dict[str, int], np.ndarray | None]:
         """Return (offset per temporary, arena array) for these sizes; the arena only grows."""
-        key = tuple(sorted(bindings.items()))
-        plan = self._plans.recall(key)
-        if plan is None:
-            plan = self._plans.remember(key, self._place(bindings))
-        offsets, size = plan
+        offsets, size = self.place(bindings)
         if size and (self._arena is None or self._arena.nbytes < size + ALIGNMENT):
             self._arena = np.zeros(size + ALIGNMENT, dtype=np.uint8)
             self.generation += 1

@@ -3,14 +3,10 @@
 order (splitting large ones over graphc's thread pool), stops at the first run-time error,
 and only then copies update values into the variables and source outputs into place.
 
-Python calls `i64 graph_run(i64* frame, i64 arrays)`, which reads table, sizes, error,
-threads and a number of steps from the frame (a call with few arguments crosses ctypes
-fastest), writes the addresses of the call's arrays into the table (read from the array
-objects `arrays` points at: cheaper here than in Python) and runs `graph_steps`:
-graph_main once per step, over inputs and outputs stacked along a leading steps dim. After
-each step it moves every input and output pointer in the table on by one step's bytes, so
-step i+1 reads its own inputs and sees the Variables as step i left them; a plain call is
-one step. It returns whether a kernel failed (the error record says how)."""
+Python calls graph_run (entry_point.py), which runs `graph_steps`: graph_main once per step,
+over inputs and outputs stacked along a leading steps dim. After each step it moves every
+input and output pointer in the table on by one step's bytes, so step i+1 reads its own
+inputs and sees the Variables as step i left them; a plain call is one step."""
 
 from __future__ import annotations
 
@@ -21,6 +17,7 @@ from llvmlite import ir
 from graphc.backends.kernel import KernelProgram
 from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.index import dim_expr
+from graphc.backends.llvm.entry_point import STEPS_ARGS, emit_run_function
 from graphc.backends.llvm.expressions import I8, I64, Scope
 from graphc.backends.llvm.kernels import (
     FunctionEmitter,
@@ -32,6 +29,7 @@ from graphc.backends.llvm.kernels import (
     matmul_work,
 )
 from graphc.backends.llvm.parallel import emit_run
+from graphc.backends.llvm.scan import emit_scan_kernel
 from graphc.dtypes import float32
 
 ENTRY_NAME = "graph_main"
@@ -39,13 +37,6 @@ ENTRY_TYPE = ir.FunctionType(
     ir.VoidType(), [I8.as_pointer().as_pointer(), I64.as_pointer(), I64.as_pointer(), I64]
 )
 STEPS_TYPE = ir.FunctionType(ir.VoidType(), [*ENTRY_TYPE.args, I64])
-RUN_NAME = "graph_run"
-# graph_run's frame, in order: the addresses of the table, sizes and error record, the
-# threads kernels may use, the number of steps, then how to read the call's arrays: the
-# address of the table slot of each (-1: none), their number, and where an array object
-# keeps the address of its elements.
-STEPS_ARGS = ("table", "sizes", "error", "threads", "steps")
-FRAME = (*STEPS_ARGS, "array_slots", "array_count", "data_offset")
 # The error record: [failed, value, size, axis] written by a failing kernel, then the step.
 ERROR_FIELDS = 5
 STEP_FIELD = 4
@@ -77,84 +68,41 @@ def build_module(
     b = entry.builder
     table, sizes, error, threads = entry.function.args
     done = entry.function.append_basic_block("failed")
-    for kernel in program.kernels:
-        for function, work in _kernel_functions(ctx, entry, kernel):
-            emit_run(entry, function, work, threads if parallel else None, table, sizes, error)
-            failed = b.icmp_signed("!=", b.load(error), ir.Constant(I64, 0))
-            next_block = entry.function.append_basic_block(f"after_{function.name}")
-            b.cbranch(failed, done, next_block)
-            b.position_at_end(next_block)
+    _emit_kernels(ctx, entry, program.kernels, parallel, done)
     _commit(entry, program)
     b.ret_void()
     b.position_at_end(done)
     b.ret_void()
-    _run_function(module, _steps_function(ctx, program, entry.function))
+    emit_run_function(module, _steps_function(ctx, program, entry.function))
     return module
 
 
-def _run_function(module: ir.Module, steps: ir.Function) -> None:
-    """Emit `i64 graph_run(i64* frame, i64 arrays)`: clear the error record, write the
-    address of each array of the call into its table slot (`arrays` points at the array
-    objects, 0 when Python wrote the table), call steps with the arguments the frame holds
-    and return whether a kernel failed."""
-    run_type = ir.FunctionType(I64, [I64.as_pointer(), I64])
-    run = ir.Function(module, run_type, RUN_NAME)
-    frame, arrays = run.args
-    b = ir.IRBuilder(run.append_basic_block("entry"))
-    field = {
-        name: b.load(b.gep(frame, [ir.Constant(I64, i)]), name=name) for i, name in enumerate(FRAME)
-    }
-    table, sizes, error = (
-        b.inttoptr(field[name], kind)
-        for name, kind in zip(FRAME[:3], STEPS_TYPE.args[:3], strict=True)
-    )
-    b.store(ir.Constant(I64, 0), error)
-    count = b.select(
-        b.icmp_unsigned("==", arrays, ir.Constant(I64, 0)),
-        ir.Constant(I64, 0),
-        field["array_count"],
-    )
-    _write_array_addresses(b, table, arrays, count, field["array_slots"], field["data_offset"])
-    b.call(steps, [table, sizes, error, field["threads"], field["steps"]])
-    b.ret(b.load(error, name="failed"))
-
-
-def _write_array_addresses(
-    b: ir.IRBuilder,
-    table: ir.Value,
-    arrays: ir.Value,
-    count: ir.Value,
-    slots_address: ir.Value,
-    data_offset: ir.Value,
+def _emit_kernels(
+    ctx: KernelContext, caller: FunctionEmitter, kernels, parallel: bool, done: ir.Block
 ) -> None:
-    """Emit: for each of the `count` array objects at `arrays`, store the address of its
-    elements (read at data_offset in the object) into its slot of table, if it has one."""
-    objects = b.inttoptr(arrays, I64.as_pointer(), name="array_objects")
-    slots = b.inttoptr(slots_address, I64.as_pointer(), name="array_slots")
-    zero = ir.Constant(I64, 0)
-    before = b.block
-    header = b.append_basic_block("array")
-    body = b.append_basic_block("array_address")
-    store = b.append_basic_block("array_store")
-    advance = b.append_basic_block("array_next")
-    done = b.append_basic_block("arrays_done")
-    b.branch(header)
-    b.position_at_end(header)
-    index = b.phi(I64, name="array_index")
-    index.add_incoming(zero, before)
-    b.cbranch(b.icmp_signed("<", index, count), body, done)
-    b.position_at_end(body)
-    slot = b.load(b.gep(slots, [index]), name="slot")
-    b.cbranch(b.icmp_signed(">=", slot, zero), store, advance)
-    b.position_at_end(store)
-    address = b.add(b.load(b.gep(objects, [index]), name="array_object"), data_offset)
-    data = b.load(b.inttoptr(address, I8.as_pointer().as_pointer()), name="array_data")
-    b.store(data, b.gep(table, [slot]))
-    b.branch(advance)
-    b.position_at_end(advance)
-    index.add_incoming(b.add(index, ir.Constant(I64, 1)), advance)
-    b.branch(header)
-    b.position_at_end(done)
+    """Emit calls of kernels, in order, into caller (the entry point or a loop's body, whose
+    arguments are table, sizes, error and threads), branching to done after one that fails."""
+    b = caller.builder
+    table, sizes, error, threads = caller.function.args
+    for kernel in kernels:
+        if isinstance(kernel, k.ScanKernel):
+
+            def body(emitter: FunctionEmitter, failed: ir.Block, inner=kernel.body) -> None:
+                _emit_kernels(ctx, emitter, inner, parallel, failed)
+
+            loop = emit_scan_kernel(ctx, caller, kernel, body)
+            calls: list[tuple[ir.Function, tuple | None]] = [(loop, None)]
+        else:
+            calls = list(_kernel_functions(ctx, caller, kernel))
+        for function, work in calls:
+            if work is None:  # a loop runs its steps on this thread; its body's kernels split
+                b.call(function, [table, sizes, error, threads])
+            else:
+                emit_run(caller, function, work, threads if parallel else None, table, sizes, error)
+            failed = b.icmp_signed("!=", b.load(error), ir.Constant(I64, 0))
+            next_block = caller.function.append_basic_block(f"after_{function.name}")
+            b.cbranch(failed, done, next_block)
+            b.position_at_end(next_block)
 
 
 def _steps_function(ctx: KernelContext, program: KernelProgram, main: ir.Function) -> ir.Function:

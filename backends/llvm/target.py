@@ -155,7 +155,7 @@ def _selected(name: str, features: str) -> CpuTarget:
     else:
         return host
     if not can_execute(target):
-        missing = sorted(_enabled(target.features) - _enabled(host.features))
+        missing = sorted(_executed(target.features) - _enabled(host.features))
         lacks = f"lacks {', '.join(missing)}" if target.arch == host.arch else f"is {host.arch}"
         chosen = ", ".join(
             f"{variable}={value}"
@@ -203,7 +203,7 @@ def can_execute(target: CpuTarget) -> bool:
     host = host_target()
     if target.arch != host.arch:
         return False
-    return _enabled(target.features) <= _enabled(host.features)
+    return _executed(target.features) <= _enabled(host.features)
 
 
 def clear_target_caches() -> None:
@@ -228,6 +228,12 @@ def isa_family(arch: str, enabled: set[str]) -> str:
 
 def _target(cpu: str, features: str, triple: str, enabled: set[str]) -> CpuTarget:
     isa = isa_family(_arch(triple), enabled)
+    if isa == "avx512" and "prefer-256-bit" not in features:
+        # LLVM tunes Intel AVX-512 CPUs to vectorise loops 256 bits wide, against the clock
+        # drop of early AVX-512 cores; the GEMM's 512-bit tiles pay that already, and 512-bit
+        # loops made row softmax 1.3x faster here. GRAPHC_CPU_FEATURES=+prefer-256-bit
+        # restores LLVM's choice.
+        features = f"{features},-prefer-256-bit"
     bits, registers = _VECTOR_REGISTERS[isa]
     host_caches = _arch(triple) == _arch(llvm.get_process_triple())
     l1d, l2, l3 = _read_caches() if host_caches else FALLBACK_CACHES
@@ -237,6 +243,12 @@ def _target(cpu: str, features: str, triple: str, enabled: set[str]) -> CpuTarge
 def _arch(triple: str) -> str:
     arch = triple.split("-", 1)[0]
     return "aarch64" if arch == "arm64" else arch
+
+
+def _executed(features: str) -> set[str]:
+    """Return the features a feature string turns on that change which instructions code may
+    use: not LLVM's tuning flags (prefer-256-bit, fast-*, slow-*), which any CPU can run."""
+    return {f for f in _enabled(features) if not f.startswith(("prefer-", "fast-", "slow-"))}
 
 
 def _enabled(features: str) -> set[str]:
