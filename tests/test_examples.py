@@ -46,3 +46,21 @@ def test_tutorial_runs_every_section_and_its_training_loop_learns():
     losses = [float(v) for v in re.findall(r"^epoch +\d+: loss ([0-9.]+)$", output, re.MULTILINE)]
     assert len(losses) == 10
     assert losses[-1] < 0.9 * losses[0]
+
+
+def test_onnx_import_round_trips_pytorch_models_and_fine_tunes_them():
+    pytest.importorskip("onnxruntime")
+    output = _run("onnx_import.py", [])
+    for model in ("cnn", "mlp"):
+        to_pytorch = re.search(rf"^{model}: max \|graphc - PyTorch\| = (\S+)$", output, re.M)
+        tuned = re.search(
+            rf"^{model}: fine-tuned loss (\S+) -> (\S+), test accuracy (\S+)%", output, re.M
+        )
+        to_runtime = re.search(
+            rf"^{model}: onnxruntime vs graphc, max difference (\S+)$", output, re.M
+        )
+        assert to_pytorch and tuned and to_runtime, output
+        assert float(to_pytorch.group(1)) < 1e-5
+        assert float(tuned.group(2)) < 0.5 * float(tuned.group(1))
+        assert float(tuned.group(3)) >= 80.0
+        assert float(to_runtime.group(1)) < 1e-4

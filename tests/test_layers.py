@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("passes", ("graphc.passes",)),
     ("backends", ("graphc.backends",)),
     ("Tensor API", ()),
-    ("nn, optim and the graphc namespace", ("graphc.nn", "graphc.optim")),
+    ("nn, optim, onnx and the graphc namespace", ("graphc.nn", "graphc.optim", "graphc.onnx")),
 ]
 TENSOR_API = [name for name, _ in LAYERS].index("Tensor API")
 TOP = len(LAYERS) - 1
@@ -117,6 +117,18 @@ def test_every_import_points_down_the_layers():
         if layer_of(imported) > layer_of(module)
     ]
     assert not upward, "\n".join(upward)
+
+
+def test_nn_optim_and_onnx_use_the_public_api_only():
+    # They are written like user code: no pass or backend is theirs to call.
+    graph = import_graph()
+    internal = [
+        f"{module}:{data['line']} imports {imported}"
+        for module, imported, data in graph.edges(data=True)
+        if module.startswith(("graphc.nn", "graphc.optim", "graphc.onnx"))
+        and imported.startswith(("graphc.passes", "graphc.backends"))
+    ]
+    assert not internal, "\n".join(internal)
 
 
 def test_the_layers_below_the_tensor_api_import_no_circle():
