@@ -11,6 +11,7 @@ from graphc.passes.constant_fold import FOLD, constant_fold
 from graphc.passes.conv_gemm import CONV_GEMM, conv_gemm
 from graphc.passes.cse import CSE, cse
 from graphc.passes.dce import DCE, dce
+from graphc.passes.pool_argmax import POOL_ARGMAX
 from graphc.passes.rewrite import RewriteReport, Tier, run_tiers
 from graphc.passes.scan_autodiff import SCAN
 from graphc.passes.simplify import CANONICALIZE, SIMPLIFY, canonicalize, simplify
@@ -39,6 +40,7 @@ register_tier(STABILIZE, 20)
 register_tier(FOLD, 30)
 register_tier(SIMPLIFY, 40)
 register_tier(CONV_GEMM, 45)
+register_tier(POOL_ARGMAX, 46)
 register_tier(CSE, 50)
 register_tier(SCAN, 55)
 register_tier(DCE, 60)

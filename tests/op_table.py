@@ -1923,6 +1923,57 @@ def _torch_max_pool_select(x, values, attrs):
     return picked.reshape(where.shape).numpy()
 
 
+def _window_positions(first_max, attrs, hw):
+    """Return per window the input (row, col) of tap first_max (i * kW + j) and whether that
+    position lies inside the (H, W) = hw input rather than in the padding."""
+    kw = attrs["kernel"][1]
+    (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
+    out_rows = np.arange(first_max.shape[2])[:, None]
+    out_cols = np.arange(first_max.shape[3])[None, :]
+    rows = out_rows * sh - ph + first_max // kw * dh
+    cols = out_cols * sw - pw + first_max % kw * dw
+    inside = (rows >= 0) & (rows < hw[0]) & (cols >= 0) & (cols < hw[1])
+    return rows, cols, inside
+
+
+def _torch_max_pool_argmax(x, attrs):
+    """Return each window's first maximum as a tap i * kW + j, from PyTorch's indices."""
+    torch = _torch()
+    _, where = torch.nn.functional.max_pool2d(
+        torch.from_numpy(x),
+        attrs["kernel"],
+        attrs["stride"],
+        attrs["padding"],
+        attrs["dilation"],
+        attrs["ceil_mode"],
+        return_indices=True,
+    )
+    rows, cols = np.divmod(where.numpy(), x.shape[3])
+    (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
+    i = (rows - np.arange(rows.shape[2])[:, None] * sh + ph) // dh
+    j = (cols - np.arange(cols.shape[3])[None, :] * sw + pw) // dw
+    return (i * attrs["kernel"][1] + j).astype(np.int32)
+
+
+def _routed(first_max, gy, attrs, hw):
+    """Return the (N, C, *hw) image with each window's gy added at its chosen tap."""
+    rows, cols, inside = _window_positions(first_max, attrs, hw)
+    n, c = np.indices(first_max.shape)[:2]
+    out = np.zeros((*gy.shape[:2], *hw), gy.dtype)
+    np.add.at(out, (n[inside], c[inside], rows[inside], cols[inside]), gy[inside])
+    return out
+
+
+def _picked(first_max, values, attrs):
+    """Return values at each window's chosen tap, 0 for a tap in the padding."""
+    rows, cols, inside = _window_positions(first_max, attrs, values.shape[2:])
+    n, c = np.indices(first_max.shape)[:2]
+    rows, cols = (
+        np.clip(a, 0, size - 1) for a, size in zip((rows, cols), values.shape[2:], strict=True)
+    )
+    return np.where(inside, values[n, c, rows, cols], 0).astype(values.dtype)
+
+
 def _torch_avg_pool(attrs):
     def pool(x):
         torch = _torch()
@@ -1976,6 +2027,30 @@ for _pid, _xs, _k, _s, _p, _d, _ceil in _POOL:
         lambda x, v, a=_attrs: _prim("max_pool2d_select", [x, v], **a),
         lambda x, v, a=_attrs: _torch_max_pool_select(x, v, a),
         F(*_xs),
+        F(*_xs),
+        diff=True,
+    )
+    # What the pool_argmax tier splits an overlapping max_pool2d_grad into.
+    _taps = _pairs(_k)[0] * _pairs(_k)[1]
+    add(
+        f"max_pool2d_argmax_{_pid}",
+        lambda x, a=_attrs: _prim("max_pool2d_argmax", [x], **a),
+        lambda x, a=_attrs: _torch_max_pool_argmax(x, a),
+        F(*_xs),
+    )
+    add(
+        f"max_pool2d_routed_{_pid}",
+        lambda t, gy, a=_attrs, hw=_xs[2:]: _prim("max_pool2d_routed", [t, gy], **a, input_hw=hw),
+        lambda t, gy, a=_attrs, hw=_xs[2:]: _routed(t, gy, a, hw),
+        I(*_ys, low=0, high=_taps, dtype=int32),
+        F(*_ys),
+        diff=True,
+    )
+    add(
+        f"max_pool2d_pick_{_pid}",
+        lambda t, v, a=_attrs: _prim("max_pool2d_pick", [t, v], **a),
+        lambda t, v, a=_attrs: _picked(t, v, a),
+        I(*_ys, low=0, high=_taps, dtype=int32),
         F(*_xs),
         diff=True,
     )

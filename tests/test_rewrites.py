@@ -137,6 +137,11 @@ def _div_one():
     return [x], [x / 1.0], ()
 
 
+def _small_power():
+    x = gc.input("x", (3,))
+    return [x], [x**2, (x.exp() ** 1.0) * 3.0, x ** gc.tensor([2.0, 2.0, 2.0])], ()
+
+
 def _merge_duplicates():
     x = gc.input("x", (3,))
     return [x], [x.exp() + x.exp()], ()
@@ -175,6 +180,17 @@ def _conv2d_weight_grad():
 def _conv2d_input_grad():
     g, w = gc.input("g", (2, 4, 6, 6)), gc.input("w", (4, 3, 3, 3))
     return [g, w], [node("conv2d_input_grad", g, w, **_CONV, input_hw=(6, 6))], ()
+
+
+def _overlapping_max_pool_grad():
+    x, g = gc.input("x", (2, 3, 7, 7)), gc.input("g", (2, 3, 7, 7))
+    attrs = {"kernel": (3, 3), "stride": (1, 1), "padding": (1, 1), "dilation": (1, 1)}
+    return [x, g], [node("max_pool2d_grad", x, g, **attrs, ceil_mode=False)], ()
+
+
+def _from_recorded_maxima(graph):
+    assert "max_pool2d_grad" not in ops(graph)
+    assert {"max_pool2d_argmax", "max_pool2d_routed"} <= set(ops(graph))
 
 
 def _no_op(op):
@@ -261,10 +277,12 @@ CASES = [
     Case("sub_zero", _sub_zero, _no_op("sub")),
     Case("mul_one", _mul_one, _expect_outputs_are_inputs_or_exp),
     Case("div_one", _div_one, _no_op("div")),
+    Case("small_power", _small_power, _no_op("pow")),
     Case("merge_duplicates", _merge_duplicates, _expect_one_exp),
     Case("drop_noop_updates", _drop_noop_updates, _expect_no_updates),
     Case("merge_residual_scans", _merge_residual_scans, _expect_two_scans, exact=False),
     Case("conv2d_as_gemm", _conv2d, _as_matmul("conv2d"), exact=False),
+    Case("max_pool2d_grad_from_argmax", _overlapping_max_pool_grad, _from_recorded_maxima),
     Case(
         "conv2d_weight_grad_as_gemm",
         _conv2d_weight_grad,
@@ -466,6 +484,7 @@ def test_register_tier_orders_by_position(monkeypatch):
         "extra",
         "simplify",
         "conv_gemm",
+        "pool_argmax",
         "cse",
         "scan",
         "dce",

@@ -27,7 +27,7 @@ from graphc.backends.kernel.ir import (
 )
 from graphc.backends.kernel.lowering import register
 from graphc.dims import Dim
-from graphc.dtypes import DType, bool_, int64
+from graphc.dtypes import DType, bool_, int32, int64
 from graphc.graph import Node
 
 
@@ -323,20 +323,45 @@ def _avg_pool_grad(ctx, node, index):
     return cover.total(_masked(cover.valid, share))
 
 
-def _max_pool_grad(ctx, node, index):
-    # dx[h, w] sums g over the windows whose first maximum sits at (h, w): the argmax of each
-    # covering window is computed again (exact, ties included, and no index buffer to keep).
-    x, gy = node.inputs
+def _route(ctx, node, gy: Node, index, first_max_at) -> Expr:
+    """Return dx[h, w]: gy summed over the windows covering (h, w) whose first maximum,
+    first_max_at(n, channel, row, col) as a flat tap i * kW + j, sits at (h, w)."""
     n, ch, h, w = index.dims()
     cover = _covering(ctx, node, gy, h, w)
     row, col = cover.window
-    grid = gy.type.shape[2:]
-    taps, extents, value = _window(ctx, node, x, n, ch, row, col, grid, -np.inf)
-    first_max = Reduce("argmax", taps, extents, value, int64)
     i, j = cover.tap
     flat_tap = iadd(imul(i, IConst(node.attrs["kernel"][1])), j)
-    here = all_of([cover.valid, ibin("eq", ValueIndex(first_max), flat_tap)])
+    here = all_of([cover.valid, ibin("eq", first_max_at(n, ch, row, col), flat_tap)])
     return cover.total(_masked(here, ctx.value(gy, Index(gy.type.shape, dims=(n, ch, row, col)))))
+
+
+def _first_max(ctx, node, x: Node, n, ch, oh, ow, grid) -> Reduce:
+    """Return the flat tap (i * kW + j) of the first maximum of x's window (oh, ow)."""
+    taps, extents, value = _window(ctx, node, x, n, ch, oh, ow, grid, -np.inf)
+    return Reduce("argmax", taps, extents, value, int64)
+
+
+def _max_pool_grad(ctx, node, index):
+    # Each covering window's first maximum is computed again: exact, ties included, and no
+    # index buffer to keep. Overlapping windows go through max_pool2d_routed instead.
+    x, gy = node.inputs
+    grid = gy.type.shape[2:]
+    return _route(ctx, node, gy, index, lambda *at: ValueIndex(_first_max(ctx, node, x, *at, grid)))
+
+
+def _recorded(ctx, first_max: Node, n, ch, row, col) -> IntExpr:
+    """Return the flat tap max_pool2d_argmax recorded for window (row, col)."""
+    return ValueIndex(ctx.value(first_max, Index(first_max.type.shape, dims=(n, ch, row, col))))
+
+
+def _max_pool_routed(ctx, node, index):
+    first_max, gy = node.inputs
+    return _route(ctx, node, gy, index, lambda *at: _recorded(ctx, first_max, *at))
+
+
+def _max_pool_argmax(ctx, node, index):
+    grid = node.type.shape[2:]
+    return Cast(_first_max(ctx, node, node.inputs[0], *index.dims(), grid), int32)
 
 
 def _masked(condition: IntExpr, value: Expr) -> Expr:
@@ -346,18 +371,25 @@ def _masked(condition: IntExpr, value: Expr) -> Expr:
     return Select(IndexValue(condition, bool_), value, Const(0, value.dtype), value.dtype)
 
 
+def _at_tap(ctx, node, values: Node, n, ch, oh, ow, flat_tap: IntExpr) -> Expr:
+    """Return values at tap flat_tap (i * kW + j) of window (oh, ow); 0 in the padding."""
+    (_, kw), stride, padding, dilation = _pool_geometry(node)
+    i, j = ibin("div", flat_tap, IConst(kw)), ibin("mod", flat_tap, IConst(kw))
+    value, inside = _tap(ctx, values, n, ch, oh, ow, i, j, stride, dilation, padding)
+    return _masked(inside, value)
+
+
 def _max_pool_select(ctx, node, index):
     x, values = node.inputs
-    n, ch, oh, ow = index.dims()
-    grid = node.type.shape[2:]
-    taps, extents, value = _window(ctx, node, x, n, ch, oh, ow, grid, -np.inf)
-    first_max = ValueIndex(Reduce("argmax", taps, extents, value, int64))
-    (_, kw), (sh, sw), (ph, pw), (dh, dw) = _pool_geometry(node)
-    i, j = ibin("div", first_max, IConst(kw)), ibin("mod", first_max, IConst(kw))
-    _, _, height, width = x.type.shape
-    row = clamp(_window_position(oh, i, sh, dh, ph), IConst(height))
-    col = clamp(_window_position(ow, j, sw, dw, pw), IConst(width))
-    return ctx.value(values, Index(values.type.shape, dims=(n, ch, row, col)))
+    at = index.dims()
+    first_max = ValueIndex(_first_max(ctx, node, x, *at, node.type.shape[2:]))
+    return _at_tap(ctx, node, values, *at, first_max)
+
+
+def _max_pool_pick(ctx, node, index):
+    first_max, values = node.inputs
+    at = index.dims()
+    return _at_tap(ctx, node, values, *at, _recorded(ctx, first_max, *at))
 
 
 register("max_pool2d_select", _max_pool_select)
@@ -365,3 +397,6 @@ register("max_pool2d", _max_pool)
 register("avg_pool2d", _avg_pool)
 register("avg_pool2d_grad", _avg_pool_grad)
 register("max_pool2d_grad", _max_pool_grad)
+register("max_pool2d_argmax", _max_pool_argmax)
+register("max_pool2d_routed", _max_pool_routed)
+register("max_pool2d_pick", _max_pool_pick)

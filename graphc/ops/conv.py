@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.dims import dims_equal, format_shape
+from graphc.dtypes import int32
 from graphc.errors import ShapeError
 from graphc.ops.grad_helpers import apply_op
 from graphc.ops.registry import define_op, grad_rule
@@ -334,17 +335,22 @@ def _max_pool_grad_infer(types, attrs):
     return TensorType(x.shape, same_dtype(types, "input and gradient"))
 
 
-def _max_pool_grad_reference(args, attrs, env):
-    x, gy = args
+def _route(first_max: np.ndarray, gy: np.ndarray, hw, attrs) -> np.ndarray:
+    """Return the (N, C, *hw) input gradient that sends each window's gy to the tap
+    first_max names (i * kW + j), summed where windows overlap."""
     a = _pool_attrs(attrs)
     out_hw = gy.shape[2:]
-    # The whole gradient of a window goes to its first maximum, as in PyTorch.
-    first_max = _max_pool_windows(x, a).argmax(axis=2)
-    dxp = np.zeros_like(_pool_pad(x, a, out_hw, 0.0))
+    dxp = np.zeros_like(_pool_pad(np.zeros((*gy.shape[:2], *hw), gy.dtype), a, out_hw, 0.0))
     kw = a["kernel"][1]
     for i, j, view in _taps(dxp, a["kernel"], out_hw, a):
         dxp[view] += np.where(first_max == i * kw + j, gy, 0)
-    return _pool_crop(dxp, x.shape[2:], out_hw, a)
+    return _pool_crop(dxp, hw, out_hw, a)
+
+
+def _max_pool_grad_reference(args, attrs, env):
+    x, gy = args
+    # The whole gradient of a window goes to its first maximum, as in PyTorch.
+    return _route(_max_pool_windows(x, attrs).argmax(axis=2), gy, x.shape[2:], attrs)
 
 
 define_op("max_pool2d_grad", "pool", _max_pool_grad_infer, _max_pool_grad_reference)
@@ -359,9 +365,18 @@ def _max_pool_select_reference(args, attrs, env):
     # The adjoint of max_pool2d_grad in its second input: each window takes `values` at the
     # position of the window's first maximum of x.
     x, values = args
-    first_max = _max_pool_windows(x, attrs).argmax(axis=2)[:, :, None]
-    taps = _max_pool_windows(values, attrs)
-    return np.take_along_axis(taps, first_max, axis=2)[:, :, 0]
+    return _pick(_max_pool_windows(x, attrs).argmax(axis=2), values, attrs)
+
+
+def _pick(first_max: np.ndarray, values: np.ndarray, attrs) -> np.ndarray:
+    """Return values at the tap first_max names (i * kW + j) in each window. A first maximum
+    in the padding (a window whose real taps are all -inf) picks 0, as the routed gradient
+    drops what lands there."""
+    a = _pool_attrs(attrs)
+    out_hw = first_max.shape[2:]
+    padded = _pool_pad(values, a, out_hw, 0.0)
+    taps = np.stack([padded[view] for _, _, view in _taps(padded, a["kernel"], out_hw, a)], 2)
+    return np.take_along_axis(taps, first_max[:, :, None].astype(np.int64), axis=2)[:, :, 0]
 
 
 # A gather of one element per window: it joins its consumers' kernel like elementwise math.
@@ -370,6 +385,70 @@ define_op(
     "pool",
     _max_pool_select_infer,
     _max_pool_select_reference,
+    fusion="fuse",
+)
+
+
+# Overlapping windows (3x3 with stride 1 or 2) cover each input position several times, and
+# max_pool2d_grad would search every covering window for its maximum again. The pool_argmax
+# tier (passes/pool_argmax.py) splits it instead: max_pool2d_argmax records each window's
+# first maximum once, as PyTorch's forward does, and max_pool2d_routed sends gy there.
+def _max_pool_argmax_infer(types, attrs):
+    return TensorType(_pool_infer(types, attrs).shape, int32)
+
+
+define_op(
+    "max_pool2d_argmax",
+    "pool",
+    _max_pool_argmax_infer,
+    lambda args, attrs, env: _max_pool_windows(args[0], attrs).argmax(axis=2).astype(np.int32),
+    differentiable=False,
+)
+
+
+def _window_choice(types, attrs, hw) -> TensorType:
+    """Check a window choice (integers, one tap index per window of an (N, C, *hw) input) and
+    values of its shape or of the input's (`hw`); return the values' type."""
+    first_max, values = types
+    require_dtype(first_max, "int", "the window choice")
+    require_dtype(values, "float", "the values")
+    c, _, _ = _spatial(values, "the values")
+    grid = _pool_infer([TensorType((values.shape[0], c, *hw), values.dtype)], attrs)
+    if not all(map(dims_equal, first_max.shape, grid.shape)):
+        raise ShapeError(
+            f"the window choice {format_shape(first_max.shape)} does not match the "
+            f"{format_shape(grid.shape)} windows of a {hw[0]}x{hw[1]} input"
+        )
+    return values
+
+
+def _max_pool_routed_infer(types, attrs):
+    gy = _window_choice(types, attrs, attrs["input_hw"])
+    if not all(map(dims_equal, gy.shape, types[0].shape)):
+        raise ShapeError(
+            f"the gradient {format_shape(gy.shape)} must have the window choice's shape "
+            f"{format_shape(types[0].shape)}"
+        )
+    return TensorType((*gy.shape[:2], *attrs["input_hw"]), gy.dtype)
+
+
+def _max_pool_pick_infer(types, attrs):
+    values_hw = types[1].shape[2:]
+    values = _window_choice(types, attrs, values_hw)
+    return TensorType((*values.shape[:2], *_pool_out_hw(values_hw, attrs)), values.dtype)
+
+
+define_op(
+    "max_pool2d_routed",
+    "pool",
+    _max_pool_routed_infer,
+    lambda args, attrs, env: _route(args[0], args[1], attrs["input_hw"], attrs),
+)
+define_op(
+    "max_pool2d_pick",
+    "pool",
+    _max_pool_pick_infer,
+    lambda args, attrs, env: _pick(args[0], args[1], attrs),
     fusion="fuse",
 )
 
@@ -501,6 +580,20 @@ def _max_pool_grad_grad(xs, out, g, attrs):
 def _max_pool_select_grad(xs, out, g, attrs):
     x, values = xs
     return [None, apply_op("max_pool2d_grad", [x, g], dict(attrs))]
+
+
+@grad_rule("max_pool2d_routed")
+def _max_pool_routed_grad(xs, out, g, attrs):
+    first_max, gy = xs
+    pool = {k: v for k, v in attrs.items() if k != "input_hw"}
+    return [None, apply_op("max_pool2d_pick", [first_max, g], pool)]
+
+
+@grad_rule("max_pool2d_pick")
+def _max_pool_pick_grad(xs, out, g, attrs):
+    first_max, values = xs
+    routed = {**attrs, "input_hw": tuple(values.shape[2:])}
+    return [None, apply_op("max_pool2d_routed", [first_max, g], routed)]
 
 
 @grad_rule("avg_pool2d")
