@@ -325,18 +325,19 @@ def _avg_pool_grad(ctx, node, index):
 
 def _route(ctx, node, gy: Node, index, first_max_at) -> Expr:
     """Return dx[h, w]: gy summed over the windows covering (h, w) whose first maximum,
-    first_max_at(n, channel, row, col) as a flat tap i * kW + j, sits at (h, w)."""
+    first_max_at((n, channel, row, col)) as a flat tap i * kW + j, sits at (h, w)."""
     n, ch, h, w = index.dims()
     cover = _covering(ctx, node, gy, h, w)
     row, col = cover.window
     i, j = cover.tap
     flat_tap = iadd(imul(i, IConst(node.attrs["kernel"][1])), j)
-    here = all_of([cover.valid, ibin("eq", first_max_at(n, ch, row, col), flat_tap)])
+    here = all_of([cover.valid, ibin("eq", first_max_at((n, ch, row, col)), flat_tap)])
     return cover.total(_masked(here, ctx.value(gy, Index(gy.type.shape, dims=(n, ch, row, col)))))
 
 
-def _first_max(ctx, node, x: Node, n, ch, oh, ow, grid) -> Reduce:
-    """Return the flat tap (i * kW + j) of the first maximum of x's window (oh, ow)."""
+def _first_max(ctx, node, x: Node, at: tuple, grid) -> Reduce:
+    """Return the flat tap (i * kW + j) of the first maximum of x's window at (n, ch, oh, ow)."""
+    n, ch, oh, ow = at
     taps, extents, value = _window(ctx, node, x, n, ch, oh, ow, grid, -np.inf)
     return Reduce("argmax", taps, extents, value, int64)
 
@@ -346,22 +347,22 @@ def _max_pool_grad(ctx, node, index):
     # index buffer to keep. Overlapping windows go through max_pool2d_routed instead.
     x, gy = node.inputs
     grid = gy.type.shape[2:]
-    return _route(ctx, node, gy, index, lambda *at: ValueIndex(_first_max(ctx, node, x, *at, grid)))
+    return _route(ctx, node, gy, index, lambda at: ValueIndex(_first_max(ctx, node, x, at, grid)))
 
 
-def _recorded(ctx, first_max: Node, n, ch, row, col) -> IntExpr:
-    """Return the flat tap max_pool2d_argmax recorded for window (row, col)."""
-    return ValueIndex(ctx.value(first_max, Index(first_max.type.shape, dims=(n, ch, row, col))))
+def _recorded(ctx, first_max: Node, at: tuple) -> IntExpr:
+    """Return the flat tap max_pool2d_argmax recorded for the window at (n, ch, row, col)."""
+    return ValueIndex(ctx.value(first_max, Index(first_max.type.shape, dims=at)))
 
 
 def _max_pool_routed(ctx, node, index):
     first_max, gy = node.inputs
-    return _route(ctx, node, gy, index, lambda *at: _recorded(ctx, first_max, *at))
+    return _route(ctx, node, gy, index, lambda at: _recorded(ctx, first_max, at))
 
 
 def _max_pool_argmax(ctx, node, index):
     grid = node.type.shape[2:]
-    return Cast(_first_max(ctx, node, node.inputs[0], *index.dims(), grid), int32)
+    return Cast(_first_max(ctx, node, node.inputs[0], index.dims(), grid), int32)
 
 
 def _masked(condition: IntExpr, value: Expr) -> Expr:
@@ -371,8 +372,10 @@ def _masked(condition: IntExpr, value: Expr) -> Expr:
     return Select(IndexValue(condition, bool_), value, Const(0, value.dtype), value.dtype)
 
 
-def _at_tap(ctx, node, values: Node, n, ch, oh, ow, flat_tap: IntExpr) -> Expr:
-    """Return values at tap flat_tap (i * kW + j) of window (oh, ow); 0 in the padding."""
+def _at_tap(ctx, node, values: Node, at: tuple, flat_tap: IntExpr) -> Expr:
+    """Return values at tap flat_tap (i * kW + j) of the window at (n, ch, oh, ow); 0 in the
+    padding."""
+    n, ch, oh, ow = at
     (_, kw), stride, padding, dilation = _pool_geometry(node)
     i, j = ibin("div", flat_tap, IConst(kw)), ibin("mod", flat_tap, IConst(kw))
     value, inside = _tap(ctx, values, n, ch, oh, ow, i, j, stride, dilation, padding)
@@ -382,14 +385,14 @@ def _at_tap(ctx, node, values: Node, n, ch, oh, ow, flat_tap: IntExpr) -> Expr:
 def _max_pool_select(ctx, node, index):
     x, values = node.inputs
     at = index.dims()
-    first_max = ValueIndex(_first_max(ctx, node, x, *at, node.type.shape[2:]))
-    return _at_tap(ctx, node, values, *at, first_max)
+    first_max = ValueIndex(_first_max(ctx, node, x, at, node.type.shape[2:]))
+    return _at_tap(ctx, node, values, at, first_max)
 
 
 def _max_pool_pick(ctx, node, index):
     first_max, values = node.inputs
     at = index.dims()
-    return _at_tap(ctx, node, values, *at, _recorded(ctx, first_max, *at))
+    return _at_tap(ctx, node, values, at, _recorded(ctx, first_max, at))
 
 
 register("max_pool2d_select", _max_pool_select)
