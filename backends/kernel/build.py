@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from graphc.backends.kernel.coalesce import coalesce_kernels
 from graphc.backends.kernel.index import Index, dim_expr
 from graphc.backends.kernel.ir import (
     IBin,
@@ -147,7 +148,7 @@ def build_program(
     )
     return KernelProgram(
         buffers,
-        kernels,
+        coalesce_kernels(kernels),
         [names[n.id] for n in graph.outputs],
         [(names[v.id], names[value.id]) for v, value in graph.updates],
         tuple(symbols),

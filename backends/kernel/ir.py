@@ -10,7 +10,7 @@ and memory spaces.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -346,6 +346,21 @@ def children(expr: Any) -> list[Any]:
             item for item in items if hasattr(item, "__slots__") and not isinstance(item, DType)
         )
     return found
+
+
+def transformed(expr: Any, change: Callable[[Any], Any]) -> Any:
+    """Return an IR expression rebuilt from the leaves up, each node passed through change
+    once its children are rebuilt."""
+    if not hasattr(expr, "__slots__") or isinstance(expr, DType):
+        return expr
+    fields = []
+    for name in expr.__slots__:
+        value = getattr(expr, name)
+        if isinstance(value, tuple):
+            fields.append(tuple(transformed(item, change) for item in value))
+        else:
+            fields.append(transformed(value, change))
+    return change(type(expr)(*fields))
 
 
 def free_vars(expr: Any) -> frozenset[Var]:

@@ -34,6 +34,7 @@ from graphc.backends.kernel.ir import (
     free_vars,
     imul,
     loads,
+    transformed,
 )
 from graphc.dtypes import DType, bool_, int32, int64
 
@@ -104,18 +105,7 @@ def reduction_groups(reductions: Sequence[Reduce], done: Container[Any] = ()) ->
 
 def substitute(expr: Any, mapping: dict[Var, Any]) -> Any:
     """Return an IR expression with the loop variables in mapping replaced."""
-    if isinstance(expr, Var):
-        return mapping.get(expr, expr)
-    if not hasattr(expr, "__slots__") or isinstance(expr, DType):
-        return expr
-    fields = []
-    for name in expr.__slots__:
-        value = getattr(expr, name)
-        if isinstance(value, tuple):
-            fields.append(tuple(substitute(item, mapping) for item in value))
-        else:
-            fields.append(substitute(value, mapping))
-    return type(expr)(*fields)
+    return transformed(expr, lambda e: mapping.get(e, e) if isinstance(e, Var) else e)
 
 
 def first_extremum(reduction: Reduce) -> Expr:

@@ -307,7 +307,12 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
         fe.counted(start, end, [], inner_body, inner_var.name)
         return []
 
-    fe.counted(first_row, end_row, [], row_body, "row")
+    if outer_vars:
+        fe.counted(first_row, end_row, [], row_body, "row")
+    else:
+        # One row: its start is visibly 0, so the stores' offsets are the loads' (a row loop
+        # would hide that behind row * extent, and the vectoriser's run-time check then fails).
+        row_body(ir.Constant(I64, 0), [])
     b.ret_void()
     return fe.finish()
 

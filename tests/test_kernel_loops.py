@@ -1,0 +1,159 @@
+"""The shape of loop kernels' loops: adjacent dims that every access walks contiguously become
+one loop (`backends/kernel/coalesce.py`), and divisions the loop variables' ranges decide are
+removed (`backends/kernel/index_ranges.py`). Checked on the kernel IR, by evaluating index
+expressions before and after for every value of their loop variables, and end to end against
+numpy on every backend.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.backends.kernel import ir as k
+from graphc.backends.kernel.coalesce import coalesce
+from graphc.backends.kernel.index_ranges import simplify_indices
+from graphc.dtypes import float32, int64
+
+
+def _evaluate(expr: k.IntExpr, values: dict[k.Var, int]) -> int:
+    if isinstance(expr, k.Var):
+        return values[expr]
+    if isinstance(expr, k.IConst):
+        return expr.value
+    assert isinstance(expr, k.IBin), expr
+    folded = k.ibin(
+        expr.op, k.IConst(_evaluate(expr.a, values)), k.IConst(_evaluate(expr.b, values))
+    )
+    assert isinstance(folded, k.IConst)
+    return folded.value
+
+
+def _kernel_of(index: k.IntExpr, extents: tuple[int, ...]) -> k.LoopKernel:
+    variables = tuple(k.Var(f"i{d}") for d in range(len(extents)))
+    store = k.Store("out", k.IndexValue(index, int64))
+    return k.LoopKernel("probe", tuple(map(k.IConst, extents)), variables, (store,))
+
+
+def _index_of(kernel: k.LoopKernel) -> k.IntExpr:
+    (store,) = kernel.stores
+    assert isinstance(store.value, k.IndexValue)
+    return store.value.index
+
+
+def _divisions(expr) -> int:
+    own = isinstance(expr, k.IBin) and expr.op in ("div", "mod")
+    return own + sum(_divisions(child) for child in k.children(expr))
+
+
+def _linear(coefficients, constant, variables) -> k.IntExpr:
+    total: k.IntExpr = k.IConst(constant)
+    for coefficient, var in zip(coefficients, variables, strict=True):
+        total = k.iadd(total, k.imul(k.IConst(coefficient), var))
+    return total
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_simplified_divisions_keep_their_values(seed):
+    rng = np.random.default_rng(seed)
+    extents = tuple(int(e) for e in rng.integers(1, 6, 3))
+    variables = tuple(k.Var(f"i{d}") for d in range(3))
+    divisor = int(rng.integers(1, 13))
+    # Coefficients that are multiples of the divisor or small, so both outcomes occur.
+    coefficients = [
+        int(divisor * rng.integers(-3, 4)) if rng.random() < 0.5 else int(rng.integers(-3, 4))
+        for _ in variables
+    ]
+    dividend = _linear(coefficients, int(rng.integers(-12, 13)), variables)
+    for op in ("div", "mod"):
+        original = k.IBin(op, dividend, k.IConst(divisor))
+        simplified = _index_of(simplify_indices(_kernel_of(original, extents)))
+        for point in itertools.product(*(range(e) for e in extents)):
+            values = dict(zip(variables, point, strict=True))
+            assert _evaluate(simplified, values) == _evaluate(original, values), (op, point)
+
+
+def test_a_reshaped_read_needs_no_division():
+    # (i1 * 25 + i2) // 25 and % 25 with i2 < 25: row i1, column i2.
+    i0, i1, i2 = (k.Var(f"i{d}") for d in range(3))
+    flat = k.iadd(k.iadd(k.imul(k.IConst(125), i0), k.imul(k.IConst(25), i1)), i2)
+    row = k.IBin("div", flat, k.IConst(25))
+    column = k.IBin("mod", flat, k.IConst(25))
+    index = k.iadd(k.imul(row, k.IConst(25)), column)
+    simplified = _index_of(simplify_indices(_kernel_of(index, (4, 5, 25))))
+    assert _divisions(simplified) == 0
+    # A part below the divisor that may reach it keeps the division: i2 + 3 can be 27.
+    shifted = k.IBin("mod", k.iadd(i2, k.IConst(3)), k.IConst(25))
+    assert _divisions(_index_of(simplify_indices(_kernel_of(shifted, (4, 5, 25))))) == 1
+
+
+def _elementwise(domain, offsets, buffers=("a",)) -> k.LoopKernel:
+    """Return a kernel storing the sum of buffers read at offsets (functions of the vars)."""
+    variables = tuple(k.Var(f"i{d}") for d in range(len(domain)))
+    value: k.Expr = k.Const(0.0, float32)
+    for buffer, offset in zip(buffers, offsets, strict=True):
+        load = k.Load(buffer, offset(*variables), float32)
+        value = k.Binary("add", value, load, float32)
+    store = k.Store("out", value)
+    return k.LoopKernel("probe", tuple(map(k.IConst, domain)), variables, (store,))
+
+
+def _row_major(*dims: int):
+    def offset(*variables):
+        return _linear([int(np.prod(dims[d + 1 :])) for d in range(len(dims))], 0, variables)
+
+    return offset
+
+
+def test_contiguous_dims_become_one_loop():
+    kernel = coalesce(_elementwise((165, 25), [_row_major(165, 25)] * 2, ("a", "b")))
+    assert kernel.domain == (k.IConst(4125),)
+    assert [load.offset for load in k.loads(kernel.stores[0].value)] == [kernel.vars[0]] * 2
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        pytest.param(lambda i0, i1: i1, id="broadcast_row"),
+        pytest.param(lambda i0, i1: i0, id="broadcast_column"),
+        pytest.param(lambda i0, i1: k.iadd(k.imul(k.IConst(26), i0), i1), id="padded_rows"),
+        pytest.param(lambda i0, i1: k.iadd(i0, k.imul(k.IConst(8), i1)), id="transposed"),
+        pytest.param(lambda i0, i1: k.IBin("lt", i0, i1), id="compared"),
+    ],
+)
+def test_dims_read_apart_stay_apart(offset):
+    kernel = _elementwise((8, 25), [_row_major(8, 25), offset], ("a", "b"))
+    assert coalesce(kernel) == kernel
+
+
+def test_three_dims_coalesce_as_far_as_they_walk_together():
+    # (2, 3, 4) with the outer dim broadcast in b: the two inner dims merge, the outer stays.
+    def b_offset(i0, i1, i2):
+        return k.iadd(k.imul(k.IConst(4), i1), i2)
+
+    kernel = coalesce(_elementwise((2, 3, 4), [_row_major(2, 3, 4), b_offset], ("a", "b")))
+    assert kernel.domain == (k.IConst(2), k.IConst(12))
+
+
+@pytest.mark.parametrize("shape", [(165, 25), (3, 5, 7), (2, 1, 9), (1, 1)])
+def test_coalesced_updates_match_numpy(backend, rng, shape):
+    table = rng.standard_normal(shape).astype(np.float32)
+    variable = gc.Variable(table.copy())
+    g = gc.input("g", shape)
+    step = gc.compile([g], [], updates={variable: variable - 0.5 * g}, backend=backend)
+    gradient = rng.standard_normal(shape).astype(np.float32)
+    step(gradient)
+    np.testing.assert_allclose(variable.numpy(), table - np.float32(0.5) * gradient, rtol=1e-6)
+
+
+def test_embedding_window_lookup_matches_numpy(backend, rng):
+    # A (N, 5) window of word ids through a 25-wide embedding, viewed as (N, 125).
+    vectors = rng.standard_normal((40, 25)).astype(np.float32)
+    words = gc.input("words", ("N", 5), gc.int64)
+    looked_up = gc.Variable(vectors)[words.reshape(-1)].reshape(-1, 125)
+    f = gc.compile([words], [looked_up * 2], backend=backend)
+    ids = rng.integers(-40, 40, (7, 5))
+    np.testing.assert_array_equal(f(ids), (vectors[ids.reshape(-1)] * 2).reshape(7, 125))
