@@ -64,3 +64,33 @@ def test_onnx_import_round_trips_pytorch_models_and_fine_tunes_them():
         assert float(tuned.group(2)) < 0.5 * float(tuned.group(1))
         assert float(tuned.group(3)) >= 80.0
         assert float(to_runtime.group(1)) < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("arguments", "bound"),
+    [
+        (["--model", "lstm", "--steps", "60"], 13.0),
+        (["--model", "transformer", "--steps", "60", "--d-model", "64", "--layers", "1",
+          "--seq-len", "32"], 17.0),
+    ],
+    ids=["lstm", "transformer"],
+)  # fmt: skip
+def test_char_lm_learns_and_samples(arguments, bound):
+    # A model that knows only how often each character occurs has a perplexity of about 26 on
+    # the validation text; an untrained one about 58 (the vocabulary's size).
+    output = _run("char_lm.py", [*arguments, "--sample-len", "40", "--temperature", "0"])
+    first, last = re.search(r"^training loss: ([0-9.]+) -> ([0-9.]+)$", output, re.M).groups()
+    assert float(last) < 0.8 * float(first)
+    assert float(re.search(r"^validation perplexity: ([0-9.]+)$", output, re.M).group(1)) < bound
+    sample = output.split("sequence lengths):\n", 1)[1]
+    assert sample.startswith("MENENIUS:\n")
+    assert len(sample) == len("MENENIUS:\n") + 40 + 1  # and print's newline
+
+
+def test_seq_classifier_tells_balanced_brackets_at_every_trained_length():
+    output = _run("seq_classifier.py", ["--steps", "150"])
+    first, last = re.search(r"^training loss: ([0-9.]+) -> ([0-9.]+)$", output, re.M).groups()
+    assert float(last) < 0.5 * float(first)
+    trained = re.findall(r"^length (\d+) \(trained\): accuracy ([0-9.]+)%$", output, re.M)
+    assert [int(length) for length, _ in trained] == [8, 16, 24, 32]
+    assert all(float(accuracy) >= 95.0 for _, accuracy in trained)
