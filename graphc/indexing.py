@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.dims import Dim, dim_add, dim_mul, dims_equal
+from graphc.dims import Dim, Sym, dim_add, dim_mul, dims_equal
 from graphc.dtypes import int64
 from graphc.errors import IndexingError, located, user_location, user_op
 from graphc.math_ops import as_tensor, cast
@@ -53,17 +53,30 @@ def _slice_index(s: slice, size: Dim, axis: int) -> _Axis:
         raise _error(
             f"slice step must be a positive int (as in PyTorch), got {s.step} on dim {axis}"
         )
-    if isinstance(size, int):
-        start, stop, step = s.indices(size)
-        return _Axis(start, len(range(start, stop, step)), step)
-    first: Dim = 0 if s.start is None else (dim_add(size, s.start) if s.start < 0 else s.start)
-    end: Dim = size if s.stop is None else (dim_add(size, s.stop) if s.stop < 0 else s.stop)
-    length = dim_add(end, dim_mul(first, -1))
+    for bound in (s.start, s.stop):
+        if bound is not None and not isinstance(bound, (int, np.integer, Sym)):
+            raise _error(
+                f"slice bounds must be ints or symbolic dims (such as x.shape[1]), got "
+                f"{bound!r} on dim {axis}"
+            )
+    start = s.start if s.start is None or isinstance(s.start, Sym) else int(s.start)
+    stop = s.stop if s.stop is None or isinstance(s.stop, Sym) else int(s.stop)
+    if isinstance(size, int) and not isinstance(start, Sym) and not isinstance(stop, Sym):
+        first, last, step = slice(start, stop, step).indices(size)
+        return _Axis(first, len(range(first, last, step)), step)
     if step != 1:
-        raise _error(
-            f"a slice with step {step} of the symbolic dim {size} (dim {axis}) has no static length"
-        )
-    return _Axis(first, length, 1)
+        raise _error(f"a slice with step {step} of dim {axis} (size {size}) with symbolic bounds")
+    # A symbolic bound counts from the start of the dim (it is a size, never negative); the
+    # call checks that the slice stays inside the dim once the symbols are bound.
+    first: Dim = 0 if start is None else _from_start(start, size)
+    end: Dim = size if stop is None else _from_start(stop, size)
+    return _Axis(first, dim_add(end, dim_mul(first, -1)), 1)
+
+
+def _from_start(bound: Dim, size: Dim) -> Dim:
+    """Return a slice bound as a position from the dim's start (an int below 0 counts back
+    from its end)."""
+    return dim_add(size, bound) if isinstance(bound, int) and bound < 0 else bound
 
 
 def _array_index(item: Any, size: Dim, axis: int, of: str) -> Tensor:

@@ -971,6 +971,33 @@ def test_indexing_symbolic_batch():
     np.testing.assert_array_equal(x[:, [0, 2]].eval({x: data}), data[:, [0, 2]])
 
 
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_slices_bounded_by_a_symbolic_dim(backend):
+    # A position table cut to the fed length, as a Transformer's positions are: x.shape[1] is
+    # a bound, on a fixed dim and on a symbolic one; gradients flow back into the table.
+    x = gc.input("x", ("B", "T"))
+    table = gc.Variable(RNG.standard_normal((16, 4)).astype(np.float32))
+    length = x.shape[1]
+    y = table[:length] + table[1 : length + 1] * 2 + x.sum() * 0
+    assert y.shape == (length, 4)
+    (grad,) = gc.grad(y.sum(), [table])
+    f = gc.compile([x], [y, grad], backend=backend)
+    values = table.numpy()
+    for t in (3, 15):
+        got, got_grad = f(np.zeros((2, t), np.float32))
+        np.testing.assert_allclose(got, values[:t] + values[1 : t + 1] * 2, rtol=1e-6)
+        want_grad = np.zeros_like(values)
+        want_grad[:t] += 1
+        want_grad[1 : t + 1] += 2
+        np.testing.assert_array_equal(got_grad, want_grad)
+    with pytest.raises(IndexingError, match="reads elements 1..16 of a dim of size 16"):
+        f(np.zeros((2, 16), np.float32))
+    z = gc.input("z", ("T", 4))
+    assert z[1:length].shape == (length - 1, 4)
+    with pytest.raises(IndexingError, match="slice bounds must be ints or symbolic dims"):
+        table[: gc.tensor(3)]
+
+
 def test_index_out_of_range_raises():
     x = gc.tensor(X5)
     with pytest.raises(IndexingError, match="out of bounds"):
