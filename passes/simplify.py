@@ -9,8 +9,8 @@ canonicalize puts movement and broadcasting in one form:
   op; unary ops move the broadcast after them).
 
 simplify drops operations with an identity constant, which constant folding often exposes:
-x + (-0.0), x - 0, x * 1 and x / 1 become x when x already has the result's shape (+ 0.0 is
-not an identity for floats, as (-0.0) + 0.0 is +0.0).
+x + (-0.0), x - 0, x * 1, x / 1 and x ** 1 become x when x already has the result's shape
+(+ 0.0 is not an identity for floats, as (-0.0) + 0.0 is +0.0); x ** 2 becomes x * x.
 
 x * 0 -> 0 is deliberately absent: it changes inf and NaN inputs (a fast-math rewrite).
 """
@@ -226,7 +226,23 @@ def div_one(node: Node) -> Node | None:
     return _other_operand(node, 1, commutes=False)
 
 
-SIMPLIFY = Tier("simplify", (add_zero, sub_zero, mul_one, div_one))
+@node_rewrite("pow")
+def small_power(node: Node) -> Node | None:
+    """x ** 1 -> x and x ** 2 -> x * x for floats: both exact for every x, NaN, inf and
+    signed zeros included (a squared error and its gradient then need no pow)."""
+    base, exponent = node.inputs
+    if not node.type.dtype.is_float or base.type.dtype != node.type.dtype:
+        return None
+    if not _same_shape(base.type.shape, node.type.shape):
+        return None
+    if _constant_is(exponent, 1):
+        return base
+    if _constant_is(exponent, 2):
+        return _rebuilt(node, [base, base], {}, op="mul")
+    return None
+
+
+SIMPLIFY = Tier("simplify", (add_zero, sub_zero, mul_one, div_one, small_power))
 
 
 def canonicalize(graph: Graph) -> Graph:

@@ -68,6 +68,24 @@ def test_activations_and_their_gradient_are_matmul_epilogues():
     np.testing.assert_allclose(f_grad(value), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_kernels_equal_but_for_their_buffers_share_one_body():
+    """Two kernels computing the same on other buffers keep a function each, named after
+    them, calling one body; a kernel of another dtype has a body of its own."""
+    a, b = gc.input("a", ("B", 64)), gc.input("b", ("B", 64))
+    c = gc.input("c", ("B", 64), gc.float64)
+    f = _compile([a, b, c], [(t * 2 + 1).tanh() for t in (a, b, c)])
+    dtypes = {info.name: info.nodes[-1].type.dtype for info in f.kernels()}
+    assert sorted(dtypes.values(), key=str) == [gc.float32, gc.float32, gc.float64]
+    definitions = f.llvm_ir().split("\ndefine ")[1:]
+    functions = {text.split("@", 1)[1].split("(", 1)[0]: text for text in definitions}
+    (body,) = [name for name in functions if name.endswith(".body")]
+    for name, dtype in dtypes.items():
+        assert (f"@{body}(" in functions[name]) == (dtype == gc.float32), name
+    values = [rng.standard_normal((5, 64)).astype(dtype) for dtype in ("f4", "f4", "f8")]
+    for got, value in zip(f(*values), values, strict=True):
+        np.testing.assert_allclose(got, np.tanh(value * 2 + 1), rtol=1e-6, atol=1e-6)
+
+
 def test_graph_listing_names_kernels():
     x = gc.input("x", (4,))
     f = _compile([x], [(x * 2).exp()])

@@ -14,6 +14,7 @@ import pytest
 
 import graphc as gc
 from graphc import nn, optim
+from graphc.backends.llvm.jit import compile_counts
 from graphc.errors import GraphError, ShapeError
 from graphc.testing import check_grad
 
@@ -202,6 +203,28 @@ def test_one_function_serves_every_length(backend, rng):
             got, [t_out, *(p.grad for p in reference.parameters())], strict=True
         ):
             _close(value, expected)
+
+
+def test_one_training_step_compiles_once_for_every_length(rng):
+    """An LSTM training step whose sequence length is a symbol compiles its modules when it is
+    built; calls with lengths 5, 17 and 64 compile nothing more, and each returns the loss
+    of the weights it starts from (checked on the reference backend)."""
+    model = nn.LSTM(3, 4)
+    x = gc.input("x", ("T", 2, 3))
+    out, _ = model(x)
+    loss = (out * out).mean()
+    updates = optim.Adam(model.parameters(), lr=0.05).minimize(loss)
+    check = gc.compile([x], loss, backend="reference")
+    before = compile_counts()
+    step = gc.compile([x], loss, updates=updates, backend="llvm")
+    built = compile_counts()
+    assert built["compiled"] + built["loaded"] + built["reused"] > sum(before.values())
+    for length in (5, 17, 64):
+        xs = rng.standard_normal((length, 2, 3)).astype(np.float32)
+        want = float(check(xs))
+        assert float(step(xs)) == pytest.approx(want, rel=1e-5)
+        assert float(check(xs)) != want  # the step updated the weights
+    assert compile_counts() == built
 
 
 CELLS = {

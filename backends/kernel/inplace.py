@@ -38,12 +38,14 @@ def _checks(expr) -> bool:
     return isinstance(expr, k.IndexCheck) or any(_checks(c) for c in k.children(expr))
 
 
-def _reads(kernel, name: str) -> bool:
-    if isinstance(kernel, k.MatmulKernel) and name in (kernel.a.buffer, kernel.b.buffer):
-        return True
+def _reads(kernel) -> set[str]:
+    """Return the buffers a kernel reads (a loop's: every one it uses)."""
     if isinstance(kernel, k.ScanKernel):
-        return name in k.buffers_used(kernel)
-    return any(load.buffer == name for _, expr in _expressions(kernel) for load in k.loads(expr))
+        return k.buffers_used(kernel)
+    names = {load.buffer for _, expr in _expressions(kernel) for load in k.loads(expr)}
+    if isinstance(kernel, k.MatmulKernel):
+        names |= {kernel.a.buffer, kernel.b.buffer}
+    return names
 
 
 def can_fail(kernel: k.Kernel) -> bool:
@@ -75,20 +77,25 @@ def _safe_in_kernel(kernel, value: str, variable: str) -> bool:
 def in_place_updates(program: KernelProgram) -> dict[str, str]:
     """Return {value buffer: variable buffer} for the updates that can be computed in place."""
     producer: dict[str, int] = {}
+    last_read: dict[str, int] = {}
     for position, kernel in enumerate(program.kernels):
         for name, _ in _expressions(kernel):
             if name is not None:
                 producer.setdefault(name, position)
+        for name in _reads(kernel):
+            last_read[name] = position
+    # The first kernel from which on none can fail: each kernel is looked at once, not once
+    # per update (a training step has an update per parameter and state).
+    safe_from = len(program.kernels)
+    while safe_from > 0 and not can_fail(program.kernels[safe_from - 1]):
+        safe_from -= 1
     chosen = {}
     for variable, value in program.updates:
         spec = program.buffers[value]
         produced_at = producer.get(value)
-        if spec.role != "temp" or produced_at is None:
+        if spec.role != "temp" or produced_at is None or produced_at < safe_from:
             continue
-        later = program.kernels[produced_at + 1 :]
-        if any(can_fail(kernel) for kernel in program.kernels[produced_at:]):
-            continue
-        if any(_reads(kernel, variable) for kernel in later):
+        if last_read.get(variable, -1) > produced_at:
             continue
         if _safe_in_kernel(program.kernels[produced_at], value, variable):
             chosen[value] = variable

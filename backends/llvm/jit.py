@@ -39,6 +39,11 @@ from graphc.errors import CompileError
 from graphc.version import __version__
 
 OPT_LEVEL = 3
+# LLVM command-line options for every module graphc compiles (process-wide in LLVM, so set once,
+# before the first). Epilogue vectorisation adds a second, narrower vector copy of every
+# vectorised loop for its remainder, besides the scalar one: a kernel's rows are whole vectors
+# but for their edges, so that copy rarely runs, and it was a sixth of a module's compile time.
+LLVM_OPTIONS = ("-enable-epilogue-vectorization=false",)
 # Compiled modules kept in memory after the last executable using them is gone.
 RECENT_MODULES = 64
 # A temporary file this old was left by a writer that died; younger ones may be in use.
@@ -109,6 +114,9 @@ _recent: OrderedDict[str, CompiledModule] = OrderedDict()
 _live: weakref.WeakValueDictionary[str, CompiledModule] = weakref.WeakValueDictionary()
 _memory_lock = threading.Lock()
 _cleaned_folders: set[Path] = set()
+# How each module asked of compile_module came: compiled by LLVM, loaded from the disk cache,
+# or found in memory (compile_counts).
+_counts = {"compiled": 0, "loaded": 0, "reused": 0}
 
 
 def _recall(key: str) -> CompiledModule | None:
@@ -117,7 +125,17 @@ def _recall(key: str) -> CompiledModule | None:
         compiled = _live.get(key)
         if compiled is not None:
             _keep_recent(key, compiled)
+            _counts["reused"] += 1
         return compiled
+
+
+def compile_counts() -> dict[str, int]:
+    """Return how many modules this process has asked compile_module for, by how each came:
+    `compiled` (optimised and compiled by LLVM), `loaded` (object code from the disk cache)
+    and `reused` (already in memory). A Function compiles its modules when it is built; a
+    call never does, whatever its symbolic sizes (tests count them around calls)."""
+    with _memory_lock:
+        return dict(_counts)
 
 
 def _remember(key: str, compiled: CompiledModule) -> None:
@@ -195,6 +213,7 @@ def module_key(text: str, target: CpuTarget | None = None, *, described: bool = 
     target = target if target is not None else selected_target()
     digest = hashlib.sha256()
     parts = [text, __version__, llvmlite.__version__, target.cpu, target.features]
+    parts += LLVM_OPTIONS
     if described:
         parts += ["described", source_fingerprint()]
     for part in parts:
@@ -228,14 +247,18 @@ def compile_module(
         return compiled
     folder = cache_directory()
     stored = _read_cached(folder, key)
+    outcome = "loaded"
     if stored is None:
         if text is None:
             assert isinstance(source, ModuleSource)
             text = _prepared_text(source.build(), target, machine)
         stored = _object_code(text, machine, pipeline)
         _write_cached(folder, key, *stored)
+        outcome = "compiled"
     compiled = _load_object(*stored, machine, target)
     _remember(key, compiled)
+    with _memory_lock:
+        _counts[outcome] += 1
     return compiled
 
 
@@ -259,12 +282,19 @@ def _object_code(text: str, machine: llvm.TargetMachine, pipeline: str) -> tuple
         _dispose(None, parsed, context)
 
 
+@functools.cache
+def _set_llvm_options() -> None:
+    for option in LLVM_OPTIONS:
+        llvm.set_option("graphc", option)
+
+
 def optimise(module: llvm.ModuleRef, machine: llvm.TargetMachine, pipeline: str) -> None:
     """Run the pipeline named by a ModuleSource on module. The short one skips the loop
     vectoriser, unroller and inliner, which find nothing in code written in vectors and
     took two thirds of the GEMM's compile time; it keeps what such code still needs
     (registers for locals, combined and deduplicated arithmetic, rotated loops with
     strength-reduced addresses)."""
+    _set_llvm_options()
     builder = llvm.create_pass_builder(
         machine, llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL)
     )

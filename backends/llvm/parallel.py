@@ -28,6 +28,7 @@ RECORD_TYPE = ir.LiteralStructType(
         I64,
     ]
 )
+_RUN_ARGS = ("kernel", "table", "sizes", "error", "total", "amount", "threads")
 
 
 def chunk_task(module: ir.Module) -> ir.Function:
@@ -61,38 +62,53 @@ def emit_run(
     error: ir.Value,
 ) -> None:
     """Call function over [0, total) of work = (total, cost per element); when threads is
-    given and total * cost reaches PARALLEL_THRESHOLD, hand it to the pool in chunks."""
+    given and total * cost reaches PARALLEL_THRESHOLD, hand it to the pool in chunks (through
+    the module's one `graphc_run`, so a call site is one call, not a copy of the split)."""
     b = entry.builder
     total, cost = work
-
-    def direct() -> None:
+    if threads is None or (isinstance(cost, int) and cost == 0):
         zero = ir.Constant(I64, 0)
         b.call(function, [table, sizes, error, zero, total, zero])
-
-    if threads is None or (isinstance(cost, int) and cost == 0):
-        direct()
         return
-    big = b.icmp_signed(
-        ">=",
-        b.mul(total, ir.Constant(I64, cost) if isinstance(cost, int) else cost),
-        ir.Constant(I64, PARALLEL_THRESHOLD),
-    )
+    amount = b.mul(total, ir.Constant(I64, cost) if isinstance(cost, int) else cost)
+    b.call(run_task(entry.ctx.module), [function, table, sizes, error, total, amount, threads])
+
+
+def run_task(module: ir.Module) -> ir.Function:
+    """Return `void graphc_run(kernel, table, sizes, error, total, amount, threads)`: run the
+    kernel over [0, total) on this thread, or in chunks over the pool when `amount` (its work
+    times a cost per element) reaches PARALLEL_THRESHOLD and there is more than one thread.
+    Kept out of line: inlined, it would repeat the split at every kernel's call."""
+    name = "graphc_run"
+    if name in module.globals:
+        return module.globals[name]
+    arguments = [KERNEL_TYPE.as_pointer(), *KERNEL_TYPE.args[:3], I64, I64, I64]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), arguments), name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    for arg, label in zip(fn.args, _RUN_ARGS, strict=True):
+        arg.name = label
+    kernel, table, sizes, error, total, amount, threads = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    big = b.icmp_signed(">=", amount, ir.Constant(I64, PARALLEL_THRESHOLD))
     wide = b.and_(big, b.icmp_signed(">", threads, ir.Constant(I64, 1)))
     with b.if_else(wide) as (pooled, alone):
         with pooled:
             size = _chunk_size(b, total, threads)
             chunks = b.sdiv(b.add(total, b.sub(size, ir.Constant(I64, 1))), size)
             record = b.alloca(RECORD_TYPE)
-            fields = (table, sizes, error, total, function, size)
+            fields = (table, sizes, error, total, kernel, size)
             for position, value in enumerate(fields):
                 b.store(value, b.gep(record, [ir.Constant(I32, 0), ir.Constant(I32, position)]))
-            module = entry.ctx.module
             b.call(
                 parallel_declaration(module),
                 [chunk_task(module), b.bitcast(record, I8.as_pointer()), chunks, threads],
             )
         with alone:
-            direct()
+            zero = ir.Constant(I64, 0)
+            b.call(kernel, [table, sizes, error, zero, total, zero])
+    b.ret_void()
+    return fn
 
 
 def _chunk_size(b: ir.IRBuilder, total: ir.Value, threads: ir.Value) -> ir.Value:

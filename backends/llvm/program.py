@@ -30,6 +30,7 @@ from graphc.backends.llvm.kernels import (
 )
 from graphc.backends.llvm.parallel import emit_run
 from graphc.backends.llvm.scan import emit_scan_kernel
+from graphc.backends.llvm.sharing import SharedBodies
 from graphc.dtypes import float32
 
 ENTRY_NAME = "graph_main"
@@ -68,7 +69,7 @@ def build_module(
     b = entry.builder
     table, sizes, error, threads = entry.function.args
     done = entry.function.append_basic_block("failed")
-    _emit_kernels(ctx, entry, program.kernels, parallel, done)
+    _emit_kernels(ctx, entry, program.kernels, parallel, done, SharedBodies(ctx))
     _commit(entry, program)
     b.ret_void()
     b.position_at_end(done)
@@ -78,22 +79,28 @@ def build_module(
 
 
 def _emit_kernels(
-    ctx: KernelContext, caller: FunctionEmitter, kernels, parallel: bool, done: ir.Block
+    ctx: KernelContext,
+    caller: FunctionEmitter,
+    kernels,
+    parallel: bool,
+    done: ir.Block,
+    shared: SharedBodies,
 ) -> None:
     """Emit calls of kernels, in order, into caller (the entry point or a loop's body, whose
-    arguments are table, sizes, error and threads), branching to done after one that fails."""
+    arguments are table, sizes, error and threads), branching to done after one that fails;
+    kernels equal but for their buffers share one body (`sharing.py`)."""
     b = caller.builder
     table, sizes, error, threads = caller.function.args
     for kernel in kernels:
         if isinstance(kernel, k.ScanKernel):
 
             def body(emitter: FunctionEmitter, failed: ir.Block, inner=kernel.body) -> None:
-                _emit_kernels(ctx, emitter, inner, parallel, failed)
+                _emit_kernels(ctx, emitter, inner, parallel, failed, shared)
 
             loop = emit_scan_kernel(ctx, caller, kernel, body)
             calls: list[tuple[ir.Function, tuple | None]] = [(loop, None)]
         else:
-            calls = list(_kernel_functions(ctx, caller, kernel))
+            calls = list(_kernel_functions(ctx, caller, kernel, shared))
         for function, work in calls:
             if work is None:  # a loop runs its steps on this thread; its body's kernels split
                 b.call(function, [table, sizes, error, threads])
@@ -152,26 +159,30 @@ def _byte_size(emitter: FunctionEmitter, spec, scope: Scope) -> ir.Value:
 KernelCall = tuple[ir.Function, tuple[ir.Value, ir.Value | int]]
 
 
-def _kernel_functions(ctx, entry: FunctionEmitter, kernel) -> list[KernelCall]:
+def _kernel_functions(
+    ctx, entry: FunctionEmitter, kernel, shared: SharedBodies
+) -> list[KernelCall]:
     scope = Scope()
     if isinstance(kernel, k.LoopKernel):
-        return [(emit_loop_kernel(ctx, kernel), (loop_work(entry, kernel, scope), _cost(kernel)))]
+        function = shared.function(kernel, emit_loop_kernel)
+        return [(function, (loop_work(entry, kernel, scope), _cost(kernel)))]
     if isinstance(kernel, k.MatmulKernel):
         if ctx.gemm is None:
             raise NotImplementedError("matmul needs the GEMM micro-kernel")
         functions: list[KernelCall] = [
-            (emit_matmul_kernel(ctx, kernel), matmul_work(entry, kernel, scope))
+            (shared.function(kernel, emit_matmul_kernel), matmul_work(entry, kernel, scope))
         ]
         if kernel.epilogue is not None:
             epilogue = kernel.epilogue
             functions.append(
                 (
-                    emit_loop_kernel(ctx, epilogue),
+                    shared.function(epilogue, emit_loop_kernel),
                     (loop_work(entry, epilogue, scope), _cost(epilogue)),
                 )
             )
         return functions
-    return [(emit_scatter_kernel(ctx, kernel), (ir.Constant(I64, 1), 0))]
+    function = shared.function(kernel, emit_scatter_kernel)
+    return [(function, (ir.Constant(I64, 1), 0))]
 
 
 def _cost(kernel: k.LoopKernel) -> int:
