@@ -39,6 +39,7 @@ from typing import IO, Any
 import numpy as np
 
 from graphc.errors import InputError
+from graphc.ops.collectives import world
 from graphc.tensor import Tensor
 
 SEPARATOR = "/"
@@ -57,8 +58,12 @@ def save(obj: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     Values may be numpy arrays, Python numbers or graphc Tensors (Variables are saved with
     their current value; other tensors are evaluated). The write is atomic. The file name is
     used as given; '.npz' is the customary suffix. Temporary files that earlier saves of the
-    same path left behind (their writer killed) are removed first.
+    same path left behind (their writer killed) are removed first. In a world of several
+    processes (`graphc.distributed.init()`) only rank 0 writes: every rank holds the same
+    parameters, and one writer keeps the ranks from replacing each other's file.
     """
+    if world().rank != 0:
+        return
     arrays = _flatten(obj)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))

@@ -14,8 +14,9 @@ from graphc.passes.rewrite import Rewrite, Tier, run_tier
 # Larger results stay as computations: folding them would bloat the graph and the binary.
 MAX_FOLDED_ELEMENTS = 1024
 # Sources have nothing to fold, a random draw is a fresh value on every call, and a loop's
-# results are a tuple (and its steps may be many).
-_NOT_FOLDED_KINDS = frozenset({"source", "random", "loop"})
+# results are a tuple (and its steps may be many); a collective is a call every process of
+# the world makes when the graph runs.
+_NOT_FOLDED_KINDS = frozenset({"source", "random", "loop", "collective"})
 
 
 def folding(max_elements: int = MAX_FOLDED_ELEMENTS) -> Rewrite:

@@ -51,14 +51,18 @@ _KERNEL_OF_ROLE = {
     "matmul": "matmul",
     "scatter_add": "scatter_add",
     "loop": "scan",
+    "collective": "collective",
 }
+
+# Kernels that take no epilogue.
+_OWN_KERNELS = ("scatter_add", "scan", "collective")
 
 
 @dataclass
 class Group:
     """One kernel: the roots it materialises (in order) and every node it covers."""
 
-    kind: str  # "loop" | "matmul" | "scatter_add" | "scan"
+    kind: str  # "loop" | "matmul" | "scatter_add" | "scan" | "collective"
     roots: list[Node]
     members: list[Node] = field(default_factory=list)
 
@@ -93,8 +97,10 @@ def partition(graph: Graph) -> Partition:
     users = graph.users()
     forced = {n.id for n in graph.outputs} | {value.id for _, value in graph.updates}
     forced |= _matmul_operand_roots(graph)
-    # A loop steps through its inputs' memory: each is a buffer.
-    forced |= {s.id for n in graph.nodes if fusion_role(n) == "loop" for s in n.inputs}
+    # A loop steps through its inputs' memory, and MPI sends from memory: each is a buffer.
+    forced |= {
+        s.id for n in graph.nodes if fusion_role(n) in ("loop", "collective") for s in n.inputs
+    }
     root_of: dict[int, int | None] = {}
     node_by_id = {n.id: n for n in graph.nodes}
 
@@ -376,7 +382,7 @@ def _epilogue_target(
     for producer in external:
         position = defined_at[producer.id]
         host = merged[position]
-        if host.kind in ("scatter_add", "scan") or not _same_shape(host.roots[0], root):
+        if host.kind in _OWN_KERNELS or not _same_shape(host.roots[0], root):
             continue
         if all(defined_at[s.id] <= position for s in external) and all(
             _reads_only_at_same_index(group, s, free)

@@ -370,6 +370,22 @@ add("square", lambda x: x.square(), np.square, F(2, 3), diff=True)
 # Forward it is the identity; its gradient is zero on purpose, so it is not checked against
 # finite differences.
 add("stop_gradient", lambda x: stop_gradient(x) * 2, lambda x: x * 2, F(2, 3))
+# In the one-process world the tests run in, an all_reduce is its input (tests/test_distributed.py
+# checks two and three processes under mpiexec).
+for _op in ("sum", "max", "min"):
+    add(
+        f"all_reduce_{_op}",
+        lambda x, o=_op: gc.Tensor(make_node("all_reduce", [x.node], {"op": o})) * 2,
+        lambda x: x * 2,
+        F("B", 3),
+        diff=True,
+    )
+add(
+    "all_reduce_int",
+    lambda x: gc.Tensor(make_node("all_reduce", [x.node], {"op": "sum"})),
+    lambda x: x,
+    Arg((2, 3), int64),
+)
 
 for _dtype in (int32, int64):
     for _name, _fn, _ref in (

@@ -14,6 +14,7 @@ from graphc.backends.kernel.build import updates_from_kernels
 from graphc.backends.kernel.inplace import in_place_updates
 from graphc.errors import CompileError
 from graphc.graph import Graph
+from graphc.ops.collectives import world
 from graphc.passes.fusion import Partition, partition
 
 
@@ -45,6 +46,11 @@ def cuda_program(graph: Graph) -> CudaProgram:
     """Return the kernels the CUDA backend runs for graph."""
     if any(node.op == "scan" for node in graph.nodes):
         raise CompileError("scan is not supported on the cuda backend yet; use llvm")
+    if world().size > 1 and any(node.op == "all_reduce" for node in graph.nodes):
+        raise CompileError(
+            f"all_reduce across {world().size} processes is not supported on the cuda backend "
+            "yet; use llvm"
+        )
     graph = updates_from_kernels(graph)
     plan = partition(graph)
     program = build_program(graph, plan)

@@ -7,4 +7,7 @@ from graphc.backends.kernel import (
 from graphc.backends.kernel.build import BufferSpec, KernelProgram, build_program
 
 # isort: split
-from graphc.backends.kernel import scan  # noqa: F401 - registers the loop's kernel builder
+from graphc.backends.kernel import (
+    collectives,  # noqa: F401 - registers all_reduce's builder
+    scan,  # noqa: F401 - registers the loop's kernel builder
+)

@@ -29,6 +29,8 @@ def _expressions(kernel) -> Iterator[tuple[str | None, object]]:
             yield from _expressions(inner)
         for name in kernel.final + kernel.ys:
             yield name, None
+    elif isinstance(kernel, k.CollectiveKernel):
+        yield kernel.out, None
     else:
         yield kernel.out, kernel.value
         yield None, kernel.target
@@ -39,8 +41,8 @@ def _checks(expr) -> bool:
 
 
 def _reads(kernel) -> set[str]:
-    """Return the buffers a kernel reads (a loop's: every one it uses)."""
-    if isinstance(kernel, k.ScanKernel):
+    """Return the buffers a kernel reads (a loop's and a collective's: every one it uses)."""
+    if isinstance(kernel, k.ScanKernel | k.CollectiveKernel):
         return k.buffers_used(kernel)
     names = {load.buffer for _, expr in _expressions(kernel) for load in k.loads(expr)}
     if isinstance(kernel, k.MatmulKernel):

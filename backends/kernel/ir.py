@@ -325,7 +325,21 @@ class ScanKernel:
     covers: tuple[int, ...] = ()
 
 
-Kernel = LoopKernel | MatmulKernel | ScatterAddKernel | ScanKernel
+@dataclass(frozen=True, slots=True)
+class CollectiveKernel:
+    """out = the elementwise `op` ("sum", "max", "min") of `source` over every process of
+    the world: one all-reduce of `count` elements of `dtype`, a call into the MPI library."""
+
+    name: str
+    op: str
+    source: str
+    out: str
+    count: IntExpr
+    dtype: DType
+    covers: tuple[int, ...] = ()
+
+
+Kernel = LoopKernel | MatmulKernel | ScatterAddKernel | ScanKernel | CollectiveKernel
 
 
 def nested_kernels(kernels: Iterable[Kernel]) -> Iterator[Kernel]:
@@ -408,6 +422,8 @@ def buffers_used(kernel: Kernel) -> set[str]:
             names.update(name for name in group if name is not None)
         for inner in kernel.body:
             names |= buffers_used(inner)
+    elif isinstance(kernel, CollectiveKernel):
+        names |= {kernel.source, kernel.out}
     else:
         names.add(kernel.out)
         visit(kernel.value)

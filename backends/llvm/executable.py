@@ -29,6 +29,7 @@ from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.build import updates_from_kernels
 from graphc.backends.kernel.inplace import in_place_updates
 from graphc.backends.llvm import gemm
+from graphc.backends.llvm.collectives import register_collectives
 from graphc.backends.llvm.entry_point import FRAME, RUN_NAME, SHARED, VARIABLE_FIELDS
 from graphc.backends.llvm.jit import (
     ModuleSource,
@@ -108,6 +109,7 @@ class LLVMExecutable(RunsBound):
             },
             parallel,
         )
+        register_collectives(self.program.kernels)
         # Holding the compiled module keeps its engine, and so the entry's code, alive.
         self.compiled = compile_module(source)
         _dump(self.program, lambda: self.llvm_ir, self.compiled)

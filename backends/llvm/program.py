@@ -17,6 +17,7 @@ from llvmlite import ir
 from graphc.backends.kernel import KernelProgram
 from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.index import dim_expr
+from graphc.backends.llvm.collectives import emit_collective_kernel
 from graphc.backends.llvm.entry_point import STEPS_ARGS, emit_run_function
 from graphc.backends.llvm.expressions import I8, I64, Scope
 from graphc.backends.llvm.kernels import (
@@ -99,6 +100,8 @@ def _emit_kernels(
 
             loop = emit_scan_kernel(ctx, caller, kernel, body)
             calls: list[tuple[ir.Function, tuple | None]] = [(loop, None)]
+        elif isinstance(kernel, k.CollectiveKernel):  # one MPI call, on this thread
+            calls = [(emit_collective_kernel(ctx, caller, kernel), None)]
         else:
             calls = list(_kernel_functions(ctx, caller, kernel, shared))
         for function, work in calls:

@@ -1,11 +1,22 @@
 """The primitive ops; importing this package registers every one of them."""
 
-from graphc.ops import conv, elementwise, linalg, movement, random, reduce, scan, sources
+from graphc.ops import (
+    collectives,
+    conv,
+    elementwise,
+    linalg,
+    movement,
+    random,
+    reduce,
+    scan,
+    sources,
+)
 from graphc.ops.registry import OPS, OpDef, define_op, get_op, grad_rule, make_node
 
 __all__ = [
     "OPS",
     "OpDef",
+    "collectives",
     "conv",
     "define_op",
     "elementwise",

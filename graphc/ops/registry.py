@@ -46,6 +46,7 @@ KINDS = (
     "pool",
     "random",
     "loop",
+    "collective",
 )
 
 # How the Tensor API (math_ops.elementwise) types the operands of an op before building it.
@@ -68,6 +69,7 @@ FUSION_ROLES = {
     "scatter_add": "starts a scatter-add kernel of its own",
     "loop": "runs a body graph once per step (scan): a kernel of its own reading buffers",
     "result": "one result of a loop (tuple_get): a buffer the loop's kernel stores",
+    "collective": "a call into the MPI library (all_reduce): a kernel of its own on buffers",
 }
 # The role an op of each kind has unless its definition says otherwise.
 _KIND_FUSION = {
@@ -81,6 +83,7 @@ _KIND_FUSION = {
     "conv": "root",
     "pool": "root",
     "loop": "loop",
+    "collective": "collective",
 }
 
 

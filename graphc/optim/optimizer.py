@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 import graphc as gc
-from graphc import Tensor, Variable
+from graphc import Tensor, Variable, distributed
 from graphc.errors import DTypeError, GraphError, InputError, ShapeError, located, user_location
 from graphc.nn.utils import clip_grad_norm
 
@@ -202,7 +202,11 @@ class Optimizer:
 
     # -- building the step --------------------------------------------------------------
     def minimize(
-        self, loss: Tensor, accumulate: int = 1, max_grad_norm: float | None = None
+        self,
+        loss: Tensor,
+        accumulate: int = 1,
+        max_grad_norm: float | None = None,
+        weight: Any = None,
     ) -> Updates:
         """Return {Variable: new value} that takes one optimizer step on loss's gradients.
 
@@ -213,6 +217,11 @@ class Optimizer:
         With `max_grad_norm`, the gradients (the sums, with accumulate) are clipped to that
         total 2-norm before the step, as `torch.nn.utils.clip_grad_norm_(params,
         max_grad_norm)` between `backward()` and `step()` does (`nn.utils.clip_grad_norm`).
+
+        In a world of several processes (`graphc.distributed`) it first broadcasts the
+        parameters from rank 0, and the step averages the gradients across the ranks before
+        anything else uses them (`distributed.average_gradients`); `weight` is this rank's
+        share of that average (its batch size, when the ranks' shards differ in size).
         """
         location = user_location()
         _check_loss(loss, location)
@@ -224,6 +233,9 @@ class Optimizer:
         # PyTorch, where its .grad stays None and step() skips it.
         params = [p for p in self.parameters() if p.storage.trainable]
         grads = gc.grad(loss, params, allow_unused=True) if params else []
+        if distributed.active_world_size() > 1:
+            distributed.broadcast_parameters(params)
+            grads = distributed.average_gradients(grads, weight)
         if all(g is None for g in grads):
             raise GraphError(
                 located(
