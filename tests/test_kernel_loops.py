@@ -157,3 +157,23 @@ def test_embedding_window_lookup_matches_numpy(backend, rng):
     f = gc.compile([words], [looked_up * 2], backend=backend)
     ids = rng.integers(-40, 40, (7, 5))
     np.testing.assert_array_equal(f(ids), (vectors[ids.reshape(-1)] * 2).reshape(7, 125))
+
+
+@pytest.mark.parametrize("width", [1, 7, 14, 25, 63, 64, 65, 127, 128, 200])
+def test_rows_of_every_width_match_numpy(backend, rng, width):
+    # Rows below SHORT_ROW run masked vector iterations to their end, longer ones a scalar
+    # remainder: both against numpy, with a broadcast operand that keeps the rows apart.
+    bias_value = rng.standard_normal(width).astype(np.float32)
+    x = gc.input("x", ("N", width))
+    f = gc.compile([x], [gc.tanh(x + gc.Variable(bias_value)) * 2], backend=backend)
+    data = rng.standard_normal((5, width)).astype(np.float32)
+    np.testing.assert_allclose(f(data), np.tanh(data + bias_value) * 2, rtol=2e-6, atol=2e-6)
+
+
+def test_only_short_rows_ask_for_masked_vector_iterations():
+    def hinted(width: int) -> bool:
+        x = gc.input("x", ("N", width))
+        f = gc.compile([x], [x + gc.Variable(np.ones(width, np.float32))], backend="llvm")
+        return "llvm.loop.vectorize.predicate.enable" in f._executable.llvm_ir  # unoptimised
+
+    assert hinted(25) and not hinted(1024)

@@ -167,8 +167,12 @@ class FunctionEmitter:
         return self._sizes[symbol]
 
     # -- loops ------------------------------------------------------------------------------
-    def counted(self, start, end, carried, body, name: str) -> list[ir.Value]:
-        """Emit `for i in [start, end)` carrying values; body(i, carried) -> new carried."""
+    def counted(
+        self, start, end, carried, body, name: str, predicated: bool = False
+    ) -> list[ir.Value]:
+        """Emit `for i in [start, end)` carrying values; body(i, carried) -> new carried.
+        `predicated` asks the vectoriser for masked vector iterations to the loop's end
+        instead of a scalar remainder (a short row's elements all run in vectors)."""
         b = self.builder
         before = b.block
         head = self.function.append_basic_block(f"{name}.head")
@@ -190,7 +194,9 @@ class FunctionEmitter:
         index.add_incoming(b.add(index, ir.Constant(I64, 1), name=f"{name}.next"), latch)
         for phi, value in zip(phis, updated, strict=True):
             phi.add_incoming(value, latch)
-        b.branch(head)
+        back = b.branch(head)
+        if predicated:
+            back.set_metadata("llvm.loop", _loop_id(self.ctx.module, _PREDICATE_TAIL))
         b.position_at_end(done)
         return list(phis)
 
@@ -236,6 +242,27 @@ def _product(b: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
     for v in values:
         total = b.mul(total, v)
     return total
+
+
+# Rows shorter than this run masked vector iterations to their end: the vectoriser's main
+# loop takes 64 floats per iteration on AVX-512 (16 lanes, 4 interleaved), so a row of 14 or
+# 25 elements never entered it. Longer rows keep the scalar remainder, which costs less than
+# masking every iteration (row softmax of 4096 x 1024 took 3.1 ms instead of 2.3 with masks).
+SHORT_ROW = 128
+_PREDICATE_TAIL = ("llvm.loop.vectorize.predicate.enable", True)
+
+
+def _loop_id(module: ir.Module, *hints: tuple[str, bool]) -> ir.values.MDValue:
+    """Return a new loop ID carrying hints: a metadata node whose first operand is itself,
+    as LLVM names a loop. llvmlite's add_metadata shares equal nodes and cannot refer to the
+    node it makes, so the ID is made directly and pointed at itself."""
+    properties = [
+        module.add_metadata([ir.MetaDataString(module, name), ir.Constant(ir.IntType(1), value)])
+        for name, value in hints
+    ]
+    loop_id = ir.values.MDValue(module, properties, name=str(len(module.metadata)))
+    loop_id.operands = (loop_id, *properties)
+    return loop_id
 
 
 def loop_work(emitter: FunctionEmitter, kernel: k.LoopKernel, scope: Scope) -> ir.Value:
@@ -304,7 +331,8 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
             _emit_stores(fe, kernel, inner_scope, offset)
             return []
 
-        fe.counted(start, end, [], inner_body, inner_var.name)
+        short = isinstance(kernel.domain[-1], k.IConst) and kernel.domain[-1].value < SHORT_ROW
+        fe.counted(start, end, [], inner_body, inner_var.name, predicated=short)
         return []
 
     if outer_vars:
