@@ -62,8 +62,8 @@ def _slice_index(s: slice, size: Dim, axis: int) -> _Axis:
     start = s.start if s.start is None or isinstance(s.start, Sym) else int(s.start)
     stop = s.stop if s.stop is None or isinstance(s.stop, Sym) else int(s.stop)
     if isinstance(size, int) and not isinstance(start, Sym) and not isinstance(stop, Sym):
-        first, last, step = slice(start, stop, step).indices(size)
-        return _Axis(first, len(range(first, last, step)), step)
+        begin, past, step = slice(start, stop, step).indices(size)
+        return _Axis(begin, len(range(begin, past, step)), step)
     if step != 1:
         raise _error(f"a slice with step {step} of dim {axis} (size {size}) with symbolic bounds")
     # A symbolic bound counts from the start of the dim (it is a size, never negative); the

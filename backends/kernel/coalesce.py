@@ -13,7 +13,7 @@ reduction's body) keeps the nest as it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -85,7 +85,7 @@ def _merged(kernel: LoopKernel, d: int) -> LoopKernel:
     )
 
 
-def _folded(expr: Any, mapping: dict[Var, IntExpr]) -> Any:
+def _folded(expr: Any, mapping: Mapping[Var, IntExpr]) -> Any:
     """Return expr with the vars in mapping replaced, integer arithmetic folded again."""
 
     def change(node: Any) -> Any:
