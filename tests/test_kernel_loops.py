@@ -177,3 +177,33 @@ def test_only_short_rows_ask_for_masked_vector_iterations():
         return "llvm.loop.vectorize.predicate.enable" in f._executable.llvm_ir  # unoptimised
 
     assert hinted(25) and not hinted(1024)
+
+
+@pytest.mark.parametrize("op", ["sum", "max", "min", "prod"])
+@pytest.mark.parametrize("shape", [(5, 7), (37, 300), (1100, 600), (3, 4, 257)])
+def test_column_reductions_match_numpy(backend, rng, op, shape):
+    # Reductions over the leading dims run with the loops swapped (a block of columns at a
+    # time, kernels.COLUMN_BLOCK wide); 1100 x 600 splits over threads; a NaN propagates.
+    data = rng.uniform(0.9, 1.1, shape).astype(np.float32)
+    data[1, ..., 3] = np.nan
+    x = gc.input("x", ("N", *shape[1:]))
+    axes = tuple(range(len(shape) - 1))
+    method = f"a{op}" if op in ("max", "min") else op
+    f = gc.compile([x], [getattr(x, method)(dim=axes) * 2 - 1], backend=backend)
+    want = getattr(np, op)(data.astype(np.float64), axis=axes) * 2 - 1
+    # A float32 product of 1100 factors is good to about 1e-4 in any order.
+    np.testing.assert_allclose(f(data), want, rtol=1e-3 if op == "prod" else 1e-4, equal_nan=True)
+
+
+def test_only_reductions_down_columns_swap_their_loops():
+    from graphc.backends.kernel.reductions import column_reductions
+
+    def swapped(reduce) -> bool:
+        x = gc.input("x", (64, 48))
+        f = gc.compile([x], [reduce(x) + 1], backend="llvm")
+        loops = [kn for kn in f._executable.program.kernels if isinstance(kn, k.LoopKernel)]
+        return any(column_reductions(kernel) for kernel in loops)
+
+    assert swapped(lambda x: x.sum(dim=0))
+    assert not swapped(lambda x: x.sum(dim=1))  # along rows: the loop reads contiguously
+    assert not swapped(lambda x: x.T.sum(dim=0))  # a transposed read is not unit stride

@@ -70,7 +70,7 @@ def _divided(expr: IBin, ranges: dict[Var, int]) -> IntExpr:
     if not isinstance(expr.b, IConst) or expr.b.value <= 0:
         return expr
     divisor = expr.b.value
-    terms = _terms(expr.a)
+    terms = linear_terms(expr.a)
     high = {t: c for t, c in terms.items() if t is not None and c % divisor == 0}
     low = {t: c for t, c in terms.items() if t not in high}
     constant = low.pop(None, 0)
@@ -89,20 +89,22 @@ def _divided(expr: IBin, ranges: dict[Var, int]) -> IntExpr:
     return _expression({**quotient, None: high_constant})
 
 
-def _terms(expr: IntExpr) -> Terms:
+def linear_terms(expr: IntExpr) -> Terms:
     """Return expr as a linear form over vars and opaque sub-expressions."""
     if isinstance(expr, IConst):
         return {None: expr.value}
     if isinstance(expr, IBin) and expr.op in ("add", "sub"):
         sign = 1 if expr.op == "add" else -1
-        terms = dict(_terms(expr.a))
-        for term, coefficient in _terms(expr.b).items():
+        terms = dict(linear_terms(expr.a))
+        for term, coefficient in linear_terms(expr.b).items():
             terms[term] = terms.get(term, 0) + sign * coefficient
         return {t: c for t, c in terms.items() if c != 0}
     if isinstance(expr, IBin) and expr.op == "mul":
         for factor, other in ((expr.a, expr.b), (expr.b, expr.a)):
             if isinstance(factor, IConst):
-                return {t: c * factor.value for t, c in _terms(other).items() if c * factor.value}
+                return {
+                    t: c * factor.value for t, c in linear_terms(other).items() if c * factor.value
+                }
     return {expr: 1}
 
 

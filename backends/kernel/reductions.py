@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphc.backends.kernel.index import row_major_offset
+from graphc.backends.kernel.index_ranges import linear_terms
 from graphc.backends.kernel.ir import (
     Binary,
     Cast,
@@ -189,3 +190,37 @@ def _appears(part: Expr, expr: Any) -> bool:
     if isinstance(expr, Reduce):
         return False
     return any(_appears(part, child) for child in children(expr))
+
+
+def column_reductions(kernel: LoopKernel) -> list[Reduce]:
+    """Return the outermost reductions of a kernel that are better run with the loops swapped:
+    each reads the innermost domain variable only at unit stride (a bias gradient summing a
+    (rows, columns) matrix over its rows, for every column), so for a block of columns the
+    rows can be added up as vectors, where the reduction's own loop would read down a column.
+    Sums, products, maxima and minima whose bodies hold no other reduction qualify."""
+    inner = kernel.vars[-1]
+    found = outermost_reductions(store.value for store in kernel.stores)
+    return [r for r in found if _walks_columns(r, inner)]
+
+
+def _walks_columns(reduction: Reduce, inner: Var) -> bool:
+    if reduction.op not in ("sum", "prod", "max", "min") or used_reductions(reduction):
+        return False
+    if any(isinstance(e, Reduce) for e in _subexpressions(reduction.body)):
+        return False
+    reading = [load for load in loads(reduction.body) if inner in free_vars(load.offset)]
+    if not reading:
+        return False
+    for load in reading:
+        terms = linear_terms(load.offset)
+        if terms.get(inner) != 1:
+            return False
+        if any(t != inner and t is not None and inner in free_vars(t) for t in terms):
+            return False
+    return True
+
+
+def _subexpressions(expr: Any) -> Iterable[Any]:
+    yield expr
+    for child in children(expr):
+        yield from _subexpressions(child)
