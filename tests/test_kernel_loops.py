@@ -19,9 +19,12 @@ from graphc.backends.kernel.index_ranges import simplify_indices
 from graphc.dtypes import float32, int64
 
 
-def _evaluate(expr: k.IntExpr, values: dict[k.Var, int]) -> int:
+def _evaluate(expr: k.IntExpr, values: dict) -> int:
+    """Return an index expression's value; values maps Vars and symbol names to ints."""
     if isinstance(expr, k.Var):
         return values[expr]
+    if isinstance(expr, k.SymSize):
+        return values[expr.symbol]
     if isinstance(expr, k.IConst):
         return expr.value
     assert isinstance(expr, k.IBin), expr
@@ -88,6 +91,30 @@ def test_a_reshaped_read_needs_no_division():
     # A part below the divisor that may reach it keeps the division: i2 + 3 can be 27.
     shifted = k.IBin("mod", k.iadd(i2, k.IConst(3)), k.IConst(25))
     assert _divisions(_index_of(simplify_indices(_kernel_of(shifted, (4, 5, 25))))) == 1
+
+
+def test_symbolic_divisors_split_a_flat_offset_too():
+    # A (B, T, 384) gradient reading heads merged over T positions: the flat offset
+    # i0 * 128T + i1 * 128 + max(i2 - 256, 0) divided by 128T and by 128, then taken mod 128.
+    i0, i1, i2 = (k.Var(f"i{d}") for d in range(3))
+    t = k.SymSize("T")
+    window = k.IBin("max", k.iadd(i2, k.IConst(-256)), k.IConst(0))
+    flat = k.iadd(k.iadd(k.imul(i0, k.imul(k.IConst(128), t)), k.imul(i1, k.IConst(128))), window)
+    by_sequence = k.IBin("div", flat, k.imul(k.IConst(128), t))
+    position = k.IBin("div", k.IBin("mod", flat, k.imul(k.IConst(128), t)), k.IConst(128))
+    within = k.IBin("mod", flat, k.IConst(128))
+    index = k.iadd(
+        k.iadd(k.imul(by_sequence, k.IConst(1000)), k.imul(position, k.IConst(7))), within
+    )
+    variables = (i0, i1, i2)
+    store = k.Store("out", k.IndexValue(index, int64))
+    kernel = k.LoopKernel("probe", (k.SymSize("B"), t, k.IConst(384)), variables, (store,))
+    simplified = _index_of(simplify_indices(kernel))
+    assert _divisions(simplified) == 0
+    for size in (1, 2, 3):
+        for point in itertools.product(range(2), range(size), range(0, 384, 7)):
+            values = {**dict(zip(variables, point, strict=True)), "T": size}
+            assert _evaluate(simplified, values) == _evaluate(index, values)
 
 
 def _elementwise(domain, offsets, buffers=("a",)) -> k.LoopKernel:
