@@ -15,6 +15,7 @@ import graphc as gc
 from graphc import nn
 from graphc.backends.cuda.program import cuda_program
 from graphc.backends.cuda.ptx import assemble, check_ptx, compile_ptx, find_ptxas
+from graphc.backends.kernel import ir as k
 from graphc.compiler import build_graph
 from graphc.errors import CompileError
 from graphc.passes import optimize
@@ -97,3 +98,38 @@ def test_a_training_step_assembles(ptxas: str) -> None:
     assert plain > 5
     # The forward Linear + ReLU matmul's epilogue, as a kernel of its own for cuBLAS calls.
     assert _assembled(graph, ptxas, cublas_epilogues=True) > plain
+
+
+def _loop_names(program) -> list[str]:
+    return [
+        kernel.name
+        for kernel in k.nested_kernels(program.kernels)
+        if isinstance(kernel, k.ScanKernel)
+    ]
+
+
+def test_loop_kernels_assemble(ptxas: str) -> None:
+    """An LSTM training step (its forward and backward loops) and nested loops: each loop's
+    body kernels, carry copies and the one-thread kernels moving its buffers."""
+    model = nn.LSTM(3, 8, num_layers=2, bidirectional=True)
+    x = gc.input("x", ("T", "B", 3))
+    out, _ = model(x)
+    loss = (out * out).mean()
+    training = build_graph([x], [loss], gc.optim.Adam(model.parameters()).minimize(loss))
+
+    def row(total, values):
+        inner, _ = gc.scan(lambda c, v: (c * 0.5 + v, None), gc.zeros(2), values)
+        return total + inner, inner
+
+    grid = gc.input("grid", ("R", "C", 2))
+    nested = build_graph([grid], list(gc.scan(row, gc.zeros(2), grid)))
+    for graph, loops in ((training, 8), (nested, 2)):
+        graph = optimize(graph)
+        program = cuda_program(graph)
+        names = _loop_names(program.program)
+        assert len(names) == loops
+        assert _assembled(graph, ptxas) > 4 * loops
+        ptx = program.ptx("sm_90").ptx
+        for name in names:
+            for own in ("init0", "start", "advance"):
+                assert f".entry {name.replace('.', '$')}${own}(" in ptx

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.errors import CompileError, DTypeError, GraphError, IndexingError, ShapeError
+from graphc.errors import DTypeError, GraphError, IndexingError, ShapeError
 from graphc.testing import check_grad
 
 torch = pytest.importorskip("torch")
@@ -191,14 +191,6 @@ def test_listing_shows_the_body_nested():
     assert "      %carry0 : f32[B,3]," in body and "      %x0 : f32[B,3]," in body
     assert any("tanh(" in line and ": f32[B,3]" in line for line in body)
     assert lines[lines.index("    }", start) + 1].lstrip().startswith("%")
-
-
-def test_cuda_refuses_scan_clearly():
-    from graphc.backends.cuda.program import cuda_program
-
-    final, _ = gc.scan(lambda c, x: (c + x, None), gc.zeros(2), gc.ones((3, 2)))
-    with pytest.raises(CompileError, match="scan is not supported on the cuda backend"):
-        cuda_program(gc.subgraph(final))
 
 
 # -- gradients --------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from ctypes import POINTER, byref, c_double, c_float, c_int, c_int64, c_void_p
 from dataclasses import dataclass
 from typing import Any
 
-from graphc.backends.cuda.module import evaluate
+from graphc.backends.cuda.launches import evaluate
 from graphc.backends.kernel import ir as k
 from graphc.dtypes import float32, float64
 from graphc.errors import CompileError

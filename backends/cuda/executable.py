@@ -2,8 +2,9 @@
 
 Per call: the inputs and the frame (error record, symbol sizes, buffer table) are copied to
 the device, every kernel is launched in order (each does nothing once an earlier one has
-recorded an index error; a large matmul may go to cuBLAS instead, chosen for the call's sizes:
-cublas.py), then the error record is read back, which waits for the kernels.
+recorded an index error; a loop's body once per step: scan.py; a large matmul may go to cuBLAS
+instead, chosen for the call's sizes: cublas.py), then the error record is read back, which
+waits for the kernels.
 On an error the call raises IndexingError and no Variable changes: the copies of update
 values into the Variables are kernels too, and they skip as well. Otherwise the outputs are
 copied out. The Variables stay in device memory (variables.py): uploaded when the device copy
@@ -26,8 +27,8 @@ from graphc.backends.calls import LaunchGeometry, Runner, RunsBound
 from graphc.backends.cuda.cublas import GemmCall, plan_gemm
 from graphc.backends.cuda.cublas import wanted as cublas_wanted
 from graphc.backends.cuda.driver import Driver, selected_driver
+from graphc.backends.cuda.launches import Launch, every_launch, run_order
 from graphc.backends.cuda.memory import DeviceArena, arena_planner
-from graphc.backends.cuda.module import Launch
 from graphc.backends.cuda.program import cuda_program
 from graphc.backends.cuda.ptx import PtxModule
 from graphc.backends.cuda.variables import DeviceVariables
@@ -44,7 +45,7 @@ from graphc.recent import RecentValues
 CALLS_KEPT = 16
 
 
-@dataclass
+@dataclass(eq=False)  # the installed call is compared by identity
 class _BoundCall:
     """What a call with given symbol sizes needs besides its arrays."""
 
@@ -73,9 +74,12 @@ class CudaExecutable(RunsBound):
             if isinstance(kernel, k.MatmulKernel)
         }
         self._program = compiled
-        module, self._launches = compiled.module(self.driver.dialect, self._blas is not None)
+        module, self._schedule = compiled.module(self.driver.dialect, self._blas is not None)
+        self._launches = list(every_launch(self._schedule))
         self._module = self.driver.load(module)
-        self._functions = [self._module.function(launch.symbol) for launch in self._launches]
+        self._functions = {
+            launch.symbol: self._module.function(launch.symbol) for launch in self._launches
+        }
         self._ptx: dict[str, PtxModule] = {}
         self._lock = threading.Lock()
         self._allocations: list[int] = []
@@ -167,17 +171,20 @@ class CudaExecutable(RunsBound):
         return self.ptx_module(arch or self.driver.arch()).ptx
 
     def launches(self) -> list[Launch]:
-        """Return the kernel launches of a call, in order."""
+        """Return the kernel launches of a call, in order, each once (a loop's step launches
+        run once per step)."""
         return list(self._launches)
 
     def launch_geometry(self) -> dict[str, tuple[LaunchGeometry, ...]]:
         """Return, per kernel name, how its kernel functions are launched (for
-        Function.kernels(); the copies of update values, `commit_*`, are launches too)."""
+        Function.kernels(); a loop's are all its own and its body's; the copies of update
+        values, `commit_*`, are launches too)."""
         geometry: dict[str, tuple[LaunchGeometry, ...]] = {}
-        for launch in self._launches:
-            grid = launch.grid_text(self.driver.max_blocks)
-            entry = LaunchGeometry(launch.symbol, grid, launch.block, launch.shared_bytes)
-            geometry[launch.kernel] = (*geometry.get(launch.kernel, ()), entry)
+        for item in self._schedule:
+            for launch in every_launch([item]):
+                grid = launch.grid_text(self.driver.max_blocks)
+                entry = LaunchGeometry(launch.symbol, grid, launch.block, launch.shared_bytes)
+                geometry[item.kernel] = (*geometry.get(item.kernel, ()), entry)
         return geometry
 
     def memory_stats(self) -> dict[str, int]:
@@ -197,18 +204,26 @@ class CudaExecutable(RunsBound):
 
     def _bound_call(self, bindings: Mapping[str, int]) -> _BoundCall:
         offsets, arena_bytes = self._planner.place(bindings)
-        launches: list[tuple[object, int, int] | GemmCall] = []
         handed: set[str] = set()  # the matmuls cuBLAS computes in this call
-        for launch, function in zip(self._launches, self._functions, strict=True):
+        # Per symbol, what its launch does in this call (None: nothing); a loop's step
+        # launches come once per step.
+        chosen: dict[str, tuple[object, int, int] | GemmCall | None] = {}
+        for launch in every_launch(self._schedule):
             if launch.after_cublas and launch.kernel not in handed:
+                chosen[launch.symbol] = None
                 continue
             gemm = None if launch.after_cublas else self._cublas_gemm(launch.kernel, bindings)
             if gemm is not None:
                 handed.add(launch.kernel)
-                launches.append(gemm)
+                chosen[launch.symbol] = gemm
             else:
                 grid = launch.grid(bindings, self.driver.max_blocks)
-                launches.append((function, grid, launch.block))
+                chosen[launch.symbol] = (self._functions[launch.symbol], grid, launch.block)
+        launches = [
+            action
+            for action in (chosen[launch.symbol] for launch in run_order(self._schedule, bindings))
+            if action is not None
+        ]
         outputs = [
             (evaluate_shape(spec.shape, bindings), np.dtype(spec.dtype.numpy))
             for spec in (self.program.buffers[name] for name in self.program.outputs)

@@ -60,6 +60,8 @@ class KernelFunction:
         dialect: type[KernelDialect],
         block: int,
     ) -> None:
+        # A PTX name may not contain '.', which the names of a loop's body kernels do.
+        name = name.replace(".", "$")
         names = (*POINTER_ARGS, *(arg for arg, _ in dialect.EXTRA_ARGS))
         types = (*POINTER_TYPES, *(ty for _, ty in dialect.EXTRA_ARGS))
         self.emitter = FunctionEmitter(

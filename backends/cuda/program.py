@@ -7,7 +7,8 @@ from dataclasses import dataclass, replace
 from llvmlite import ir
 
 from graphc.backends.cuda.dialect import DeviceDialect, KernelDialect
-from graphc.backends.cuda.module import Launch, build_module
+from graphc.backends.cuda.launches import Launches
+from graphc.backends.cuda.module import build_module
 from graphc.backends.cuda.ptx import PtxModule, compile_ptx
 from graphc.backends.kernel import KernelProgram, build_program
 from graphc.backends.kernel.build import updates_from_kernels
@@ -31,7 +32,7 @@ class CudaProgram:
 
     def module(
         self, dialect: type[KernelDialect], cublas_epilogues: bool = False
-    ) -> tuple[ir.Module, list[Launch]]:
+    ) -> tuple[ir.Module, Launches]:
         """Return the program's module in a dialect, and its launches (with each matmul's
         epilogue as a kernel of its own too if `cublas_epilogues`)."""
         return build_module(self.program, dialect, self.in_place, cublas_epilogues)
@@ -44,8 +45,6 @@ class CudaProgram:
 
 def cuda_program(graph: Graph) -> CudaProgram:
     """Return the kernels the CUDA backend runs for graph."""
-    if any(node.op == "scan" for node in graph.nodes):
-        raise CompileError("scan is not supported on the cuda backend yet; use llvm")
     if world().size > 1 and any(node.op == "all_reduce" for node in graph.nodes):
         raise CompileError(
             f"all_reduce across {world().size} processes is not supported on the cuda backend "
