@@ -77,13 +77,6 @@ class CharLSTM(nn.Module):
         return self.head(output), state
 
 
-def positions(length: gc.dims.Dim) -> gc.Tensor:
-    """Return 0, 1, ..., length - 1 (int64) for a length that may be symbolic: a loop that
-    counts, since `gc.arange` needs a static size."""
-    _, counts = gc.scan(lambda i, _: (i + 1, i), gc.tensor(0), gc.zeros((length,)))
-    return counts
-
-
 class CharTransformer(nn.Module):
     """Token and position embeddings, a causal pre-norm Transformer encoder and a linear
     read-out: (B, T) ids in, (B, T, vocab) scores out, for T up to `context`."""
@@ -105,7 +98,7 @@ class CharTransformer(nn.Module):
 
     def forward(self, ids: gc.Tensor) -> gc.Tensor:
         """Return the scores of every position; position t sees the ids up to t."""
-        x = self.embedding(ids) + self.position(positions(ids.shape[1]))
+        x = self.embedding(ids) + self.position(gc.arange(ids.shape[1]))
         return self.head(self.encoder(x, is_causal=True))
 
 

@@ -84,6 +84,7 @@ from graphc.spatial import (
     max_pool2d,
     pad,
 )
+from graphc.triangular import tril, triu
 from graphc.types import TensorType
 from graphc.variable import Variable
 from graphc.version import __version__

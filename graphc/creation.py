@@ -9,9 +9,19 @@ from typing import Any
 import numpy as np
 
 from graphc import dtypes
-from graphc.dims import as_shape, dim_prod, is_static, static_dim
-from graphc.dtypes import as_dtype
-from graphc.errors import DTypeError, GraphError, located, user_location
+from graphc.dims import (
+    Sym,
+    as_dim,
+    as_shape,
+    dim_add,
+    dim_div,
+    dim_mul,
+    dim_prod,
+    is_static,
+    static_dim,
+)
+from graphc.dtypes import DType, as_dtype
+from graphc.errors import DTypeError, GraphError, ShapeError, located, user_location
 from graphc.math_ops import as_tensor, cast, constant
 from graphc.ops.registry import make_node
 from graphc.shaping import broadcast_to
@@ -94,14 +104,71 @@ def full_like(x: Tensor, fill_value: Any, dtype: Any = None) -> Tensor:
 
 
 def arange(start: Any, end: Any = None, step: Any = 1, dtype: Any = None) -> Tensor:
-    """Return values from start up to (not including) end; int64 for int arguments."""
+    """Return values from start up to (not including) end in steps of step; int64 when every
+    argument is an int or a dim, float32 otherwise (or dtype).
+
+    start and end may be symbolic dims (`gc.arange(x.shape[1])`): the length is then the dim
+    (end - start) / step, so with a step other than 1 it must divide exactly.
+    """
     if end is None:
         start, end = 0, start
-    values = np.arange(start, end, step)
+    for role, value in (("start", start), ("end", end), ("step", step)):
+        if not isinstance(value, (Sym, str, int, float, np.integer, np.floating)):
+            raise GraphError(
+                located(
+                    f"arange(): {role} must be a number or a dim (an int or x.shape[i]), "
+                    f"got {type(value).__name__} {value!r}",
+                    user_location(),
+                )
+            )
+    if dtype is not None:
+        dtype = as_dtype(dtype)
+    if any(isinstance(v, (Sym, str)) for v in (start, end, step)):
+        return _symbolic_arange(start, end, step, dtype)
+    if step == 0:
+        raise ShapeError(located(f"arange({start}, {end}, {step}): the step is 0", user_location()))
+    try:
+        values = np.arange(start, end, step)
+    except (ValueError, ZeroDivisionError, OverflowError) as error:
+        raise ShapeError(
+            located(f"arange({start}, {end}, {step}): {error}", user_location())
+        ) from None
     if dtype is None:
         is_int = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
         dtype = dtypes.int64 if is_int else dtypes.DEFAULT_FLOAT
-    return constant(values, as_dtype(dtype))
+    return constant(values, dtype)
+
+
+def _symbolic_arange(start: Any, end: Any, step: Any, dtype: DType | None) -> Tensor:
+    """Return the arange op for a range with a symbolic bound; its length must be a dim."""
+    call = f"arange({start}, {end}, {step})"
+    where = user_location()
+    for role, value in (("start", start), ("end", end)):
+        if isinstance(value, (float, np.floating)):
+            raise ShapeError(
+                located(f"{call}: with a symbolic bound, {role} must be an int or a dim", where)
+            )
+    if isinstance(step, (Sym, str, float, np.floating)) or step == 0:
+        raise ShapeError(located(f"{call}: the step must be a nonzero int", where))
+    try:
+        first, last, stride = as_dim(start), as_dim(end), int(step)
+    except ShapeError as error:
+        raise ShapeError(located(f"{call}: {error}", where)) from None
+    span = dim_add(last, dim_mul(first, -1))
+    try:
+        size = dim_div(span, stride)
+    except ShapeError:
+        raise ShapeError(
+            located(
+                f"{call}: the length ({span})/{stride} of a range with a symbolic bound must be "
+                f"a dim, and {stride} does not divide {span} exactly for every size",
+                where,
+            )
+        ) from None
+    if dtype is not None and dtype.is_bool:
+        raise DTypeError(located(f"{call}: arange cannot make a bool tensor", where))
+    attrs = {"start": first, "size": size, "step": stride, "dtype": dtype or dtypes.int64}
+    return Tensor(make_node("arange", [], attrs))
 
 
 def linspace(start: float, end: float, steps: int, dtype: Any = None) -> Tensor:

@@ -71,6 +71,9 @@ class Sym:
     def __rsub__(self, other: Dim) -> Dim:
         return dim_add(other, dim_mul(self, -1))
 
+    def __neg__(self) -> Dim:
+        return dim_mul(self, -1)
+
     def __floordiv__(self, other: Dim) -> Dim:
         return dim_div(self, other)
 

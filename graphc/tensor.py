@@ -127,6 +127,12 @@ class Tensor(Operand["Tensor"]):
         """Return self where condition holds, else other (PyTorch's Tensor.where)."""
         return _math.where(condition, self, other)
 
+    def tril(self, diagonal=0) -> Tensor:
+        return _triangular.tril(self, diagonal)
+
+    def triu(self, diagonal=0) -> Tensor:
+        return _triangular.triu(self, diagonal)
+
     # -- reductions ---------------------------------------------------------------------
     def sum(self, dim=None, keepdim=False, dtype=None) -> Tensor:
         return _reductions.sum(self, dim, keepdim, dtype)
@@ -256,3 +262,4 @@ from graphc import math_ops as _math  # noqa: E402
 from graphc import reductions as _reductions  # noqa: E402
 from graphc import shaping as _shaping  # noqa: E402
 from graphc import spatial as _spatial  # noqa: E402
+from graphc import triangular as _triangular  # noqa: E402

@@ -721,6 +721,32 @@ add(
     F(3, 4),
 )
 
+# == arange over a symbolic length, tril / triu ================================================
+# A range whose bound is a symbolic dim is the `arange` source op (a static one is a constant).
+add(
+    "arange_symbolic",
+    lambda x: gc.arange(x.shape[0]),
+    lambda x: np.arange(x.shape[0]),
+    T(float32, "B", 2),
+)
+add(
+    "arange_symbolic_reversed",
+    lambda x: gc.arange(x.shape[0] - 1, -1, -1, dtype=gc.int32),
+    lambda x: np.arange(x.shape[0] - 1, -1, -1, dtype=np.int32),
+    T(int64, "B"),
+)
+add(
+    "arange_symbolic_offset",
+    lambda x: x * gc.arange(x.shape[0], 3 * x.shape[0], 2, dtype=x.dtype).unsqueeze(1),
+    lambda x: x * np.arange(x.shape[0], 3 * x.shape[0], 2, dtype=x.dtype)[:, None],
+    F("B", 3),
+    diff=True,
+)
+add("tril_batched", lambda x: x.tril(), np.tril, F(2, 3, 4), diff=True)
+add("triu_diagonal", lambda x: gc.triu(x, 1), lambda x: np.triu(x, 1), F(4, 3), diff=True)
+add("tril_symbolic", lambda x: x.tril(-1), lambda x: np.tril(x, -1), F(2, "B", 4), diff=True)
+add("triu_symbolic", lambda x: x.triu(2), lambda x: np.triu(x, 2), F("B", 3), diff=True)
+
 # == cast between every pair of dtypes ========================================================
 ALL_DTYPES = (float32, float64, int32, int64, bool_)
 

@@ -133,6 +133,15 @@ register(
 )
 
 
+def _arange(ctx, node, index):
+    (i,) = index.dims()
+    value = iadd(dim_expr(node.attrs["start"]), imul(i, IConst(node.attrs["step"])))
+    return IndexValue(value, node.type.dtype)
+
+
+register("arange", _arange)
+
+
 # -- reductions -----------------------------------------------------------------------------
 _REDUCE_OPS = {"reduce_sum": "sum", "reduce_max": "max", "reduce_min": "min", "reduce_prod": "prod"}
 

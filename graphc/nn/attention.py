@@ -27,19 +27,10 @@ from graphc.nn.pointwise import dropout
 from graphc.tensor import Tensor
 
 
-def _positions(size: Dim) -> Tensor:
-    """Return 0, 1, ..., size - 1 (int64); size may be symbolic."""
-    if isinstance(size, int):
-        return gc.arange(size)
-    # gc.arange needs a static size: count along a loop of `size` steps instead.
-    _, positions = gc.scan(lambda i, _: (i + 1, i), gc.tensor(0), gc.zeros((size,)))
-    return positions
-
-
 def causal_mask(target: Dim, source: Dim) -> Tensor:
     """Return the bool (target, source) mask of `is_causal`: query i may attend to keys j <= i
     (the lower triangle, aligned at the top left as in PyTorch)."""
-    return _positions(target).unsqueeze(1) >= _positions(source)
+    return gc.arange(target).unsqueeze(1) >= gc.arange(source)
 
 
 def _safe_softmax(scores: Tensor) -> Tensor:

@@ -1,12 +1,16 @@
-"""Source ops: constants, fed inputs, persistent variables, and symbolic sizes as values."""
+"""Source ops: constants, fed inputs, persistent variables, symbolic sizes as values, and
+ranges whose bounds may be symbolic."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from graphc.dims import evaluate_dim
+from graphc.dims import Sym, dim_add, dim_mul, evaluate_dim
 from graphc.dtypes import as_dtype, from_numpy
+from graphc.errors import DTypeError, IndexingError, ShapeError, located
+from graphc.graph import Node
 from graphc.ops.registry import define_op
+from graphc.ops.shape_rules import bindings_text
 from graphc.types import TensorType
 
 
@@ -68,4 +72,58 @@ define_op(
     ),
     differentiable=False,
     fusion="inline",  # computed from the call's sizes where it is read
+)
+
+
+# arange: start + step * i for i in [0, size), where start and size may be symbolic dims (a
+# range over a sequence length). A static range is a constant instead; the Tensor API builds
+# this op only when a bound is symbolic.
+def _arange_infer(types, attrs):
+    dtype = as_dtype(attrs["dtype"])
+    if dtype.is_bool:
+        raise DTypeError("arange gives numbers; bool is not a dtype it makes")
+    if not isinstance(attrs["step"], int) or attrs["step"] == 0:
+        raise ShapeError(f"arange needs a nonzero int step, got {attrs['step']!r}")
+    return TensorType((attrs["size"],), dtype)
+
+
+def _arange_reference(args, attrs, env):
+    start = evaluate_dim(attrs["start"], env)
+    count = evaluate_dim(attrs["size"], env)
+    values = start + attrs["step"] * np.arange(count, dtype=np.int64)
+    return values.astype(as_dtype(attrs["dtype"]).numpy)
+
+
+def _arange_call_check(node: Node):
+    """Return the per-call check that a range whose length may be negative is not: a symbol
+    size is never negative, so neither is a sum of products of symbols with positive
+    coefficients (T, B*T+1)."""
+    size = node.attrs["size"]
+    if not isinstance(size, Sym) or all(coeff > 0 for _, coeff in size.terms):
+        return None
+
+    def check(bindings):
+        count = evaluate_dim(size, bindings)
+        if count < 0:
+            start, step = node.attrs["start"], node.attrs["step"]
+            end = dim_add(start, dim_mul(size, step))
+            raise IndexingError(
+                located(
+                    f"arange({start}, {end}, {step}) has {size} = {count} elements with "
+                    f"{bindings_text(bindings)}: its end is on the wrong side of its start",
+                    node.location,
+                )
+            )
+
+    return check
+
+
+define_op(
+    "arange",
+    "source",
+    _arange_infer,
+    _arange_reference,
+    differentiable=False,
+    fusion="inline",  # index arithmetic, computed where it is read
+    call_check=_arange_call_check,
 )
