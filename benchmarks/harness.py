@@ -159,6 +159,27 @@ def import_jax(threads: int) -> Any:
     return jax
 
 
+def jax_adam(
+    jax: Any, value_and_grad: Callable, lr: float, betas: tuple[float, float], eps: float
+) -> Callable:
+    """Return jax.jit of one Adam step as PyTorch's Adam takes it, on dicts of parameters:
+    (p, m, v, t, x, y) -> (p, m, v, t, loss), its state's buffers donated."""
+    jnp = jax.numpy
+    beta1, beta2 = betas
+
+    def adam_step(p: dict, m: dict, v: dict, t: Any, x: Any, y: Any) -> tuple:
+        loss, g = value_and_grad(p, x, y)
+        t = t + 1
+        step_size = lr / (1 - beta1**t)
+        root_correction = jnp.sqrt(1 - beta2**t)
+        m = {k: m[k] + (1 - beta1) * (g[k] - m[k]) for k in p}
+        v = {k: v[k] * beta2 + (1 - beta2) * g[k] * g[k] for k in p}
+        p = {k: p[k] - step_size * m[k] / (jnp.sqrt(v[k]) / root_correction + eps) for k in p}
+        return p, m, v, t, loss
+
+    return jax.jit(adam_step, donate_argnums=(0, 1, 2, 3))
+
+
 def graphc_supports_out() -> bool:
     """Return whether a compiled graphc Function accepts a preallocated output (`out=`)."""
     import inspect

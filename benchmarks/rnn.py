@@ -36,6 +36,7 @@ from harness import (
     check_close,
     import_jax,
     import_torch,
+    jax_adam,
     main,
     timed_first_call,
 )
@@ -265,31 +266,20 @@ def jax_transformer_loss(jax: Any) -> Any:
 
 def jax_setup(params: dict, options: argparse.Namespace) -> Prepared:
     jax = import_jax(options.threads)
-    jnp = jax.numpy
     if params["kind"] == "lstm":
         loss_fn, start = jax_lstm_loss(jax), lstm_state()
     else:
         loss_fn, start = jax_transformer_loss(jax), transformer_state()
     value_and_grad = jax.value_and_grad(loss_fn)
 
-    def adam_step(p: dict, m: dict, v: dict, t: Any, x: Any, y: Any) -> tuple:
-        loss, g = value_and_grad(p, x, y)
-        t = t + 1
-        step_size = LR / (1 - BETA1**t)
-        root_correction = jnp.sqrt(1 - BETA2**t)
-        m = {k: m[k] + (1 - BETA1) * (g[k] - m[k]) for k in p}
-        v = {k: v[k] * BETA2 + (1 - BETA2) * g[k] * g[k] for k in p}
-        p = {k: p[k] - step_size * m[k] / (jnp.sqrt(v[k]) / root_correction + EPS) for k in p}
-        return p, m, v, t, loss
-
-    function = jax.jit(adam_step, donate_argnums=(0, 1, 2, 3))
+    function = jax_adam(jax, value_and_grad, LR, (BETA1, BETA2), EPS)
     x, y = (jax.device_put(a) for a in data(params))
     zeros = {k: np.zeros_like(a) for k, a in start.items()}
     state = [
         jax.device_put(start),
         jax.device_put(zeros),
         jax.device_put(zeros),
-        jnp.zeros((), jnp.float32),
+        jax.numpy.zeros((), jax.numpy.float32),
     ]
 
     def run() -> Any:

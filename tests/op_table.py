@@ -1949,8 +1949,9 @@ def _torch_max_pool(attrs):
     return pool
 
 
-def _torch_max_pool_select(x, values, attrs):
-    """Return, per window, values at the position of x's maximum (PyTorch's pooling indices)."""
+def _torch_pool_indices(x, attrs):
+    """Return PyTorch's max-pooling indices of x: each window's maximum as a flat position
+    in its (H, W) image."""
     torch = _torch()
     _, where = torch.nn.functional.max_pool2d(
         torch.from_numpy(x),
@@ -1961,6 +1962,13 @@ def _torch_max_pool_select(x, values, attrs):
         attrs["ceil_mode"],
         return_indices=True,
     )
+    return where
+
+
+def _torch_max_pool_select(x, values, attrs):
+    """Return, per window, values at the position of x's maximum (PyTorch's pooling indices)."""
+    torch = _torch()
+    where = _torch_pool_indices(x, attrs)
     picked = torch.from_numpy(values).flatten(2).gather(2, where.flatten(2))
     return picked.reshape(where.shape).numpy()
 
@@ -1980,17 +1988,7 @@ def _window_positions(first_max, attrs, hw):
 
 def _torch_max_pool_argmax(x, attrs):
     """Return each window's first maximum as a tap i * kW + j, from PyTorch's indices."""
-    torch = _torch()
-    _, where = torch.nn.functional.max_pool2d(
-        torch.from_numpy(x),
-        attrs["kernel"],
-        attrs["stride"],
-        attrs["padding"],
-        attrs["dilation"],
-        attrs["ceil_mode"],
-        return_indices=True,
-    )
-    rows, cols = np.divmod(where.numpy(), x.shape[3])
+    rows, cols = np.divmod(_torch_pool_indices(x, attrs).numpy(), x.shape[3])
     (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
     i = (rows - np.arange(rows.shape[2])[:, None] * sh + ph) // dh
     j = (cols - np.arange(cols.shape[3])[None, :] * sw + pw) // dw
