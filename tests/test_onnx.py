@@ -163,7 +163,16 @@ def _graphc_models() -> dict:
     a = gc.input("a", ("N", 4), gc.int64)
     arithmetic = {"a": rng.integers(-20, 20, (3, 4)).astype(np.int64)}
     b = gc.tensor([3, -3, 7, -2])
+    seq = gc.input("seq", ("B", "T", 8))
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    length = seq.shape[1]
+    sequences = {"seq": rng.standard_normal((2, 5, 8)).astype(np.float32)}
     return {
+        "causal_attention": (
+            [seq],
+            [layer(seq, is_causal=True), gc.tril(seq), gc.arange(1, length + 1) * 2],
+            sequences,
+        ),
         "conv_pool_transpose": (
             [x],
             [up(gc.relu(conv(x))), pooled, x.reshape(-1, 27 * 9).softmax(1), x[:, 1:, ::2, -3:]],
@@ -187,7 +196,8 @@ def _graphc_models() -> dict:
 
 
 @pytest.mark.parametrize(
-    "name", ["conv_pool_transpose", "embedding_layer_norm", "integer_arithmetic"]
+    "name",
+    ["conv_pool_transpose", "embedding_layer_norm", "integer_arithmetic", "causal_attention"],
 )
 @pytest.mark.parametrize("source", ["tensors", "function"])
 def test_graphc_graphs_run_in_onnxruntime_as_in_graphc(name, source, tmp_path):

@@ -98,6 +98,24 @@ def dim_size(context: ExportContext, node: gc.Node) -> str:
     return context.add("Cast", [size], to=elem_type_of(node.type.dtype))
 
 
+@emits("arange")
+def arange(context: ExportContext, node: gc.Node) -> str:
+    """start, start + step, ... (size values, sizes read from the inputs' shapes): Range."""
+    step = node.attrs["step"]
+    start = context.dim(node.attrs["start"])
+    limit = context.add(
+        "Add",
+        [
+            start,
+            context.add("Mul", [context.dim(node.attrs["size"]), context.const([step], np.int64)]),
+        ],
+    )
+    axis = context.const([0], np.int64)
+    scalars = [context.add("Squeeze", [value, axis]) for value in (start, limit)]
+    values = context.add("Range", [*scalars, context.const(step, np.int64)])
+    return context.add("Cast", [values], to=elem_type_of(node.type.dtype))
+
+
 @emits("expm1", "log1p", "rsqrt", "ne")
 def composed_unary(context: ExportContext, node: gc.Node) -> str:
     """expm1 = exp(x) - 1, log1p = log(1 + x), rsqrt = 1 / sqrt(x), ne = not(a == b)."""
