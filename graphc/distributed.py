@@ -90,6 +90,7 @@ __all__ = [
     "init",
     "is_initialized",
     "launched_size",
+    "loss_share",
     "rank",
     "world",
     "world_size",
@@ -166,13 +167,11 @@ def broadcast_parameters(variables: Iterable[Variable] | Any, root: int = 0) -> 
             offset += value.size
 
 
-def average_gradients(grads: Sequence[Tensor | None], weight: Any = None) -> list[Tensor | None]:
+def average_gradients(grads: Sequence[Tensor | None]) -> list[Tensor | None]:
     """Return the gradients averaged across the world, in few large messages: the gradients
     of each dtype are flattened into buckets of at most BUCKET_ELEMENTS elements, each one
-    all_reduce, and split back. With `weight` (this rank's share, such as its batch size when
-    shards differ in size) the average is sum(weight * grad) / sum(weight) over the ranks;
-    without it every rank counts the same. `weight` may be a number, a scalar Tensor or a
-    dim such as `x.shape[0]`, symbolic or not."""
+    all_reduce, and split back. Every rank counts the same; ranks whose shards differ in size
+    scale their losses first (`loss_share`)."""
     size = active_world_size()
     if size == 1:
         return list(grads)
@@ -181,23 +180,27 @@ def average_gradients(grads: Sequence[Tensor | None], weight: Any = None) -> lis
     by_dtype: dict[DType, list[int]] = {}
     for i in present:
         by_dtype.setdefault(grads[i].dtype, []).append(i)  # type: ignore[union-attr]
-    for dtype, indices in by_dtype.items():
+    for indices in by_dtype.values():
         for bucket in _buckets(indices, grads):
             flat = [grads[i].reshape(-1) for i in bucket]  # type: ignore[union-attr]
-            if weight is None:
-                total = all_reduce(cat(flat) if len(flat) > 1 else flat[0], "sum")
-                scale: Any = 1.0 / size
-            else:
-                w = _weight(weight, dtype)
-                total = all_reduce(cat([f * w for f in flat] + [w.reshape(1)]), "sum")
-                scale = 1.0 / total[-1]
+            total = all_reduce(cat(flat) if len(flat) > 1 else flat[0], "sum")
             offset = 0
             for i in bucket:
                 shape = grads[i].shape  # type: ignore[union-attr]
                 count = _elements(shape)
-                averaged[i] = (total[offset : offset + count] * scale).reshape(shape)
+                averaged[i] = (total[offset : offset + count] * (1.0 / size)).reshape(shape)
                 offset += count
     return averaged
+
+
+def loss_share(weight: Any, dtype: DType) -> Tensor:
+    """Return what a rank's loss is scaled by before it is differentiated so that the
+    averaged gradients are those of sum(weight * loss) / sum(weight) over the ranks: its
+    weight (such as its batch size, a number, scalar Tensor or dim) times the world's size
+    over the weights' sum. Scaling the loss rather than the gradients also weighs right what
+    flows between ranks through all_reduce inside the model (SyncBatchNorm's statistics)."""
+    w = _weight(weight, dtype)
+    return w * (active_world_size() / all_reduce(w, "sum"))
 
 
 def _weight(weight: Any, dtype: DType) -> Tensor:

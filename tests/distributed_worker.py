@@ -47,10 +47,17 @@ def make_model(kind: str, seed: int) -> nn.Module:
     if kind == "mlp":
         return nn.Sequential(nn.Linear(FEATURES, 8), nn.Tanh(), nn.Linear(8, CLASSES))
     # No bias before BatchNorm: its gradient is zero up to rounding, which Adam would scale
-    # up to steps of noise.
-    return nn.Sequential(
-        nn.Linear(FEATURES, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, CLASSES)
-    )
+    # up to steps of noise. "syncbn" takes its statistics over every rank's shard.
+    norm = nn.SyncBatchNorm(8) if kind == "syncbn" else nn.BatchNorm1d(8)
+    return nn.Sequential(nn.Linear(FEATURES, 8, bias=False), norm, nn.ReLU(), nn.Linear(8, CLASSES))
+
+
+def trained_values(kind: str, model: nn.Module) -> list[np.ndarray]:
+    """Return the parameters, and the running statistics where they cover the whole batch."""
+    values = [p.numpy() for p in model.parameters()]
+    if kind == "syncbn":
+        values += [model[1].running_mean.numpy(), model[1].running_var.numpy()]
+    return values
 
 
 def make_optimizer(name: str, model: nn.Module) -> optim.Optimizer:
@@ -71,17 +78,17 @@ def train(kind: str, optimizer: str) -> list[np.ndarray]:
     rows = shard_rows(size)[rank]
     for xb, yb in batches():
         step(xb[rows], yb[rows])
-    return [p.numpy() for p in model.parameters()]
+    return trained_values(kind, model)
 
 
 def reference_parameters(kind: str, optimizer: str, size: int) -> list[np.ndarray]:
     """Train in one process on the whole batches; BatchNorm normalises each rank's shard by
     its own statistics, so the BatchNorm model's loss is the shards' losses, weighted by
-    their sizes."""
+    their sizes (SyncBatchNorm's statistics are the whole batch's, as in one process)."""
     model = make_model(kind, seed=100)
     opt = make_optimizer(optimizer, model)
     loss_fn = nn.CrossEntropyLoss()
-    if kind == "mlp":
+    if kind in ("mlp", "syncbn"):
         x = gc.input("x", ("B", FEATURES), gc.float32)
         y = gc.input("y", ("B",), gc.int64)
         step = gc.compile(
@@ -102,7 +109,7 @@ def reference_parameters(kind: str, optimizer: str, size: int) -> list[np.ndarra
         step = gc.compile([*xs, *ys], [loss], updates=opt.minimize(loss))
         for xb, yb in batches():
             step(*[xb[r] for r in rows], *[yb[r] for r in rows])
-    return [p.numpy() for p in model.parameters()]
+    return trained_values(kind, model)
 
 
 def grads_of_all_reduce(backend: str) -> dict[str, np.ndarray]:

@@ -40,7 +40,7 @@ def mpiexec(n: int, *args: str, timeout: float = 120) -> subprocess.CompletedPro
 
 
 @pytest.mark.parametrize("size", [2, 3])
-@pytest.mark.parametrize("model", ["mlp", "bn"])
+@pytest.mark.parametrize("model", ["mlp", "bn", "syncbn"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_ranks_train_as_one_process_on_the_whole_batch(tmp_path, size, model, optimizer):
     out = tmp_path / "params.npz"
@@ -81,6 +81,27 @@ def test_a_failed_rank_ends_the_job(kind):
     assert run.returncode != 0
     if kind == "raised":
         assert "rank 1 fails on purpose" in run.stderr
+
+
+def test_sync_batch_norm_is_batch_norm_in_one_process(rng):
+    x = gc.input("x", ("B", 4, 5, 5))
+    data = rng.standard_normal((6, 4, 5, 5)).astype(np.float32)
+    outputs = []
+    for norm in (gc.nn.BatchNorm2d(4), gc.nn.SyncBatchNorm(4)):
+        y = norm(x)
+        (grad,) = gc.grad((y * y).sum(), [x])
+        outputs.append(gc.compile([x], [y, grad])(data))
+    for a, b in zip(*outputs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    model = gc.nn.Sequential(gc.nn.Conv2d(4, 4, 3), gc.nn.BatchNorm2d(4), gc.nn.ReLU())
+    converted = gc.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert isinstance(converted[1], gc.nn.SyncBatchNorm)
+    assert [n for n, _ in converted.named_parameters()] == [
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+    ]
 
 
 def test_one_process_world_without_a_launcher():

@@ -36,7 +36,7 @@ from graphc.nn.losses import (
     NLLLoss,
 )
 from graphc.nn.module import IncompatibleKeys, Module, Parameter, StateRecord, state_updates
-from graphc.nn.norm import BatchNorm1d, BatchNorm2d, LayerNorm
+from graphc.nn.norm import BatchNorm1d, BatchNorm2d, LayerNorm, SyncBatchNorm
 from graphc.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from graphc.nn.rnn import GRU, LSTM, RNN
 from graphc.nn.rnn_cells import GRUCell, LSTMCell, RNNCell
@@ -94,6 +94,7 @@ __all__ = [
     "Softmax",
     "Softplus",
     "StateRecord",
+    "SyncBatchNorm",
     "Tanh",
     "TransformerDecoder",
     "TransformerDecoderLayer",

@@ -1,8 +1,9 @@
-"""BatchNorm1d, BatchNorm2d and LayerNorm.
+"""BatchNorm1d, BatchNorm2d, SyncBatchNorm and LayerNorm.
 
 In training, BatchNorm normalises with the batch's statistics and records the new running
 statistics as state updates (Module.state_updates), which a compiled step applies; in eval
-mode it normalises with the running statistics.
+mode it normalises with the running statistics. SyncBatchNorm takes its statistics over the
+batches of every process of a `graphc.distributed` world.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 import graphc as gc
+from graphc import distributed
 from graphc.dims import dim_prod, is_static
 from graphc.nn import functional as F
 from graphc.nn._checks import float_arg, shape_error, shape_text, tensor_arg
@@ -102,11 +104,15 @@ class _BatchNorm(Module):
                 f"{self!r}: expected more than 1 value per channel when training, got input "
                 f"of shape {shape_text(x.shape)}"
             )
-        mean, biased_var, unbiased_var = F.batch_statistics(x)
+        mean, biased_var, unbiased_var = self._statistics(x)
         y = F.channel_affine(x, mean, biased_var, self.weight, self.bias, self.eps)
         if self.training and self.running_mean is not None:
             self._record_running_statistics(mean, unbiased_var, y)
         return y
+
+    def _statistics(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Return the batch's per-channel mean, biased and unbiased variance."""
+        return F.batch_statistics(x)
 
     def _record_running_statistics(self, mean: Tensor, var: Tensor, y: Tensor) -> None:
         # The count rule runs first when the updates are collected; momentum=None (a
@@ -153,6 +159,39 @@ class BatchNorm2d(_BatchNorm):
     """Batch normalisation of (N, C, H, W) inputs over all dims but C."""
 
     input_ranks = (4,)
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch normalisation whose statistics cover every process's batch (PyTorch's
+    SyncBatchNorm): in a `graphc.distributed` world of several processes the per-channel sums
+    are all-reduced inside the compiled step, so the data-parallel model trains as one process
+    on the whole batch would; the gradient flows back through the same all-reduces. In a world
+    of one process it is BatchNorm. Takes (N, C, ...) inputs of 2 to 5 dims."""
+
+    input_ranks = (2, 3, 4, 5)
+
+    def _statistics(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if distributed.active_world_size() == 1:
+            return F.batch_statistics(x)
+        axes = tuple(d for d in range(x.ndim) if d != 1)
+        view = (-1,) + (1,) * (x.ndim - 2)
+        count = distributed.all_reduce(gc.ones_like(x).sum(axes))
+        mean = distributed.all_reduce(x.sum(axes)) / count
+        # Two passes, as in one process: the sum of squared deviations from the global mean.
+        squares = distributed.all_reduce(((x - mean.reshape(*view)) ** 2).sum(axes))
+        return mean, squares / count, squares / (count - 1)
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: Module) -> Module:
+        """Return module with every BatchNorm1d/2d replaced by a SyncBatchNorm holding the
+        same parameters and running statistics (the module itself is changed in place)."""
+        if isinstance(module, (BatchNorm1d, BatchNorm2d)):
+            converted = cls.__new__(cls)
+            converted.__dict__.update(module.__dict__)
+            return converted
+        for name, child in list(module.named_children()):
+            setattr(module, name, cls.convert_sync_batchnorm(child))
+        return module
 
 
 class LayerNorm(Module):

@@ -221,7 +221,8 @@ class Optimizer:
         In a world of several processes (`graphc.distributed`) it first broadcasts the
         parameters from rank 0, and the step averages the gradients across the ranks before
         anything else uses them (`distributed.average_gradients`); `weight` is this rank's
-        share of that average (its batch size, when the ranks' shards differ in size).
+        share of that average (its batch size, when the ranks' shards differ in size), by
+        which its loss is scaled (`distributed.loss_share`).
         """
         location = user_location()
         _check_loss(loss, location)
@@ -232,10 +233,13 @@ class Optimizer:
         # A frozen parameter (requires_grad_(False)) gets no gradient and no update, as in
         # PyTorch, where its .grad stays None and step() skips it.
         params = [p for p in self.parameters() if p.storage.trainable]
+        several = distributed.active_world_size() > 1
+        if several and weight is not None:
+            loss = loss * distributed.loss_share(weight, loss.dtype)
         grads = gc.grad(loss, params, allow_unused=True) if params else []
-        if distributed.active_world_size() > 1:
+        if several:
             distributed.broadcast_parameters(params)
-            grads = distributed.average_gradients(grads, weight)
+            grads = distributed.average_gradients(grads)
         if all(g is None for g in grads):
             raise GraphError(
                 located(
