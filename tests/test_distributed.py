@@ -40,7 +40,7 @@ def mpiexec(n: int, *args: str, timeout: float = 120) -> subprocess.CompletedPro
 
 
 @pytest.mark.parametrize("size", [2, 3])
-@pytest.mark.parametrize("model", ["mlp", "bn", "syncbn"])
+@pytest.mark.parametrize("model", ["mlp", "bn", "syncbn", "ddp"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_ranks_train_as_one_process_on_the_whole_batch(tmp_path, size, model, optimizer):
     out = tmp_path / "params.npz"
@@ -73,6 +73,14 @@ def test_all_reduce_gradients_across_two_ranks(tmp_path):
             for backend in ("reference", "llvm"):
                 np.testing.assert_allclose(values[f"{backend}_{op}_0"], total, rtol=1e-12)
                 np.testing.assert_allclose(values[f"{backend}_{op}_1"], grad, rtol=1e-10)
+
+
+def test_only_rank_0_saves(tmp_path):
+    path = tmp_path / "ranks.npz"
+    run = mpiexec(3, "save", str(path))
+    assert run.returncode == 0, run.stderr
+    assert int(gc.load(path)["rank"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ranks.npz"]  # no rank's leftovers
 
 
 @pytest.mark.parametrize("kind", ["raised", "killed"])

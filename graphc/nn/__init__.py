@@ -37,6 +37,7 @@ from graphc.nn.losses import (
 )
 from graphc.nn.module import IncompatibleKeys, Module, Parameter, StateRecord, state_updates
 from graphc.nn.norm import BatchNorm1d, BatchNorm2d, LayerNorm, SyncBatchNorm
+from graphc.nn.parallel import DistributedDataParallel
 from graphc.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from graphc.nn.rnn import GRU, LSTM, RNN
 from graphc.nn.rnn_cells import GRUCell, LSTMCell, RNNCell
@@ -59,6 +60,7 @@ __all__ = [
     "Conv2d",
     "ConvTranspose2d",
     "CrossEntropyLoss",
+    "DistributedDataParallel",
     "Dropout",
     "ELU",
     "Embedding",
