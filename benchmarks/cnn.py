@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 import numpy as np
-from harness import Case, Peer, Prepared, Skip, check_close, import_torch, main
+from harness import Case, Peer, Prepared, Skip, check_two_steps, import_torch, main
 
 LR = 1e-3
 # (name, shape, fan_in) of each parameter, named as in torch's nn.Sequential.
@@ -102,13 +102,6 @@ def reference_losses(size: int) -> tuple[float, float]:
     return losses[0], losses[1]
 
 
-def check_losses(label: str, first: Any, second: Any, size: int) -> None:
-    """Assert that a peer's first two step losses match the float64 reference."""
-    want = reference_losses(size)
-    check_close(f"{label} first loss", first, want[0], rtol=1e-4)
-    check_close(f"{label} second loss", second, want[1], rtol=1e-3)
-
-
 # graphc ---------------------------------------------------------------------------------
 
 
@@ -133,7 +126,7 @@ def graphc_setup(params: dict, options: argparse.Namespace) -> Prepared:
     seconds = time.perf_counter() - start
     first, second = function(xb, yb), function(xb, yb)
     if params["kind"] == "step":
-        check_losses("graphc", first, second, size)
+        check_two_steps("graphc", first, second, reference_losses(size))
     note = f"{len(function.kernels())} kernels; compile s includes building the step"
     return Prepared(lambda: function(xb, yb), seconds, note)
 
@@ -164,7 +157,7 @@ def torch_setup(params: dict, options: argparse.Namespace) -> Prepared:
         optimizer.step()
         return loss.detach()
 
-    check_losses("torch", step().item(), step().item(), size)
+    check_two_steps("torch", step().item(), step().item(), reference_losses(size))
     return Prepared(step, note="torch.optim.Adam(fused=True)")
 
 

@@ -126,6 +126,13 @@ def check_close(label: str, got: Any, want: Any, rtol: float = 1e-5, atol: float
         )
 
 
+def check_two_steps(label: str, first: Any, second: Any, want: tuple[float, float]) -> None:
+    """Assert that a peer's first two training-step losses match the float64 reference
+    (the second after one update, so a looser tolerance)."""
+    check_close(f"{label} first loss", first, want[0], rtol=1e-4)
+    check_close(f"{label} second loss", second, want[1], rtol=1e-3)
+
+
 def timed_first_call(run: Callable[[], Any]) -> tuple[Any, float]:
     """Return run()'s result and the seconds it took (a jit peer's first call compiles)."""
     start = time.perf_counter()

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
-from graphc.backends.kernel.index_ranges import simplify_indices
+from graphc.backends.kernel.index_ranges import linear_terms, simplify_indices
 from graphc.backends.kernel.ir import (
     IBin,
     IConst,
@@ -36,6 +36,7 @@ from graphc.backends.kernel.ir import (
     imul,
     transformed,
 )
+from graphc.dims import dim_mul, dims_equal
 
 # Index expressions are integer trees; these fields of value expressions hold one.
 _INDEX_FIELDS = {Load: "offset", IndexValue: "index", IndexCheck: "size", Philox: "counter"}
@@ -130,30 +131,13 @@ def _gathered(index: Any) -> Iterator[IntExpr]:
 
 
 def _walks_together(root: IntExpr, outer: Var, inner: Var, extent: int) -> bool:
-    """Return True when root reads outer and inner only as c * (extent * outer + inner)."""
-    terms = _linear(root, (outer, inner))
-    return terms is not None and terms[0] == extent * terms[1]
-
-
-def _linear(expr: IntExpr, names: tuple[Var, Var]) -> tuple[int, int] | None:
-    """Return the constant coefficients of the two vars in expr, or None when expr does not
-    read them linearly with constant coefficients (a gather index read from data counts as
-    a term free of them: its own index expressions are looked at separately)."""
-    if isinstance(expr, Var):
-        return (int(expr == names[0]), int(expr == names[1]))
-    if isinstance(expr, IBin) and expr.op in ("add", "sub"):
-        a, b = _linear(expr.a, names), _linear(expr.b, names)
-        if a is None or b is None:
-            return None
-        sign = 1 if expr.op == "add" else -1
-        return (a[0] + sign * b[0], a[1] + sign * b[1])
-    if isinstance(expr, IBin) and expr.op == "mul":
-        for factor, term in ((expr.a, expr.b), (expr.b, expr.a)):
-            if isinstance(factor, IConst):
-                inner = _linear(term, names)
-                return None if inner is None else (factor.value * inner[0], factor.value * inner[1])
-        return (0, 0) if not _reads(expr, names) else None
-    return (0, 0) if not _reads(expr, names) else None
+    """Return True when root reads outer and inner only as c * (extent * outer + inner) (a
+    gather index read from data counts as a term free of them: its own index expressions are
+    looked at separately)."""
+    terms = linear_terms(root)
+    if any(not isinstance(t, Var) and t is not None and _reads(t, (outer, inner)) for t in terms):
+        return False
+    return dims_equal(terms.get(outer, 0), dim_mul(extent, terms.get(inner, 0)))
 
 
 def _reads(expr: Any, names: tuple[Var, Var]) -> bool:

@@ -16,7 +16,6 @@ are all non-negative (sizes are never negative).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -29,9 +28,9 @@ from graphc.backends.kernel.ir import (
     Reduce,
     SymSize,
     Var,
-    children,
     iadd,
     imul,
+    subexpressions,
     transformed,
 )
 from graphc.dims import Dim, Sym, dim_add, dim_div, dim_mul
@@ -45,8 +44,9 @@ def simplify_indices(kernel: LoopKernel) -> LoopKernel:
     """Return the kernel with the divisions and remainders its ranges decide removed."""
     ranges = _ranges(kernel.vars, kernel.domain)
     for store in kernel.stores:
-        for reduction in _reductions(store.value):  # their vars are named apart
-            ranges.update(_ranges(reduction.vars, reduction.extents))
+        for e in subexpressions(store.value):  # reductions' vars are named apart
+            if isinstance(e, Reduce):
+                ranges.update(_ranges(e.vars, e.extents))
 
     def change(node: Any) -> Any:
         if isinstance(node, IBin) and node.op in ("div", "mod"):
@@ -65,13 +65,6 @@ def _ranges(variables, extents) -> dict[Var, Dim]:
         if size is not None and (not isinstance(size, int) or size > 0):
             ranges[var] = size
     return ranges
-
-
-def _reductions(expr: Any) -> Iterator[Reduce]:
-    if isinstance(expr, Reduce):
-        yield expr
-    for child in children(expr):
-        yield from _reductions(child)
 
 
 def constant(expr: IntExpr) -> Dim | None:

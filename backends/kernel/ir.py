@@ -362,6 +362,13 @@ def children(expr: Any) -> list[Any]:
     return found
 
 
+def subexpressions(expr: Any) -> Iterator[Any]:
+    """Yield an IR expression and every expression inside it, depth first."""
+    yield expr
+    for child in children(expr):
+        yield from subexpressions(child)
+
+
 def transformed(expr: Any, change: Callable[[Any], Any]) -> Any:
     """Return an IR expression rebuilt from the leaves up, each node passed through change
     once its children are rebuilt."""

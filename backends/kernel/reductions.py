@@ -35,6 +35,7 @@ from graphc.backends.kernel.ir import (
     free_vars,
     imul,
     loads,
+    subexpressions,
     transformed,
 )
 from graphc.dtypes import DType, bool_, int32, int64
@@ -206,7 +207,7 @@ def column_reductions(kernel: LoopKernel) -> list[Reduce]:
 def _walks_columns(reduction: Reduce, inner: Var) -> bool:
     if reduction.op not in ("sum", "prod", "max", "min") or used_reductions(reduction):
         return False
-    if any(isinstance(e, Reduce) for e in _subexpressions(reduction.body)):
+    if any(isinstance(e, Reduce) for e in subexpressions(reduction.body)):
         return False
     reading = [load for load in loads(reduction.body) if inner in free_vars(load.offset)]
     if not reading:
@@ -218,9 +219,3 @@ def _walks_columns(reduction: Reduce, inner: Var) -> bool:
         if any(t != inner and t is not None and inner in free_vars(t) for t in terms):
             return False
     return True
-
-
-def _subexpressions(expr: Any) -> Iterable[Any]:
-    yield expr
-    for child in children(expr):
-        yield from _subexpressions(child)
