@@ -14,6 +14,7 @@ from graphc.passes.dce import DCE, dce
 from graphc.passes.pool_argmax import POOL_ARGMAX
 from graphc.passes.rewrite import RewriteReport, Tier, run_tiers
 from graphc.passes.scan_autodiff import SCAN
+from graphc.passes.scan_views import LOOP_VIEWS
 from graphc.passes.simplify import CANONICALIZE, SIMPLIFY, canonicalize, simplify
 from graphc.passes.stabilize import STABILIZE, stabilize
 from graphc.passes.verify import verify
@@ -43,6 +44,7 @@ register_tier(CONV_GEMM, 45)
 register_tier(POOL_ARGMAX, 46)
 register_tier(CSE, 50)
 register_tier(SCAN, 55)
+register_tier(LOOP_VIEWS, 56)
 register_tier(DCE, 60)
 
 

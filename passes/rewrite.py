@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from graphc.errors import CompileError
@@ -37,13 +37,17 @@ def with_inputs(node: Node, inputs: tuple[Node, ...]) -> Node:
     return Node(node.op, inputs, node.attrs, node.type, node.location, node.name)
 
 
-def rewrite(graph: Graph, rule: Rule) -> Graph:
-    """Return the graph with rule applied to every node, inputs before their users.
+def rewrite(graph: Graph, rule: Rule, replacements: Mapping[int, Node] | None = None) -> Graph:
+    """Return the graph with rule applied to every node, inputs before their users, and the
+    nodes whose ids replacements names replaced outright (their inputs are no longer read).
 
-    The graph itself comes back when the rule kept every node.
+    The graph itself comes back when nothing changed.
     """
-    replaced: dict[int, Node] = {}  # only the nodes the rule changed, directly or through inputs
+    # Only the nodes that changed, directly or through their inputs.
+    replaced: dict[int, Node] = dict(replacements or {})
     for node in graph.nodes:
+        if node.id in replaced:
+            continue
         current = node
         if replaced and any(source.id in replaced for source in node.inputs):
             inputs = tuple(replaced.get(source.id, source) for source in node.inputs)

@@ -261,8 +261,30 @@ def test_training_gradient_runs_the_forward_loop_once(rng):
     assert {loop.attrs["reverse"] for loop in loops} == {False, True}
 
 
-def test_gradients_match_torch_rnn(backend, rng):
-    """A tanh RNN cell unrolled in torch against gc.scan: the loss and every gradient."""
+def test_backward_loop_reuses_products_and_sums_weight_gradients_after(rng):
+    """The backward loop computes one product per step for each gradient it carries or steps
+    (h's and x's): h @ W.T comes stored from the forward, W's and U's gradients are each one
+    product over every step after the loop, and W is read untransposed."""
+    xs = gc.input("xs", ("T", 2, 3))
+    w = gc.Variable(rng.standard_normal((4, 4)).astype(np.float32))
+    u = gc.Variable(rng.standard_normal((3, 4)).astype(np.float32))
+    _, hs = gc.scan(lambda h, x: (gc.tanh(h @ w.T + x @ u),) * 2, gc.zeros((2, 4)), xs)
+    loss = (hs * hs).mean()
+    f = gc.compile([xs], [loss, *gc.grad(loss, [w, u])], backend="reference")
+    (backward,) = [n for n in f.graph.nodes if n.op == "scan" and n.attrs["reverse"]]
+    products = [n for n in backward.attrs["body"].nodes if n.op == "matmul"]
+    assert len(products) == 2
+    (recurrent,) = [n for n in products if n.inputs[1].type.shape == (4, 4)]
+    assert recurrent.inputs[1].op == "input"  # W itself, not the transpose of W.T
+    outside = [n for n in f.graph.nodes if n.op == "matmul"]
+    assert len(outside) == 2
+    assert {str(n.inputs[0].type.shape[-1]) for n in outside} == {str(xs.shape[0] * 2)}
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["h_w", "h_wT"])
+def test_gradients_match_torch_rnn(backend, rng, transposed):
+    """A tanh RNN cell unrolled in torch against gc.scan: the loss and every gradient (the
+    weight read as is, and transposed as nn.RNN reads it)."""
     batch, inputs, hidden, length = 3, 5, 6, 7
     arrays = {
         "w": rng.standard_normal((hidden, hidden)) * 0.3,
@@ -273,7 +295,8 @@ def test_gradients_match_torch_rnn(backend, rng):
     }
     arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
     feeds = {k: gc.input(k, v.shape) for k, v in arrays.items()}
-    h, hs = _rnn(feeds["h0"], feeds["xs"], feeds["w"], feeds["u"], feeds["b"])
+    w = feeds["w"].T if transposed else feeds["w"]
+    h, hs = _rnn(feeds["h0"], feeds["xs"], w, feeds["u"], feeds["b"])
     loss = (hs.sum(dim=2) ** 2).mean() + h.sum()
     f = gc.compile(
         list(feeds.values()), [loss, *gc.grad(loss, list(feeds.values()))], backend=backend
@@ -283,7 +306,8 @@ def test_gradients_match_torch_rnn(backend, rng):
     t = {k: torch.tensor(v, requires_grad=True) for k, v in arrays.items()}
     state, steps = t["h0"], []
     for x in t["xs"]:
-        state = torch.tanh(state @ t["w"] + x @ t["u"] + t["b"])
+        w = t["w"].T if transposed else t["w"]
+        state = torch.tanh(state @ w + x @ t["u"] + t["b"])
         steps.append(state)
     want = (torch.stack(steps).sum(dim=2) ** 2).mean() + state.sum()
     want.backward()
