@@ -19,7 +19,16 @@ import onnx
 
 import graphc as gc
 from graphc.dims import Dim
-from graphc.onnx import ops_math, ops_nn, ops_reduce, ops_shape  # noqa: F401 - registers converters
+from graphc.onnx import (  # noqa: F401 - registers converters
+    ops_einsum,
+    ops_loss,
+    ops_math,
+    ops_nn,
+    ops_reduce,
+    ops_resize,
+    ops_rnn,
+    ops_shape,
+)
 from graphc.onnx.common import OnnxImportError, dtype_of
 from graphc.onnx.nodes import CONVERTERS, Known, NodeContext, Value, as_tensor
 from graphc.onnx.shape_values import fold

@@ -1,4 +1,4 @@
-"""Converters of ONNX's reductions, arg-reductions and softmaxes.
+"""Converters of ONNX's reductions, arg-reductions, softmaxes and running sums (CumSum).
 
 A reduction's axes come from its attribute before opset 18 (ReduceSum: 13) and from its second
 input from then on. Over an empty set ONNX gives the reduction's identity (ReduceMax: -inf);
@@ -102,3 +102,24 @@ def hardmax(node: NodeContext) -> gc.Tensor:
     size = x.shape[axis]
     positions = gc.arange(size).reshape(*([-1] + [1] * (x.ndim - axis - 1)))
     return (positions == x.argmax(axis, keepdim=True)).to(x.dtype)
+
+
+@converter("CumSum")
+def cumsum(node: NodeContext) -> gc.Tensor:
+    """The running sum along axis (from the end where reverse; without the current element
+    where exclusive), summed in order by a gc.scan, so the axis may be symbolic."""
+    x = node.tensor(0)
+    axis = normalize_axes(node, node.ints(1, "axis") or [], x.ndim)
+    if len(axis) != 1:
+        raise node.error(f"axis must be one integer, got {axis}")
+    exclusive = node.require("exclusive", (0, 1), 0, "0 or 1")
+    reverse = node.require("reverse", (0, 1), 0, "0 or 1")
+    order = [axis[0], *(i for i in range(x.ndim) if i != axis[0])]
+    moved = x.permute(*order)
+
+    def step(total: gc.Tensor, item: gc.Tensor) -> tuple[gc.Tensor, gc.Tensor]:
+        running = total + item
+        return running, total if exclusive else running
+
+    _, sums = gc.scan(step, gc.zeros(moved.shape[1:], dtype=x.dtype), moved, reverse=bool(reverse))
+    return sums.permute(*np.argsort(order).tolist())

@@ -1,4 +1,5 @@
-"""Converters of ONNX's movement ops: reshapes, transposes, slices, gathers, joins, pads.
+"""Converters of ONNX's movement ops (reshapes, transposes, slices, gathers, joins, pads) and
+of the ops that generate a tensor of a shape (ConstantOfShape, Range, EyeLike, OneHot).
 
 Their shape arguments (Reshape's shape, Slice's starts, Pad's pads, ...) must be known while
 the graph is built; they may hold symbolic dims (see `shape_values`).
@@ -12,6 +13,7 @@ import numpy as np
 
 import graphc as gc
 from graphc.dims import dim_mul, dim_prod, dims_equal
+from graphc.onnx.common import dtype_of
 from graphc.onnx.nodes import Known, NodeContext, converter
 from graphc.reductions import count_tensor
 
@@ -288,3 +290,37 @@ def trilu(node: NodeContext) -> gc.Tensor:
         else np.tril(np.ones((rows, cols), bool), k)
     )
     return gc.where(gc.tensor(mask), x, gc.zeros_like(x))
+
+
+@converter("EyeLike")
+def eye_like(node: NodeContext) -> gc.Tensor:
+    """Ones on diagonal k of a matrix of the input's shape, zeros elsewhere, in `dtype` (the
+    input's where not given)."""
+    x = node.tensor(0)
+    if x.ndim != 2:
+        raise node.error(f"the input must be 2-d, got {x.ndim}-d")
+    dtype = node.attr("dtype")
+    dtype = x.dtype if dtype is None else dtype_of(dtype, f"EyeLike node {node.name!r}")
+    rows, cols = x.shape
+    diagonal = gc.arange(rows).reshape(-1, 1) + node.attr("k", 0) == gc.arange(cols)
+    return diagonal.to(dtype)
+
+
+@converter("OneHot")
+def one_hot(node: NodeContext) -> gc.Tensor:
+    """values[1] where an index (negative ones counted from depth) equals the position along
+    the new axis, values[0] elsewhere (so everywhere for an index out of range)."""
+    indices = node.tensor(0)
+    depth = node.static(1, "depth")
+    assert depth is not None
+    if depth.size != 1:
+        raise node.error(f"depth must hold one value, got {depth.tolist()}")
+    values = node.tensor(2)
+    if values.shape != (2,):
+        raise node.error(f"values must be (off, on), got shape {values.shape}")
+    axis = normalize_axes(node, [node.attr("axis", -1)], indices.ndim + 1)[0]
+    classes = np.arange(depth.item()).astype(indices.dtype.numpy)
+    positions = gc.tensor(classes.reshape((-1,) + (1,) * (indices.ndim - axis)))
+    wrapped = gc.where(indices < 0, indices + gc.tensor(depth.item(), indices.dtype), indices)
+    hot = wrapped.unsqueeze(axis) == positions
+    return gc.where(hot, values[1], values[0])
