@@ -281,6 +281,35 @@ def test_backward_loop_reuses_products_and_sums_weight_gradients_after(rng):
     assert {str(n.inputs[0].type.shape[-1]) for n in outside} == {str(xs.shape[0] * 2)}
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", ["1", "4"])
+@pytest.mark.parametrize("transposed", [False, True], ids=["x_w", "x_wT"])
+def test_a_weight_read_at_every_step_is_packed_once(monkeypatch, rng, transposed, threads, dtype):
+    """A loop's matmul by the same weight at every step reads it packed before the loop: over
+    two depth blocks, with a zero-padded last panel, from either layout, in both float dtypes
+    and with the columns split over threads, the products are numpy's."""
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
+    batch, depth, width, length = 30, 600, 200, 3
+    w0 = rng.standard_normal((width, depth) if transposed else (depth, width)).astype(dtype)
+    xs0 = rng.standard_normal((length, batch, depth)).astype(dtype)
+    w, xs = gc.input("w", w0.shape, dtype), gc.input("xs", ("T", batch, depth), dtype)
+    weight = w.T if transposed else w
+    total, ys = gc.scan(lambda c, x: (c + x[0, 0], x @ weight), gc.zeros((), dtype=dtype), xs)
+    f = gc.compile([w, xs], [total, ys])
+    matmuls = [kernel for kernel in _nested_kernels(f) if type(kernel).__name__ == "MatmulKernel"]
+    assert [kernel.packed_b is not None for kernel in matmuls] == [True]
+    got = f(w0, xs0)[1]
+    want = xs0.astype(np.float64) @ (w0.T if transposed else w0).astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+def _nested_kernels(f):
+    """Return every kernel of a compiled Function, inside loops too."""
+    from graphc.backends.kernel.ir import nested_kernels
+
+    return list(nested_kernels(f._executable.program.kernels))
+
+
 @pytest.mark.parametrize("transposed", [False, True], ids=["h_w", "h_wT"])
 def test_gradients_match_torch_rnn(backend, rng, transposed):
     """A tanh RNN cell unrolled in torch against gc.scan: the loss and every gradient (the

@@ -262,10 +262,19 @@ class Operand:
     offset: IntExpr = field(default_factory=lambda: IConst(0))
 
 
+# Columns a packed copy of B may take past N: a CPU GEMM packs B into panels of NR columns
+# (at most 64 in any plan), the last one padded with zeros.
+PACKED_B_SLACK = 64
+
+
 @dataclass(frozen=True, slots=True)
 class MatmulKernel:
     """out[batch..., M, N] = a @ b over broadcast batch dims, then the epilogue stores (which
-    may read `out` at the domain index) run over the same domain."""
+    may read `out` at the domain index) run over the same domain.
+
+    packed_b names a buffer (K x (N + PACKED_B_SLACK) elements) where a loop's B, the same at
+    every step, is packed once before the loop in the backend's GEMM layout (`ScanKernel`); a
+    backend without one reads b."""
 
     name: str
     a: Operand
@@ -278,6 +287,7 @@ class MatmulKernel:
     dtype: DType
     epilogue: LoopKernel | None = None
     covers: tuple[int, ...] = ()
+    packed_b: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +315,8 @@ class ScanKernel:
     where nothing reads it). Step t reads `x_slots` and writes `y_slots`, buffers whose
     addresses point at step t of `xs` and `ys` (`x_bytes` and `y_bytes` apart; a y nobody
     reads has no `ys` and keeps its own buffer). Everything else the body reads it reads
-    from the buffers of the program around it, by name."""
+    from the buffers of the program around it, by name. A body matmul with `packed_b` has its
+    B packed there before the first step."""
 
     name: str
     length: IntExpr
@@ -419,6 +430,8 @@ def buffers_used(kernel: Kernel) -> set[str]:
             visit(store.value)
     elif isinstance(kernel, MatmulKernel):
         names |= {kernel.a.buffer, kernel.b.buffer, kernel.out}
+        if kernel.packed_b is not None:
+            names.add(kernel.packed_b)
         if kernel.epilogue is not None:
             names |= buffers_used(kernel.epilogue)
     elif isinstance(kernel, ScanKernel):

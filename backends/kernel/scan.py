@@ -12,13 +12,14 @@ another output is copied first.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.build import GROUP_BUILDERS, BufferSpec, build_program
 from graphc.backends.kernel.index import dim_expr
-from graphc.dims import Dim, dim_prod
-from graphc.dtypes import DType
+from graphc.dims import Dim, dim_add, dim_prod
+from graphc.dtypes import DType, float32, float64
 from graphc.graph import Graph, Node
 from graphc.ops.registry import make_node
 from graphc.passes import optimize
@@ -39,6 +40,32 @@ def _distinct_outputs(body: Graph) -> Graph:
         seen.add(node.id)
         outputs.append(node)
     return Graph(body.inputs, tuple(outputs))
+
+
+def _pack_loop_invariant_operands(
+    kernels: list[k.Kernel], implicit: set[str], body: Graph
+) -> tuple[list[k.Kernel], dict[str, BufferSpec]]:
+    """Return the body's kernels with each matmul whose B the loop reads from outside (the same
+    at every step, as an RNN's recurrent weight) marked to read it packed once before the
+    loop, and the buffers of those packed copies."""
+    marked: list[k.Kernel] = []
+    packed: dict[str, BufferSpec] = {}
+    for kernel in kernels:
+        if (
+            isinstance(kernel, k.MatmulKernel)
+            and kernel.b.buffer in implicit
+            and not kernel.batch
+            and kernel.dtype in (float32, float64)
+        ):
+            (node,) = [n for n in body.nodes if n.id in kernel.covers and n.op == "matmul"]
+            b_shape = node.inputs[1].type.shape
+            depth, width = b_shape if len(b_shape) == 2 else (b_shape[0], 1)
+            name = f"{kernel.name}.packed_b"
+            shape = (depth, dim_add(width, k.PACKED_B_SLACK))
+            packed[name] = BufferSpec(name, node, shape, kernel.dtype, "temp")
+            kernel = dataclasses.replace(kernel, packed_b=name)
+        marked.append(kernel)
+    return marked, packed
 
 
 def scan_kernel(
@@ -62,7 +89,8 @@ def scan_kernel(
     }
     program = build_program(body, partition(body), prefix, fixed)
     implicit = {names[source.id] for source in outer}
-    buffers = {
+    kernels, packed = _pack_loop_invariant_operands(program.kernels, implicit, body)
+    buffers = packed | {
         buffer: BufferSpec(
             buffer,
             spec.node,
@@ -83,7 +111,7 @@ def scan_kernel(
         name,
         dim_expr(attrs["length"]),
         attrs["reverse"],
-        tuple(program.kernels),
+        tuple(kernels),
         init=tuple(names[source.id] for source in node.inputs[:carries]),
         carry_in=tuple(fixed[slot.id] for slot in slots[:carries]),
         carry_out=tuple(program.outputs[:carries]),

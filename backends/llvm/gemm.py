@@ -35,6 +35,8 @@ __all__ = ["KC_MAX", "GemmPlan", "gemm_function", "gemm_plan", "workspace_bytes"
 # Bits of the GEMM's flags argument.
 ACCUMULATE = 1
 SKINNY = 2
+PACKED_B = 4  # B is already packed whole at packed_b (by a call with PACK_B)
+PACK_B = 8  # only pack all of B into packed_b
 
 
 def gemm_function(module: ir.Module, dtype: str, target: CpuTarget | None = None) -> ir.Function:
@@ -46,8 +48,15 @@ def gemm_function(module: ir.Module, dtype: str, target: CpuTarget | None = None
                                   float* A, i64 a_row_stride, i64 a_col_stride,
                                   float* B, i64 b_row_stride, i64 b_col_stride,
                                   float* C, i64 c_row_stride,
-                                  float* workspace, i32 flags)
-    computes C[M, N] = A[M, K] @ B[K, N], or C += A @ B when flags has ACCUMULATE. With SKINNY
+                                  float* workspace, i32 flags,
+                                  float* packed_b, i64 packed_columns, i64 first_column)
+    computes C[M, N] = A[M, K] @ B[K, N], or C += A @ B when flags has ACCUMULATE.
+
+    A loop that multiplies by the same B at every step packs it once: a call with PACK_B packs
+    all of B[K, N] into packed_b (K x (N rounded up to NR) elements) and computes nothing;
+    calls with PACKED_B then read their B from there, their columns starting at first_column
+    of a packed B of packed_columns columns (and pack as usual when first_column is not at a
+    panel's start). With SKINNY
     (the caller's whole product is small, see gemm_dot.is_small) it reads A and B unpacked:
     by dot products when A's rows and B's columns are contiguous (gemm_dot.py), by rows of B
     when B's rows are (gemm_rows.py); other layouts are packed. A and B are read
@@ -340,10 +349,40 @@ def _emit_macro_kernel(module: ir.Module, plan: GemmPlan, micro_kernel: ir.Funct
     return fn
 
 
+def _flag(e: Emitter, flags: ir.Value, bit: int, name: str = "") -> ir.Value:
+    """Return whether flags has bit."""
+    masked = e.builder.and_(flags, ir.Constant(I32, bit))
+    return e.builder.icmp_signed("!=", masked, ir.Constant(I32, 0), name=name)
+
+
+def _panels_width(e: Emitter, columns: ir.Value) -> ir.Value:
+    """Return columns rounded up to whole panels of NR: the width of a packed B's rows."""
+    nr = e.const(e.plan.nr)
+    panels = e.builder.sdiv(e.builder.add(columns, e.const(e.plan.nr - 1)), nr)
+    return e.builder.mul(panels, nr, name="packed_width")
+
+
+def _pack_whole_b(
+    e: Emitter, pack_b: ir.Function, n: ir.Value, k: ir.Value, b: Matrix, dest: ir.Value
+) -> None:
+    """Pack all of B[K, N] into dest, depth block after depth block: block pc's panels start
+    at row pc of rows N-rounded-up-to-NR wide, where a PACKED_B call finds them."""
+    width = _panels_width(e, n)
+
+    def depth_block(pc: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
+        kc = e.min(e.builder.sub(k, pc), e.plan.kc, name="kc")
+        target = e.element(dest, e.builder.mul(pc, width), name="packed_block")
+        e.builder.call(pack_b, [kc, n, *b.block(e, pc, 0, name="b_block"), target])
+        return []
+
+    e.loop("pc", 0, k, e.plan.kc, depth_block)
+
+
 def _transpose_column_output(
     e: Emitter, m: ir.Value, n: ir.Value, a: Matrix, b: Matrix, c_row_stride: ir.Value
-) -> tuple[ir.Value, ir.Value, Matrix, Matrix]:
-    """Return (M, N, A, B), swapped to compute C.T = B.T @ A.T when C is a contiguous column.
+) -> tuple[ir.Value, tuple[ir.Value, ir.Value, Matrix, Matrix]]:
+    """Return whether to swap, and (M, N, A, B), swapped to compute C.T = B.T @ A.T when C is
+    a contiguous column.
 
     A contiguous column C[M, 1] is also a row C.T[1, M]; as a row it fills one micro-tile row in
     MR instead of one column in NR (matrix @ vector measured 1.6x faster). The products and
@@ -354,7 +393,7 @@ def _transpose_column_output(
     contiguous = irb.icmp_signed("==", c_row_stride, e.const(1), name="contiguous_column")
     several_rows = irb.icmp_signed(">", m, e.const(1), name="several_rows")
     swap = irb.and_(irb.and_(one_column, contiguous), several_rows, name="transpose_c")
-    return (
+    return swap, (
         irb.select(swap, n, m, name="m"),
         irb.select(swap, m, n, name="n"),
         b.T.select(e, swap, a, name="a_operand"),
@@ -378,17 +417,17 @@ def _emit_driver(
     signature = (
         "i64 M, i64 N, i64 K, ptr a, i64 a_row_stride, i64 a_col_stride,"
         " ptr b, i64 b_row_stride, i64 b_col_stride, ptr c, i64 c_row_stride,"
-        " ptr workspace, i32 flags"
+        " ptr workspace, i32 flags, ptr packed_b, i64 packed_columns, i64 first_column"
     )
     fn, e = define_function(module, plan, name, signature, internal=False)
-    m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, b_cs, c_ptr, c_rs, workspace, flags = fn.args
+    m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, b_cs, c_ptr, c_rs, workspace, flags = fn.args[:13]
+    packed_b, packed_columns, first_column = fn.args[13:]
     irb = e.builder
-    accumulate_old = irb.icmp_signed(
-        "!=", irb.and_(flags, ir.Constant(I32, ACCUMULATE)), ir.Constant(I32, 0), name="accumulate"
-    )
-    skinny = irb.icmp_signed(
-        "!=", irb.and_(flags, ir.Constant(I32, SKINNY)), ir.Constant(I32, 0), name="skinny"
-    )
+    with irb.if_then(_flag(e, flags, PACK_B)):
+        _pack_whole_b(e, pack_b, n, k, Matrix(b_ptr, b_rs, b_cs), packed_b)
+        irb.ret_void()
+    accumulate_old = _flag(e, flags, ACCUMULATE, name="accumulate")
+    skinny = _flag(e, flags, SKINNY, name="skinny")
     by_dots = fn.append_basic_block("by_dots")
     not_dots = fn.append_basic_block("not_dots")
     by_rows = fn.append_basic_block("by_rows")
@@ -404,11 +443,17 @@ def _emit_driver(
     irb.call(rows, [m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, c_ptr, c_rs, accumulate_old])
     irb.ret_void()
     irb.position_at_end(packed)
-    m, n, a, b = _transpose_column_output(
+    swapped, (m, n, a, b) = _transpose_column_output(
         e, m, n, Matrix(a_ptr, a_rs, a_cs), Matrix(b_ptr, b_rs, b_cs), c_rs
     )
     c = Matrix(c_ptr, c_rs, e.const(1))
-    b_packed = workspace
+    at_panel = irb.icmp_signed(
+        "==", irb.srem(first_column, e.const(plan.nr)), e.const(0), name="at_panel"
+    )
+    prepacked = irb.and_(
+        irb.and_(_flag(e, flags, PACKED_B), irb.not_(swapped)), at_panel, name="prepacked"
+    )
+    packed_width = _panels_width(e, packed_columns)
     a_packed = e.element(workspace, plan.packed_b_elements, name="a_packed")
     # K = 0 still makes one depth block (of depth 0), so C is overwritten with zeros.
     k_end = irb.select(irb.icmp_signed(">", k, e.const(0)), k, e.const(1), name="k_end")
@@ -418,8 +463,17 @@ def _emit_driver(
 
         def depth_block(pc: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
             kc = e.min(irb.sub(k, pc), plan.kc, name="kc")
-            b_block = b.block(e, pc, jc, name="b_block")
-            irb.call(pack_b, [kc, nc, *b_block, b_packed])
+            # A prepacked B's depth block pc starts at row pc of panels packed_width wide,
+            # and its column jc at panel (first_column + jc) / NR of that block.
+            column = irb.add(first_column, jc, name="packed_column")
+            ready = e.element(
+                packed_b,
+                irb.add(irb.mul(pc, packed_width), irb.mul(column, kc)),
+                name="b_prepacked",
+            )
+            with irb.if_then(irb.not_(prepacked)):
+                irb.call(pack_b, [kc, nc, *b.block(e, pc, jc, name="b_block"), workspace])
+            b_packed = irb.select(prepacked, ready, workspace, name="b_packed")
             later_depth = irb.icmp_signed(">", pc, e.const(0), name="later_depth")
             beta = irb.or_(accumulate_old, later_depth, name="beta")
 

@@ -29,7 +29,7 @@ from graphc.backends.llvm.expressions import (
     memory_type,
     register_type,
 )
-from graphc.backends.llvm.gemm import SKINNY
+from graphc.backends.llvm.gemm import PACK_B, PACKED_B, SKINNY
 from graphc.backends.llvm.gemm_dot import is_small
 from graphc.dtypes import DType, bool_
 from graphc.errors import CompileError
@@ -491,6 +491,8 @@ def matmul_work(
 def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Function:
     """Emit the GEMM calls of a (batched) matmul over a block of rows or columns."""
     buffers = [kernel.a.buffer, kernel.b.buffer, kernel.out, "workspace"]
+    if kernel.packed_b is not None:
+        buffers.append(kernel.packed_b)
     fe = FunctionEmitter(ctx, kernel.name, buffers=buffers)
     b = fe.builder
     scope = Scope()
@@ -515,6 +517,11 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
     # Decided on the whole product, so every thread's block takes the same path.
     small = is_small(b, m, n, depth)
     flags = b.select(small, ir.Constant(I32, SKINNY), ir.Constant(I32, 0), name="gemm_flags")
+    if kernel.packed_b is None:
+        packed_b = ir.Constant(elem.as_pointer(), None)
+    else:
+        packed_b = b.bitcast(fe.pointer(kernel.packed_b), elem.as_pointer())
+        flags = b.or_(flags, ir.Constant(I32, PACKED_B), name="gemm_flags")
 
     def batch_body(flat, carried):
         remaining = flat
@@ -547,6 +554,9 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
                 n,
                 workspace,
                 flags,
+                packed_b,
+                n,
+                column_start,
             ],
         )
         return []
@@ -554,6 +564,39 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
     fe.counted(ir.Constant(I64, 0), _product(b, batch), [], batch_body, "batch")
     b.ret_void()
     return fe.finish()
+
+
+def emit_packing(ctx: KernelContext, fe: FunctionEmitter, kernel: k.MatmulKernel) -> None:
+    """Emit, into fe's function (the loop around kernel), the GEMM call packing the matmul's B
+    whole into its packed_b buffer, which the kernel then reads at every step."""
+    if ctx.gemm is None or kernel.packed_b is None:
+        raise CompileError(f"{kernel.name}: packing B needs the GEMM and a packed_b buffer")
+    b = fe.builder
+    scope = Scope()
+    index = fe.expr.index
+    elem = memory_type(kernel.dtype).as_pointer()
+    zero, null = ir.Constant(I64, 0), ir.Constant(elem, None)
+    b.call(
+        ctx.gemm(ctx.module, kernel.dtype.short),
+        [
+            zero,
+            index(kernel.n, scope),
+            index(kernel.k, scope),
+            null,
+            zero,
+            zero,
+            b.bitcast(fe.pointer(kernel.b.buffer), elem),
+            index(kernel.b.strides[-2], scope),
+            index(kernel.b.strides[-1], scope),
+            null,
+            zero,
+            null,
+            ir.Constant(I32, PACK_B),
+            b.bitcast(fe.pointer(kernel.packed_b), elem),
+            zero,
+            zero,
+        ],
+    )
 
 
 def emit_scatter_kernel(ctx: KernelContext, kernel: k.ScatterAddKernel) -> ir.Function:

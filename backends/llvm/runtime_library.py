@@ -74,6 +74,9 @@ def gemm_declaration(module: ir.Module, dtype: str, target: CpuTarget | None = N
             i64,
             pointer,
             ir.IntType(32),
+            pointer,
+            i64,
+            i64,
         ],
     )
     return ir.Function(module, signature, name)

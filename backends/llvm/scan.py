@@ -7,7 +7,8 @@ body's step buffers in the pointer table at step t of each sequence and each sta
 calls the body, stops if it failed, and swaps the addresses of the carry it read and the one
 it wrote. Every kernel loads its buffers' addresses from the table when it starts, so moving
 an address in the table is all a step costs; no value is copied but the carries at the start
-and at the end.
+and at the end. Before the first step the loop packs the B of each body matmul that reads one
+packed (`packed_b`: the same B at every step), so the steps do not.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from llvmlite import ir
 
 from graphc.backends.kernel import ir as k
 from graphc.backends.llvm.expressions import I8, I64, Scope
-from graphc.backends.llvm.kernels import FunctionEmitter, KernelContext
+from graphc.backends.llvm.kernels import FunctionEmitter, KernelContext, emit_packing
 
 # emit_body(emitter, failed): emit the body's kernels into emitter's function, branching to
 # the block `failed` after one that fails.
@@ -66,6 +67,9 @@ def emit_scan_kernel(
 
     for source, carry, nbytes in zip(kernel.init, kernel.carry_in, kernel.carry_bytes, strict=True):
         copy(b.load(entry(carry)), b.load(entry(source)), nbytes)
+    for inner in kernel.body:
+        if isinstance(inner, k.MatmulKernel) and inner.packed_b is not None:
+            emit_packing(ctx, fe, inner)
     length = fe.expr.index(kernel.length, scope)
     moved = [
         (entry(slot), b.load(entry(stacked)), fe.expr.index(nbytes, scope))

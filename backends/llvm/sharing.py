@@ -28,8 +28,8 @@ from graphc.backends.llvm.expressions import I64
 from graphc.backends.llvm.kernels import KERNEL_ARGS, KERNEL_TYPE, KernelContext
 
 # A buffer in a kernel's repr: the fields naming one (Load, Store, Operand; the output of a
-# matmul or a scatter). Names are buffer names, which hold no quotes.
-_BUFFER = re.compile(r"\b(buffer|out)='([^']*)'")
+# matmul or a scatter, a matmul's packed B). Names are buffer names, which hold no quotes.
+_BUFFER = re.compile(r"\b(buffer|out|packed_b)='([^']*)'")
 # A matmul's body also takes the GEMM workspace, which is the same table entry for every kernel.
 _WORKSPACE = "workspace"
 
