@@ -178,8 +178,10 @@ def _emit_pack_a(module: ir.Module, plan: GemmPlan) -> ir.Function:
 
 
 def _pack_a_full(e: Emitter, kc: ir.Value, a: Matrix, dest: ir.Value) -> None:
-    """Copy a panel of MR rows: for each k, the MR elements of column k, unrolled."""
+    """Copy a panel of MR rows: for each k, the MR elements of column k, unrolled; when A's
+    columns are contiguous (A is a transpose: a weight gradient's x.T), as one vector."""
     plan = e.plan
+    column_type = ir.VectorType(plan.scalar, plan.mr)
 
     def column(k: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
         dest_col = e.builder.mul(k, e.const(plan.mr), name="packed_col")
@@ -190,7 +192,23 @@ def _pack_a_full(e: Emitter, kc: ir.Value, a: Matrix, dest: ir.Value) -> None:
             e.builder.store(value, e.element(dest, dest_at, "packed"))
         return []
 
-    e.loop("k", 0, kc, 1, column)
+    def contiguous_column(k: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
+        src = e.element(a.ptr, e.builder.mul(k, a.col_stride), "a_column")
+        value = e.builder.load(
+            e.builder.bitcast(src, column_type.as_pointer()), name="a_col", align=plan.itemsize
+        )
+        target = e.element(dest, e.builder.mul(k, e.const(plan.mr)), "packed_col")
+        e.builder.store(
+            value, e.builder.bitcast(target, column_type.as_pointer()), align=plan.itemsize
+        )
+        return []
+
+    contiguous = e.builder.icmp_signed("==", a.row_stride, e.const(1), name="a_columns_contiguous")
+    with e.builder.if_else(contiguous) as (then, otherwise):
+        with then:
+            e.loop("k", 0, kc, 1, contiguous_column)
+        with otherwise:
+            e.loop("k", 0, kc, 1, column)
 
 
 def _pack_a_partial(e: Emitter, kc: ir.Value, rows: ir.Value, a: Matrix, dest: ir.Value) -> None:
