@@ -91,11 +91,19 @@ def _emit_pack_b(module: ir.Module, plan: GemmPlan) -> ir.Function:
         dest = e.element(packed, e.builder.mul(jr, kc), name="panel")
         source = b.block(e, 0, jr, name="b_panel")
         contiguous = e.builder.icmp_signed("==", col_stride, e.const(1), name="contiguous")
+        transposed = e.builder.and_(
+            e.builder.icmp_signed("==", row_stride, e.const(1)),
+            e.builder.icmp_signed(">=", columns, e.const(plan.nr)),
+            name="transposed_panel",
+        )
         with e.builder.if_else(contiguous) as (then, otherwise):
             with then:
                 _pack_b_rows(e, kc, columns, source, dest)
-            with otherwise:
-                _pack_b_columns(e, kc, columns, source, dest)
+            with otherwise, e.builder.if_else(transposed) as (whole, rest):
+                with whole:
+                    _pack_b_transposed(e, kc, source, dest)
+                with rest:
+                    _pack_b_columns(e, 0, kc, columns, source, dest)
         return []
 
     e.loop("jr", 0, nc, plan.nr, panel)
@@ -122,8 +130,64 @@ def _pack_b_rows(e: Emitter, kc: ir.Value, columns: ir.Value, b: Matrix, dest: i
     e.loop("k", 0, kc, 1, row)
 
 
-def _pack_b_columns(e: Emitter, kc: ir.Value, columns: ir.Value, b: Matrix, dest: ir.Value) -> None:
-    """Copy a panel of strided B (e.g. transposed) column by column; zero the padding columns."""
+def _pack_b_transposed(e: Emitter, kc: ir.Value, b: Matrix, dest: ir.Value) -> None:
+    """Copy a whole panel of B whose columns are contiguous along K (B = W.T, as x @ W.T reads
+    it): LANES x LANES blocks are read a column vector at a time, transposed in registers and
+    written a row vector at a time; the rows past the last whole block go element by element."""
+    plan = e.plan
+    lanes = plan.lanes
+    irb = e.builder
+    whole = irb.mul(irb.sdiv(kc, e.const(lanes)), e.const(lanes), name="k_whole")
+    vector_pointer = plan.vector.as_pointer()
+
+    def block_rows(k0: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
+        for first in range(0, plan.nr, lanes):
+            columns = []
+            for j in range(first, first + lanes):
+                at = e.element(b.ptr, b.offset(e, k0, j, "b_at"), "b_column")
+                load = irb.load(irb.bitcast(at, vector_pointer), name=f"b{j}", align=plan.itemsize)
+                columns.append(load)
+            for row, vector in enumerate(_transpose(irb, columns)):
+                at = irb.add(irb.mul(irb.add(k0, e.const(row)), e.const(plan.nr)), e.const(first))
+                target = irb.bitcast(e.element(dest, at, "packed"), vector_pointer)
+                irb.store(vector, target, align=plan.vector_align)
+        return []
+
+    e.loop("k0", 0, whole, lanes, block_rows)
+    _pack_b_columns(e, whole, kc, e.const(plan.nr), b, dest)
+
+
+def _transpose(irb: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """Return the transpose of a square block held as one vector per row: at each stage, row
+    pairs b apart swap their off-diagonal b-lane blocks (b = L/2, L/4, ..., 1)."""
+    size = len(rows)
+    rows = list(rows)
+    step = size // 2
+    while step:
+        for i in range(size):
+            if (i // step) % 2:
+                continue
+            j = i + step
+            keep = [lane if (lane // step) % 2 == 0 else size + lane - step for lane in range(size)]
+            take = [lane + step if (lane // step) % 2 == 0 else size + lane for lane in range(size)]
+            rows[i], rows[j] = (
+                irb.shuffle_vector(rows[i], rows[j], _lane_mask(keep)),
+                irb.shuffle_vector(rows[i], rows[j], _lane_mask(take)),
+            )
+        step //= 2
+    return rows
+
+
+def _lane_mask(lanes: list[int]) -> ir.Constant:
+    """Return a shufflevector mask picking the given lanes of the two vectors' concatenation."""
+    return ir.Constant(ir.VectorType(I32, len(lanes)), lanes)
+
+
+def _pack_b_columns(
+    e: Emitter, k_start: int | ir.Value, kc: ir.Value, columns: ir.Value, b: Matrix, dest: ir.Value
+) -> None:
+    """Copy rows k_start..kc of a panel of strided B (e.g. transposed) element by element;
+    zero the padding columns."""
     plan = e.plan
     present = e.min(columns, plan.nr, name="present")
 
@@ -148,7 +212,7 @@ def _pack_b_columns(e: Emitter, kc: ir.Value, columns: ir.Value, b: Matrix, dest
         e.loop("j_pad", present, plan.nr, 1, padding)
         return []
 
-    e.loop("k", 0, kc, 1, row)
+    e.loop("k", k_start, kc, 1, row)
 
 
 def _emit_pack_a(module: ir.Module, plan: GemmPlan) -> ir.Function:
