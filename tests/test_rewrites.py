@@ -164,6 +164,21 @@ def _expect_two_scans(graph):
     assert ops(graph).count("scan") == 2  # the forward with its residuals, the backward
 
 
+def _permuted_back_in_a_loop():
+    xs, w = gc.input("xs", (5, 2, 3)), gc.input("w", (3, 3))
+    w_t = w.T  # the loop's implicit input; the backward step multiplies by its transpose
+    _, hs = gc.scan(lambda h, x: (gc.tanh(h @ w_t + x),) * 2, gc.zeros((2, 3)), xs)
+    loss = (hs * hs).sum()
+    return [xs, w], [gc.grad(loss, xs)], ()
+
+
+def _expect_backward_reads_w(graph):
+    backward = next(n for n in graph.nodes if n.op == "scan" and n.attrs["reverse"])
+    assert any(source.op == "input" and source.name == "w" for source in backward.inputs)
+    body = backward.attrs["body"]
+    assert not any(n.op == "permute" and n.inputs[0] in body.inputs for n in body.nodes)
+
+
 _CONV = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1}
 
 
@@ -281,6 +296,7 @@ CASES = [
     Case("merge_duplicates", _merge_duplicates, _expect_one_exp),
     Case("drop_noop_updates", _drop_noop_updates, _expect_no_updates),
     Case("merge_residual_scans", _merge_residual_scans, _expect_two_scans, exact=False),
+    Case("read_untransposed", _permuted_back_in_a_loop, _expect_backward_reads_w, exact=False),
     Case("conv2d_as_gemm", _conv2d, _as_matmul("conv2d"), exact=False),
     Case("max_pool2d_grad_from_argmax", _overlapping_max_pool_grad, _from_recorded_maxima),
     Case(
@@ -487,6 +503,7 @@ def test_register_tier_orders_by_position(monkeypatch):
         "pool_argmax",
         "cse",
         "scan",
+        "loop_views",
         "dce",
     ]
     with pytest.raises(GraphError, match="extra"):
