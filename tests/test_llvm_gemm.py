@@ -39,6 +39,9 @@ _SIGNATURE = ctypes.CFUNCTYPE(
     ctypes.c_int64,
     ctypes.c_void_p,
     ctypes.c_int32,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
 )
 _NUMPY = {"f32": np.float32, "f64": np.float64}
 # Bound on |C - A @ B| relative to |A| @ |B| (the magnitude the rounding error scales with).
@@ -75,9 +78,11 @@ class JitGemm:
         accumulate: bool = False,
         workspace: np.ndarray | None = None,
         skinny: bool = False,
+        packed: tuple[np.ndarray, int, int] | None = None,
     ) -> None:
         """Run C (+)= A @ B in place; A and B may be any strided views, C has unit column stride.
-        skinny lets the GEMM take its dot-product path where A and B are laid out for it."""
+        skinny lets the GEMM take its dot-product path where A and B are laid out for it;
+        packed = (buffer, columns, first column) reads B from a buffer packed by pack()."""
         (m, k), n = a.shape, b.shape[1]
         item = c.itemsize
         assert c.shape == (m, n) and (m == 0 or n <= 1 or c.strides[1] == item)
@@ -96,13 +101,26 @@ class JitGemm:
             c.ctypes.data,
             c.strides[0] // item,
             workspace.ctypes.data,
-            (gemm.ACCUMULATE if accumulate else 0) | (gemm.SKINNY if skinny else 0),
+            (gemm.ACCUMULATE if accumulate else 0)
+            | (gemm.SKINNY if skinny else 0)
+            | (gemm.PACKED_B if packed else 0),
+            *((packed[0].ctypes.data, packed[1], packed[2]) if packed else (None, 0, 0)),
         )
+
+    def pack(self, dtype: str, b: np.ndarray, packed: np.ndarray) -> None:
+        """Pack all of B (any strided view) into packed, as a loop does before its first step."""
+        (k, n), item = b.shape, b.itemsize
+        args = (0, n, k, None, 0, 0, b.ctypes.data, b.strides[0] // item, b.strides[1] // item)
+        self.functions[dtype](*args, None, 0, None, gemm.PACK_B, packed.ctypes.data, 0, 0)
 
 
 def aligned_workspace(dtype: str, target: CpuTarget) -> np.ndarray:
     """Return a 64-byte aligned scratch buffer of workspace_bytes(dtype, target) bytes."""
-    size = gemm.workspace_bytes(dtype, target)
+    return aligned_bytes(gemm.workspace_bytes(dtype, target))
+
+
+def aligned_bytes(size: int) -> np.ndarray:
+    """Return size bytes starting at a 64-byte boundary, as the arena places every buffer."""
     raw = np.empty(size + 64, dtype=np.uint8)
     start = -raw.ctypes.data % 64
     return raw[start : start + size]
@@ -292,6 +310,28 @@ def test_disjoint_column_blocks_on_two_threads(jit: JitGemm, dtype: str, split: 
         thread.join()
     # Each element sums over k in the same order whichever block it is in: bitwise equal.
     assert np.array_equal(whole, halves)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("transposed", [False, True], ids=["b", "b_T"])
+def test_prepacked_b_matches_packing_per_call(jit: JitGemm, dtype: str, transposed: bool) -> None:
+    """B packed once (two depth blocks, a padded last panel) and read by calls over column
+    blocks, at a panel's start or not (which packs per call), gives the per-call results."""
+    m, n, k = 30, 150, gemm.gemm_plan(dtype, jit.target).kc + 37
+    nr = gemm.gemm_plan(dtype, jit.target).nr
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((m, k)).astype(_NUMPY[dtype])
+    b = rng.standard_normal((n, k)).astype(_NUMPY[dtype]).T if transposed else None
+    b = rng.standard_normal((k, n)).astype(_NUMPY[dtype]) if b is None else b
+    packed = aligned_bytes(k * (n + nr) * b.itemsize).view(_NUMPY[dtype])
+    packed[:] = np.nan
+    jit.pack(dtype, b, packed)
+    want = np.empty((m, n), dtype=_NUMPY[dtype])
+    jit.call(dtype, a, b, want)
+    got = np.full((m, n), np.nan, dtype=_NUMPY[dtype])
+    for cols in (slice(0, nr), slice(nr, nr + 5), slice(nr + 5, n)):
+        jit.call(dtype, a, b[:, cols], got[:, cols], packed=(packed, n, cols.start))
+    assert np.array_equal(got, want)
 
 
 def test_function_is_cached_and_ir_is_readable() -> None:

@@ -52,16 +52,17 @@ def gemm_function(module: ir.Module, dtype: str, target: CpuTarget | None = None
                                   float* packed_b, i64 packed_columns, i64 first_column)
     computes C[M, N] = A[M, K] @ B[K, N], or C += A @ B when flags has ACCUMULATE.
 
-    A loop that multiplies by the same B at every step packs it once: a call with PACK_B packs
-    all of B[K, N] into packed_b (K x (N rounded up to NR) elements) and computes nothing;
-    calls with PACKED_B then read their B from there, their columns starting at first_column
-    of a packed B of packed_columns columns (and pack as usual when first_column is not at a
-    panel's start). With SKINNY
-    (the caller's whole product is small, see gemm_dot.is_small) it reads A and B unpacked:
-    by dot products when A's rows and B's columns are contiguous (gemm_dot.py), by rows of B
-    when B's rows are (gemm_rows.py); other layouts are packed. A and B are read
+    With SKINNY (the caller's whole product is small, see gemm_dot.is_small) it reads A and B
+    unpacked: by dot products when A's rows and B's columns are contiguous (gemm_dot.py), by
+    rows of B when B's rows are (gemm_rows.py); other layouts are packed. A and B are read
     through both strides, so transposed operands need no copy; C's columns are contiguous.
-    workspace holds workspace_bytes(dtype, target) bytes, 64-byte aligned, private to the call.
+
+    A loop that multiplies by the same B at every step packs it once: a call with PACK_B packs
+    all of B[K, N] into packed_b (K x (N rounded up to NR) elements, 64-byte aligned like the
+    workspace) and computes nothing; calls with PACKED_B then read their B from there, their
+    columns starting at first_column of a packed B of packed_columns columns (a block that
+    does not start at a panel packs as usual). workspace holds workspace_bytes(dtype, target)
+    bytes, 64-byte aligned, private to the call.
     """
     plan = gemm_plan(dtype, target)
     if plan.name in module.globals:
