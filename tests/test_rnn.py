@@ -15,7 +15,7 @@ import pytest
 import graphc as gc
 from graphc import nn, optim
 from graphc.backends.llvm.jit import compile_counts
-from graphc.errors import GraphError, ShapeError
+from graphc.errors import DTypeError, GraphError, InputError, ShapeError
 from graphc.testing import check_grad
 
 torch = pytest.importorskip("torch")
@@ -268,3 +268,191 @@ def test_cells_match_torch(backend, rng, kind):
     ):
         assert value.shape == (4,)
         _close(value.numpy(), expected)
+
+
+# -- packed sequences: pack_padded_sequence, the layers on them, pad_packed_sequence -----------
+PACKED_LAYERS = {**LAYERS, "RNN": (nn.RNN, torch.nn.RNN)}
+PACKED_CASES = {
+    # (layer options, padded length, lengths, enforce_sorted, lengths fed at call time, hx)
+    "sorted_list": ({}, 6, [5, 3, 2], True, False, False),
+    "unsorted_fed_deep_bidirectional": (
+        {"num_layers": 2, "bidirectional": True, "batch_first": True},
+        5,
+        [3, 5, 1],
+        False,
+        True,
+        True,
+    ),
+    "unsorted_array_bidirectional": (
+        {"bidirectional": True},
+        5,
+        np.array([2, 5, 4]),
+        False,
+        False,
+        True,
+    ),
+}
+
+
+def _torch_packed(reference, x, lengths, batch_first: bool, enforce_sorted: bool, hx):
+    """Return torch's padded output and final states for a padded batch packed by length."""
+    rnn_utils = torch.nn.utils.rnn
+    packed = rnn_utils.pack_padded_sequence(
+        x, torch.tensor(lengths), batch_first=batch_first, enforce_sorted=enforce_sorted
+    )
+    out, state = reference(packed, hx)
+    return rnn_utils.pad_packed_sequence(out, batch_first=batch_first)[0], state
+
+
+@pytest.mark.parametrize("case", list(PACKED_CASES))
+@pytest.mark.parametrize("kind", list(PACKED_LAYERS))
+def test_packed_sequences_match_torch(backend, rng, kind, case):
+    """Outputs after pad_packed_sequence, h_n, c_n and the gradients of a loss of them with
+    respect to the input, the initial states and every weight, against torch's packed
+    sequences (whose output ends at the longest sequence: ours is zero past it)."""
+    options, steps, lengths, enforce_sorted, fed, given_hx = PACKED_CASES[case]
+    ours, theirs = PACKED_LAYERS[kind]
+    reference = theirs(3, 4, **options).double()
+    model = ours(3, 4, **options)
+    _load(model, reference)
+    batch_first = options.get("batch_first", False)
+    count = options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
+    x_array = rng.standard_normal((3, steps, 3) if batch_first else (steps, 3, 3))
+    h_arrays = [rng.standard_normal((count, 3, 4)) for _ in range(2 if kind == "LSTM" else 1)]
+    batch = "N" if fed else 3  # constant lengths need a static batch to broadcast with
+    x = gc.input("x", (batch, "T", 3) if batch_first else ("T", batch, 3))
+    hs = [gc.input(f"h{i}", (count, batch, 4)) for i in range(len(h_arrays))] if given_hx else []
+    length_input = gc.input("lengths", ("N",), gc.int64)
+    packed = nn.utils.rnn.pack_padded_sequence(
+        x, length_input if fed else lengths, batch_first, enforce_sorted
+    )
+    out, state_n = model(packed, (tuple(hs) if kind == "LSTM" else hs[0]) if hs else None)
+    assert isinstance(out, nn.utils.rnn.PackedSequence)
+    padded, out_lengths = nn.utils.rnn.pad_packed_sequence(out, batch_first=batch_first)
+    finals = list(state_n) if kind == "LSTM" else [state_n]
+    loss = (padded * padded).sum() + sum((s * (i + 1)).sum() for i, s in enumerate(finals))
+    inputs = [x, *hs, *([length_input] if fed else [])]
+    grads = gc.grad(loss, [x, *hs, *model.parameters()])
+    f = gc.compile(inputs, [padded, out_lengths, *finals, *grads], backend=backend)
+    feed = [x_array, *(h_arrays if given_hx else [])]
+    got = f(*(a.astype(np.float32) for a in feed), *([np.array(lengths)] if fed else []))
+
+    tx = torch.tensor(x_array, requires_grad=True)
+    ths = [torch.tensor(h, requires_grad=True) for h in h_arrays] if given_hx else []
+    t_hx = (tuple(ths) if kind == "LSTM" else ths[0]) if ths else None
+    t_out, t_state = _torch_packed(reference, tx, lengths, batch_first, enforce_sorted, t_hx)
+    t_finals = list(t_state) if kind == "LSTM" else [t_state]
+    ((t_out * t_out).sum() + sum((s * (i + 1)).sum() for i, s in enumerate(t_finals))).backward()
+    t_grads = [tx.grad, *(h.grad for h in ths), *(p.grad for p in reference.parameters())]
+    longest = max(lengths)
+    got_out = got[0][:, :longest] if batch_first else got[0][:longest]
+    _close(got_out, t_out)
+    assert not np.any(got[0][:, longest:] if batch_first else got[0][longest:])
+    np.testing.assert_array_equal(got[1], lengths)
+    for value, expected in zip(got[2:], [*t_finals, *t_grads], strict=True):
+        _close(value, expected)
+
+
+def test_one_packed_function_serves_every_length_vector(backend, rng):
+    """Padded length, batch and lengths are all fed: one compiled bidirectional LSTM answers
+    for two padded lengths, two batches and two length vectors (outputs, padded with -1 to a
+    total length, h_n, c_n and the weights' gradients)."""
+    reference = torch.nn.LSTM(2, 3, bidirectional=True).double()
+    model = nn.LSTM(2, 3, bidirectional=True)
+    _load(model, reference)
+    rnn_utils = nn.utils.rnn
+    x = gc.input("x", ("T", "N", 2))
+    lengths = gc.input("lengths", ("N",), gc.int64)
+    out, (h_n, c_n) = model(rnn_utils.pack_padded_sequence(x, lengths, enforce_sorted=False))
+    padded, _ = rnn_utils.pad_packed_sequence(out, padding_value=-1.0, total_length=9)
+    loss = (padded * padded).sum() + h_n.sum() + c_n.sum()
+    f = gc.compile(
+        [x, lengths], [padded, h_n, c_n, *gc.grad(loss, list(model.parameters()))], backend=backend
+    )
+    for steps, length_values in ((4, [2, 4, 1]), (7, [7, 3])):
+        x_array = rng.standard_normal((steps, len(length_values), 2))
+        got = f(x_array.astype(np.float32), np.array(length_values))
+        reference.zero_grad()
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.tensor(x_array), torch.tensor(length_values), enforce_sorted=False
+        )
+        t_out, (t_h, t_c) = reference(packed)
+        t_padded, _ = torch.nn.utils.rnn.pad_packed_sequence(
+            t_out, padding_value=-1.0, total_length=9
+        )
+        ((t_padded * t_padded).sum() + t_h.sum() + t_c.sum()).backward()
+        assert got[0].shape == (9, len(length_values), 6)
+        expected = [t_padded, t_h, t_c, *(p.grad for p in reference.parameters())]
+        for value, want in zip(got, expected, strict=True):
+            _close(value, want)
+
+
+def test_packed_training_step_matches_torch(backend):
+    """Five Adam steps of a bidirectional GRU on packed, unsorted sequences: the losses
+    match torch's."""
+    data = np.random.default_rng(5)
+    batches = [
+        (data.standard_normal((6, 4, 3)), np.array(lengths), data.standard_normal((6, 4, 8)))
+        for lengths in ([6, 2, 5, 3], [1, 4, 6, 6])
+    ]
+    torch.manual_seed(0)
+    reference = torch.nn.GRU(3, 4, bidirectional=True)
+    model = nn.GRU(3, 4, bidirectional=True)
+    _load(model, reference)
+    rnn_utils = nn.utils.rnn
+    x = gc.input("x", ("T", "N", 3))
+    lengths = gc.input("lengths", ("N",), gc.int64)
+    y = gc.input("y", ("T", "N", 8))
+    out, _ = model(rnn_utils.pack_padded_sequence(x, lengths, enforce_sorted=False))
+    loss = ((rnn_utils.pad_packed_sequence(out)[0] - y) ** 2).mean()
+    opt = optim.Adam(model.parameters(), lr=0.05)
+    step = gc.compile([x, lengths, y], [loss], updates=opt.minimize(loss), backend=backend)
+    t_opt = torch.optim.Adam(reference.parameters(), lr=0.05)
+    for _, (x_array, length_values, target) in zip(range(5), itertools.cycle(batches)):
+        got = float(step(x_array.astype(np.float32), length_values, target.astype(np.float32)))
+        t_opt.zero_grad()
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(x_array).float(), torch.tensor(length_values), enforce_sorted=False
+        )
+        t_padded = torch.nn.utils.rnn.pad_packed_sequence(reference(packed)[0])[0]
+        t_loss = ((t_padded - torch.from_numpy(target).float()) ** 2).mean()
+        t_loss.backward()
+        t_opt.step()
+        assert got == pytest.approx(t_loss.item(), rel=1e-4)
+
+
+def test_packed_sequence_errors():
+    rnn_utils = nn.utils.rnn
+    x = gc.zeros((5, 3, 2))
+    with pytest.raises(ShapeError, match=r"lengths \[6, 5, 1\] exceed the padded length 5"):
+        rnn_utils.pack_padded_sequence(x, [6, 5, 1])
+    with pytest.raises(ShapeError, match=r"lengths must have shape \(B,\) = \(3,\).*\(2,\)"):
+        rnn_utils.pack_padded_sequence(x, [5, 4])
+    with pytest.raises(ShapeError, match=r"lengths must have shape .*\(1, 3\)"):
+        rnn_utils.pack_padded_sequence(x, gc.input("lengths", (1, 3), gc.int64))
+    with pytest.raises(DTypeError, match="lengths must be integers, got float64"):
+        rnn_utils.pack_padded_sequence(x, [5.0, 4.0, 1.0])
+    with pytest.raises(DTypeError, match="lengths must be integers"):
+        rnn_utils.pack_padded_sequence(x, gc.input("lengths", (3,)))
+    with pytest.raises(ShapeError, match="at least 1"):
+        rnn_utils.pack_padded_sequence(x, [5, 0, 0])
+    with pytest.raises(GraphError, match="decreasing order when enforce_sorted is True"):
+        rnn_utils.pack_padded_sequence(x, [1, 5, 3])
+    with pytest.raises(GraphError, match="expects a PackedSequence, got Tensor"):
+        rnn_utils.pad_packed_sequence(x)
+    packed = rnn_utils.pack_padded_sequence(x, [5, 3, 1])
+    with pytest.raises(ShapeError, match="total_length=4 is shorter than the padded length 5"):
+        rnn_utils.pad_packed_sequence(packed, total_length=4)
+    with pytest.raises(ShapeError, match=r"GRU\(3, 4\) expects a PackedSequence of data"):
+        nn.GRU(3, 4)(packed)
+
+    # Lengths fed at call time are checked as every input is.
+    x = gc.input("x", ("T", "N", 2))
+    lengths = gc.input("lengths", ("N",), gc.int64)
+    _, h_n = nn.GRU(2, 4)(rnn_utils.pack_padded_sequence(x, lengths))
+    f = gc.compile([x, lengths], [h_n])
+    x_array = np.zeros((5, 3, 2), np.float32)
+    with pytest.raises(InputError, match="got an array of dtype float64"):
+        f(x_array, np.array([5.0, 3.0, 1.0]))
+    with pytest.raises(InputError, match="dim 0 should be N = 3, got 2"):
+        f(x_array, np.array([5, 3]))

@@ -6,7 +6,8 @@ along the first dim in torch's order: LSTM i, f, g, o and GRU r, z, n), so torch
 loads as is. The three layers share one driver (`_RNNBase`): it stacks the layers and
 directions, projects every step's input with one matmul before each loop, and runs the loop
 whose body is the layer kind's recurrent step (`nn/rnn_cells.py`, shared with RNNCell,
-LSTMCell and GRUCell).
+LSTMCell and GRUCell). Given a PackedSequence (`nn/utils/rnn.py`), each step updates a
+sequence's state only while it is within the sequence's length.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from graphc.nn.rnn_cells import (
     RecurrentWeights,
     recurrent_step,
 )
+from graphc.nn.utils.rnn import PackedSequence
 from graphc.tensor import Tensor
 
 
@@ -69,25 +71,29 @@ class _RNNBase(RecurrentWeights):
 
     def _run(
         self,
-        input: Tensor,  # noqa: A002
+        input: Tensor | PackedSequence,  # noqa: A002
         hx: Sequence[Tensor] | None,
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, ...]]:
         """Return the top layer's output and the final states (each stacked over the layers
         and directions) for the input and the initial states hx (each stacked so; zeros if
-        None)."""
+        None). A PackedSequence input gives a PackedSequence output, and each sequence's
+        states after its last valid step."""
         name = type(self).__name__
-        x = tensor_arg(input, f"{name}: the input")
-        unbatched = x.ndim == 2
-        if unbatched:
-            x = x.unsqueeze(1)
-        elif self.batch_first and x.ndim == 3:
+        packed = input if isinstance(input, PackedSequence) else None
+        given = tensor_arg(packed.data if packed is not None else input, f"{name}: the input")
+        unbatched = packed is None and given.ndim == 2
+        x = given.unsqueeze(1) if unbatched else given
+        if packed is None and self.batch_first and x.ndim == 3:
             x = x.transpose(0, 1)
         if x.ndim != 3 or not same_dims(x.shape[-1:], (self.input_size,)):
-            raise shape_error(
-                f"{self!r} expects an input (L, N, {self.input_size}) or (L, {self.input_size})"
-                f"{' with batch_first (N, L, ...)' if self.batch_first else ''}, got shape "
-                f"{shape_text(tensor_arg(input, f'{name}: the input').shape)}"
+            expected = (
+                f"a PackedSequence of data (L, N, {self.input_size})"
+                if packed is not None
+                else f"an input (L, N, {self.input_size}) or (L, {self.input_size})"
+                f"{' with batch_first (N, L, ...)' if self.batch_first else ''}"
             )
+            raise shape_error(f"{self!r} expects {expected}, got shape {shape_text(given.shape)}")
+        valid = packed.mask().unsqueeze(2) if packed is not None else None
         starts = self._initial_states(x, hx, unbatched)
         cell = self.cell()
         finals: list[Carry] = []
@@ -96,19 +102,25 @@ class _RNNBase(RecurrentWeights):
                 x = self.layer_dropout(x)
             outputs = []
             for direction, suffix in enumerate(self._suffixes(layer)):
-                carry, every = self._loop(cell, x, suffix, starts[len(finals)], direction == 1)
+                start = starts[len(finals)]
+                carry, every = self._loop(cell, x, suffix, start, direction == 1, valid)
                 finals.append(carry)
                 outputs.append(every)
             x = outputs[0] if len(outputs) == 1 else gc.cat(outputs, dim=2)
         stacked = tuple(gc.stack(list(states), dim=0) for states in zip(*finals, strict=True))
+        if packed is not None:
+            return PackedSequence(x, packed.lengths), stacked
         if unbatched:
             return x.squeeze(1), tuple(s.squeeze(1) for s in stacked)
         return (x.transpose(0, 1) if self.batch_first else x), stacked
 
     def _loop(
-        self, cell: Cell, x: Tensor, suffix: str, start: Carry, reverse: bool
+        self, cell: Cell, x: Tensor, suffix: str, start: Carry, reverse: bool, valid: Tensor | None
     ) -> tuple[Carry, Tensor]:
-        """Return the last carry and every step's h of one layer and direction over x."""
+        """Return the last carry and every step's h of one layer and direction over x. With
+        valid (L, N, 1) bool, a sequence's carry changes only at its valid steps, so the last
+        carry is the one after its last valid step (and a reverse loop starts at that step),
+        and its h is zero at the others."""
         # One 2-d product for every step, whose weight gradient is one 2-d product too (a
         # batched one would be a product per step, then a sum over the steps).
         w_ih, w_hh, b_ih, b_hh = self.weights(suffix)
@@ -120,7 +132,15 @@ class _RNNBase(RecurrentWeights):
             carry = recurrent_step(cell, carry, projected, w_hh, b_hh)
             return carry, carry[0]
 
-        return gc.scan(step, start, steps, reverse=reverse)
+        def masked_step(carry: Carry, xs: tuple[Tensor, Tensor]) -> tuple[Carry, Tensor]:
+            projected, now = xs
+            new = recurrent_step(cell, carry, projected, w_hh, b_hh)
+            kept = tuple(gc.where(now, a, b) for a, b in zip(new, carry, strict=True))
+            return kept, gc.where(now, new[0], gc.zeros_like(new[0]))
+
+        if valid is None:
+            return gc.scan(step, start, steps, reverse=reverse)
+        return gc.scan(masked_step, start, (steps, valid), reverse=reverse)
 
     def _initial_states(
         self, x: Tensor, hx: Sequence[Tensor] | None, unbatched: bool
@@ -150,8 +170,13 @@ class _RNNBase(RecurrentWeights):
 class _HiddenStateOnly(_RNNBase):
     """A recurrent layer whose state is h alone (RNN, GRU): hx and h_n are single tensors."""
 
-    def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: A002
-        """Return (output, h_n) for input and the initial states hx (zeros if None)."""
+    def forward(
+        self,
+        input: Tensor | PackedSequence,  # noqa: A002
+        hx: Tensor | None = None,
+    ) -> tuple[Tensor | PackedSequence, Tensor]:
+        """Return (output, h_n) for input and the initial states hx (zeros if None); output
+        is a PackedSequence when input is one."""
         output, (h_n,) = self._run(input, None if hx is None else (hx,))
         return output, h_n
 
@@ -209,11 +234,11 @@ class LSTM(LSTMKind, _RNNBase):
 
     def forward(
         self,
-        input: Tensor,  # noqa: A002
+        input: Tensor | PackedSequence,  # noqa: A002
         hx: tuple[Tensor, Tensor] | None = None,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
         """Return (output, (h_n, c_n)) for input and the initial states hx = (h_0, c_0)
-        (zeros if None)."""
+        (zeros if None); output is a PackedSequence when input is one."""
         if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
             raise graph_error(f"LSTM: hx must be a pair (h_0, c_0), got {type(hx).__name__}")
         output, (h_n, c_n) = self._run(input, hx)

@@ -1,4 +1,4 @@
-"""graphc.nn.utils: gradient clipping (torch.nn.utils.clip_grad_norm_) as a graph function.
+"""graphc.nn.utils.clip_grad: gradient clipping (torch.nn.utils.clip_grad_norm_) in the graph.
 
 PyTorch clips the `.grad` tensors in place between `backward()` and `step()`. graphc has no
 `.grad` state: gradients are values of the graph (`gc.grad`), so clipping takes them and
