@@ -67,6 +67,19 @@ def test_cumulative_sum_matches_numpy(rng, dtype):
         np.testing.assert_allclose(got_total, values.sum(axis=0), rtol=1e-6, atol=1e-5)
 
 
+def test_weight_read_at_every_step_is_read_unpacked(rng):
+    """The CUDA GEMM reads B where it lies: a loop's matmul by a weight gets no packed copy
+    (the LLVM backend packs it once per call), so no device memory is planned for one."""
+    xs, w = gc.input("xs", ("T", 30, 40)), gc.input("w", (40, 70))
+    _, ys = gc.scan(lambda c, x: (c, x @ w), gc.zeros(()), xs)
+    f = gc.compile([xs, w], [ys], backend="cuda")
+    program = f._executable.program
+    assert not [name for name in program.buffers if name.endswith(".packed_b")]
+    x0, w0 = rng.standard_normal((3, 30, 40)), rng.standard_normal((40, 70))
+    x0, w0 = x0.astype(np.float32), w0.astype(np.float32)
+    np.testing.assert_allclose(f(x0, w0), x0 @ w0, rtol=1e-5, atol=1e-5)
+
+
 def test_reverse_scan_matches_numpy(rng):
     """Two carries and two ys from the last x to the first; ys[t] belongs to xs[t]."""
     xs = gc.input("xs", ("T", 2, 3))

@@ -13,6 +13,7 @@ from graphc.backends.cuda.ptx import PtxModule, compile_ptx
 from graphc.backends.kernel import KernelProgram, build_program
 from graphc.backends.kernel.build import updates_from_kernels
 from graphc.backends.kernel.inplace import in_place_updates
+from graphc.backends.kernel.scan import without_packed_operands
 from graphc.errors import CompileError
 from graphc.graph import Graph
 from graphc.ops.collectives import world
@@ -52,7 +53,7 @@ def cuda_program(graph: Graph) -> CudaProgram:
         )
     graph = updates_from_kernels(graph)
     plan = partition(graph)
-    program = build_program(graph, plan)
+    program = without_packed_operands(build_program(graph, plan))
     in_place = in_place_updates(program)
     copied = [(v, u) for v, u in program.updates if u not in in_place]
     return CudaProgram(graph, plan, replace(program, updates=copied), in_place)

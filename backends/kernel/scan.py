@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from graphc.backends.kernel import ir as k
-from graphc.backends.kernel.build import GROUP_BUILDERS, BufferSpec, build_program
+from graphc.backends.kernel.build import GROUP_BUILDERS, BufferSpec, KernelProgram, build_program
 from graphc.backends.kernel.index import dim_expr
 from graphc.dims import Dim, dim_add, dim_prod
 from graphc.dtypes import DType, float32, float64
@@ -66,6 +66,24 @@ def _pack_loop_invariant_operands(
             kernel = dataclasses.replace(kernel, packed_b=name)
         marked.append(kernel)
     return marked, packed
+
+
+def without_packed_operands(program: KernelProgram) -> KernelProgram:
+    """Return program with no matmul reading a packed B, and without those buffers: for a
+    backend whose GEMM reads B where it lies (CUDA), they would be device memory never used."""
+    packed: set[str] = set()
+
+    def unpack(kernel: k.Kernel) -> k.Kernel:
+        if isinstance(kernel, k.MatmulKernel) and kernel.packed_b is not None:
+            packed.add(kernel.packed_b)
+            return dataclasses.replace(kernel, packed_b=None)
+        if isinstance(kernel, k.ScanKernel):
+            return dataclasses.replace(kernel, body=tuple(map(unpack, kernel.body)))
+        return kernel
+
+    kernels = [unpack(kernel) for kernel in program.kernels]
+    buffers = {name: spec for name, spec in program.buffers.items() if name not in packed}
+    return dataclasses.replace(program, kernels=kernels, buffers=buffers)
 
 
 def scan_kernel(
