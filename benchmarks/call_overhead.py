@@ -13,7 +13,11 @@ Cases, one thread by default:
   repeated Function runs an epoch. torch and jax make 100 steps.
 
 Every peer starts from the same parameters; the first loss is checked against numpy float64,
-and graphc's 100 steps in one call against 100 calls of one step.
+and graphc's 100 steps in one call against 100 calls of one step. Every peer flushes denormal
+floats to zero (`gc.set_flush_denormal`, `torch.set_flush_denormal`; jax.jit's XLA does by
+default): the timed calls train thousands of steps on one batch, whose gradients reach
+denormals, which x86 computes about 100x slower, so without it the figures measure how far
+training has gone rather than the step.
 
 Usage: python benchmarks/call_overhead.py [--threads 1] [--repeat 300] [--steps 100]
 """
@@ -136,6 +140,14 @@ def graphc_mlp_step(batch: int, steps: int) -> tuple[Any, np.ndarray, np.ndarray
 STEP_BUILDERS = {"word window": graphc_word_window_step, "mlp": graphc_mlp_step}
 
 
+def build_step(model: str, batch: int, steps: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Return STEP_BUILDERS[model](batch, steps), denormals flushed (see the module's doc)."""
+    import graphc as gc
+
+    gc.set_flush_denormal(True)
+    return STEP_BUILDERS[model](batch, steps)
+
+
 def first_loss_check(model: str, batch: int, loss: Any, xs: np.ndarray, ys: np.ndarray) -> None:
     """Assert that the first step's loss matches numpy float64."""
     if model == "mlp":
@@ -146,15 +158,15 @@ def first_loss_check(model: str, batch: int, loss: Any, xs: np.ndarray, ys: np.n
 
 
 def graphc_step(params: dict, options: argparse.Namespace) -> Prepared:
-    step, xs, ys = STEP_BUILDERS[params["model"]](params["batch"], 1)
+    step, xs, ys = build_step(params["model"], params["batch"], 1)
     first_loss_check(params["model"], params["batch"], step(xs[0], ys[0]), xs, ys)
     return Prepared(lambda: step(xs[0], ys[0]), note=f"{len(step.kernels())} kernels")
 
 
 def graphc_epoch(params: dict, options: argparse.Namespace, repeated: bool) -> Prepared:
     steps = options.steps
-    step, xs, ys = STEP_BUILDERS[params["model"]](params["batch"], steps)
-    one_by_one, _, _ = STEP_BUILDERS[params["model"]](params["batch"], steps)
+    step, xs, ys = build_step(params["model"], params["batch"], steps)
+    one_by_one, _, _ = build_step(params["model"], params["batch"], steps)
     epoch = step.repeat(steps)
     losses = epoch(xs, ys)
     first_loss_check(params["model"], params["batch"], losses[0], xs, ys)
@@ -214,6 +226,12 @@ def torch_word_window(vocabulary: int, threads: int) -> tuple[Any, Any]:
 
 
 def torch_steps(params: dict, options: argparse.Namespace) -> Prepared:
+    prepared = torch_case(params, options)
+    sys.modules["torch"].set_flush_denormal(True)  # imported by the case's setup
+    return prepared
+
+
+def torch_case(params: dict, options: argparse.Namespace) -> Prepared:
     if params["kind"] == "trivial":
         return torch_trivial(params, options, out=False)
     steps = options.steps if params["kind"] == "epoch" else 1
