@@ -197,6 +197,25 @@ def test_rows_of_every_width_match_numpy(backend, rng, width):
     np.testing.assert_allclose(f(data), np.tanh(data + bias_value) * 2, rtol=2e-6, atol=2e-6)
 
 
+@pytest.mark.parametrize("threads", ["1", "3"])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (6, 7, 50, 13), (3, 1, 40, 9)])
+def test_outer_indices_carried_from_row_to_row_match_numpy(monkeypatch, rng, shape, threads):
+    """Rows of a deep domain carry their outer indices (an odometer that wraps several dims at
+    once at the end of a block): reads that depend on each outer index, chunks over threads
+    that start mid-row and mid-block, against numpy."""
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
+    a, b, c, d = shape
+    x = gc.input("x", shape)
+    y = gc.input("y", (a, 1, c, 1))
+    z = gc.input("z", (1, b, 1, d))
+    f = gc.compile([x, y, z], [(x * y + z) * 2 + x.sum(dim=3, keepdim=True)])
+    xv, yv, zv = (
+        rng.standard_normal(s).astype(np.float32) for s in (shape, (a, 1, c, 1), (1, b, 1, d))
+    )
+    want = (xv * yv + zv) * 2 + xv.sum(axis=3, keepdims=True)
+    np.testing.assert_allclose(f(xv, yv, zv), want, rtol=1e-5, atol=1e-5)
+
+
 def test_only_short_rows_ask_for_masked_vector_iterations():
     def hinted(width: int) -> bool:
         x = gc.input("x", ("N", width))
