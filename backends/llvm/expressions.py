@@ -8,6 +8,7 @@ from typing import Any
 from llvmlite import ir
 
 from graphc.backends.kernel import ir as k
+from graphc.backends.kernel.guards import conjuncts, unclamped
 from graphc.backends.kernel.reductions import first_extremum, used_reductions
 from graphc.dtypes import DType, bool_, float32, float64, int32, int64
 from graphc.ops.random import PHILOX_M0, PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1
@@ -219,9 +220,42 @@ class ExpressionEmitter:
         return b.trunc(value, to) if target.bits < source.bits else b.sext(value, to)
 
     def _emit_select(self, e: k.Select, scope: Scope) -> ir.Value:
+        guarded = self._guarded_load(e, scope)
+        if guarded is not None:
+            return guarded
         return self.builder.select(
             self.value(e.cond, scope), self.value(e.a, scope), self.value(e.b, scope)
         )
+
+    def _guarded_load(self, e: k.Select, scope: Scope) -> ir.Value | None:
+        """Return `where(cond, x[i], fill)` with x read only where cond holds, at i without
+        the clamps cond makes no-ops (`guards.py`), or None where the select is not one: a
+        branch around the load, which the vectoriser turns into a contiguous masked load."""
+        load, fill = e.a, e.b
+        if not (
+            isinstance(load, k.Load)
+            and isinstance(fill, k.Const)
+            and isinstance(e.cond, k.IndexValue)
+        ):
+            return None
+        offset = unclamped(load.offset, conjuncts(e.cond.index))
+        if offset == load.offset:
+            return None
+        b = self.builder
+        condition = self.value(e.cond, scope)
+        index = self.index(offset, scope)  # computed before the branch: it dominates later uses
+        otherwise = self.value(fill, scope)
+        before = b.block
+        with b.if_then(condition):
+            pointer = b.gep(self.buffer_pointer(load.buffer), [index], inbounds=True)
+            loaded = b.load(pointer, align=max(1, load.dtype.itemsize))
+            if load.dtype == bool_:
+                loaded = b.trunc(loaded, I1)
+            inside = b.block
+        result = b.phi(otherwise.type, name="guarded")
+        result.add_incoming(loaded, inside)
+        result.add_incoming(otherwise, before)
+        return result
 
     def _intrinsic(self, name: str, dtype: DType, *args: ir.Value) -> ir.Value:
         """Call an overloaded float intrinsic (declared by hand: llvmlite's declare_intrinsic
