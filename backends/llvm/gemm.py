@@ -141,17 +141,25 @@ def _pack_b_transposed(e: Emitter, kc: ir.Value, b: Matrix, dest: ir.Value) -> N
     whole = irb.mul(irb.sdiv(kc, e.const(lanes)), e.const(lanes), name="k_whole")
     vector_pointer = plan.vector.as_pointer()
 
+    def block(k0: ir.Value, first: ir.Value) -> None:
+        columns = []
+        for j in range(lanes):
+            column = irb.add(first, e.const(j))
+            at = e.element(b.ptr, b.offset(e, k0, column, "b_at"), "b_column")
+            columns.append(irb.load(irb.bitcast(at, vector_pointer), align=plan.itemsize))
+        for row, vector in enumerate(_transpose(irb, columns)):
+            at = irb.add(irb.mul(irb.add(k0, e.const(row)), e.const(plan.nr)), first)
+            target = irb.bitcast(e.element(dest, at, "packed"), vector_pointer)
+            irb.store(vector, target, align=plan.vector_align)
+
     def block_rows(k0: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
-        for first in range(0, plan.nr, lanes):
-            columns = []
-            for j in range(first, first + lanes):
-                at = e.element(b.ptr, b.offset(e, k0, j, "b_at"), "b_column")
-                load = irb.load(irb.bitcast(at, vector_pointer), name=f"b{j}", align=plan.itemsize)
-                columns.append(load)
-            for row, vector in enumerate(_transpose(irb, columns)):
-                at = irb.add(irb.mul(irb.add(k0, e.const(row)), e.const(plan.nr)), e.const(first))
-                target = irb.bitcast(e.element(dest, at, "packed"), vector_pointer)
-                irb.store(vector, target, align=plan.vector_align)
+        def column_block(first: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
+            block(k0, first)
+            return []
+
+        # A loop over the panel's column blocks, not unrolled: the GEMM library is compiled in
+        # every process, and unrolled this path alone took 0.14 s of its 0.34 s (f32).
+        e.loop("j0", 0, plan.nr, lanes, column_block)
         return []
 
     e.loop("k0", 0, whole, lanes, block_rows)
