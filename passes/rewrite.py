@@ -65,6 +65,11 @@ def rewrite(graph: Graph, rule: Rule, replacements: Mapping[int, Node] | None = 
     return Graph(tuple(map(new, graph.inputs)), tuple(map(new, graph.outputs)), updates)
 
 
+def substitute(graph: Graph, replacements: Mapping[int, Node]) -> Graph:
+    """Return graph with the nodes whose ids replacements names replaced by its nodes."""
+    return rewrite(graph, lambda node: node, replacements)
+
+
 @dataclass(frozen=True, slots=True)
 class Rewrite:
     """A named local rewrite: apply(node) returns the node's replacement, or None.

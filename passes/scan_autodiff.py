@@ -32,7 +32,7 @@ from graphc.ops.operand import Value
 from graphc.ops.registry import fusion_role, grad_rule, make_node
 from graphc.ops.scan import carry_names, placeholder, tuple_items
 from graphc.passes.autodiff import gradients
-from graphc.passes.rewrite import GraphRewrite, Tier, rewrite
+from graphc.passes.rewrite import GraphRewrite, Tier, rewrite, substitute
 
 
 @grad_rule("scan")
@@ -92,12 +92,11 @@ def _scan_grad(
     )
     kept = _stored_products(body, [*carry_slots, *x_slots], backward_body)
     kept_slots = [placeholder(f"product{i}", node.type) for i, node in enumerate(kept)]
-    backward_body = rewrite(
+    backward_body = substitute(
         Graph(
             (*carry_grads, *sums, *y_grads, *carry_slots, *kept_slots, *x_slots, *implicit_slots),
             backward_body.outputs,
         ),
-        lambda n: n,
         {node.id: slot for node, slot in zip(kept, kept_slots, strict=True)},
     )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from graphc.graph import Graph, Node
 from graphc.ops.registry import make_node
 from graphc.ops.scan import placeholder
-from graphc.passes.rewrite import Rewrite, Tier, rewrite
+from graphc.passes.rewrite import Rewrite, Tier, substitute
 
 
 def _undoes(outer: Node, inner: Node) -> bool:
@@ -45,9 +45,7 @@ def _read_untransposed(node: Node) -> Node | None:
             replacements[user.id] = slots[known[0]]
     if not replacements:
         return None
-    new_body = rewrite(
-        Graph((*body.inputs[:fixed], *slots), body.outputs), lambda n: n, replacements
-    )
+    new_body = substitute(Graph((*body.inputs[:fixed], *slots), body.outputs), replacements)
     return make_node(
         "scan",
         [*node.inputs[:fixed], *sources],

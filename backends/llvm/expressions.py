@@ -164,8 +164,12 @@ class ExpressionEmitter:
         return result
 
     def _emit_load(self, e: k.Load, scope: Scope) -> ir.Value:
+        return self._load_at(e, self.index(e.offset, scope))
+
+    def _load_at(self, e: k.Load, index: ir.Value) -> ir.Value:
+        """Return the element of e's buffer at index (in registers: bool is i1)."""
         b = self.builder
-        pointer = b.gep(self.buffer_pointer(e.buffer), [self.index(e.offset, scope)], inbounds=True)
+        pointer = b.gep(self.buffer_pointer(e.buffer), [index], inbounds=True)
         loaded = b.load(pointer, align=max(1, e.dtype.itemsize))
         return b.trunc(loaded, I1) if e.dtype == bool_ else loaded
 
@@ -247,10 +251,7 @@ class ExpressionEmitter:
         otherwise = self.value(fill, scope)
         before = b.block
         with b.if_then(condition):
-            pointer = b.gep(self.buffer_pointer(load.buffer), [index], inbounds=True)
-            loaded = b.load(pointer, align=max(1, load.dtype.itemsize))
-            if load.dtype == bool_:
-                loaded = b.trunc(loaded, I1)
+            loaded = self._load_at(load, index)
             inside = b.block
         result = b.phi(otherwise.type, name="guarded")
         result.add_incoming(loaded, inside)
