@@ -29,7 +29,7 @@ from graphc.backends.llvm.kernels import (
     loop_work,
     matmul_work,
 )
-from graphc.backends.llvm.parallel import emit_run
+from graphc.backends.llvm.parallel import Work, emit_run
 from graphc.backends.llvm.scan import emit_scan_kernel
 from graphc.backends.llvm.sharing import SharedBodies
 from graphc.dtypes import float32
@@ -99,7 +99,7 @@ def _emit_kernels(
                 _emit_kernels(ctx, emitter, inner, parallel, failed, shared)
 
             loop = emit_scan_kernel(ctx, caller, kernel, body)
-            calls: list[tuple[ir.Function, tuple | None]] = [(loop, None)]
+            calls: list[tuple[ir.Function, Work | None]] = [(loop, None)]
         elif isinstance(kernel, k.CollectiveKernel):  # one MPI call, on this thread
             calls = [(emit_collective_kernel(ctx, caller, kernel), None)]
         else:
@@ -158,8 +158,8 @@ def _byte_size(emitter: FunctionEmitter, spec, scope: Scope) -> ir.Value:
     return b.mul(count, ir.Constant(I64, max(1, spec.dtype.itemsize)))
 
 
-# A kernel's function and its work: (the size of its work range, a per-element cost).
-KernelCall = tuple[ir.Function, tuple[ir.Value, ir.Value | int]]
+# A kernel's function and its work.
+KernelCall = tuple[ir.Function, Work]
 
 
 def _kernel_functions(
@@ -168,24 +168,27 @@ def _kernel_functions(
     scope = Scope()
     if isinstance(kernel, k.LoopKernel):
         function = shared.function(kernel, emit_loop_kernel)
-        return [(function, (loop_work(entry, kernel, scope), _cost(kernel)))]
+        return [(function, Work(loop_work(entry, kernel, scope), _cost(kernel)))]
     if isinstance(kernel, k.MatmulKernel):
         if ctx.gemm is None:
             raise NotImplementedError("matmul needs the GEMM micro-kernel")
         functions: list[KernelCall] = [
-            (shared.function(kernel, emit_matmul_kernel), matmul_work(entry, kernel, scope))
+            (
+                shared.function(kernel, emit_matmul_kernel),
+                Work(*matmul_work(entry, kernel, scope), True),
+            )
         ]
         if kernel.epilogue is not None:
             epilogue = kernel.epilogue
             functions.append(
                 (
                     shared.function(epilogue, emit_loop_kernel),
-                    (loop_work(entry, epilogue, scope), _cost(epilogue)),
+                    Work(loop_work(entry, epilogue, scope), _cost(epilogue)),
                 )
             )
         return functions
     function = shared.function(kernel, emit_scatter_kernel)
-    return [(function, (ir.Constant(I64, 1), 0))]
+    return [(function, Work(ir.Constant(I64, 1), 0))]
 
 
 def _cost(kernel: k.LoopKernel) -> int:
