@@ -1,5 +1,6 @@
 """The LLVM backend's packed GEMM kernel, JIT-compiled for every target the host can run (its own,
-AVX-512, AVX2, SSE2) and called through ctypes, against numpy."""
+AVX-512, AVX2, SSE2), in both plans (the usual tile and the narrow one for few columns), and
+called through ctypes, against numpy."""
 
 from __future__ import annotations
 
@@ -49,13 +50,15 @@ _RTOL = {"f32": 2e-6, "f64": 1e-14}
 
 
 class JitGemm:
-    """Both dtypes' GEMMs compiled once for a target; call(...) runs one on numpy arrays."""
+    """Both dtypes' GEMMs of one plan (narrow or not) compiled once for a target; call(...)
+    runs one on numpy arrays."""
 
-    def __init__(self, target: CpuTarget) -> None:
+    def __init__(self, target: CpuTarget, narrow: bool = False) -> None:
         self.target = target
+        self.narrow = narrow
         module = ir.Module(name="gemm_test")
         module.triple = target.triple
-        names = {dtype: gemm.gemm_function(module, dtype, target).name for dtype in _NUMPY}
+        names = {dtype: gemm.gemm_function(module, dtype, target, narrow).name for dtype in _NUMPY}
         self.ir_text = str(module)
         machine = target.target_machine(opt=3)
         parsed = llvm.parse_assembly(self.ir_text)
@@ -68,6 +71,10 @@ class JitGemm:
             dtype: _SIGNATURE(self.engine.get_function_address(name))
             for dtype, name in names.items()
         }
+
+    def plan(self, dtype: str) -> gemm.GemmPlan:
+        """Return the plan the dtype's GEMM was compiled with."""
+        return gemm.gemm_plan(dtype, self.target, self.narrow)
 
     def call(
         self,
@@ -126,13 +133,19 @@ def aligned_bytes(size: int) -> np.ndarray:
     return raw[start : start + size]
 
 
-@pytest.fixture(scope="module", params=TARGETS)
+@pytest.fixture(
+    scope="module",
+    params=[(name, narrow) for name in TARGETS for narrow in (False, True)],
+    ids=lambda param: f"{param[0]}-{'narrow' if param[1] else 'usual'}",
+)
 def jit(request: pytest.FixtureRequest) -> JitGemm:
-    """Return the GEMMs compiled for each target in TARGETS that this host can run."""
-    target = target_named(request.param)
+    """Return the GEMMs of both plans compiled for each target in TARGETS that this host can
+    run."""
+    name, narrow = request.param
+    target = target_named(name)
     if not can_execute(target):
         pytest.skip(f"this host cannot run {target.cpu} code (tests/test_targets.py emits it)")
-    return JitGemm(target)
+    return JitGemm(target, narrow)
 
 
 def assert_gemm_close(dtype: str, got: np.ndarray, a: np.ndarray, b: np.ndarray, c0=None) -> None:
@@ -317,8 +330,8 @@ def test_disjoint_column_blocks_on_two_threads(jit: JitGemm, dtype: str, split: 
 def test_prepacked_b_matches_packing_per_call(jit: JitGemm, dtype: str, transposed: bool) -> None:
     """B packed once (two depth blocks, a padded last panel) and read by calls over column
     blocks, at a panel's start or not (which packs per call), gives the per-call results."""
-    m, n, k = 30, 150, gemm.gemm_plan(dtype, jit.target).kc + 37
-    nr = gemm.gemm_plan(dtype, jit.target).nr
+    m, n, k = 30, 150, jit.plan(dtype).kc + 37
+    nr = jit.plan(dtype).nr
     rng = np.random.default_rng(5)
     a = rng.standard_normal((m, k)).astype(_NUMPY[dtype])
     b = rng.standard_normal((n, k)).astype(_NUMPY[dtype]).T if transposed else None
@@ -365,11 +378,35 @@ def test_plans_of_different_targets_share_a_module() -> None:
     llvm.parse_assembly(str(module)).verify()
 
 
+def test_narrow_plans_have_twice_the_rows_and_the_same_registers() -> None:
+    module = ir.Module(name="narrow")
+    names = set()
+    for name in ("avx512", "avx2", "sse2"):
+        target = cpu_target(name)
+        for dtype in _NUMPY:
+            usual, narrow = (gemm.gemm_plan(dtype, target, n) for n in (False, True))
+            assert (narrow.mr, narrow.nr) == (2 * usual.mr, usual.nr // 2)
+            assert narrow.mr * narrow.vectors == usual.mr * usual.vectors
+            names.add(gemm.gemm_function(module, dtype, target, narrow=True).name)
+    assert names == {
+        "graphc_gemm_f32_12x32",
+        "graphc_gemm_f64_12x16",
+        "graphc_gemm_f32_12x8",
+        "graphc_gemm_f64_12x4",
+        "graphc_gemm_f32_12x4",
+        "graphc_gemm_f64_12x2",
+    }
+    llvm.parse_assembly(str(module)).verify()
+
+
 @pytest.mark.parametrize("name", TARGETS)
 def test_workspace_and_dtype_errors(name: str) -> None:
     target = target_named(name)
-    plan = gemm.gemm_plan("f32", target)
-    assert gemm.workspace_bytes("f32", target) == (plan.kc * plan.nc + plan.mc * plan.kc) * 4
+    sizes = [
+        (plan.kc * plan.nc + plan.mc * plan.kc) * 4
+        for plan in (gemm.gemm_plan("f32", target, narrow) for narrow in (False, True))
+    ]
+    assert gemm.workspace_bytes("f32", target) == -(-max(sizes) // 64) * 64
     assert gemm.workspace_bytes("float64", target) % 64 == 0
     with pytest.raises(DTypeError, match="int32"):
         gemm.workspace_bytes("int32", target)
@@ -470,3 +507,31 @@ def test_row_path_writes_only_inside_c(jit: JitGemm) -> None:
     outside = np.ones(buffer.shape, dtype=bool)
     outside[1:8, 4:74] = False
     assert np.all(buffer[outside] == -7.0)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("columns", [32, 33, 8])
+def test_compiled_matmuls_with_few_columns_call_the_narrow_plan(
+    monkeypatch: pytest.MonkeyPatch, threads: str, columns: int
+) -> None:
+    """A batched product of constant N within the narrow tile (attention's heads) calls the
+    narrow GEMM, transposed operands and row blocks split over threads included; wider N does
+    not. Both match numpy."""
+    import graphc as gc
+
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
+    narrow = gemm.gemm_plan("f32", narrow=True)
+    rng = np.random.default_rng(columns)
+    a = gc.input("a", ("B", 150, 530), gc.float32)
+    b = gc.input("b", ("B", columns, 530), gc.float32)
+    function = gc.compile(
+        [a, b], [a @ b.transpose(1, 2), a.transpose(1, 2) @ (a @ b.transpose(1, 2))]
+    )
+    x = rng.standard_normal((3, 150, 530)).astype(np.float32)
+    y = rng.standard_normal((3, columns, 530)).astype(np.float32)
+    scores, back = function(x, y)
+    want = x.astype(np.float64) @ y.astype(np.float64).transpose(0, 2, 1)
+    np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(back, x.transpose(0, 2, 1) @ want, rtol=1e-4, atol=2e-2)
+    uses_narrow = narrow != gemm.gemm_plan("f32") and columns <= narrow.nr
+    assert (narrow.name in function.llvm_ir()) == uses_narrow

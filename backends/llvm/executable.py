@@ -36,6 +36,7 @@ from graphc.backends.llvm.jit import (
     compile_module,
     module_key,
 )
+from graphc.backends.llvm.kernels import narrow_gemm
 from graphc.backends.llvm.mathlib import math_function
 from graphc.backends.llvm.memory import (
     ARRAY_DATA_OFFSET,
@@ -103,7 +104,7 @@ class LLVMExecutable(RunsBound):
         self._build = source.build if isinstance(source, ModuleSource) else lambda: source
         register_symbols(
             {
-                kernel.dtype.name
+                (kernel.dtype.name, narrow_gemm(kernel))
                 for kernel in k.nested_kernels(self.program.kernels)
                 if isinstance(kernel, k.MatmulKernel)
             },

@@ -39,9 +39,12 @@ PACKED_B = 4  # B is already packed whole at packed_b (by a call with PACK_B)
 PACK_B = 8  # only pack all of B into packed_b
 
 
-def gemm_function(module: ir.Module, dtype: str, target: CpuTarget | None = None) -> ir.Function:
-    """Return the plan's GEMM (`GemmPlan.name`, e.g. `graphc_gemm_f32_6x64`) in the module,
-    emitting it (and its helpers) on first use.
+def gemm_function(
+    module: ir.Module, dtype: str, target: CpuTarget | None = None, narrow: bool = False
+) -> ir.Function:
+    """Return the plan's GEMM (`GemmPlan.name`, e.g. `graphc_gemm_f32_6x64`, or with narrow
+    the narrow plan's, `graphc_gemm_f32_12x32`) in the module, emitting it (and its helpers)
+    on first use.
 
     Signature (C calling convention; strides in elements):
         void graphc_gemm_f32_6x64(i64 M, i64 N, i64 K,
@@ -64,7 +67,7 @@ def gemm_function(module: ir.Module, dtype: str, target: CpuTarget | None = None
     does not start at a panel packs as usual). workspace holds workspace_bytes(dtype, target)
     bytes, 64-byte aligned, private to the call.
     """
-    plan = gemm_plan(dtype, target)
+    plan = gemm_plan(dtype, target, narrow)
     if plan.name in module.globals:
         return module.globals[plan.name]
     micro_kernel = _emit_micro_kernel(module, plan)

@@ -29,7 +29,7 @@ from graphc.backends.llvm.expressions import (
     memory_type,
     register_type,
 )
-from graphc.backends.llvm.gemm import PACK_B, PACKED_B, SKINNY
+from graphc.backends.llvm.gemm import PACK_B, PACKED_B, SKINNY, gemm_plan
 from graphc.backends.llvm.gemm_dot import is_small
 from graphc.dtypes import DType, bool_
 from graphc.errors import CompileError
@@ -49,7 +49,7 @@ class KernelContext:
     dtypes: dict[str, DType]
     symbols: tuple[str, ...]
     math: Callable[[ir.Module, str, str], ir.Function]
-    gemm: Callable[[ir.Module, str], ir.Function] | None
+    gemm: Callable[[ir.Module, str, bool], ir.Function] | None
     workspace_bytes: int
     # Buffers that share memory with another (an update computed in its variable's place).
     aliases: dict[str, str] = field(default_factory=dict)
@@ -520,6 +520,15 @@ def matmul_work(
     return _max(b, m, n), b.mul(b.mul(_min(b, m, n), depth), b.mul(batch, ir.Constant(I64, 2)))
 
 
+def narrow_gemm(kernel: k.MatmulKernel) -> bool:
+    """Return whether a matmul calls the narrow plan's GEMM: its columns are a constant that
+    fits the narrow tile but not half the other, and no B packed for the other waits for it."""
+    if kernel.packed_b is not None or not isinstance(kernel.n, k.IConst):
+        return False
+    narrow = gemm_plan(kernel.dtype.short, narrow=True)
+    return narrow != gemm_plan(kernel.dtype.short) and kernel.n.value <= narrow.nr
+
+
 def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Function:
     """Emit the GEMM calls of a (batched) matmul over a block of rows or columns."""
     buffers = [kernel.a.buffer, kernel.b.buffer, kernel.out, "workspace"]
@@ -545,7 +554,7 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
     workspace = b.bitcast(workspace, elem.as_pointer())
     if ctx.gemm is None:
         raise CompileError(f"{kernel.name}: a matmul kernel needs the GEMM micro-kernel")
-    gemm = ctx.gemm(ctx.module, kernel.dtype.short)
+    gemm = ctx.gemm(ctx.module, kernel.dtype.short, narrow_gemm(kernel))
     # Decided on the whole product, so every thread's block takes the same path.
     small = is_small(b, m, n, depth)
     flags = b.select(small, ir.Constant(I32, SKINNY), ir.Constant(I32, 0), name="gemm_flags")
@@ -609,7 +618,7 @@ def emit_packing(ctx: KernelContext, fe: FunctionEmitter, kernel: k.MatmulKernel
     elem = memory_type(kernel.dtype).as_pointer()
     zero, null = ir.Constant(I64, 0), ir.Constant(elem, None)
     b.call(
-        ctx.gemm(ctx.module, kernel.dtype.short),
+        ctx.gemm(ctx.module, kernel.dtype.short, False),
         [
             zero,
             index(kernel.n, scope),

@@ -52,7 +52,7 @@ def slot_names(program: KernelProgram) -> list[str]:
 def build_module(
     program: KernelProgram,
     math: Callable[[ir.Module, str, str], ir.Function],
-    gemm: Callable[[ir.Module, str], ir.Function] | None,
+    gemm: Callable[[ir.Module, str, bool], ir.Function] | None,
     workspace_bytes: int,
     parallel: bool,
     aliases: dict[str, str] | None = None,

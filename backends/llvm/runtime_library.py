@@ -23,16 +23,17 @@ _LIBRARY_LOCK = threading.Lock()
 
 
 @functools.cache
-def _gemm_symbol(short: str, target: CpuTarget) -> str:
-    """Compile the dtype's GEMM for target in a module of its own and register its symbol;
-    return it. The symbol is named after the plan (graphc_gemm_f32_6x64), so targets with
-    different plans never share one; targets with the same plan may, harmlessly. The plan
-    describes the module, so a cached GEMM is loaded without building its IR."""
-    plan = gemm.gemm_plan(short, target)
+def _gemm_symbol(short: str, target: CpuTarget, narrow: bool) -> str:
+    """Compile the dtype's GEMM (of the narrow plan or the other) for target in a module of
+    its own and register its symbol; return it. The symbol is named after the plan
+    (graphc_gemm_f32_6x64), so targets with different plans never share one; targets with
+    the same plan may, harmlessly. The plan describes the module, so a cached GEMM is loaded
+    without building its IR."""
+    plan = gemm.gemm_plan(short, target, narrow)
 
     def build() -> ir.Module:
-        module = ir.Module(name=f"graphc_gemm_{short}")
-        gemm.gemm_function(module, short, target)
+        module = ir.Module(name=plan.name)
+        gemm.gemm_function(module, short, target, narrow)
         return module
 
     source = ModuleSource(f"gemm_function {plan!r}", build, pipeline="vectorised")
@@ -42,18 +43,21 @@ def _gemm_symbol(short: str, target: CpuTarget) -> str:
     return plan.name
 
 
-def gemm_symbol(dtype: str, target: CpuTarget | None = None) -> str:
-    """Return the symbol of the shared GEMM for dtype, compiling and registering it once per
-    target (default: the selected target, as for compile_module)."""
+def gemm_symbol(dtype: str, target: CpuTarget | None = None, narrow: bool = False) -> str:
+    """Return the symbol of the shared GEMM for dtype (of the narrow plan with narrow),
+    compiling and registering it once per target (default: the selected target, as for
+    compile_module)."""
     target = target if target is not None else selected_target()
     with _LIBRARY_LOCK:
-        return _gemm_symbol(gemm.gemm_plan(dtype, target).short, target)
+        return _gemm_symbol(gemm.gemm_plan(dtype, target).short, target, narrow)
 
 
-def gemm_declaration(module: ir.Module, dtype: str, target: CpuTarget | None = None) -> ir.Function:
-    """Return a declaration of the shared GEMM for dtype in module (register_symbols
-    compiles it before the module is loaded)."""
-    name = gemm.gemm_plan(dtype, target).name
+def gemm_declaration(
+    module: ir.Module, dtype: str, narrow: bool = False, target: CpuTarget | None = None
+) -> ir.Function:
+    """Return a declaration of the shared GEMM for dtype (of the narrow plan with narrow) in
+    module (register_symbols compiles it before the module is loaded)."""
+    name = gemm.gemm_plan(dtype, target, narrow).name
     if name in module.globals:
         return module.globals[name]
     element = ir.FloatType() if gemm.gemm_plan(dtype).short == "f32" else ir.DoubleType()
@@ -108,12 +112,13 @@ def parallel_declaration(module: ir.Module) -> ir.Function:
     return ir.Function(module, signature, name)
 
 
-def register_symbols(matmul_dtypes: set[str], parallel: bool) -> None:
+def register_symbols(gemms: set[tuple[str, bool]], parallel: bool) -> None:
     """Compile (or load) and register the library functions a graph module calls: the GEMM
-    of each dtype and, for a module that splits work over threads, the thread pool. A module
-    loaded from a cache was never built, so nothing declared them on its way."""
-    for dtype in sorted(matmul_dtypes):
-        gemm_symbol(dtype)
+    of each (dtype, narrow) it uses and, for a module that splits work over threads, the
+    thread pool. A module loaded from a cache was never built, so nothing declared them on
+    its way."""
+    for dtype, narrow in sorted(gemms):
+        gemm_symbol(dtype, narrow=narrow)
     if parallel:
         with _LIBRARY_LOCK:
             _parallel_symbol()
