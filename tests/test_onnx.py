@@ -416,3 +416,143 @@ def test_graphc_imports_without_onnx_and_graphc_onnx_says_what_to_install():
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert "pip install 'graphc[onnx]'" in result.stdout
+
+
+def _resize_model(attrs: dict, roi, scales, sizes, opset: int = 19) -> onnx.ModelProto:
+    """Return Resize(x * w) whose roi, scales and sizes (those given) are initializers, as
+    exporters that fold constants store them; w is a weight the model computes with."""
+    names, initializers = ["xw"], [onnx.numpy_helper.from_array(np.float32(1.5), "w")]
+    for name, value in (("roi", roi), ("scales", scales), ("sizes", sizes)):
+        names.append("" if value is None else name)
+        if value is not None:
+            initializers.append(onnx.numpy_helper.from_array(np.asarray(value), name))
+    while not names[-1]:
+        names.pop()
+    nodes = [
+        onnx.helper.make_node("Mul", ["x", "w"], ["xw"]),
+        onnx.helper.make_node("Resize", names, ["y"], name="n1", **attrs),
+    ]
+    graph = onnx.helper.make_graph(
+        nodes, "g", [_info("x", [1, 2, 4, 5])], [_info("y", None)], initializer=initializers
+    )
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+
+
+_F32, _I64 = np.float32, np.int64
+RESIZE_INITIALIZERS = {
+    "linear_scales": ({"mode": "linear"}, None, _F32([1, 1, 1.5, 2]), None),
+    "nearest_down_and_up": ({"mode": "nearest"}, _F32([]), _F32([1, 1, 2, 0.6]), None),
+    "cubic_sizes": ({"mode": "cubic"}, None, None, _I64([1, 2, 7, 3])),
+    "crop_roi_sizes": (
+        {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize"},
+        _F32([0, 0, 0.2, 0.1, 1, 1, 0.9, 0.8]),
+        None,
+        _I64([1, 2, 5, 6]),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESIZE_INITIALIZERS))
+def test_resize_reads_initializer_scales_sizes_and_roi_as_constants(name):
+    """Initializers that only decide the output's shape are constants, not Variables (the
+    weight the model multiplies by stays one), and the result is onnxruntime's."""
+    model = _resize_model(*RESIZE_INITIALIZERS[name])
+    x = np.random.default_rng(0).standard_normal((1, 2, 4, 5)).astype(np.float32)
+    (want,) = run_onnxruntime(model, {"x": x})
+    imported = graphc.onnx.load(model)
+    assert list(imported.variables) == ["w"]
+    got = imported.compile(backend="reference")(x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [7, 9])
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize(
+    "scales", [(1, 1, 2, 3), (1, 1, 1.5, 2.7), (1, 2, 1.3, 1), (1, 1, 1.5, 1.05), (1, 1, 1, 1.01)]
+)
+def test_upsample_computes_what_onnxruntime_computes(opset, mode, scales):
+    """Upsample (scales an attribute at opset 7, an initializer input at opset 9) is Resize
+    with asymmetric coordinates and nearest rounding down, sizes and coordinates computed
+    in float32 (1.05 * 40 is 42, not 41), and the input itself where no size changes."""
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 40)).astype(np.float32)
+    if opset < 9:
+        scales = [float(s) for s in scales]  # ONNX wants FLOATS, not INTS
+        node = onnx.helper.make_node("Upsample", ["x"], ["y"], mode=mode, scales=scales)
+        initializers = []
+    else:
+        node = onnx.helper.make_node("Upsample", ["x", "s"], ["y"], mode=mode)
+        initializers = [onnx.numpy_helper.from_array(np.float32(scales), "s")]
+    graph = onnx.helper.make_graph(
+        [node], "g", [_info("x", x.shape)], [_info("y", None)], initializer=initializers
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    model.ir_version = 7  # what onnxruntime reads for these opsets
+    (want,) = run_onnxruntime(model, {"x": x})
+    imported = graphc.onnx.load(model)
+    assert not imported.variables
+    got = imported.compile(backend="reference")(x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [9, None])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_pytorch_upsample_loads_as_upsample_or_resize(opset, mode):
+    """torch.nn.Upsample exports as Upsample at opset 9 and as Resize after; both load. At
+    opset 9 bilinear is ONNX's asymmetric Upsample, not PyTorch's half-pixel (PyTorch warns),
+    so the models are compared with onnxruntime."""
+    module = torch.nn.Upsample(scale_factor=2, mode=mode)
+    example = torch.randn(2, 3, 4, 5)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        options = {} if opset is None else {"opset_version": opset}
+        torch.onnx.export(module, (example,), buffer, input_names=["x"], dynamo=False, **options)
+    model = onnx.load_from_string(buffer.getvalue())
+    assert ("Upsample" if opset else "Resize") in {node.op_type for node in model.graph.node}
+    (want,) = run_onnxruntime(model, {"x": example.numpy()})
+    got = graphc.onnx.load(model).compile(backend="reference")(example.numpy())
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    if opset is None:
+        np.testing.assert_allclose(got, module(example).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_older_opsets_load_where_their_definitions_are_the_ones_graphc_reads():
+    """And-7 is And-13, so an opset-7 model loads; Relu-6 is not Relu-13, and Upsample is
+    deprecated from opset 10, so those are refused naming the definition."""
+    a, b = _info("a", [2, 3], onnx.TensorProto.BOOL), _info("b", [3], onnx.TensorProto.BOOL)
+    model = _single_node_model("And", [a, b], [_info("c", [2, 3], onnx.TensorProto.BOOL)], 7)
+    left, right = np.array([[True, False, True]] * 2), np.array([True, True, False])
+    got = graphc.onnx.load(model).compile(backend="reference")(left, right)
+    np.testing.assert_array_equal(got, run_onnxruntime(model, {"a": left, "b": right})[0])
+    x, y, s = _info("x", [2, 3]), _info("y", [2, 3]), _info("s", [2])
+    with pytest.raises(OnnxImportError, match=r"Relu node 'n1' \(opset 11\): Relu-6,.*Relu-13"):
+        graphc.onnx.load(_single_node_model("Relu", [x], [y], opset=11))
+    with pytest.raises(OnnxImportError, match=r"Upsample node 'n1' \(opset 13\): .*deprecated"):
+        graphc.onnx.load(_single_node_model("Upsample", [x, s], [y], opset=13))
+    with pytest.raises(OnnxImportError, match=r"Upsample node 'n1' .*at least 1"):
+        graphc.onnx.load(_single_node_model("Upsample", [x], [y], opset=7, scales=[1.0, 0.5]))
+
+
+_TINY_TO_HUGE = np.float32([0, -0.0, 1e-30, -1e-8, 3e-4, 0.5, 1, 2, 7e3, 3e8, -3e20, 3e38, np.nan])
+INVERSE_TRIG_INPUTS = {
+    "Asin": np.float32([-1, -0.99999994, -0.7, -1e-30, 0, 1e-8, 0.3, 0.9999999, 1, 1.5, np.nan]),
+    "Acos": np.float32([-1, -0.99999994, -0.7, -1e-30, 0, 1e-8, 0.3, 0.9999999, 1, 1.5, np.nan]),
+    "Atanh": np.float32([-1, -0.99999994, -0.7, -1e-30, 0, 1e-8, 0.3, 0.9999999, 1, 1.5]),
+    "Asinh": np.concatenate([_TINY_TO_HUGE, -_TINY_TO_HUGE, np.float32([np.inf, -np.inf])]),
+    "Acosh": np.float32([0.5, 1, 1.0000001, 1.001, 2, 7e3, 3e8, 3e20, 3e38, np.inf, np.nan]),
+}
+
+
+@pytest.mark.parametrize("op", sorted(INVERSE_TRIG_INPUTS))
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_inverse_trigonometric_functions_match_onnxruntime_from_tiny_to_huge(op, backend):
+    """The inverse trigonometric and hyperbolic functions, composed from atan2, sqrt, log1p
+    and log, keep float32's relative accuracy where the textbook forms lose it (near 0 and
+    near 1) or overflow (huge inputs), and give NaN and inf where onnxruntime does."""
+    x = INVERSE_TRIG_INPUTS[op]
+    model = _single_node_model(op, [_info("x", [len(x)])], [_info("y", [len(x)])], opset=22)
+    (want,) = run_onnxruntime(model, {"x": x})
+    got = graphc.onnx.load(model).compile(backend=backend)(x)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)

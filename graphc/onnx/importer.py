@@ -1,5 +1,6 @@
-"""Load an ONNX model as graphc tensors: inputs become placeholders, initializers Variables,
-and every node the Tensor ops its converter builds.
+"""Load an ONNX model as graphc tensors: inputs become placeholders, floating-point
+initializers Variables (or constants, where they only decide shapes), and every node the
+Tensor ops its converter builds.
 
 Values that decide shapes (Shape, and the integer arithmetic on it that exporters emit before
 a Reshape) are computed while the graph is built, symbolic dims included, so a model exported
@@ -21,6 +22,7 @@ import graphc as gc
 from graphc.dims import Dim
 from graphc.onnx import (  # noqa: F401 - registers converters
     ops_einsum,
+    ops_index,
     ops_loss,
     ops_math,
     ops_nn,
@@ -30,18 +32,25 @@ from graphc.onnx import (  # noqa: F401 - registers converters
     ops_shape,
 )
 from graphc.onnx.common import OnnxImportError, dtype_of
-from graphc.onnx.nodes import CONVERTERS, Known, NodeContext, Value, as_tensor
+from graphc.onnx.nodes import (
+    CONVERTERS,
+    MIN_OPSET,
+    OLDEST_OPSET,
+    Initializer,
+    Known,
+    NodeContext,
+    Stored,
+    as_tensor,
+)
 from graphc.onnx.shape_values import fold
-
-# The oldest default-domain opset the converters implement.
-MIN_OPSET = 13
 
 
 @dataclass
 class OnnxModel:
     """An imported model: `inputs` are the placeholders in the model's order, `outputs` the
-    tensors it computes, `variables` its floating-point initializers by name (trainable, and
-    saved with `gc.save({name: v.numpy() ...})`)."""
+    tensors it computes, `variables` the floating-point initializers it computes with, by name
+    (trainable, and saved with `gc.save({name: v.numpy() ...})`; one that only decides a
+    shape, such as Resize's scales, is a constant)."""
 
     inputs: list[gc.Tensor]
     outputs: list[gc.Tensor]
@@ -72,17 +81,17 @@ def load(
         model = onnx.load(os.fspath(model_or_path))
     opset = _default_opset(model)
     graph = model.graph
-    values: dict[str, Value] = {}
-    variables: dict[str, gc.Variable] = {}
-    for initializer in graph.initializer:
-        array = onnx.numpy_helper.to_array(initializer)
-        dtype = dtype_of(initializer.data_type, f"initializer {initializer.name!r}")
-        if dtype.is_float:
-            variable = gc.Variable(np.ascontiguousarray(array), name=initializer.name, dtype=dtype)
-            variables[initializer.name] = variable
-            values[initializer.name] = variable
+    values: dict[str, Stored] = {}
+    initializers: list[Initializer] = []
+    for proto in graph.initializer:
+        array = onnx.numpy_helper.to_array(proto)
+        dtype = dtype_of(proto.data_type, f"initializer {proto.name!r}")
+        if dtype.is_float:  # a Variable where the model computes with it (see Initializer)
+            initializer = Initializer(np.asarray(array), dtype, proto.name)
+            initializers.append(initializer)
+            values[proto.name] = initializer
         else:  # shapes, axes and indices: nothing trains them, and shapes must be known
-            values[initializer.name] = Known(np.asarray(array), dtype)
+            values[proto.name] = Known(np.asarray(array), dtype)
     overrides = dict(dynamic_dims or {})
     inputs = []
     for info in graph.input:
@@ -93,9 +102,14 @@ def load(
         inputs.append(placeholder)
     if overrides:
         raise OnnxImportError(f"dynamic_dims names no input of the model: {sorted(overrides)}")
-    for proto in graph.node:
-        _convert(proto, values, opset)
-    outputs = [_named(as_tensor(values[info.name]), info.name) for info in graph.output]
+    for node in graph.node:
+        _convert(node, values, opset)
+    outputs = []
+    for info in graph.output:
+        value = values[info.name]
+        tensor = value.as_variable() if isinstance(value, Initializer) else as_tensor(value)
+        outputs.append(_named(tensor, info.name))
+    variables = {i.name: i.variable for i in initializers if i.variable is not None}
     return OnnxModel(inputs, outputs, variables)
 
 
@@ -108,14 +122,15 @@ def _named(tensor: gc.Tensor, name: str) -> gc.Tensor:
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
-    """Return the model's default-domain opset, checked against the range the converters do."""
+    """Return the model's default-domain opset, checked against the installed onnx's (an older
+    one is checked node by node, see _check_version)."""
     latest = onnx.defs.onnx_opset_version()
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
-            if not MIN_OPSET <= entry.version <= latest:
+            if entry.version > latest:
                 raise OnnxImportError(
-                    f"the model uses opset {entry.version}; graphc imports opsets {MIN_OPSET} to "
-                    f"{latest} (onnx.version_converter.convert_version can update a model)"
+                    f"the model uses opset {entry.version}; the installed onnx defines opsets "
+                    f"up to {latest}"
                 )
             return entry.version
     raise OnnxImportError("the model imports no opset of the default ONNX domain")
@@ -153,11 +168,12 @@ def _placeholder(info: onnx.ValueInfoProto, override: Sequence[int | str] | None
     return gc.input(info.name, tuple(shape), dtype)
 
 
-def _convert(proto: onnx.NodeProto, values: dict[str, Value], opset: int) -> None:
+def _convert(proto: onnx.NodeProto, values: dict[str, Stored], opset: int) -> None:
     """Convert one node, storing its outputs in values."""
     node = NodeContext(proto, values, opset)
     if proto.domain not in ("", "ai.onnx"):
         raise node.error(f"domain {proto.domain!r} is not supported (only the default domain)")
+    _check_version(node)
     for name in proto.input:
         if name and name not in values:
             raise node.error(f"input {name!r} is not defined before the node")
@@ -183,3 +199,25 @@ def _convert(proto: onnx.NodeProto, values: dict[str, Value], opset: int) -> Non
     for name, value in zip(proto.output, outputs, strict=False):
         if name:
             values[name] = value
+
+
+def _check_version(node: NodeContext) -> None:
+    """Raise where the node's op is deprecated at the model's opset (onnx's checker refuses
+    it), or defined there as an older version than its converter implements (Softmax-11
+    flattens to 2-d, Softmax-13 does not)."""
+    try:
+        schema = onnx.defs.get_schema(node.op, node.opset)
+    except onnx.defs.SchemaError:  # not an ONNX op at that opset: refused as unknown later
+        return
+    used = schema.since_version
+    if schema.deprecated:
+        raise node.error(f"{node.op}-{used} is deprecated at opset {node.opset}")
+    if node.opset >= MIN_OPSET:
+        return
+    read = onnx.defs.get_schema(node.op, OLDEST_OPSET.get(node.op, MIN_OPSET)).since_version
+    if used < read:
+        raise node.error(
+            f"{node.op}-{used}, the definition at opset {node.opset}, is not supported; graphc "
+            f"reads {node.op} as defined from {node.op}-{read} on "
+            "(onnx.version_converter.convert_version can update a model)"
+        )

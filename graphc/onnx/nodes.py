@@ -40,15 +40,45 @@ class Known:
         return self.array.dtype == object
 
 
+class Initializer:
+    """A floating-point initializer, which becomes a Variable only where the model computes
+    with it: an initializer that only decides shapes (Resize's scales and roi) is read as the
+    constant it is, and trains nothing."""
+
+    __slots__ = ("array", "dtype", "name", "variable")
+
+    def __init__(self, array: np.ndarray, dtype: gc.DType, name: str) -> None:
+        self.array = array
+        self.dtype = dtype
+        self.name = name
+        self.variable: gc.Variable | None = None
+
+    def as_variable(self) -> gc.Variable:
+        """Return the initializer's Variable, made on the first use as data."""
+        if self.variable is None:
+            self.variable = gc.Variable(
+                np.ascontiguousarray(self.array), name=self.name, dtype=self.dtype
+            )
+        return self.variable
+
+
 Value = Union[gc.Tensor, Known]  # noqa: UP007 - a runtime alias, read on Python 3.10
+Stored = Union[Value, Initializer]  # noqa: UP007
 Outputs = Union[Value, Sequence[Value]]  # noqa: UP007
 Converter = Callable[["NodeContext"], Outputs]
 
+# The oldest default-domain opset whose definitions the converters implement. An older model
+# imports where each node's op is defined at its opset as at MIN_OPSET (And, Not), or its
+# converter reads the older definitions too (OLDEST_OPSET: Upsample from opset 7).
+MIN_OPSET = 13
+
 CONVERTERS: dict[str, Converter] = {}
+OLDEST_OPSET: dict[str, int] = {}
 
 
-def converter(*op_types: str) -> Callable[[Converter], Converter]:
-    """Register a function as the converter of the given ONNX op types."""
+def converter(*op_types: str, since: int = MIN_OPSET) -> Callable[[Converter], Converter]:
+    """Register a function as the converter of the given ONNX op types, which implements
+    their definitions in effect from opset `since` on."""
 
     def register(function: Converter) -> Converter:
         """Record function as the converter of every op type named."""
@@ -56,6 +86,8 @@ def converter(*op_types: str) -> Callable[[Converter], Converter]:
             if op_type in CONVERTERS:
                 raise ValueError(f"two converters for ONNX op {op_type}")
             CONVERTERS[op_type] = function
+            if since != MIN_OPSET:
+                OLDEST_OPSET[op_type] = since
         return function
 
     return register
@@ -78,7 +110,7 @@ class NodeContext:
     """One ONNX node as its converter sees it: its inputs (by position), its attributes
     (each read recorded), its opset, and the errors it raises."""
 
-    def __init__(self, proto: onnx.NodeProto, values: dict[str, Value], opset: int) -> None:
+    def __init__(self, proto: onnx.NodeProto, values: dict[str, Stored], opset: int) -> None:
         self.proto = proto
         self.op = proto.op_type
         self.name = proto.name or (proto.output[0] if proto.output else "")
@@ -104,11 +136,18 @@ class NodeContext:
         """Return whether input `index` is given (ONNX leaves optional inputs out or empty)."""
         return index < len(self.proto.input) and bool(self.proto.input[index])
 
-    def value(self, index: int) -> Value:
-        """Return input `index` as it was converted: a Tensor or a Known value."""
+    def stored(self, index: int) -> Stored:
+        """Return input `index` as it was stored, a floating-point initializer not yet made
+        a Variable."""
         if not self.has(index):
             raise self.error(f"input {index} is required")
         return self._values[self.proto.input[index]]
+
+    def value(self, index: int) -> Value:
+        """Return input `index` as it was converted: a Tensor (a floating-point initializer
+        as its Variable) or a Known value."""
+        value = self.stored(index)
+        return value.as_variable() if isinstance(value, Initializer) else value
 
     def values(self) -> list[Value]:
         """Return every given input."""
@@ -127,12 +166,12 @@ class NodeContext:
         input is not given. It must be known while the graph is built."""
         if not self.has(index):
             return None
-        value = self.value(index)
-        if isinstance(value, Known):
+        value = self.stored(index)
+        if isinstance(value, (Known, Initializer)):
             return value.array
         message = (
             f"input {index} ({what}, {self.proto.input[index]!r}) must be known when the graph "
-            "is built (a constant, an integer initializer or computed from shapes), since "
+            "is built (a constant, an initializer or computed from shapes), since "
             "graphc's shapes are fixed by the graph; it is computed from the model's inputs"
         )
         raise OnnxStaticValueError(str(self.error(message)), self.proto.input[index])

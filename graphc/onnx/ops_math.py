@@ -20,6 +20,36 @@ def _unary(function: Callable[[gc.Tensor], gc.Tensor]) -> Callable[[NodeContext]
     return lambda node: function(node.tensor(0))
 
 
+# Past this size, asinh(x) = log(2x) and acosh(x) = log(2x) to well within float64's rounding
+# (the next term is 1 / (4 x^2)), and x^2 may overflow; below it the forms are accurate.
+_LARGE = 2.0**28
+
+
+def _cathetus(x: gc.Tensor) -> gc.Tensor:
+    """Return sqrt(1 - x^2), accurate near |x| = 1 (1 - x is exact there); NaN past 1."""
+    return gc.sqrt((1.0 - x) * (1.0 + x))
+
+
+def _odd(x: gc.Tensor, function: Callable[[gc.Tensor], gc.Tensor]) -> gc.Tensor:
+    """Return an odd function from its values at |x| (where 1 - |x| is exact near 1)."""
+    result = function(gc.abs(x))
+    return gc.where(x < 0, -result, result)
+
+
+def _asinh(a: gc.Tensor) -> gc.Tensor:
+    """asinh(a) for a >= 0 as log1p(a + a^2 / (1 + sqrt(1 + a^2))): log1p keeps it accurate
+    near 0, where log(a + sqrt(a^2 + 1)) loses every digit."""
+    near = gc.log1p(a + a * a / (1.0 + gc.sqrt(1.0 + a * a)))
+    return gc.where(a > _LARGE, gc.log(a) + math.log(2.0), near)
+
+
+def _acosh(x: gc.Tensor) -> gc.Tensor:
+    """acosh(x) = log1p(t + sqrt(t * (x + 1))) with t = x - 1 (exact near 1); NaN below 1."""
+    t = x - 1.0
+    near = gc.log1p(t + gc.sqrt(t * (x + 1.0)))
+    return gc.where(x > _LARGE, gc.log(x) + math.log(2.0), near)
+
+
 UNARY: dict[str, Callable[[gc.Tensor], gc.Tensor]] = {
     "Abs": gc.abs,
     "Neg": gc.neg,
@@ -30,6 +60,11 @@ UNARY: dict[str, Callable[[gc.Tensor], gc.Tensor]] = {
     "Cos": gc.cos,
     "Tan": lambda x: gc.sin(x) / gc.cos(x),
     "Atan": lambda x: gc.atan2(x, gc.ones_like(x)),
+    "Asin": lambda x: gc.atan2(x, _cathetus(x)),
+    "Acos": lambda x: gc.atan2(_cathetus(x), x),
+    "Asinh": lambda x: _odd(x, _asinh),
+    "Acosh": _acosh,
+    "Atanh": lambda x: _odd(x, lambda a: gc.log1p(2.0 * a / (1.0 - a)) * 0.5),
     "Sinh": lambda x: (gc.expm1(x) - gc.expm1(-x)) * 0.5,
     "Cosh": lambda x: (gc.exp(x) + gc.exp(-x)) * 0.5,
     "Tanh": gc.tanh,
@@ -225,6 +260,17 @@ def prelu(node: NodeContext) -> gc.Tensor:
     """x where non-negative, slope * x elsewhere (slope broadcast)."""
     x, slope = node.tensor(0), node.tensor(1)
     return gc.where(x < 0, x * slope, x)
+
+
+@converter("Shrink")
+def shrink(node: NodeContext) -> gc.Tensor:
+    """x + bias below -lambd, x - bias above lambd, 0 between (an integer x is computed in
+    float64 and truncated back, as ONNX's reference does)."""
+    x = node.tensor(0)
+    lambd, bias = node.attr("lambd", 0.5), node.attr("bias", 0.0)
+    y = x if x.dtype.is_float else x.to(gc.float64)
+    shrunk = gc.where(y < -lambd, y + bias, gc.where(y > lambd, y - bias, gc.zeros_like(y)))
+    return shrunk.to(x.dtype)
 
 
 @converter("IsInf")

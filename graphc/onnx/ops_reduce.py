@@ -104,10 +104,11 @@ def hardmax(node: NodeContext) -> gc.Tensor:
     return (positions == x.argmax(axis, keepdim=True)).to(x.dtype)
 
 
-@converter("CumSum")
-def cumsum(node: NodeContext) -> gc.Tensor:
-    """The running sum along axis (from the end where reverse; without the current element
-    where exclusive), summed in order by a gc.scan, so the axis may be symbolic."""
+@converter("CumSum", "CumProd")
+def cumulative(node: NodeContext) -> gc.Tensor:
+    """The running sum or product along axis (from the end where reverse; without the
+    current element where exclusive), accumulated in order by a gc.scan, so the axis may be
+    symbolic."""
     x = node.tensor(0)
     axis = normalize_axes(node, node.ints(1, "axis") or [], x.ndim)
     if len(axis) != 1:
@@ -117,9 +118,12 @@ def cumsum(node: NodeContext) -> gc.Tensor:
     order = [axis[0], *(i for i in range(x.ndim) if i != axis[0])]
     moved = x.permute(*order)
 
+    product = node.op == "CumProd"
+
     def step(total: gc.Tensor, item: gc.Tensor) -> tuple[gc.Tensor, gc.Tensor]:
-        running = total + item
+        running = total * item if product else total + item
         return running, total if exclusive else running
 
-    _, sums = gc.scan(step, gc.zeros(moved.shape[1:], dtype=x.dtype), moved, reverse=bool(reverse))
-    return sums.permute(*np.argsort(order).tolist())
+    start = gc.full(moved.shape[1:], 1 if product else 0, dtype=x.dtype)
+    _, totals = gc.scan(step, start, moved, reverse=bool(reverse))
+    return totals.permute(*np.argsort(order).tolist())

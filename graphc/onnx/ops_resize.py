@@ -1,5 +1,6 @@
-"""The converter of ONNX's Resize: nearest, linear and cubic interpolation (with antialias),
-every coordinate_transformation_mode, nearest_mode and keep_aspect_ratio_policy, on any axes.
+"""The converters of ONNX's Resize: nearest, linear and cubic interpolation (with antialias),
+every coordinate_transformation_mode, nearest_mode and keep_aspect_ratio_policy, on any axes;
+and of Upsample, its deprecated predecessor (opsets 7 to 9), which is one of those Resizes.
 
 Resizing is separable: each resized axis is one pass, computed as ONNX's reference does. The
 taps of every output position (the neighbouring input indices, clamped to the edge) and their
@@ -11,6 +12,8 @@ weighted and summed, or for nearest a single gather, which copies values exactly
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,21 +32,40 @@ _COORDINATES = (
 _NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
+@dataclass(frozen=True, slots=True)
 class _Options:
-    """The node's interpolation options, read once: mode, coordinates, nearest_mode, the
-    cubic coefficient, exclude_outside and antialias."""
+    """The interpolation options: mode, coordinates, nearest_mode, the cubic coefficient,
+    exclude_outside and antialias; `float32` computes asymmetric coordinates in float32 (as
+    onnxruntime's Upsample does) rather than float64 (as ONNX's Resize reference does)."""
 
-    def __init__(self, node: NodeContext) -> None:
-        self.mode = node.require("mode", ("nearest", "linear", "cubic"), "nearest", "an ONNX mode")
-        self.coordinates = node.require(
-            "coordinate_transformation_mode", _COORDINATES, "half_pixel", ", ".join(_COORDINATES)
-        )
-        self.nearest = node.require("nearest_mode", _NEAREST, "round_prefer_floor", "an ONNX mode")
-        self.a = float(node.attr("cubic_coeff_a", -0.75))
-        self.exclude_outside = bool(node.require("exclude_outside", (0, 1), 0, "0 or 1"))
-        self.antialias = bool(node.require("antialias", (0, 1), 0, "0 or 1"))
-        if self.antialias and self.mode == "nearest":
+    mode: str
+    coordinates: str
+    nearest: str
+    a: float = -0.75
+    exclude_outside: bool = False
+    antialias: bool = False
+    float32: bool = False
+
+    @classmethod
+    def of(cls, node: NodeContext) -> _Options:
+        """Return a Resize node's options, read from its attributes."""
+        mode = node.require("mode", ("nearest", "linear", "cubic"), "nearest", "an ONNX mode")
+        antialias = bool(node.require("antialias", (0, 1), 0, "0 or 1"))
+        if antialias and mode == "nearest":
             raise node.unsupported("antialias", 1, "ONNX defines it for linear and cubic only")
+        return cls(
+            mode,
+            node.require(
+                "coordinate_transformation_mode",
+                _COORDINATES,
+                "half_pixel",
+                ", ".join(_COORDINATES),
+            ),
+            node.require("nearest_mode", _NEAREST, "round_prefer_floor", "an ONNX mode"),
+            float(node.attr("cubic_coeff_a", -0.75)),
+            bool(node.require("exclude_outside", (0, 1), 0, "0 or 1")),
+            antialias,
+        )
 
     def coefficients(self, ratio: float, scale: float) -> np.ndarray:
         """Return the tap weights at a position `ratio` in (0, 1] past its left neighbour."""
@@ -85,6 +107,8 @@ def _source(
     mode = options.coordinates
     if mode == "align_corners":
         return np.zeros(out_size) if full == 1 else y * (in_size - 1) / (full - 1)
+    if mode == "asymmetric" and options.float32:
+        return (y.astype(np.float32) / np.float32(scale)).astype(np.float64)
     if mode == "asymmetric":
         return y / scale
     if mode == "tf_crop_and_resize":
@@ -157,25 +181,75 @@ def _resample(
 def resize(node: NodeContext) -> gc.Tensor:
     """X resized to `sizes`, or by `scales`, along `axes` (every axis where not given)."""
     x = node.tensor(0)
-    options = _Options(node)
+    options = _Options.of(node)
     axes = normalize_axes(node, node.attr("axes") or range(x.ndim), x.ndim)
     policy = node.require(
         "keep_aspect_ratio_policy", ("stretch", "not_larger", "not_smaller"), "stretch", "a policy"
     )
     extrapolation = float(node.attr("extrapolation_value", 0.0))
-    if options.mode != "nearest" and not x.dtype.is_float:
-        raise node.error(f"{options.mode} interpolation of {x.dtype.name} is not supported")
+    in_sizes = _static_sizes(node, x, axes)
+    scales, sizes = _scales_and_sizes(node, in_sizes, policy)
+    roi = _roi(node, options, len(axes))
+    return _resize(node, x, axes, options, scales, sizes, roi, extrapolation)
+
+
+@converter("Upsample", since=7)
+def upsample(node: NodeContext) -> gc.Tensor:
+    """X enlarged by `scales` (an input at opset 9, an attribute before; deprecated from
+    opset 10, where the importer refuses it like onnx's checker), which is Resize
+    with asymmetric coordinates and nearest rounding down, as onnxruntime computes it."""
+    x = node.tensor(0)
+    mode = node.require("mode", ("nearest", "linear"), "nearest", "nearest or linear")
+    if node.opset < 9:
+        if node.has(1):
+            raise node.error("Upsample before opset 9 takes its scales as an attribute")
+        given = node.attr("scales")
+        scales = None if given is None else np.asarray(given)
+    else:
+        scales = node.static(1, "scales")
+    if scales is None or scales.shape != (x.ndim,):
+        raise node.error(f"scales must hold one factor per dim of the {x.ndim}-d input")
+    factors = scales.astype(np.float32)
+    if factors.min() < 1:
+        raise node.error(f"scales {factors.tolist()} must be at least 1 (Upsample enlarges)")
+    axes = list(range(x.ndim))
+    in_sizes = _static_sizes(node, x, axes)
+    # Sizes and coordinates in float32, as onnxruntime computes them (1.05 * 40 is 42).
+    sizes = [int(f * np.float32(n)) for f, n in zip(factors, in_sizes, strict=True)]
+    if sizes == in_sizes:  # onnxruntime copies the input then, whatever the scales
+        return x
+    options = _Options(mode, "asymmetric", "floor", float32=True)
+    rois = [(0.0, 1.0)] * x.ndim
+    return _resize(node, x, axes, options, factors.tolist(), sizes, rois, 0.0)
+
+
+def _static_sizes(node: NodeContext, x: gc.Tensor, axes: Sequence[int]) -> list[int]:
+    """Return the sizes of the resized axes, which must be static."""
     in_sizes: list[int] = []
     for axis in axes:
         size = x.shape[axis]
         if not isinstance(size, int):
             raise node.error(f"resizing the symbolic dim {size} is not supported")
         in_sizes.append(size)
-    scales, sizes = _scales_and_sizes(node, in_sizes, policy)
-    roi = _roi(node, options, len(axes))
+    return in_sizes
+
+
+def _resize(
+    node: NodeContext,
+    x: gc.Tensor,
+    axes: Sequence[int],
+    options: _Options,
+    scales: Sequence[float],
+    sizes: Sequence[int],
+    roi: Sequence[tuple[float, float]],
+    extrapolation: float,
+) -> gc.Tensor:
+    """Return x resampled along each of axes to its size, pass by pass."""
+    if options.mode != "nearest" and not x.dtype.is_float:
+        raise node.error(f"{options.mode} interpolation of {x.dtype.name} is not supported")
     outside_masks = []
     for i, axis in enumerate(axes):
-        if math.isclose(scales[i], 1.0) and sizes[i] == in_sizes[i] and roi[i] == (0.0, 1.0):
+        if math.isclose(scales[i], 1.0) and sizes[i] == x.shape[axis] and roi[i] == (0.0, 1.0):
             continue
         x, outside = _resample(x, axis, options, sizes[i], scales[i], roi[i])
         if outside is not None:

@@ -172,6 +172,25 @@ def gather_elements(node: NodeContext) -> gc.Tensor:
     return gc.gather(x, axis, gc.where(index < 0, index + size, index))
 
 
+@converter("ReverseSequence")
+def reverse_sequence(node: NodeContext) -> gc.Tensor:
+    """Each batch entry's first sequence_lens[b] steps along time_axis in reverse order, the
+    steps after them as they are: a gather along the time axis."""
+    x, lengths = node.tensor(0), node.tensor(1).to(gc.int64)
+    time, batch = normalize_axes(
+        node, [node.attr("time_axis", 0), node.attr("batch_axis", 1)], x.ndim
+    )
+    if time == batch:
+        raise node.error(f"time_axis and batch_axis are both {time}")
+
+    def along(values: gc.Tensor, axis: int) -> gc.Tensor:
+        return values.reshape(*(-1 if i == axis else 1 for i in range(x.ndim)))
+
+    steps, length = along(gc.arange(x.shape[time]), time), along(lengths, batch)
+    index = gc.where(steps < length, length - 1 - steps, steps)
+    return gc.gather(x, time, index.broadcast_to(x.shape))
+
+
 @converter("Expand")
 def expand(node: NodeContext) -> gc.Tensor:
     """x broadcast with the given shape (either side's 1s stretch, as numpy broadcasting)."""

@@ -19,7 +19,7 @@ import onnx
 import graphc as gc
 from graphc.dims import Dim, dim_add, dim_div, dim_mul, dim_prod, dims_equal
 from graphc.onnx.common import dtype_of
-from graphc.onnx.nodes import Known, NodeContext, Value
+from graphc.onnx.nodes import OLDEST_OPSET, Known, NodeContext, Value
 
 Fold = Callable[[NodeContext, list[np.ndarray]], np.ndarray]
 FOLDS: dict[str, Fold] = {}
@@ -48,11 +48,12 @@ def fold(node: NodeContext) -> list[Value] | None:
     if node.op == "Constant":
         return [_constant(node)]
     if node.op in ("Shape", "Size"):
-        source = node.value(0)
+        source = node.stored(0)  # an initializer's shape does not make it a Variable
         shape = source.shape if isinstance(source, gc.Tensor) else source.array.shape
         return [known(_shape_of(node, tuple(shape)), gc.int64)]
-    inputs = [v for v in node.values() if isinstance(v, Known)]
-    if node.op not in FOLDS or len(inputs) != len(node.values()):
+    given = [node.stored(i) for i in range(len(node)) if node.has(i)]
+    inputs = [v for v in given if isinstance(v, Known)]
+    if node.op not in FOLDS or len(inputs) != len(given):
         return None
     if any(v.dtype.is_float for v in inputs):
         return None
@@ -79,6 +80,10 @@ def _result_dtype(node: NodeContext, inputs: list[Known]) -> gc.DType:
 
 def _elem_type(array: np.ndarray) -> int:
     return onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+
+
+# Later versions of these only add attributes and element types: the folds read them all.
+OLDEST_OPSET.update(Constant=1, Shape=1, Size=1)
 
 
 def _constant(node: NodeContext) -> Known:
