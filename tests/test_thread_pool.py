@@ -1,6 +1,7 @@
 """The native thread pool runs every chunk of a job exactly once, on a thread number below the
 job's thread count, also when several Python threads submit jobs at once and in a forked
-child; a caller never waits for a worker that has not started."""
+child; a caller never waits for a worker that has not started. Kernels split over it give
+what one thread gives, bit for bit."""
 
 from __future__ import annotations
 
@@ -146,3 +147,47 @@ def test_flushed_denormals_are_zero_on_the_caller_and_on_workers(flushing, monke
     gc.set_flush_denormal(False)
     kept = f(tiny)
     assert (kept > 0).all() and np.allclose(kept, np.float32(1e-40), rtol=1e-2)
+
+
+def _compiled_on(threads: str, monkeypatch, build):
+    """Return build()'s inputs and outputs compiled with GRAPHC_NUM_THREADS=threads."""
+    import graphc as gc
+
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
+    inputs, outputs = build(gc)
+    return gc.compile(inputs, outputs, backend="llvm")
+
+
+def _split_workloads(gc):
+    """Kernels big enough to split over threads in the ways a split differs: a few channels'
+    sums over a batch of images (chunks of one element), row softmax (chunks of 64), and
+    matmuls split by columns (144 of them: four chunks per thread) and by rows (one each)."""
+    images = gc.input("images", ("B", 3, 28, 28))
+    rows = gc.input("rows", (333, 1000))
+    a = gc.input("a", (600, 700))
+    b = gc.input("b", (700, 144))
+    centred = images - images.mean(dim=(0, 2, 3), keepdim=True)
+    outputs = [
+        (centred * centred).sum(dim=(0, 2, 3)),
+        images.sum(dim=(0, 2, 3)),
+        gc.nn.functional.softmax(rows, dim=-1),
+        a.T @ a[:, :144],
+        a @ b,
+    ]
+    return [images, rows, a, b], outputs
+
+
+def test_kernels_split_over_threads_match_one_thread_bitwise(monkeypatch):
+    # Splitting a kernel's elements over threads never changes an element's order of sums.
+    rng = np.random.default_rng(0)
+    arrays = [
+        rng.standard_normal(shape).astype(np.float32)
+        for shape in ((64, 3, 28, 28), (333, 1000), (600, 700), (700, 144))
+    ]
+    one = _compiled_on("1", monkeypatch, _split_workloads)(*arrays)
+    two = _compiled_on("2", monkeypatch, _split_workloads)(*arrays)
+    for got, want in zip(two, one, strict=True):
+        assert np.array_equal(got, want)
+    images, rows, a, b = (x.astype(np.float64) for x in arrays)
+    np.testing.assert_allclose(two[1], images.sum(axis=(0, 2, 3)), rtol=1e-4)
+    np.testing.assert_allclose(two[4], a @ b, rtol=1e-4, atol=1e-3)

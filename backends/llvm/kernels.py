@@ -274,6 +274,63 @@ def loop_work(emitter: FunctionEmitter, kernel: k.LoopKernel, scope: Scope) -> i
     return _product(emitter.builder, [emitter.expr.index(d, scope) for d in kernel.domain])
 
 
+def loop_cost(emitter: FunctionEmitter, kernel: k.LoopKernel, scope: Scope) -> ir.Value | int:
+    """Return a loop kernel's rough cost per element of its domain: its IR nodes, and each
+    reduction's body times its length (per row where the kernel hoists it out of rows). An
+    int where there is no reduction, else a value of the call's sizes."""
+    reductions = outermost_reductions(store.value for store in kernel.stores)
+    nodes = sum(_nodes(store.value, stop_at_reduce=True) for store in kernel.stores)
+    if not reductions:
+        return max(1, nodes)
+    b = emitter.builder
+    index = emitter.expr.index
+    row = _row_length(emitter, kernel, scope)
+    cost: ir.Value = ir.Constant(I64, nodes)
+    for reduction in reductions:
+        length = _product(b, [index(extent, scope) for extent in reduction.extents])
+        work = b.mul(length, ir.Constant(I64, _nodes(reduction.body, stop_at_reduce=False)))
+        if _per_row(kernel, reduction):
+            work = b.sdiv(work, row)
+        cost = b.add(cost, work)
+    return cost
+
+
+def loop_grain(emitter: FunctionEmitter, kernel: k.LoopKernel, scope: Scope) -> ir.Value | None:
+    """Return what a loop kernel with reductions splits its range in multiples of: whole rows
+    where it computes a reduction once per row (a row split in two would compute it twice,
+    and its elements could round differently from one thread's), else single elements (each
+    one reduces many values); None for a kernel without reductions."""
+    reductions = outermost_reductions(store.value for store in kernel.stores)
+    if not reductions:
+        return None
+    if any(_per_row(kernel, reduction) for reduction in reductions):
+        return _row_length(emitter, kernel, scope)
+    return ir.Constant(I64, 1)
+
+
+def _per_row(kernel: k.LoopKernel, reduction: k.Reduce) -> bool:
+    """Return whether a loop kernel computes a reduction once per row (it does not read the
+    innermost variable)."""
+    return bool(kernel.vars) and kernel.vars[-1] not in k.free_vars(reduction)
+
+
+def _row_length(emitter: FunctionEmitter, kernel: k.LoopKernel, scope: Scope) -> ir.Value:
+    """Return the elements of one row of a loop kernel's domain (at least 1)."""
+    b = emitter.builder
+    if not kernel.domain:
+        return ir.Constant(I64, 1)
+    inner = emitter.expr.index(kernel.domain[-1], scope)
+    return b.select(b.icmp_signed(">", inner, ir.Constant(I64, 0)), inner, ir.Constant(I64, 1))
+
+
+def _nodes(expr, stop_at_reduce: bool) -> int:
+    """Return the IR nodes of an expression; a Reduce counts one when stop_at_reduce, else its
+    body counts 16 (nested reductions are rare and short)."""
+    if isinstance(expr, k.Reduce):
+        return 1 if stop_at_reduce else 16 + _nodes(expr.body, stop_at_reduce)
+    return 1 + sum(_nodes(child, stop_at_reduce) for child in k.children(expr))
+
+
 def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
     """Emit a loop kernel: rows of the domain, row-invariant reductions hoisted out of rows."""
     fe = FunctionEmitter(ctx, kernel.name, buffers=sorted(k.buffers_used(kernel)))

@@ -17,7 +17,8 @@ PARALLEL_THRESHOLD = 1 << 20
 # Chunks per thread: more let the caller take over a late worker's share; fewer repeat less
 # per-chunk work.
 CHUNKS_PER_THREAD = 4
-# Chunks are a multiple of this many elements, so vector loops stay whole.
+# Chunks are a multiple of this many elements, so vector loops stay whole (kernels with
+# reductions split in whole rows or single elements instead, see kernels.loop_grain).
 CHUNK_GRAIN = 64
 # The record each chunk reads: table, sizes, error, work range, kernel, chunk size.
 RECORD_TYPE = ir.LiteralStructType(
@@ -30,17 +31,18 @@ RECORD_TYPE = ir.LiteralStructType(
         I64,
     ]
 )
-_RUN_ARGS = ("kernel", "table", "sizes", "error", "total", "amount", "threads", "chunks")
+_RUN_ARGS = ("kernel", "table", "sizes", "error", "total", "amount", "threads", "chunks", "grain")
 
 
 class Work(NamedTuple):
-    """A kernel's work range [0, total), its cost per element, and whether each chunk of the
+    """A kernel's work range [0, total), its cost per element, whether each chunk of the
     range repeats work (a matmul packs one operand whole in every chunk: all of B for a block
-    of rows, all of A for a block of columns)."""
+    of rows, all of A for a block of columns), and the multiple chunks are made of."""
 
     total: ir.Value
     cost: ir.Value | int
     repeats_per_chunk: bool = False
+    grain: ir.Value | int = CHUNK_GRAIN
 
 
 def chunk_task(module: ir.Module) -> ir.Function:
@@ -77,19 +79,24 @@ def emit_run(
     PARALLEL_THRESHOLD, hand it to the pool in chunks (through the module's one `graphc_run`,
     so a call site is one call, not a copy of the split)."""
     b = entry.builder
-    total, cost, repeats_per_chunk = work
+    total, cost, repeats_per_chunk, grain = work
     if threads is None or (isinstance(cost, int) and cost == 0):
         zero = ir.Constant(I64, 0)
         b.call(function, [table, sizes, error, zero, total, zero])
         return
-    amount = b.mul(total, ir.Constant(I64, cost) if isinstance(cost, int) else cost)
-    chunks = ir.Constant(I64, CHUNKS_PER_THREAD)
+    amount = b.mul(total, _value(cost))
+    chunks = _value(CHUNKS_PER_THREAD)
     if repeats_per_chunk:
         chunks = _fewest_even_chunks(b, total, threads)
     b.call(
         run_task(entry.ctx.module),
-        [function, table, sizes, error, total, amount, threads, chunks],
+        [function, table, sizes, error, total, amount, threads, chunks, _value(grain)],
     )
+
+
+def _value(value: ir.Value | int) -> ir.Value:
+    """Return an i64 value: an int as a constant."""
+    return ir.Constant(I64, value) if isinstance(value, int) else value
 
 
 def _fewest_even_chunks(b: ir.IRBuilder, total: ir.Value, threads: ir.Value) -> ir.Value:
@@ -104,27 +111,27 @@ def _fewest_even_chunks(b: ir.IRBuilder, total: ir.Value, threads: ir.Value) -> 
 
 
 def run_task(module: ir.Module) -> ir.Function:
-    """Return `void graphc_run(kernel, table, sizes, error, total, amount, threads, chunks)`:
-    run the kernel over [0, total) on this thread, or in `chunks` chunks per thread over the
-    pool when `amount` (its work times a cost per element) reaches PARALLEL_THRESHOLD and
-    there is more than one thread.
+    """Return `void graphc_run(kernel, table, sizes, error, total, amount, threads, chunks,
+    grain)`: run the kernel over [0, total) on this thread, or over the pool in `chunks`
+    chunks per thread, each a multiple of `grain` elements, when `amount` (its work times a
+    cost per element) reaches PARALLEL_THRESHOLD and there is more than one thread.
     Kept out of line: inlined, it would repeat the split at every kernel's call."""
     name = "graphc_run"
     if name in module.globals:
         return module.globals[name]
-    arguments = [KERNEL_TYPE.as_pointer(), *KERNEL_TYPE.args[:3], I64, I64, I64, I64]
+    arguments = [KERNEL_TYPE.as_pointer(), *KERNEL_TYPE.args[:3], I64, I64, I64, I64, I64]
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), arguments), name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     for arg, label in zip(fn.args, _RUN_ARGS, strict=True):
         arg.name = label
-    kernel, table, sizes, error, total, amount, threads, chunks_per_thread = fn.args
+    kernel, table, sizes, error, total, amount, threads, chunks_per_thread, grain = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     big = b.icmp_signed(">=", amount, ir.Constant(I64, PARALLEL_THRESHOLD))
     wide = b.and_(big, b.icmp_signed(">", threads, ir.Constant(I64, 1)))
     with b.if_else(wide) as (pooled, alone):
         with pooled:
-            size = _chunk_size(b, total, b.mul(threads, chunks_per_thread))
+            size = _chunk_size(b, total, b.mul(threads, chunks_per_thread), grain)
             chunks = b.sdiv(b.add(total, b.sub(size, ir.Constant(I64, 1))), size)
             record = b.alloca(RECORD_TYPE)
             fields = (table, sizes, error, total, kernel, size)
@@ -141,8 +148,8 @@ def run_task(module: ir.Module) -> ir.Function:
     return fn
 
 
-def _chunk_size(b: ir.IRBuilder, total: ir.Value, pieces: ir.Value) -> ir.Value:
-    """Return ceil(total / pieces) rounded up to CHUNK_GRAIN."""
-    size = b.sdiv(b.add(total, b.sub(pieces, ir.Constant(I64, 1))), pieces)
-    grain = ir.Constant(I64, CHUNK_GRAIN)
-    return b.mul(b.sdiv(b.add(size, ir.Constant(I64, CHUNK_GRAIN - 1)), grain), grain)
+def _chunk_size(b: ir.IRBuilder, total: ir.Value, pieces: ir.Value, grain: ir.Value) -> ir.Value:
+    """Return ceil(total / pieces) rounded up to a multiple of grain."""
+    one = ir.Constant(I64, 1)
+    size = b.sdiv(b.add(total, b.sub(pieces, one)), pieces)
+    return b.mul(b.sdiv(b.add(size, b.sub(grain, one)), grain), grain)

@@ -26,10 +26,12 @@ from graphc.backends.llvm.kernels import (
     emit_loop_kernel,
     emit_matmul_kernel,
     emit_scatter_kernel,
+    loop_cost,
+    loop_grain,
     loop_work,
     matmul_work,
 )
-from graphc.backends.llvm.parallel import Work, emit_run
+from graphc.backends.llvm.parallel import CHUNK_GRAIN, Work, emit_run
 from graphc.backends.llvm.scan import emit_scan_kernel
 from graphc.backends.llvm.sharing import SharedBodies
 from graphc.dtypes import float32
@@ -167,8 +169,7 @@ def _kernel_functions(
 ) -> list[KernelCall]:
     scope = Scope()
     if isinstance(kernel, k.LoopKernel):
-        function = shared.function(kernel, emit_loop_kernel)
-        return [(function, Work(loop_work(entry, kernel, scope), _cost(kernel)))]
+        return [_loop_call(entry, kernel, shared.function(kernel, emit_loop_kernel))]
     if isinstance(kernel, k.MatmulKernel):
         if ctx.gemm is None:
             raise NotImplementedError("matmul needs the GEMM micro-kernel")
@@ -181,24 +182,22 @@ def _kernel_functions(
         if kernel.epilogue is not None:
             epilogue = kernel.epilogue
             functions.append(
-                (
-                    shared.function(epilogue, emit_loop_kernel),
-                    Work(loop_work(entry, epilogue, scope), _cost(epilogue)),
-                )
+                _loop_call(entry, epilogue, shared.function(epilogue, emit_loop_kernel))
             )
         return functions
     function = shared.function(kernel, emit_scatter_kernel)
     return [(function, Work(ir.Constant(I64, 1), 0))]
 
 
-def _cost(kernel: k.LoopKernel) -> int:
-    """Return a rough per-element cost: IR nodes, with each reduction counted 16 times."""
-
-    def size(expr) -> int:
-        own = 16 if isinstance(expr, k.Reduce) else 1
-        return own + sum(size(child) for child in k.children(expr))
-
-    return max(1, sum(size(store.value) for store in kernel.stores))
+def _loop_call(entry: FunctionEmitter, kernel: k.LoopKernel, function: ir.Function) -> KernelCall:
+    """Return a loop kernel's call: its work range, its cost per element (reductions at their
+    length) and the grain of its chunks (see loop_grain: 16 channels' sums over a batch of
+    images split over threads, rather than as one chunk of 64)."""
+    scope = Scope()
+    total = loop_work(entry, kernel, scope)
+    cost = loop_cost(entry, kernel, scope)
+    grain = loop_grain(entry, kernel, scope)
+    return function, Work(total, cost, grain=CHUNK_GRAIN if grain is None else grain)
 
 
 def _commit(entry: FunctionEmitter, program: KernelProgram) -> None:
