@@ -160,12 +160,14 @@ def _compiled_on(threads: str, monkeypatch, build):
 
 def _split_workloads(gc):
     """Kernels big enough to split over threads in the ways a split differs: a few channels'
-    sums over a batch of images (chunks of one element), row softmax (chunks of 64), and
-    matmuls split by columns (144 of them: four chunks per thread) and by rows (one each)."""
+    sums over a batch of images (chunks of one element), row softmax (chunks of whole rows),
+    and matmuls split by columns (144 of them: four chunks per thread), by rows (one each),
+    and 16 rows over a depth of 20000 (chunks of 8 rows)."""
     images = gc.input("images", ("B", 3, 28, 28))
     rows = gc.input("rows", (333, 1000))
     a = gc.input("a", (600, 700))
     b = gc.input("b", (700, 144))
+    deep = gc.input("deep", (16, 20000))
     centred = images - images.mean(dim=(0, 2, 3), keepdim=True)
     outputs = [
         (centred * centred).sum(dim=(0, 2, 3)),
@@ -173,8 +175,9 @@ def _split_workloads(gc):
         gc.nn.functional.softmax(rows, dim=-1),
         a.T @ a[:, :144],
         a @ b,
+        deep @ deep[:9].T,
     ]
-    return [images, rows, a, b], outputs
+    return [images, rows, a, b, deep], outputs
 
 
 def test_kernels_split_over_threads_match_one_thread_bitwise(monkeypatch):
@@ -182,12 +185,13 @@ def test_kernels_split_over_threads_match_one_thread_bitwise(monkeypatch):
     rng = np.random.default_rng(0)
     arrays = [
         rng.standard_normal(shape).astype(np.float32)
-        for shape in ((64, 3, 28, 28), (333, 1000), (600, 700), (700, 144))
+        for shape in ((64, 3, 28, 28), (333, 1000), (600, 700), (700, 144), (16, 20000))
     ]
     one = _compiled_on("1", monkeypatch, _split_workloads)(*arrays)
     two = _compiled_on("2", monkeypatch, _split_workloads)(*arrays)
     for got, want in zip(two, one, strict=True):
         assert np.array_equal(got, want)
-    images, rows, a, b = (x.astype(np.float64) for x in arrays)
+    images, rows, a, b, deep = (x.astype(np.float64) for x in arrays)
     np.testing.assert_allclose(two[1], images.sum(axis=(0, 2, 3)), rtol=1e-4)
     np.testing.assert_allclose(two[4], a @ b, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(two[5], deep @ deep[:9].T, rtol=1e-4, atol=1e-2)

@@ -20,6 +20,8 @@ CHUNKS_PER_THREAD = 4
 # Chunks are a multiple of this many elements, so vector loops stay whole (kernels with
 # reductions split in whole rows or single elements instead, see kernels.loop_grain).
 CHUNK_GRAIN = 64
+# The grain of a matmul whose range is shorter than CHUNK_GRAIN.
+SHORT_GRAIN = 8
 # The record each chunk reads: table, sizes, error, work range, kernel, chunk size.
 RECORD_TYPE = ir.LiteralStructType(
     [
@@ -85,12 +87,12 @@ def emit_run(
         b.call(function, [table, sizes, error, zero, total, zero])
         return
     amount = b.mul(total, _value(cost))
-    chunks = _value(CHUNKS_PER_THREAD)
+    chunks, grain = _value(CHUNKS_PER_THREAD), _value(grain)
     if repeats_per_chunk:
-        chunks = _fewest_even_chunks(b, total, threads)
+        chunks, grain = _matmul_split(b, total, threads)
     b.call(
         run_task(entry.ctx.module),
-        [function, table, sizes, error, total, amount, threads, chunks, _value(grain)],
+        [function, table, sizes, error, total, amount, threads, chunks, grain],
     )
 
 
@@ -99,15 +101,20 @@ def _value(value: ir.Value | int) -> ir.Value:
     return ir.Constant(I64, value) if isinstance(value, int) else value
 
 
-def _fewest_even_chunks(b: ir.IRBuilder, total: ir.Value, threads: ir.Value) -> ir.Value:
-    """Return the chunks per thread of work that repeats per chunk: one where the range has
-    two grains per thread (so one chunk each stays even), else CHUNKS_PER_THREAD (the 144
-    columns of a convolution's weight gradient split 64 + 64 + 16, not 128 + 16). On 2
-    threads this took an LSTM training step from 36.6 to 32.6 ms, a Transformer block's from
-    23.2 to 19.7, and 32 x 1024 @ 1024 x 256 from 95 to 82 us."""
-    even = ir.Constant(I64, 2 * CHUNK_GRAIN)
-    long_range = b.icmp_signed(">=", total, b.mul(threads, even))
-    return b.select(long_range, ir.Constant(I64, 1), ir.Constant(I64, CHUNKS_PER_THREAD))
+def _matmul_split(b: ir.IRBuilder, total: ir.Value, threads: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """Return the chunks per thread and the grain of work that repeats per chunk (a matmul's
+    packing): one chunk per thread where the range has two grains per thread, so one chunk
+    each stays even (on 2 threads this took an LSTM training step from 36.6 to 32.6 ms, a
+    Transformer block's from 23.2 to 19.7, and 32 x 1024 @ 1024 x 256 from 95 to 82 us);
+    one chunk per thread of SHORT_GRAIN rows or columns where the range is shorter than one
+    grain (a convolution's weight gradient, 16 x 9 over a depth of 100k, ran on one thread);
+    else CHUNKS_PER_THREAD (144 columns split 64 + 64 + 16, not 128 + 16)."""
+    grain = ir.Constant(I64, CHUNK_GRAIN)
+    long_range = b.icmp_signed(">=", total, b.mul(threads, ir.Constant(I64, 2 * CHUNK_GRAIN)))
+    short_range = b.icmp_signed("<", total, grain)
+    one_each = b.or_(long_range, short_range)
+    chunks = b.select(one_each, ir.Constant(I64, 1), ir.Constant(I64, CHUNKS_PER_THREAD))
+    return chunks, b.select(short_range, ir.Constant(I64, SHORT_GRAIN), grain)
 
 
 def run_task(module: ir.Module) -> ir.Function:
