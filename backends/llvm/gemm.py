@@ -70,8 +70,8 @@ def gemm_function(
     plan = gemm_plan(dtype, target, narrow)
     if plan.name in module.globals:
         return module.globals[plan.name]
-    micro_kernel = _emit_micro_kernel(module, plan)
-    macro_kernel = _emit_macro_kernel(module, plan, micro_kernel)
+    micro_kernels = (_emit_micro_kernel(module, plan, strided) for strided in (False, True))
+    macro_kernel = _emit_macro_kernel(module, plan, *micro_kernels)
     pack_a = _emit_pack_a(module, plan)
     pack_b = _emit_pack_b(module, plan)
     dot, rows = emit_dot(module, plan), emit_rows(module, plan)
@@ -314,32 +314,54 @@ def _pack_a_partial(e: Emitter, kc: ir.Value, rows: ir.Value, a: Matrix, dest: i
 # --- kernels ------------------------------------------------------------------------------------
 
 
-def _emit_micro_kernel(module: ir.Module, plan: GemmPlan) -> ir.Function:
-    """Emit the micro-kernel: C[mr, nr] (+)= A panel @ B panel with the tile in registers."""
+def _emit_micro_kernel(module: ir.Module, plan: GemmPlan, strided: bool) -> ir.Function:
+    """Emit the micro-kernel: C[mr, nr] (+)= A panel @ B panel with the tile in registers.
+
+    With strided, A is read where it lies (see _emit_driver: a product of one column panel
+    reads each element of A once, so packing it would only copy it): A[i, k] at
+    a[i * a_row_stride + k * a_col_stride], rows past mr reading row mr - 1 again (never
+    stored)."""
     signature = (
         "i64 kc, ptr noalias a_panel, ptr noalias b_panel, ptr noalias c, i64 c_row_stride,"
         " i64 mr, i64 nr, i1 beta"
     )
-    fn, e = define_function(module, plan, f"{plan.name}_micro_kernel", signature)
-    kc, a_panel, b_panel, c, c_row_stride, mr, nr, beta = fn.args
+    suffix = "_strided" if strided else ""
+    if strided:
+        signature += ", i64 a_row_stride, i64 a_col_stride"
+    fn, e = define_function(module, plan, f"{plan.name}_micro_kernel{suffix}", signature)
+    kc, a_panel, b_panel, c, c_row_stride, mr, nr, beta = fn.args[:8]
+    if strided:
+        a_row_stride, a_col_stride = fn.args[8:]
+        last_row = e.builder.sub(mr, e.const(1), name="last_row")
+        rows = [
+            e.builder.mul(e.min(e.const(i), last_row, name=f"a_row{i}"), a_row_stride)
+            for i in range(plan.mr)
+        ]
+        column_step: ir.Value = a_col_stride
+    else:
+        rows = [e.const(i) for i in range(plan.mr)]
+        column_step = e.const(plan.mr)
     zero = ir.Constant(plan.vector, None)
     tile = [(f"c{i}_{v}", zero) for i in range(plan.mr) for v in range(plan.vectors)]
 
+    def update(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+        a_column = e.builder.mul(k, column_step, name="a_col")
+        a_elements = [
+            e.element(a_panel, e.builder.add(a_column, row, name="a_at"), "a") for row in rows
+        ]
+        return _rank1_update(e, a_elements, b_panel, k, acc)
+
     def unrolled(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
         for u in range(plan.unroll):
-            k_u = e.builder.add(k, e.const(u), name=f"k{u}") if u else k
-            acc = _rank1_update(e, a_panel, b_panel, k_u, acc)
+            acc = update(e.builder.add(k, e.const(u), name=f"k{u}") if u else k, acc)
         return acc
-
-    def single(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
-        return _rank1_update(e, a_panel, b_panel, k, acc)
 
     _prefetch_tile(e, c, c_row_stride, mr)
     k_rest = e.builder.srem(kc, e.const(plan.unroll), name="k_rest")
     k_main = e.builder.sub(kc, k_rest, name="k_main")
     acc = e.loop("k", 0, k_main, plan.unroll, unrolled, tile)
     tail = [(f"{name}.tail", value) for (name, _), value in zip(tile, acc, strict=True)]
-    acc = e.loop("k_tail", k_main, kc, 1, single, tail)
+    acc = e.loop("k_tail", k_main, kc, 1, update, tail)
     _store_tile(e, acc, c, c_row_stride, mr, nr, beta)
     e.builder.ret_void()
     return fn
@@ -359,9 +381,10 @@ def _prefetch_tile(e: Emitter, c: ir.Value, c_row_stride: ir.Value, mr: ir.Value
 
 
 def _rank1_update(
-    e: Emitter, a_panel: ir.Value, b_panel: ir.Value, k: ir.Value, acc: list[ir.Value]
+    e: Emitter, a_elements: list[ir.Value], b_panel: ir.Value, k: ir.Value, acc: list[ir.Value]
 ) -> list[ir.Value]:
-    """Emit tile += A[:, k] (outer) B[k, :] and return the new accumulators (row-major order)."""
+    """Emit tile += A[:, k] (outer) B[k, :], A[:, k] at the MR pointers a_elements, and return
+    the new accumulators (row-major order)."""
     plan = e.plan
     b_row = e.builder.mul(k, e.const(plan.nr), name="b_row")
     b_vecs = []
@@ -369,11 +392,9 @@ def _rank1_update(
         b_at = e.builder.add(b_row, e.const(v * plan.lanes), name="b_at")
         ptr = e.vector_at(b_panel, b_at, "b")
         b_vecs.append(e.builder.load(ptr, name=f"b{v}", align=plan.vector_align, typ=plan.vector))
-    a_col = e.builder.mul(k, e.const(plan.mr), name="a_col")
     out = []
-    for i in range(plan.mr):
-        a_at = e.builder.add(a_col, e.const(i), name="a_at")
-        a_elem = e.builder.load(e.element(a_panel, a_at, "a"), name=f"a{i}.elem", typ=plan.scalar)
+    for i, a_pointer in enumerate(a_elements):
+        a_elem = e.builder.load(a_pointer, name=f"a{i}.elem", typ=plan.scalar)
         a_value = e.splat(a_elem, name=f"a{i}")
         for v, b_vec in enumerate(b_vecs):
             out.append(e.fma(a_value, b_vec, acc[i * plan.vectors + v], name=f"c{i}_{v}"))
@@ -414,32 +435,43 @@ def _store_tile(
     b.position_at_end(done)
 
 
-def _emit_macro_kernel(module: ir.Module, plan: GemmPlan, micro_kernel: ir.Function) -> ir.Function:
-    """Emit the macro-kernel: sweep micro-tiles over packed A[mc, kc] and packed B[kc, nc]."""
+def _emit_macro_kernel(
+    module: ir.Module, plan: GemmPlan, micro_kernel: ir.Function, strided_kernel: ir.Function
+) -> ir.Function:
+    """Emit the macro-kernel: sweep micro-tiles over A[mc, kc] and packed B[kc, nc], with A
+    packed at a, or where it lies (strides a_row_stride, a_col_stride) when a_unpacked."""
     signature = (
-        "i64 mc, i64 nc, i64 kc, ptr noalias a_packed, ptr noalias b_packed, ptr noalias c,"
-        " i64 c_row_stride, i1 beta"
+        "i64 mc, i64 nc, i64 kc, ptr noalias a, ptr noalias b_packed, ptr noalias c,"
+        " i64 c_row_stride, i1 beta, i64 a_row_stride, i64 a_col_stride, i1 a_unpacked"
     )
     fn, e = define_function(module, plan, f"{plan.name}_macro_kernel", signature)
-    mc, nc, kc, a_packed, b_packed, c_ptr, c_row_stride, beta = fn.args
+    mc, nc, kc, a_ptr, b_packed, c_ptr, c_row_stride, beta = fn.args[:8]
+    a_row_stride, a_col_stride, a_unpacked = fn.args[8:]
     c = Matrix(c_ptr, c_row_stride, e.const(1))
+    irb = e.builder
 
     def column_panel(jr: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
-        nr = e.min(e.builder.sub(nc, jr), plan.nr, name="nr")
-        b_panel = e.element(b_packed, e.builder.mul(jr, kc), name="b_panel")
+        nr = e.min(irb.sub(nc, jr), plan.nr, name="nr")
+        b_panel = e.element(b_packed, irb.mul(jr, kc), name="b_panel")
 
         def row_panel(ir_start: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
-            mr = e.min(e.builder.sub(mc, ir_start), plan.mr, name="mr")
-            a_panel = e.element(a_packed, e.builder.mul(ir_start, kc), name="a_panel")
+            mr = e.min(irb.sub(mc, ir_start), plan.mr, name="mr")
             c_tile = c.block(e, ir_start, jr, name="c_tile").ptr
-            e.builder.call(micro_kernel, [kc, a_panel, b_panel, c_tile, c_row_stride, mr, nr, beta])
+            arguments = [b_panel, c_tile, c_row_stride, mr, nr, beta]
+            with irb.if_else(a_unpacked) as (unpacked, packed):
+                with unpacked:
+                    a_rows = e.element(a_ptr, irb.mul(ir_start, a_row_stride), name="a_rows")
+                    irb.call(strided_kernel, [kc, a_rows, *arguments, a_row_stride, a_col_stride])
+                with packed:
+                    a_panel = e.element(a_ptr, irb.mul(ir_start, kc), name="a_panel")
+                    irb.call(micro_kernel, [kc, a_panel, *arguments])
             return []
 
         e.loop("ir", 0, mc, plan.mr, row_panel)
         return []
 
     e.loop("jr", 0, nc, plan.nr, column_panel)
-    e.builder.ret_void()
+    irb.ret_void()
     return fn
 
 
@@ -554,6 +586,9 @@ def _emit_driver(
 
     def column_block(jc: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
         nc = e.min(irb.sub(n, jc), plan.nc, name="nc")
+        # One column panel reads each element of A once: packing A would only copy it (the
+        # im2col rows of a convolution with 32 channels, twice over), so A is read in place.
+        one_panel = irb.icmp_signed("<=", nc, e.const(plan.nr), name="one_panel")
 
         def depth_block(pc: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
             kc = e.min(irb.sub(k, pc), plan.kc, name="kc")
@@ -574,9 +609,14 @@ def _emit_driver(
             def row_block(ic: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
                 mc = e.min(irb.sub(m, ic), plan.mc, name="mc")
                 a_block = a.block(e, ic, pc, name="a_block")
-                irb.call(pack_a, [mc, kc, *a_block, a_packed])
+                with irb.if_then(irb.not_(one_panel)):
+                    irb.call(pack_a, [mc, kc, *a_block, a_packed])
+                a_source = irb.select(one_panel, a_block.ptr, a_packed, name="a_source")
                 c_block = c.block(e, ic, jc, name="c_block").ptr
-                irb.call(macro_kernel, [mc, nc, kc, a_packed, b_packed, c_block, c_rs, beta])
+                strides = [a_block.row_stride, a_block.col_stride, one_panel]
+                irb.call(
+                    macro_kernel, [mc, nc, kc, a_source, b_packed, c_block, c_rs, beta, *strides]
+                )
                 return []
 
             e.loop("ic", 0, m, plan.mc, row_block)
