@@ -15,6 +15,7 @@ llvm = pytest.importorskip("llvmlite.binding")
 ir = pytest.importorskip("llvmlite.ir")
 
 from graphc.backends.llvm import gemm  # noqa: E402
+from graphc.backends.llvm.gemm_dot import DOT_MAX_SIDE  # noqa: E402
 from graphc.backends.llvm.target import (  # noqa: E402
     CpuTarget,
     can_execute,
@@ -515,8 +516,8 @@ def test_compiled_matmuls_with_few_columns_call_the_narrow_plan(
     monkeypatch: pytest.MonkeyPatch, threads: str, columns: int
 ) -> None:
     """A batched product of constant N within the narrow tile (attention's heads) calls the
-    narrow GEMM, transposed operands and row blocks split over threads included; wider N does
-    not. Both match numpy."""
+    narrow GEMM, transposed operands and row blocks split over threads included; wider N, or
+    N for the skinny paths, does not. Both match numpy."""
     import graphc as gc
 
     monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
@@ -533,5 +534,6 @@ def test_compiled_matmuls_with_few_columns_call_the_narrow_plan(
     want = x.astype(np.float64) @ y.astype(np.float64).transpose(0, 2, 1)
     np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(back, x.transpose(0, 2, 1) @ want, rtol=1e-4, atol=2e-2)
-    uses_narrow = narrow != gemm.gemm_plan("f32") and columns <= narrow.nr
+    fits = DOT_MAX_SIDE < columns <= narrow.nr
+    uses_narrow = narrow != gemm.gemm_plan("f32") and fits
     assert (narrow.name in function.llvm_ir()) == uses_narrow

@@ -30,7 +30,7 @@ from graphc.backends.llvm.expressions import (
     register_type,
 )
 from graphc.backends.llvm.gemm import PACK_B, PACKED_B, SKINNY, gemm_plan
-from graphc.backends.llvm.gemm_dot import is_small
+from graphc.backends.llvm.gemm_dot import DOT_MAX_SIDE, is_small
 from graphc.dtypes import DType, bool_
 from graphc.errors import CompileError
 
@@ -579,11 +579,14 @@ def matmul_work(
 
 def narrow_gemm(kernel: k.MatmulKernel) -> bool:
     """Return whether a matmul calls the narrow plan's GEMM: its columns are a constant that
-    fits the narrow tile but not half the other, and no B packed for the other waits for it."""
+    fits the narrow tile, and no B packed for the other plan waits for it. Products of at
+    most DOT_MAX_SIDE columns take the skinny paths, which gain less from the narrow tile
+    than compiling its GEMM costs (0.3 s, once per machine), so they keep the other plan."""
     if kernel.packed_b is not None or not isinstance(kernel.n, k.IConst):
         return False
     narrow = gemm_plan(kernel.dtype.short, narrow=True)
-    return narrow != gemm_plan(kernel.dtype.short) and kernel.n.value <= narrow.nr
+    fits = DOT_MAX_SIDE < kernel.n.value <= narrow.nr
+    return fits and narrow != gemm_plan(kernel.dtype.short)
 
 
 def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Function:
