@@ -95,8 +95,9 @@ def gemm_plan(dtype: str, target: CpuTarget | None = None, narrow: bool = False)
 
 # The narrow plan, for products with few columns (attention's heads of 32): its tile has
 # NARROW_ROWS times the rows and as many times fewer vectors per row, the same registers.
-# A 6 x 64 f32 tile on 32 columns computes half its lanes for nothing: 64 x 128 @ 128 x 32,
-# 64 times, measured 53 GFLOP/s with it and 100 with 12 x 32 on AVX-512.
+# A 6 x 64 f32 tile on 32 columns computes half its lanes for nothing: 64 x (128 x 128 @
+# 128 x 32) measured 53 GFLOP/s with it and 77-81 with 12 x 32 on AVX-512 (with A read in
+# place, see gemm._emit_driver, 118-125).
 NARROW_ROWS = 2
 
 

@@ -274,38 +274,35 @@ def loop_work(emitter: FunctionEmitter, kernel: k.LoopKernel, scope: Scope) -> i
     return _product(emitter.builder, [emitter.expr.index(d, scope) for d in kernel.domain])
 
 
-def loop_cost(emitter: FunctionEmitter, kernel: k.LoopKernel, scope: Scope) -> ir.Value | int:
-    """Return a loop kernel's rough cost per element of its domain: its IR nodes, and each
-    reduction's body times its length (per row where the kernel hoists it out of rows). An
-    int where there is no reduction, else a value of the call's sizes."""
+def loop_split(
+    emitter: FunctionEmitter, kernel: k.LoopKernel, scope: Scope
+) -> tuple[ir.Value | int, ir.Value | None]:
+    """Return a loop kernel's rough cost per element of its domain and the grain it splits
+    its range in over threads.
+
+    The cost is its IR nodes plus each reduction's body times its length (per row where the
+    kernel hoists the reduction out of rows): an int where there is no reduction, else a
+    value of the call's sizes. The grain is None (the default) without reductions; whole
+    rows where a reduction is computed once per row (a row split in two would compute it
+    twice, and its elements could round differently from one thread's); else single
+    elements, each of which reduces many values."""
     reductions = outermost_reductions(store.value for store in kernel.stores)
     nodes = sum(_nodes(store.value, stop_at_reduce=True) for store in kernel.stores)
     if not reductions:
-        return max(1, nodes)
+        return max(1, nodes), None
     b = emitter.builder
     index = emitter.expr.index
     row = _row_length(emitter, kernel, scope)
     cost: ir.Value = ir.Constant(I64, nodes)
+    grain: ir.Value = ir.Constant(I64, 1)
     for reduction in reductions:
         length = _product(b, [index(extent, scope) for extent in reduction.extents])
         work = b.mul(length, ir.Constant(I64, _nodes(reduction.body, stop_at_reduce=False)))
         if _per_row(kernel, reduction):
             work = b.sdiv(work, row)
+            grain = row
         cost = b.add(cost, work)
-    return cost
-
-
-def loop_grain(emitter: FunctionEmitter, kernel: k.LoopKernel, scope: Scope) -> ir.Value | None:
-    """Return what a loop kernel with reductions splits its range in multiples of: whole rows
-    where it computes a reduction once per row (a row split in two would compute it twice,
-    and its elements could round differently from one thread's), else single elements (each
-    one reduces many values); None for a kernel without reductions."""
-    reductions = outermost_reductions(store.value for store in kernel.stores)
-    if not reductions:
-        return None
-    if any(_per_row(kernel, reduction) for reduction in reductions):
-        return _row_length(emitter, kernel, scope)
-    return ir.Constant(I64, 1)
+    return cost, grain
 
 
 def _per_row(kernel: k.LoopKernel, reduction: k.Reduce) -> bool:

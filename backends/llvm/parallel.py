@@ -18,7 +18,7 @@ PARALLEL_THRESHOLD = 1 << 20
 # per-chunk work.
 CHUNKS_PER_THREAD = 4
 # Chunks are a multiple of this many elements, so vector loops stay whole (kernels with
-# reductions split in whole rows or single elements instead, see kernels.loop_grain).
+# reductions split in whole rows or single elements instead, see kernels.loop_split).
 CHUNK_GRAIN = 64
 # The grain of a matmul whose range is shorter than CHUNK_GRAIN.
 SHORT_GRAIN = 8

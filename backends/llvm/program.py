@@ -26,8 +26,7 @@ from graphc.backends.llvm.kernels import (
     emit_loop_kernel,
     emit_matmul_kernel,
     emit_scatter_kernel,
-    loop_cost,
-    loop_grain,
+    loop_split,
     loop_work,
     matmul_work,
 )
@@ -191,12 +190,11 @@ def _kernel_functions(
 
 def _loop_call(entry: FunctionEmitter, kernel: k.LoopKernel, function: ir.Function) -> KernelCall:
     """Return a loop kernel's call: its work range, its cost per element (reductions at their
-    length) and the grain of its chunks (see loop_grain: 16 channels' sums over a batch of
+    length) and the grain of its chunks (see loop_split: 16 channels' sums over a batch of
     images split over threads, rather than as one chunk of 64)."""
     scope = Scope()
+    cost, grain = loop_split(entry, kernel, scope)
     total = loop_work(entry, kernel, scope)
-    cost = loop_cost(entry, kernel, scope)
-    grain = loop_grain(entry, kernel, scope)
     return function, Work(total, cost, grain=CHUNK_GRAIN if grain is None else grain)
 
 
