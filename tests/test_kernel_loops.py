@@ -253,3 +253,49 @@ def test_only_reductions_down_columns_swap_their_loops():
     assert swapped(lambda x: x.sum(dim=0))
     assert not swapped(lambda x: x.sum(dim=1))  # along rows: the loop reads contiguously
     assert not swapped(lambda x: x.T.sum(dim=0))  # a transposed read is not unit stride
+
+
+def _loop_kernels(function) -> list[k.LoopKernel]:
+    return [kn for kn in function._executable.program.kernels if isinstance(kn, k.LoopKernel)]
+
+
+def test_only_reads_across_rows_run_in_tiles():
+    from graphc.backends.kernel.transposes import reads_across_rows
+
+    def tiled(make, shape=(100, 300)) -> bool:
+        x = gc.input("x", shape)
+        f = gc.compile([x], [make(x)], backend="llvm")
+        return any(reads_across_rows(kernel) for kernel in _loop_kernels(f))
+
+    assert tiled(lambda x: x.T * 2)
+    assert tiled(lambda x: x.T + x[:1].T)  # one transposed operand is enough
+    assert not tiled(lambda x: x * 2)  # along rows
+    assert not tiled(lambda x: x.T * 2, (20, 100))  # rows of 20 read 20 lines at most
+    assert not tiled(lambda x: x.T.sum(dim=1))  # a reduction keeps its own loops
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+@pytest.mark.parametrize(
+    "shape, perm",
+    [
+        ((37, 100), (1, 0)),
+        ((100, 37), (1, 0)),
+        ((3, 50, 41), (0, 2, 1)),
+        ((6, 33, 2, 70), (3, 2, 0, 1)),
+        ((300, 1001), (1, 0)),  # large enough to split over threads
+        ((4, 333, 257), (0, 2, 1)),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_tiles_match_numpy(monkeypatch, rng, threads, shape, perm, dtype):
+    """Transposes run TILE_ROWS x TILE_COLUMNS tiles (kernels._emit_row_tiles): partial tiles
+    at both edges, outer indices carried across a tile, chunks over threads that start
+    mid-row, with an elementwise operand read along rows: bitwise against numpy."""
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
+    x = gc.input("x", shape, dtype)
+    out_shape = tuple(shape[p] for p in perm)
+    y = gc.input("y", out_shape, dtype)
+    f = gc.compile([x, y], [x.permute(*perm) * 2 + y], backend="llvm")
+    xv = rng.standard_normal(shape).astype(dtype)
+    yv = rng.standard_normal(out_shape).astype(dtype)
+    np.testing.assert_array_equal(f(xv, yv), xv.transpose(perm) * 2 + yv)
