@@ -142,8 +142,14 @@ def train(
     opt = optim.Adam(model.parameters(), lr=args.lr)
     scheduler = CosineAnnealingLR(opt, T_max=args.steps, eta_min=args.lr / 10)
     started = time.perf_counter()
-    step = gc.compile([ids, targets], [loss], updates=opt.minimize(loss, max_grad_norm=1.0))
-    print(f"compiled the training step in {time.perf_counter() - started:.1f} s")
+    step = gc.compile(
+        [ids, targets],
+        [loss],
+        updates=opt.minimize(loss, max_grad_norm=1.0),
+        backend=args.backend,
+    )
+    seconds = time.perf_counter() - started
+    print(f"compiled the training step on {args.backend!r} in {seconds:.1f} s")
 
     rng = np.random.default_rng(args.seed)
     losses = []
@@ -159,12 +165,13 @@ def train(
     return losses
 
 
-def perplexity(model: nn.Module, data: np.ndarray, vocab: int, length: int) -> float:
+def perplexity(model: nn.Module, data: np.ndarray, vocab: int, length: int, backend: str) -> float:
     """Return exp(mean cross-entropy) of predicting data from its prefix, cut into
     consecutive windows of `length` characters (each read from a fresh start)."""
     ids = gc.input("ids", ("B", "T"), gc.int64)
     targets = gc.input("targets", ("B", "T"), gc.int64)
-    evaluate = gc.compile([ids, targets], [sequence_loss(model, ids, targets, vocab)])
+    loss = sequence_loss(model, ids, targets, vocab)
+    evaluate = gc.compile([ids, targets], [loss], backend=backend)
     windows = (len(data) - 1) // length
     starts = np.arange(windows) * length
     rows = starts[:, None] + np.arange(length)
@@ -182,7 +189,12 @@ def choose(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> 
 
 
 def sample_lstm(
-    model: CharLSTM, prompt: np.ndarray, count: int, temperature: float, rng: np.random.Generator
+    model: CharLSTM,
+    prompt: np.ndarray,
+    count: int,
+    temperature: float,
+    rng: np.random.Generator,
+    backend: str,
 ) -> tuple[list[int], set[int]]:
     """Return `count` ids generated after prompt, and the sequence lengths the sampler was
     called with: one compiled Function reads the prompt in one call, then one character per
@@ -192,7 +204,7 @@ def sample_lstm(
     h0 = gc.input("h0", (lstm.num_layers, 1, lstm.hidden_size))
     c0 = gc.input("c0", (lstm.num_layers, 1, lstm.hidden_size))
     logits, (h, c) = model(ids, (h0, c0))
-    forward = gc.compile([ids, h0, c0], [logits[0, -1], h, c])
+    forward = gc.compile([ids, h0, c0], [logits[0, -1], h, c], backend=backend)
     state = [np.zeros((lstm.num_layers, 1, lstm.hidden_size), np.float32)] * 2
     generated, lengths = [], set()
     feed = prompt
@@ -211,12 +223,13 @@ def sample_transformer(
     temperature: float,
     context: int,
     rng: np.random.Generator,
+    backend: str,
 ) -> tuple[list[int], set[int]]:
     """Return `count` ids generated after prompt, and the sequence lengths the sampler was
     called with: one compiled Function reads the last `context` ids (fewer at first) and
     gives the scores of the next one."""
     ids = gc.input("ids", (1, "T"), gc.int64)
-    forward = gc.compile([ids], [model(ids)[0, -1]])
+    forward = gc.compile([ids], [model(ids)[0, -1]], backend=backend)
     text, lengths = list(prompt), set()
     for _ in range(count):
         window = np.array(text[-context:], dtype=np.int64)
@@ -245,6 +258,7 @@ def main() -> None:
     parser.add_argument("--sample-len", type=int, default=300)
     parser.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="llvm", choices=gc.available_backends())
     args = parser.parse_args()
     defaults = {"lstm": (300, 1e-2, 1, 128), "transformer": (300, 6e-3, 2, args.seq_len)}
     for name, value in zip(
@@ -273,16 +287,18 @@ def main() -> None:
     print(f"training loss: {np.mean(head):.3f} -> {np.mean(tail):.3f}")
 
     model.eval()
-    value = perplexity(model, val_ids, len(vocabulary), args.eval_len)
+    value = perplexity(model, val_ids, len(vocabulary), args.eval_len, args.backend)
     print(f"validation perplexity: {value:.2f}")
 
     rng = np.random.default_rng(args.seed)
     prompt = vocabulary.encode(args.prompt)
     if args.model == "lstm":
-        generated, lengths = sample_lstm(model, prompt, args.sample_len, args.temperature, rng)
+        generated, lengths = sample_lstm(
+            model, prompt, args.sample_len, args.temperature, rng, args.backend
+        )
     else:
         generated, lengths = sample_transformer(
-            model, prompt, args.sample_len, args.temperature, args.seq_len, rng
+            model, prompt, args.sample_len, args.temperature, args.seq_len, rng, args.backend
         )
     print(
         f"sample (temperature {args.temperature}; one compiled forward for "

@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--save", metavar="PATH", help="write the trained weights here (.npz)")
+    parser.add_argument("--backend", default="llvm", choices=gc.available_backends())
     args = parser.parse_args()
 
     dist.init()
@@ -52,7 +53,8 @@ def main() -> None:
     loss = nn.CrossEntropyLoss()(model(x), y)
     opt = optim.Adam(model.parameters(), lr=args.lr)
     # Each rank's gradient counts by its share of the batch (the last batch splits unevenly).
-    step = gc.compile([x, y], [loss], updates=opt.minimize(loss, weight=x.shape[0]))
+    updates = opt.minimize(loss, weight=x.shape[0])
+    step = gc.compile([x, y], [loss], updates=updates, backend=args.backend)
 
     rng = np.random.default_rng(0)  # the same shuffles on every rank
     samples, started, last = 0, time.perf_counter(), float("nan")
@@ -67,7 +69,8 @@ def main() -> None:
     shares = dist.world().comm.allgather(last) if size > 1 else [last]
     if rank == 0:
         print(f"final loss: {np.mean(shares):.4f} (mean over {size} ranks' last shards)")
-        print(f"test accuracy: {accuracy(model, x_test, y_test, 'llvm'):.1%} on {len(x_test)}")
+        correct = accuracy(model, x_test, y_test, args.backend)
+        print(f"test accuracy: {correct:.1%} on {len(x_test)}")
     if args.save:
         gc.save(model.state_dict(), args.save)  # rank 0 writes
         if rank == 0:

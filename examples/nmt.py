@@ -223,8 +223,10 @@ def train(model: NMT, held_out: set[bytes], args: argparse.Namespace) -> list[fl
         [source, lengths, decoder_in, decoder_out],
         [loss],
         updates=opt.minimize(loss, max_grad_norm=1.0),
+        backend=args.backend,
     )
-    print(f"compiled the training step in {time.perf_counter() - started:.1f} s")
+    seconds = time.perf_counter() - started
+    print(f"compiled the training step on {args.backend!r} in {seconds:.1f} s")
 
     trained = list(range(args.min_len, args.max_len + 1))
     rng = np.random.default_rng(args.seed)
@@ -263,6 +265,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4, help="translations to print")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="llvm", choices=gc.available_backends())
     args = parser.parse_args()
     if not 1 <= args.min_len <= args.max_len:
         parser.error("need 1 <= --min-len <= --max-len")
@@ -288,7 +291,8 @@ def main() -> None:
 
     source = gc.input("source", ("B", "S"), gc.int64)
     lengths = gc.input("lengths", ("B",), gc.int64)
-    translator = gc.compile([source, lengths], [model.greedy(source, lengths)])
+    translated = model.greedy(source, lengths)
+    translator = gc.compile([source, lengths], [translated], backend=args.backend)
     # Every test sentence, of every length, in one padded batch.
     everything = [sentence for sentences in test.values() for sentence in sentences]
     sizes = np.array([len(sentence) for sentence in everything], dtype=np.int64)

@@ -61,13 +61,16 @@ def to_onnx(module: torch.nn.Module, row: tuple[int, ...]) -> bytes:
     return buffer.getvalue()
 
 
-def fine_tune(model: graphc.onnx.OnnxModel, images, labels, steps: int, lr: float) -> list[float]:
+def fine_tune(
+    model: graphc.onnx.OnnxModel, images, labels, steps: int, lr: float, backend: str
+) -> list[float]:
     """Train every Variable of an imported model with Adam; return the loss of each step."""
     (x,) = model.inputs
     y = gc.input("labels", ("batch",), gc.int64)
     loss = nn.CrossEntropyLoss()(model.outputs[0], y)
     parameters = list(model.variables.values())
-    step = gc.compile([x, y], [loss], updates=optim.Adam(parameters, lr=lr).minimize(loss))
+    updates = optim.Adam(parameters, lr=lr).minimize(loss)
+    step = gc.compile([x, y], [loss], updates=updates, backend=backend)
     return [float(step(images, labels)) for _ in range(steps)]
 
 
@@ -76,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--backend", default="llvm", choices=gc.available_backends())
     args = parser.parse_args()
 
     x_train, y_train, x_test, y_test = load_digits(flat=False)
@@ -85,12 +89,12 @@ def main() -> None:
         model = graphc.onnx.load(to_onnx(module, row))
         print(f"{name}: inputs {model.inputs}, {len(model.variables)} Variables")
 
-        predict = model.compile()
+        predict = model.compile(args.backend)
         with torch.no_grad():
             want = module(torch.from_numpy(x_test)).numpy()
         print(f"{name}: max |graphc - PyTorch| = {np.abs(predict(x_test) - want).max():.2e}")
 
-        losses = fine_tune(model, batch, y_train[:256], args.steps, args.lr)
+        losses = fine_tune(model, batch, y_train[:256], args.steps, args.lr, args.backend)
         accuracy = (predict(x_test).argmax(1) == y_test).mean()
         print(
             f"{name}: fine-tuned loss {losses[0]:.3f} -> {losses[-1]:.3f}, "

@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="llvm", choices=gc.available_backends())
     args = parser.parse_args()
     if any(length % 2 for length in [*args.lengths, args.unseen_length]):
         parser.error("lengths must be even (as many '(' as ')')")
@@ -90,8 +91,11 @@ def main() -> None:
     loss = nn.CrossEntropyLoss()(model(ids), labels)
     opt = optim.Adam(model.parameters(), lr=args.lr)
     started = time.perf_counter()
-    step = gc.compile([ids, labels], [loss], updates=opt.minimize(loss, max_grad_norm=1.0))
-    print(f"compiled the training step in {time.perf_counter() - started:.1f} s")
+    step = gc.compile(
+        [ids, labels], [loss], updates=opt.minimize(loss, max_grad_norm=1.0), backend=args.backend
+    )
+    seconds = time.perf_counter() - started
+    print(f"compiled the training step on {args.backend!r} in {seconds:.1f} s")
 
     rng = np.random.default_rng(args.seed)
     losses = []
@@ -104,7 +108,7 @@ def main() -> None:
     print(f"training loss: {np.mean(losses[:20]):.3f} -> {np.mean(losses[-20:]):.3f}")
 
     model.eval()
-    predict = gc.compile([ids], [model(ids).argmax(dim=1)])
+    predict = gc.compile([ids], [model(ids).argmax(dim=1)], backend=args.backend)
     for length in [*args.lengths, args.unseen_length]:
         strings, truth = make_batch(1000, length, np.random.default_rng(10_000 + length))
         accuracy = float((predict(strings) == truth).mean())

@@ -273,6 +273,7 @@ def test_without_a_gpu_the_backend_says_why(monkeypatch, emulator):
     [
         ("word_window.py", ["--epochs", "5"], "held-out word accuracy"),
         ("mlp.py", ["--epochs", "3"], "test accuracy"),
+        ("cnn.py", ["--epochs", "1"], "test accuracy"),
     ],
 )
 def test_the_examples_train_on_cuda(driver, script, arguments, label):

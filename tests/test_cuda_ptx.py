@@ -1,6 +1,7 @@
 """The CUDA backend's PTX: what LLVM may not see, and ptxas assembling the kernels of the op
-table and of a training step for sm_80 and sm_90 (a representative part of the table by
-default, all of it with --cuda-full). No GPU or emulator is needed."""
+table and of training steps for sm_80 and sm_90 (a representative part of the table by
+default, all of it with --cuda-full), each kernel within the registers and shared memory its
+launch may use. No GPU or emulator is needed."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from op_table import OP_TABLE, OpCase
 
 import graphc as gc
 from graphc import nn
-from graphc.backends.cuda.program import cuda_program
+from graphc.backends.cuda.dialect import DeviceDialect
+from graphc.backends.cuda.launches import every_launch
+from graphc.backends.cuda.program import CudaProgram, cuda_program
 from graphc.backends.cuda.ptx import assemble, check_ptx, compile_ptx, find_ptxas
 from graphc.backends.kernel import ir as k
 from graphc.compiler import build_graph
@@ -23,6 +26,9 @@ from graphc.passes import optimize
 ARCHS = ("sm_80", "sm_90")
 # The most static shared memory a block may use without opting in to more.
 SHARED_LIMIT = 48 * 1024
+# The most registers a thread may have, and a block's threads together (sm_80 and sm_90).
+THREAD_REGISTERS = 255
+BLOCK_REGISTERS = 65536
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -65,27 +71,54 @@ def test_an_undefined_function_left_in_the_ptx_is_an_error():
         check_ptx(ptx + "\n.extern .func  (.param .b32 r) __nv_expf\n(\n.param .b32 x\n);\n")
 
 
+def _block_sizes(program: CudaProgram, cublas_epilogues: bool) -> dict[str, int]:
+    """Return the threads per block each kernel of the program is launched with, by symbol."""
+    _, launches = program.module(DeviceDialect, cublas_epilogues)
+    return {launch.symbol: launch.block for launch in every_launch(launches)}
+
+
+def _resources(report: str) -> dict[str, tuple[int, int]]:
+    """Return (registers per thread, bytes of shared memory) of each entry in ptxas's -v
+    report, by name. Spill stores and loads are allowed: they cost speed, not correctness."""
+    pieces = re.split(r"Compiling entry function '([^']+)'", report)
+    used = {}
+    for name, section in zip(pieces[1::2], pieces[2::2], strict=True):
+        registers = re.search(r"Used (\d+) registers", section)
+        assert registers is not None, section
+        shared = re.search(r"(\d+) bytes smem", section)
+        used[name] = (int(registers[1]), int(shared[1]) if shared else 0)
+    return used
+
+
 def _assembled(graph, ptxas: str, cublas_epilogues: bool = False) -> int:
     """Assemble graph's kernels (with the matmul epilogues cuBLAS calls use, if asked) for
-    every arch; return how many kernels there are."""
+    every arch, checking that ptxas compiled exactly the kernels the program launches, each
+    within the registers and shared memory of its launch; return how many there are."""
     program = cuda_program(graph)
-    kernels = 0
+    blocks = _block_sizes(program, cublas_epilogues)
     for arch in ARCHS:
-        ptx = program.ptx(arch, cublas_epilogues)
-        assert ".extern" not in ptx.ptx
-        report = assemble(ptx.ptx, arch, ptxas)
-        shared = [int(n) for n in re.findall(r"(\d+) bytes smem", report)]
-        assert all(n <= SHARED_LIMIT for n in shared), report
-        kernels = ptx.ptx.count(".entry")
-        assert len(re.findall(r"Compiling entry function", report)) == kernels, report
-    return kernels
+        ptx = program.ptx(arch, cublas_epilogues).ptx
+        assert ".extern" not in ptx
+        report = assemble(ptx, arch, ptxas)
+        used = _resources(report)
+        assert used.keys() == blocks.keys(), report
+        for symbol, (registers, shared) in used.items():
+            assert registers <= THREAD_REGISTERS, f"{symbol} on {arch}: {registers} registers"
+            assert registers * blocks[symbol] <= BLOCK_REGISTERS, (
+                f"{symbol} on {arch}: {registers} registers x {blocks[symbol]} threads"
+            )
+            assert shared <= SHARED_LIMIT, f"{symbol} on {arch}: {shared} bytes of shared memory"
+    return len(blocks)
 
 
 def test_op_table_kernels_assemble(case: OpCase, ptxas: str) -> None:
+    """ptxas compiles exactly the kernels the entry's program launches, however many: some
+    entries optimise to none at all (a cast to the same dtype, floor of an int, a constant
+    second derivative), and then the module it assembles is empty."""
     inputs = case.make_inputs()
     outputs = case.fn(*inputs)
     outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
-    assert _assembled(optimize(build_graph(inputs, outputs)), ptxas) >= 1
+    _assembled(optimize(build_graph(inputs, outputs)), ptxas)
 
 
 def test_a_training_step_assembles(ptxas: str) -> None:
@@ -98,6 +131,20 @@ def test_a_training_step_assembles(ptxas: str) -> None:
     assert plain > 5
     # The forward Linear + ReLU matmul's epilogue, as a kernel of its own for cuBLAS calls.
     assert _assembled(graph, ptxas, cublas_epilogues=True) > plain
+
+
+def test_the_parity_models_training_steps_assemble(ptxas: str) -> None:
+    """The Adam steps of the models test_training_parity.py trains against PyTorch: an MLP,
+    the word-window classifier, a CNN with BatchNorm and a decoder with ConvTranspose2d."""
+    parity = pytest.importorskip("test_training_parity")  # needs torch for its twin models
+    for name, case in parity.CASES.items():
+        model = case.build(nn)
+        x = gc.input("x", case.x_shape, case.x_dtype)
+        y = gc.input("y", case.y_shape, case.y_dtype)
+        loss = case.graphc_loss(model(x), y)
+        opt = parity.OPTIMIZERS["adam"][0](model.parameters())
+        graph = optimize(build_graph([x, y], [loss], opt.minimize(loss)))
+        assert _assembled(graph, ptxas) > 5, name
 
 
 def _loop_names(program) -> list[str]:

@@ -22,6 +22,8 @@ from graphc.errors import CompileError
 
 _MULTIPROCESSORS = 16  # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
 _MAJOR, _MINOR = 75, 76  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
+_MEMORY_CLOCK_KHZ = 36  # CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE
+_MEMORY_BUS_BITS = 37  # CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH
 _ERROR_LOG, _ERROR_LOG_SIZE = 5, 6  # CU_JIT_ERROR_LOG_BUFFER / _SIZE_BYTES
 _LOG_BYTES = 16384
 # Architectures LLVM's NVPTX target knows; a device gets the newest not above its own.
@@ -140,6 +142,12 @@ class CudaDriver:
 
     def device_name(self) -> str:
         return self._device_name
+
+    def peak_bandwidth(self) -> float:
+        """Return the device memory's peak bandwidth in bytes per second, from its clock and
+        bus width (two transfers per clock, as for the DDR and HBM memories of GPUs)."""
+        clock_hz = 1e3 * self._attribute(_MEMORY_CLOCK_KHZ)
+        return 2 * clock_hz * self._attribute(_MEMORY_BUS_BITS) / 8
 
     def arch(self) -> str:
         usable = [arch for arch in KNOWN_ARCHS if arch <= self._capability]
