@@ -6,7 +6,9 @@ windows of x (`im2col`, (C, kH, kW, N, OH, OW), one buffer) are a (G, D, N*L) ma
 image's columns side by side, so each product is one GEMM per group however small the images:
 
 - conv2d(x, w): w seen as (G, O/G, D) times the windows gives (G, O/G, N*L), the output with
-  its batch and channel dims swapped, which its readers undo as index arithmetic.
+  its batch and channel dims swapped, which its readers undo as index arithmetic. With one
+  group of 25-64 output channels the product is the other way round, windows^T @ w^T, giving
+  the output channels last (`windows_on_the_left`).
 - conv2d_weight_grad(x, gy): the windows times gy seen as (G, N*L, O/G), transposed: the sum
   over the batch is part of the contraction. Forward and weight gradient build the same
   `im2col` node, which CSE merges, so a training step gathers each layer's windows once.
@@ -36,6 +38,11 @@ from graphc.ops.registry import make_node
 from graphc.passes.rewrite import Tier, node_rewrite, run_tier
 
 _WINDOW = ("stride", "padding", "dilation")
+# Output channels of a convolution whose product puts the windows on the left (see
+# windows_on_the_left): above the widest product the GEMM's skinny paths take, and at most
+# one column tile of the AVX-512 plans (6 x 64, and 12 x 32 for at most 32 columns).
+DOT_SIDE = 24
+ONE_PANEL = 64
 _UNIT_WINDOW = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
 
 
@@ -161,14 +168,34 @@ class _Builder:
         return self.reshape(w, g.groups, g.out_channels // g.groups, g.depth)
 
 
+def windows_on_the_left(geometry: Geometry) -> bool:
+    """Return True where conv2d's product is better computed as windows^T @ weights^T: one
+    group whose output channels are more than the GEMM's skinny paths take (DOT_SIDE) and at
+    most one tile of columns wide (ONE_PANEL). The GEMM then reads the windows where they lie
+    instead of packing them, and the output comes out channels last (its readers transpose it
+    in tiles)."""
+    return (
+        geometry.groups == 1
+        and not geometry.pointwise
+        and DOT_SIDE < geometry.out_channels <= ONE_PANEL
+    )
+
+
 @node_rewrite("conv2d")
 def conv2d_as_gemm(node: Node) -> Node | None:
-    """conv2d(x, w) -> weights(w) @ windows(x)."""
+    """conv2d(x, w) -> weights(w) @ windows(x), or (windows(x)^T @ weights(w)^T)^T."""
     x, w = node.inputs
     geometry = _geometry(x.type.shape, w.type.shape, node.type.shape[2:], node.attrs)
     if not as_gemm(geometry):
         return None
     build = _Builder(node, geometry)
+    if windows_on_the_left(geometry):
+        windows, weights = build.windows(x), build.weights(w)
+        product = build("matmul", [build.transpose(windows), build.transpose(weights)])
+        n, channels, height, width = node.type.shape
+        pixels = build.reshape(product, n, height * width, channels)
+        channels_first = build.permute(pixels, 0, 2, 1)
+        return build.named(build.reshape(channels_first, *node.type.shape))
     product = build("matmul", [build.weights(w), build.windows(x)])
     return build.named(build.image(product, node.type.shape))
 

@@ -55,6 +55,10 @@ GRID = [
     Conv("pointwise_groups", (2, 8, 5, 4), (6, 4, 1, 1), groups=2),
     Conv("pointwise_stride2", (2, 4, 7, 7), (5, 4, 1, 1), stride=2),
     Conv("single_tap", (2, 3, 5, 5), (6, 1, 1, 1), groups=3, as_gemm=False),
+    # 25-64 output channels in one group: the forward is windows^T @ weights^T.
+    Conv("channels_last", (2, 3, 9, 9), (32, 3, 3, 3), padding=1),
+    Conv("channels_last_64_stride2", (2, 5, 8, 9), (64, 5, 3, 3), stride=2, padding=1),
+    Conv("channels_last_25", (1, 2, 7, 7), (25, 2, 3, 3), padding=(1, 0), dilation=(1, 2)),
 ]
 NAMED = {conv.name: conv for conv in GRID}
 
@@ -133,6 +137,28 @@ def test_convolutions_run_in_matmul_kernels(conv: Conv) -> None:
         assert len(with_convolution) == 3 and not matmuls, kernels
 
 
+@pytest.mark.parametrize(
+    "name, swapped",
+    [
+        ("channels_last", True),
+        ("channels_last_64_stride2", True),
+        ("channels_last_25", True),
+        ("first_layer", False),  # 16 channels: the skinny paths' width
+        ("groups2", False),
+        ("same_3x3", False),
+    ],
+)
+def test_forward_products_of_25_to_64_channels_put_the_windows_on_the_left(
+    name: str, swapped: bool
+) -> None:
+    conv = NAMED[name]
+    x = gc.input("x", ("B", *conv.x[1:]))
+    y = F.conv2d(x, gc.Variable(np.ones(conv.w, np.float32)), **conv.options)
+    function = gc.compile([x], [y], backend="llvm")
+    (product,) = [node for _, nodes in function.kernels() for node in nodes if node.op == "matmul"]
+    assert (product.type.shape[-1] == conv.w[0]) == swapped, product
+
+
 def test_a_pointwise_convolution_is_a_plain_matmul() -> None:
     kernels = _ops_by_kernel(_compiled_conv(NAMED["pointwise"], "llvm"))
     assert not [ops for ops in kernels if ops & {"im2col", "col2im"}], kernels
@@ -142,7 +168,8 @@ def test_forward_and_weight_gradient_gather_the_windows_once() -> None:
     """Two 3x3 layers trained: one im2col of each layer's input serves its forward product and
     its weight gradient."""
     x = gc.input("x", ("B", 1, 8, 8))
-    w1, w2 = gc.Variable(np.ones((4, 1, 3, 3), np.float32)), gc.Variable(np.ones((8, 4, 3, 3)))
+    # The second layer's 32 channels put its windows on the left of the forward product.
+    w1, w2 = gc.Variable(np.ones((4, 1, 3, 3), np.float32)), gc.Variable(np.ones((32, 4, 3, 3)))
     h = F.conv2d(x, w1, padding=1).relu()
     loss = F.conv2d(h, w2.to(gc.float32), padding=1).square().mean()
     function = gc.compile([x], [loss, *gc.grad(loss, [w1, w2])], backend="llvm")
