@@ -37,6 +37,15 @@ ACCUMULATE = 1
 SKINNY = 2
 PACKED_B = 4  # B is already packed whole at packed_b (by a call with PACK_B)
 PACK_B = 8  # only pack all of B into packed_b
+# A column block of one panel reads A where it lies (each element of A is used once, so
+# packing would only copy it), and so does a block of at most IN_PLACE_PANELS panels when A's
+# rows are contiguous. Packing A pays for itself over many panels (1024 x 1024 x 1024 f32:
+# 167 GFLOP/s packed, 155 in place); over a few it is mostly a copy. One thread, AVX-512:
+# 2048 x 512 @ 512 x N went 142 -> 170 GFLOP/s at N = 128, 150 -> 171 at 192, 153 -> 165 at
+# 256; the AVX2 plan (16-column panels) 82-86 -> 100 at N = 48 and 64. A transposed A (a
+# weight gradient's dY.T) read in place over several panels steps a whole column per k in
+# every row: 2048 x 512 @ 512 x 256 went 133 -> 88, so it is packed.
+IN_PLACE_PANELS = 4
 
 
 def gemm_function(
@@ -317,8 +326,8 @@ def _pack_a_partial(e: Emitter, kc: ir.Value, rows: ir.Value, a: Matrix, dest: i
 def _emit_micro_kernel(module: ir.Module, plan: GemmPlan, strided: bool) -> ir.Function:
     """Emit the micro-kernel: C[mr, nr] (+)= A panel @ B panel with the tile in registers.
 
-    With strided, A is read where it lies (see _emit_driver: a product of one column panel
-    reads each element of A once, so packing it would only copy it): A[i, k] at
+    With strided, A is read where it lies (see IN_PLACE_PANELS: a product of a few column
+    panels uses each element of A a few times, so packing it is mostly a copy): A[i, k] at
     a[i * a_row_stride + k * a_col_stride], rows past mr reading row mr - 1 again (never
     stored)."""
     signature = (
@@ -584,11 +593,15 @@ def _emit_driver(
     # K = 0 still makes one depth block (of depth 0), so C is overwritten with zeros.
     k_end = irb.select(irb.icmp_signed(">", k, e.const(0)), k, e.const(1), name="k_end")
 
+    a_rows_contiguous = irb.icmp_signed("==", a.col_stride, e.const(1), name="a_rows_contiguous")
+
     def column_block(jc: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
         nc = e.min(irb.sub(n, jc), plan.nc, name="nc")
-        # One column panel reads each element of A once: packing A would only copy it (the
-        # im2col rows of a convolution with 32 channels, twice over), so A is read in place.
+        few_panels = irb.icmp_signed(
+            "<=", nc, e.const(IN_PLACE_PANELS * plan.nr), name="few_panels"
+        )
         one_panel = irb.icmp_signed("<=", nc, e.const(plan.nr), name="one_panel")
+        in_place = irb.or_(one_panel, irb.and_(few_panels, a_rows_contiguous), name="a_in_place")
 
         def depth_block(pc: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
             kc = e.min(irb.sub(k, pc), plan.kc, name="kc")
@@ -609,11 +622,11 @@ def _emit_driver(
             def row_block(ic: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
                 mc = e.min(irb.sub(m, ic), plan.mc, name="mc")
                 a_block = a.block(e, ic, pc, name="a_block")
-                with irb.if_then(irb.not_(one_panel)):
+                with irb.if_then(irb.not_(in_place)):
                     irb.call(pack_a, [mc, kc, *a_block, a_packed])
-                a_source = irb.select(one_panel, a_block.ptr, a_packed, name="a_source")
+                a_source = irb.select(in_place, a_block.ptr, a_packed, name="a_source")
                 c_block = c.block(e, ic, jc, name="c_block").ptr
-                strides = [a_block.row_stride, a_block.col_stride, one_panel]
+                strides = [a_block.row_stride, a_block.col_stride, in_place]
                 irb.call(
                     macro_kernel, [mc, nc, kc, a_source, b_packed, c_block, c_rs, beta, *strides]
                 )
