@@ -170,11 +170,12 @@ class FunctionEmitter:
 
     # -- loops ------------------------------------------------------------------------------
     def counted(
-        self, start, end, carried, body, name: str, predicated: bool = False
+        self, start, end, carried, body, name: str, predicated: bool = False, kept: bool = False
     ) -> list[ir.Value]:
         """Emit `for i in [start, end)` carrying values; body(i, carried) -> new carried.
         `predicated` asks the vectoriser for masked vector iterations to the loop's end
-        instead of a scalar remainder (a short row's elements all run in vectors)."""
+        instead of a scalar remainder (a short row's elements all run in vectors); `kept`
+        keeps the loop from being unrolled whole before the vectoriser sees it."""
         b = self.builder
         before = b.block
         head = self.function.append_basic_block(f"{name}.head")
@@ -197,8 +198,9 @@ class FunctionEmitter:
         for phi, value in zip(phis, updated, strict=True):
             phi.add_incoming(value, latch)
         back = b.branch(head)
-        if predicated:
-            back.set_metadata("llvm.loop", _loop_id(self.ctx.module, _PREDICATE_TAIL))
+        hints = [hint for hint, wanted in ((_PREDICATE_TAIL, predicated), (_KEEP, kept)) if wanted]
+        if hints:
+            back.set_metadata("llvm.loop", _loop_id(self.ctx.module, *hints))
         b.position_at_end(done)
         return list(phis)
 
@@ -259,14 +261,21 @@ COLUMN_BLOCK = 256
 TILE_ROWS = 16
 TILE_COLUMNS = 64
 _PREDICATE_TAIL = ("llvm.loop.vectorize.predicate.enable", True)
+# A loop of a constant, small trip count is unrolled whole before vectorisation, into scalar
+# code: a 28-element im2col row became 28 scalar loads instead of two masked vector ones.
+_KEEP = ("llvm.loop.unroll.disable", None)
 
 
-def _loop_id(module: ir.Module, *hints: tuple[str, bool]) -> ir.values.MDValue:
-    """Return a new loop ID carrying hints: a metadata node whose first operand is itself,
-    as LLVM names a loop. llvmlite's add_metadata shares equal nodes and cannot refer to the
-    node it makes, so the ID is made directly and pointed at itself."""
+def _loop_id(module: ir.Module, *hints: tuple[str, bool | None]) -> ir.values.MDValue:
+    """Return a new loop ID carrying hints (a name and a bool, or a name alone): a metadata
+    node whose first operand is itself, as LLVM names a loop. llvmlite's add_metadata shares
+    equal nodes and cannot refer to the node it makes, so the ID is made directly and pointed
+    at itself."""
     properties = [
-        module.add_metadata([ir.MetaDataString(module, name), ir.Constant(ir.IntType(1), value)])
+        module.add_metadata(
+            [ir.MetaDataString(module, name)]
+            + ([] if value is None else [ir.Constant(ir.IntType(1), value)])
+        )
         for name, value in hints
     ]
     loop_id = ir.values.MDValue(module, properties, name=str(len(module.metadata)))
@@ -388,9 +397,12 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
                 pieces = _caching_pieces(fe, group[0], cache, row_start, (start, end), inner_extent)
             fe.expr.reductions(group, row_scope, pieces)
 
-        def elements(first: ir.Value, last: ir.Value, known: Callable | None = None) -> None:
+        def elements(
+            first: ir.Value, last: ir.Value, known: Callable | None = None, kept: bool = False
+        ) -> None:
             """Emit the stores of the row's elements [first, last); known(scope, i) puts
-            values computed before the loop into each element's scope."""
+            values computed before the loop into each element's scope; kept as for
+            FunctionEmitter.counted."""
 
             def inner_body(i, acc):
                 inner_scope = row_scope.child()
@@ -404,10 +416,21 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
                 _emit_stores(fe, kernel, inner_scope, offset)
                 return []
 
-            fe.counted(first, last, [], inner_body, inner_var.name, predicated=short)
+            fe.counted(first, last, [], inner_body, inner_var.name, predicated=short, kept=kept)
 
         if columns:
             _column_blocks(fe, columns, inner_var, row_scope, (start, end), elements)
+        elif short and not groups:
+            # A short row wholly inside this call's part runs with constant bounds: its masked
+            # vector iterations then need no run-time trip count (the MNIST CNN's forward at
+            # batch 64, rows of 14 and 28: 3.95 -> 3.52 ms, one thread).
+            zero = ir.Constant(I64, 0)
+            whole = b.and_(b.icmp_signed("==", start, zero), b.icmp_signed("==", end, inner_extent))
+            with b.if_else(whole) as (whole_row, part_of_row):
+                with whole_row:
+                    elements(zero, inner_extent, kept=True)
+                with part_of_row:
+                    elements(start, end)
         else:
             elements(start, end)
         return _next_indices(b, carried, extents[:-1]) if len(outer_vars) > 1 else []
