@@ -379,18 +379,9 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
         caches.append(None if taken else cache)
 
     def row_body(row, carried):
-        row_scope = scope.child()
-        # For a 2-d domain the outer index is the row itself, so a load at [i0, i1] and the
-        # store at row * width + i1 are visibly the same address. Deeper domains carry their
-        # outer indices from row to row, an odometer (a division per dim per row was most of
-        # a short row's time: 14-element rows of a convolution's im2col).
-        if len(outer_vars) == 1:
-            row_scope.values[outer_vars[0]] = row
-        else:
-            row_scope.values.update(zip(outer_vars, carried, strict=True))
+        row_scope = _row_scope(scope, outer_vars, row, carried)
         row_start = b.mul(row, inner_extent, name="row_start")
-        start = _max(b, b.sub(fe.args["lo"], row_start), ir.Constant(I64, 0))
-        end = _min(b, b.sub(fe.args["hi"], row_start), inner_extent)
+        start, end = _row_part(fe, row_start, ir.Constant(I64, 0), inner_extent)
         for group, cache in zip(groups, caches, strict=True):
             pieces = None
             if cache is not None:
@@ -449,6 +440,29 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
     return fe.finish()
 
 
+def _row_scope(scope: Scope, outer_vars, row: ir.Value, carried: list[ir.Value]) -> Scope:
+    """Return a row's scope. For a 2-d domain the outer index is the row itself, so a load at
+    [i0, i1] and the store at row * width + i1 are visibly the same address. Deeper domains
+    carry their outer indices from row to row, an odometer (a division per dim per row was
+    most of a short row's time: 14-element rows of a convolution's im2col)."""
+    row_scope = scope.child()
+    if len(outer_vars) == 1:
+        row_scope.values[outer_vars[0]] = row
+    else:
+        row_scope.values.update(zip(outer_vars, carried, strict=True))
+    return row_scope
+
+
+def _row_part(
+    fe: FunctionEmitter, row_start: ir.Value, first: ir.Value, last: ir.Value
+) -> tuple[ir.Value, ir.Value]:
+    """Return the columns [first, last) of the row at row_start clipped to this call's part
+    [lo, hi) of the range."""
+    b = fe.builder
+    start = _max(b, b.sub(fe.args["lo"], row_start), first)
+    return start, _min(b, b.sub(fe.args["hi"], row_start), last)
+
+
 def _emit_row_tiles(
     fe: FunctionEmitter,
     kernel: k.LoopKernel,
@@ -464,7 +478,6 @@ def _emit_row_tiles(
     first_row, end_row = rows
     outer_vars, inner_var = kernel.vars[:-1], kernel.vars[-1]
     width = extents[-1]
-    lo, hi = fe.args["lo"], fe.args["hi"]
     tile_rows, tile_columns = ir.Constant(I64, TILE_ROWS), ir.Constant(I64, TILE_COLUMNS)
     tiles = b.sdiv(b.add(b.sub(end_row, first_row), ir.Constant(I64, TILE_ROWS - 1)), tile_rows)
     column_tiles = b.sdiv(b.add(width, ir.Constant(I64, TILE_COLUMNS - 1)), tile_columns)
@@ -480,14 +493,9 @@ def _emit_row_tiles(
             right = _min(b, b.add(left, tile_columns), width)
 
             def row(row: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
-                row_scope = scope.child()
-                if carries:
-                    row_scope.values.update(zip(outer_vars, carried, strict=True))
-                else:
-                    row_scope.values[outer_vars[0]] = row
+                row_scope = _row_scope(scope, outer_vars, row, carried)
                 row_start = b.mul(row, width, name="row_start")
-                start = _max(b, b.sub(lo, row_start), left)
-                end = _min(b, b.sub(hi, row_start), right)
+                start, end = _row_part(fe, row_start, left, right)
 
                 def element(i: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
                     element_scope = row_scope.child()
