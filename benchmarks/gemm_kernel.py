@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402
 
 from graphc.backends.llvm import gemm  # noqa: E402
-from graphc.backends.llvm.jit import optimise  # noqa: E402
+from graphc.backends.llvm.codegen import optimise  # noqa: E402
 from graphc.backends.llvm.target import (  # noqa: E402
     CpuTarget,
     can_execute,

@@ -33,7 +33,6 @@ from graphc.backends.llvm.collectives import register_collectives
 from graphc.backends.llvm.entry_point import FRAME, RUN_NAME, SHARED, VARIABLE_FIELDS
 from graphc.backends.llvm.jit import (
     ModuleSource,
-    compile_module,
     module_key,
 )
 from graphc.backends.llvm.kernels import narrow_gemm
@@ -53,7 +52,7 @@ from graphc.backends.llvm.program import (
     build_module,
     slot_names,
 )
-from graphc.backends.llvm.runtime_library import gemm_declaration, register_symbols
+from graphc.backends.llvm.runtime_library import compile_with_library, gemm_declaration
 from graphc.dims import evaluate_shape
 from graphc.errors import IndexingError, located
 from graphc.graph import Graph
@@ -102,17 +101,14 @@ class LLVMExecutable(RunsBound):
             self._in_place,
         )
         self._build = source.build if isinstance(source, ModuleSource) else lambda: source
-        register_symbols(
-            {
-                (kernel.dtype.name, narrow_gemm(kernel))
-                for kernel in k.nested_kernels(self.program.kernels)
-                if isinstance(kernel, k.MatmulKernel)
-            },
-            parallel,
-        )
         register_collectives(self.program.kernels)
+        gemms = {
+            (kernel.dtype.name, narrow_gemm(kernel))
+            for kernel in k.nested_kernels(self.program.kernels)
+            if isinstance(kernel, k.MatmulKernel)
+        }
         # Holding the compiled module keeps its engine, and so the entry's code, alive.
-        self.compiled = compile_module(source)
+        self.compiled = compile_with_library(source, gemms, parallel)
         _dump(self.program, lambda: self.llvm_ir, self.compiled)
         self._run_entry = _RUN(self.compiled.address(RUN_NAME))
         self._lock = threading.Lock()

@@ -34,16 +34,11 @@ import llvmlite
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from graphc.backends.llvm import codegen, compile_helpers
 from graphc.backends.llvm.target import CpuTarget, can_execute, selected_target
 from graphc.errors import CompileError
 from graphc.version import __version__
 
-OPT_LEVEL = 3
-# LLVM command-line options for every module graphc compiles (process-wide in LLVM, so set once,
-# before the first). Epilogue vectorisation adds a second, narrower vector copy of every
-# vectorised loop for its remainder, besides the scalar one: a kernel's rows are whole vectors
-# but for their edges, so that copy rarely runs, and it was a sixth of a module's compile time.
-LLVM_OPTIONS = ("-enable-epilogue-vectorization=false",)
 # Compiled modules kept in memory after the last executable using them is gone.
 RECENT_MODULES = 64
 # A temporary file this old was left by a writer that died; younger ones may be in use.
@@ -56,7 +51,7 @@ def target_machine(target: CpuTarget | None = None) -> llvm.TargetMachine:
     """Return a new target machine for target, default the selected one (GRAPHC_CPU, else
     this CPU); an execution engine takes ownership of it."""
     target = target if target is not None else selected_target()
-    return target.target_machine(opt=OPT_LEVEL, codemodel="jitdefault")
+    return target.target_machine(opt=codegen.OPT_LEVEL, codemodel="jitdefault")
 
 
 @dataclass(eq=False)
@@ -213,7 +208,7 @@ def module_key(text: str, target: CpuTarget | None = None, *, described: bool = 
     target = target if target is not None else selected_target()
     digest = hashlib.sha256()
     parts = [text, __version__, llvmlite.__version__, target.cpu, target.features]
-    parts += LLVM_OPTIONS
+    parts += codegen.LLVM_OPTIONS
     if described:
         parts += ["described", source_fingerprint()]
     for part in parts:
@@ -230,36 +225,118 @@ def compile_module(
     reusing an earlier compilation of the same IR (or description) for the same target from
     this process or from the on-disk cache. Object code, fresh or stored, is loaded the same
     way: into an engine over an empty module."""
+    return prepare_modules([source], target)[0].load()
+
+
+@dataclass(eq=False)
+class PreparedModule:
+    """A module's object code, ready to load: found in memory, on disk, or just compiled."""
+
+    key: str
+    target: CpuTarget
+    outcome: str  # "reused", "loaded" or "compiled", as compile_counts counts them
+    compiled: CompiledModule | None = None  # what memory held
+    stored: tuple[bytes, str] | None = None  # object code and optimised IR
+
+    def load(self) -> CompiledModule:
+        """Return the module loaded into an engine of its own (or the one memory held). A
+        module that calls library functions loads after they are registered."""
+        compiled = self.compiled
+        if compiled is None:
+            assert self.stored is not None
+            compiled = _load_object(*self.stored, target_machine(self.target), self.target)
+            _remember(self.key, compiled)
+        with _memory_lock:
+            _counts[self.outcome] += 1
+        return compiled
+
+
+def prepare_modules(
+    sources: list[ir.Module | ModuleSource], target: CpuTarget | None = None
+) -> list[PreparedModule]:
+    """Return each source's object code for target, as compile_module finds or makes it,
+    without loading any: the modules neither cache holds compile side by side, all but the
+    last in helper processes where the host has cores to spare (compile_helpers.py)."""
     target = target if target is not None else selected_target()
     if not can_execute(target):
         raise CompileError(f"cannot JIT-compile for {target.cpu}: this CPU cannot run its code")
     machine = target_machine(target)
-    pipeline = "standard"
-    if isinstance(source, ModuleSource):
-        pipeline = source.pipeline
-        description = f"{source.description}\0pipeline {pipeline}"
-        key, text = module_key(description, target, described=True), None
-    else:
-        text = _prepared_text(source, target, machine)
-        key = module_key(text, target)
-    compiled = _recall(key)
-    if compiled is not None:
-        return compiled
     folder = cache_directory()
-    stored = _read_cached(folder, key)
-    outcome = "loaded"
-    if stored is None:
-        if text is None:
-            assert isinstance(source, ModuleSource)
-            text = _prepared_text(source.build(), target, machine)
-        stored = _object_code(text, machine, pipeline)
-        _write_cached(folder, key, *stored)
-        outcome = "compiled"
-    compiled = _load_object(*stored, machine, target)
-    _remember(key, compiled)
-    with _memory_lock:
-        _counts[outcome] += 1
-    return compiled
+    prepared: list[PreparedModule] = []
+    missing: list[tuple[PreparedModule, ir.Module | ModuleSource, str | None]] = []
+    for source in sources:
+        key, text = _key(source, target, machine)
+        compiled = _recall(key)
+        if compiled is not None:
+            prepared.append(PreparedModule(key, target, "reused", compiled=compiled))
+            continue
+        entry = PreparedModule(key, target, "loaded", stored=_read_cached(folder, key))
+        prepared.append(entry)
+        if entry.stored is None:
+            entry.outcome = "compiled"
+            missing.append((entry, source, text))
+    results = _compile([(source, text) for _, source, text in missing], target, machine)
+    for (entry, _, _), result in zip(missing, results, strict=True):
+        entry.stored = result
+        _write_cached(folder, entry.key, *result)
+    return prepared
+
+
+def _compile(
+    sources: list[tuple[ir.Module | ModuleSource, str | None]],
+    target: CpuTarget,
+    machine: llvm.TargetMachine,
+) -> list[tuple[bytes, str]]:
+    """Return each module's (object code, optimised IR), given with its IR text where it has
+    one: all but the last compile in helper processes while this one compiles the last (where
+    helper_count allows any), and whatever a helper failed to compile compiles here."""
+    helpers = compile_helpers.helper_count(len(sources))
+    elsewhere = sources[: len(sources) - 1] if helpers else []
+    texts = [_text(source, text, target, machine) for source, text in elsewhere]
+    spec = target.machine_spec(codegen.OPT_LEVEL)
+    requests = [
+        codegen.request(spec, _pipeline(source), text)
+        for (source, _), text in zip(elsewhere, texts, strict=True)
+    ]
+    batch = compile_helpers.HelperBatch(requests, helpers)
+    here = [
+        codegen.object_code(_text(source, text, target, machine), machine, _pipeline(source))
+        for source, text in sources[len(elsewhere) :]
+    ]
+    sent = [
+        result or codegen.object_code(text, machine, _pipeline(source))
+        for (source, _), text, result in zip(elsewhere, texts, batch.results(), strict=True)
+    ]
+    return sent + here
+
+
+def _key(
+    source: ir.Module | ModuleSource, target: CpuTarget, machine: llvm.TargetMachine
+) -> tuple[str, str | None]:
+    """Return a module's cache key and, for IR given as such, its text (a ModuleSource is
+    keyed by its description and built only if no cache has it)."""
+    if isinstance(source, ModuleSource):
+        description = f"{source.description}\0pipeline {source.pipeline}"
+        return module_key(description, target, described=True), None
+    text = _prepared_text(source, target, machine)
+    return module_key(text, target), text
+
+
+def _pipeline(source: ir.Module | ModuleSource) -> str:
+    return source.pipeline if isinstance(source, ModuleSource) else "standard"
+
+
+def _text(
+    source: ir.Module | ModuleSource,
+    text: str | None,
+    target: CpuTarget,
+    machine: llvm.TargetMachine,
+) -> str:
+    """Return the module's IR text: text where keying it made it, else the ModuleSource built."""
+    if text is not None:
+        return text
+    assert isinstance(source, ModuleSource)
+    return _prepared_text(source.build(), target, machine)
 
 
 def _prepared_text(module: ir.Module, target: CpuTarget, machine: llvm.TargetMachine) -> str:
@@ -267,58 +344,6 @@ def _prepared_text(module: ir.Module, target: CpuTarget, machine: llvm.TargetMac
     module.triple = target.triple
     module.data_layout = str(machine.target_data)
     return str(module)
-
-
-def _object_code(text: str, machine: llvm.TargetMachine, pipeline: str) -> tuple[bytes, str]:
-    """Parse, verify and optimise IR text and return (object code, optimised IR)."""
-    context = llvm.create_context()
-    parsed = None
-    try:
-        parsed = llvm.parse_assembly(text, context)
-        parsed.verify()
-        optimise(parsed, machine, pipeline)
-        return machine.emit_object(parsed), str(parsed)
-    finally:
-        _dispose(None, parsed, context)
-
-
-@functools.cache
-def _set_llvm_options() -> None:
-    for option in LLVM_OPTIONS:
-        llvm.set_option("graphc", option)
-
-
-def optimise(module: llvm.ModuleRef, machine: llvm.TargetMachine, pipeline: str) -> None:
-    """Run the pipeline named by a ModuleSource on module. The short one skips the loop
-    vectoriser, unroller and inliner, which find nothing in code written in vectors and
-    took two thirds of the GEMM's compile time; it keeps what such code still needs
-    (registers for locals, combined and deduplicated arithmetic, rotated loops with
-    strength-reduced addresses)."""
-    _set_llvm_options()
-    builder = llvm.create_pass_builder(
-        machine, llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL)
-    )
-    if pipeline == "standard":
-        builder.getModulePassManager().run(module, builder)
-        return
-    if pipeline != "vectorised":
-        raise ValueError(f"unknown optimisation pipeline {pipeline!r}")
-    passes = llvm.create_new_module_pass_manager()
-    for add in (
-        passes.add_sroa_pass,
-        passes.add_instruction_combine_pass,
-        passes.add_simplify_cfg_pass,
-        passes.add_loop_simplify_pass,
-        passes.add_loop_rotate_pass,
-        passes.add_new_gvn_pass,
-        passes.add_instruction_combine_pass,
-        passes.add_loop_unroll_pass,
-        passes.add_simplify_cfg_pass,
-        passes.add_loop_strength_reduce_pass,
-        passes.add_dead_code_elimination_pass,
-    ):
-        add()
-    passes.run(module, builder)
 
 
 def _load_object(

@@ -5,14 +5,14 @@ registered as a symbol, so compiling a graph does not re-optimise them each time
 from __future__ import annotations
 
 import ctypes
-import functools
 import threading
+from dataclasses import dataclass
 
 import llvmlite.binding as llvm
 from llvmlite import ir
 
 from graphc.backends.llvm import gemm
-from graphc.backends.llvm.jit import CompiledModule, ModuleSource, compile_module
+from graphc.backends.llvm.jit import CompiledModule, ModuleSource, compile_module, prepare_modules
 from graphc.backends.llvm.target import CpuTarget, selected_target
 from graphc.backends.llvm.thread_pool import ENTRY_NAME as PARALLEL_NAME
 from graphc.backends.llvm.thread_pool import FLUSH_NAME, TASK_TYPE, thread_pool_module
@@ -20,27 +20,74 @@ from graphc.backends.llvm.thread_pool import FLUSH_NAME, TASK_TYPE, thread_pool_
 _KEEP_ALIVE: list[CompiledModule] = []
 # Two threads compiling their first matmul at once would otherwise both build the GEMM.
 _LIBRARY_LOCK = threading.Lock()
+# The description of each library module whose symbols this process has registered: the first
+# target to ask for one compiles it (the pool does not depend on the vector ISA; a GEMM's
+# description names its plan, and any target with that plan runs the same kernel).
+_registered: set[str] = set()
 
 
-@functools.cache
-def _gemm_symbol(short: str, target: CpuTarget, narrow: bool) -> str:
-    """Compile the dtype's GEMM (of the narrow plan or the other) for target in a module of
-    its own and register its symbol; return it. The symbol is named after the plan
-    (graphc_gemm_f32_6x64), so targets with different plans never share one; targets with
-    the same plan may, harmlessly. The plan describes the module, so a cached GEMM is loaded
-    without building its IR."""
-    plan = gemm.gemm_plan(short, target, narrow)
+@dataclass(frozen=True)
+class _LibraryModule:
+    """A library module and the symbols it defines."""
+
+    source: ModuleSource
+    symbols: tuple[str, ...]
+
+
+def _gemm_module(dtype: str, target: CpuTarget, narrow: bool) -> _LibraryModule:
+    """The dtype's GEMM (of the narrow plan or the other) for target in a module of its own.
+    The symbol is named after the plan (graphc_gemm_f32_6x64), so targets with different
+    plans never share one; targets with the same plan may, harmlessly. The plan describes the
+    module, so a cached GEMM is loaded without building its IR."""
+    plan = gemm.gemm_plan(dtype, target, narrow)
 
     def build() -> ir.Module:
         module = ir.Module(name=plan.name)
-        gemm.gemm_function(module, short, target, narrow)
+        gemm.gemm_function(module, plan.short, target, narrow)
         return module
 
     source = ModuleSource(f"gemm_function {plan!r}", build, pipeline="vectorised")
-    compiled = compile_module(source, target)
+    return _LibraryModule(source, (plan.name,))
+
+
+def _pool_module(target: CpuTarget) -> _LibraryModule:
+    """The thread pool (its code does not depend on the vector ISA)."""
+    source = ModuleSource(f"thread_pool_module {target.triple}", lambda: thread_pool_module(target))
+    return _LibraryModule(source, (PARALLEL_NAME, FLUSH_NAME))
+
+
+def compile_with_library(
+    source: ir.Module | ModuleSource, gemms: set[tuple[str, bool]], parallel: bool
+) -> CompiledModule:
+    """Return a graph module compiled (as compile_module does) and loaded once the library
+    functions it calls are registered: the GEMM of each (dtype, narrow) it uses and, for a
+    module that splits work over threads, the thread pool. Library modules that neither
+    cache holds compile side by side with the graph's (jit.prepare_modules)."""
+    target = selected_target()
+    wanted = [_gemm_module(dtype, target, narrow) for dtype, narrow in sorted(gemms)]
+    wanted += [_pool_module(target)] if parallel else []
+    with _LIBRARY_LOCK:
+        needed = [module for module in wanted if module.source.description not in _registered]
+        if needed:
+            prepared = prepare_modules([module.source for module in needed] + [source], target)
+            for module, library in zip(needed, prepared[:-1], strict=True):
+                _register(module, library.load())
+            return prepared[-1].load()
+    return compile_module(source, target)
+
+
+def _register(module: _LibraryModule, compiled: CompiledModule) -> None:
     _KEEP_ALIVE.append(compiled)
-    llvm.add_symbol(plan.name, compiled.address(plan.name))
-    return plan.name
+    for name in module.symbols:
+        llvm.add_symbol(name, compiled.address(name))
+    _registered.add(module.source.description)
+
+
+def _load_library(module: _LibraryModule, target: CpuTarget | None = None) -> None:
+    """Compile (or load) and register a library module unless this process has."""
+    with _LIBRARY_LOCK:
+        if module.source.description not in _registered:
+            _register(module, compile_module(module.source, target))
 
 
 def gemm_symbol(dtype: str, target: CpuTarget | None = None, narrow: bool = False) -> str:
@@ -48,8 +95,9 @@ def gemm_symbol(dtype: str, target: CpuTarget | None = None, narrow: bool = Fals
     compiling and registering it once per target (default: the selected target, as for
     compile_module)."""
     target = target if target is not None else selected_target()
-    with _LIBRARY_LOCK:
-        return _gemm_symbol(gemm.gemm_plan(dtype, target).short, target, narrow)
+    module = _gemm_module(dtype, target, narrow)
+    _load_library(module, target)
+    return module.symbols[0]
 
 
 def gemm_declaration(
@@ -86,19 +134,6 @@ def gemm_declaration(
     return ir.Function(module, signature, name)
 
 
-@functools.cache
-def _parallel_symbol() -> str:
-    """Compile the thread pool once per process, for the target selected at its first use
-    (its code does not depend on the vector ISA), and register graphc_parallel."""
-    target = selected_target()
-    source = ModuleSource(f"thread_pool_module {target.triple}", lambda: thread_pool_module(target))
-    compiled = compile_module(source, target)
-    _KEEP_ALIVE.append(compiled)
-    llvm.add_symbol(PARALLEL_NAME, compiled.address(PARALLEL_NAME))
-    llvm.add_symbol(FLUSH_NAME, compiled.address(FLUSH_NAME))
-    return PARALLEL_NAME
-
-
 def parallel_declaration(module: ir.Module) -> ir.Function:
     """Return a declaration of graphc_parallel(task, record, chunks, threads) in module
     (see thread_pool.py; register_symbols compiles the pool before the module is loaded)."""
@@ -112,30 +147,16 @@ def parallel_declaration(module: ir.Module) -> ir.Function:
     return ir.Function(module, signature, name)
 
 
-def register_symbols(gemms: set[tuple[str, bool]], parallel: bool) -> None:
-    """Compile (or load) and register the library functions a graph module calls: the GEMM
-    of each (dtype, narrow) it uses and, for a module that splits work over threads, the
-    thread pool. A module loaded from a cache was never built, so nothing declared them on
-    its way."""
-    for dtype, narrow in sorted(gemms):
-        gemm_symbol(dtype, narrow=narrow)
-    if parallel:
-        with _LIBRARY_LOCK:
-            _parallel_symbol()
-
-
 def parallel_address() -> int:
     """Return graphc_parallel's address (compiling the pool on first use), for callers
     outside generated code such as tests."""
-    with _LIBRARY_LOCK:
-        name = _parallel_symbol()
-    return llvm.address_of_symbol(name)
+    _load_library(_pool_module(selected_target()))
+    return llvm.address_of_symbol(PARALLEL_NAME)
 
 
 def flush_denormals(on: bool) -> bool:
     """Set or clear flush-to-zero and denormals-are-zero for the calling thread (the pool's
     workers follow the caller); return False where the CPU has no such mode."""
-    with _LIBRARY_LOCK:
-        _parallel_symbol()
+    _load_library(_pool_module(selected_target()))
     function = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(llvm.address_of_symbol(FLUSH_NAME))
     return bool(function(int(on)))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import llvmlite.binding as llvm
 
+from graphc.backends.llvm.codegen import MachineSpec, arch
 from graphc.errors import CompileError
 
 ISA_FAMILIES = ("avx512", "avx2", "sse2", "neon", "generic")
@@ -114,15 +115,15 @@ class CpuTarget:
     @property
     def arch(self) -> str:
         """Return the architecture part of the triple, e.g. 'x86_64'."""
-        return _arch(self.triple)
+        return arch(self.triple)
+
+    def machine_spec(self, opt: int = 3, codemodel: str = "jitdefault") -> MachineSpec:
+        """Return what an LLVM target machine for this CPU is made from."""
+        return MachineSpec(self.triple, self.cpu, self.features, opt, codemodel)
 
     def target_machine(self, opt: int = 3, codemodel: str = "jitdefault") -> llvm.TargetMachine:
         """Return a new LLVM target machine for this CPU (an execution engine takes it over)."""
-        _initialize(self.triple)
-        target = llvm.Target.from_triple(self.triple)
-        return target.create_target_machine(
-            cpu=self.cpu, features=self.features, opt=opt, codemodel=codemodel
-        )
+        return self.machine_spec(opt, codemodel).create()
 
     def describe(self) -> str:
         """Return a one-line summary, e.g. 'znver4 (avx512: 32 x 512-bit; L1d 32 KiB, ...)'."""
@@ -227,7 +228,7 @@ def isa_family(arch: str, enabled: set[str]) -> str:
 
 
 def _target(cpu: str, features: str, triple: str, enabled: set[str]) -> CpuTarget:
-    isa = isa_family(_arch(triple), enabled)
+    isa = isa_family(arch(triple), enabled)
     if isa == "avx512" and "prefer-256-bit" not in features:
         # LLVM tunes Intel AVX-512 CPUs to vectorise loops 256 bits wide, against the clock
         # drop of early AVX-512 cores; the GEMM's 512-bit tiles pay that already, and 512-bit
@@ -235,14 +236,9 @@ def _target(cpu: str, features: str, triple: str, enabled: set[str]) -> CpuTarge
         # restores LLVM's choice.
         features = f"{features},-prefer-256-bit"
     bits, registers = _VECTOR_REGISTERS[isa]
-    host_caches = _arch(triple) == _arch(llvm.get_process_triple())
+    host_caches = arch(triple) == arch(llvm.get_process_triple())
     l1d, l2, l3 = _read_caches() if host_caches else FALLBACK_CACHES
     return CpuTarget(cpu, features, triple, isa, bits, registers, l1d, l2, l3)
-
-
-def _arch(triple: str) -> str:
-    arch = triple.split("-", 1)[0]
-    return "aarch64" if arch == "arm64" else arch
 
 
 def _executed(features: str) -> set[str]:
@@ -295,14 +291,3 @@ def _parse_size(text: str) -> int:
 
 def _kib(size: int) -> str:
     return f"{size // 1024**2} MiB" if size % 1024**2 == 0 else f"{size // 1024} KiB"
-
-
-@functools.cache
-def _initialize(triple: str) -> None:
-    """Register LLVM's code generator for triple: the native one, or all of them once."""
-    if _arch(triple) == _arch(llvm.get_process_triple()):
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-    else:
-        llvm.initialize_all_targets()
-        llvm.initialize_all_asmprinters()

@@ -1,0 +1,209 @@
+"""Helper processes that compile modules side by side with this one: the same object code as
+compiling here, and any failure of theirs only sends the work back here."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import numpy as np
+import pytest
+from llvmlite import ir
+
+from graphc.backends.llvm import codegen, compile_helpers, gemm, jit
+from graphc.backends.llvm.target import selected_target
+
+
+def _scaling_module(scale: float) -> ir.Module:
+    """A module of one function, x -> x * scale + 1 over n doubles, unique to scale (a fresh
+    module for both caches) and worth vectorising (the standard pipeline has work to do)."""
+    module = ir.Module(name=f"scaling_{uuid.uuid4().hex}")
+    double, i64 = ir.DoubleType(), ir.IntType(64)
+    function = ir.Function(
+        module, ir.FunctionType(ir.VoidType(), [double.as_pointer(), i64]), "scale_all"
+    )
+    data, count = function.args
+    entry, loop, done = (function.append_basic_block(n) for n in ("entry", "loop", "done"))
+    builder = ir.IRBuilder(entry)
+    builder.cbranch(builder.icmp_signed(">", count, i64(0)), loop, done)
+    builder.position_at_end(loop)
+    index = builder.phi(i64)
+    index.add_incoming(i64(0), entry)
+    address = builder.gep(data, [index])
+    value = builder.fadd(builder.fmul(builder.load(address), double(scale)), double(1.0))
+    builder.store(value, address)
+    following = builder.add(index, i64(1))
+    index.add_incoming(following, loop)
+    builder.cbranch(builder.icmp_signed("<", following, count), loop, done)
+    builder.position_at_end(done)
+    builder.ret_void()
+    return module
+
+
+def _run_scaling(compiled: jit.CompiledModule, scale: float) -> None:
+    values = np.arange(37, dtype=np.float64)
+    function = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(
+        compiled.address("scale_all")
+    )
+    function(values.ctypes.data, values.size)
+    np.testing.assert_array_equal(values, np.arange(37, dtype=np.float64) * scale + 1.0)
+
+
+def _gemm_text() -> str:
+    target = selected_target()
+    module = ir.Module(name="gemm")
+    gemm.gemm_function(module, "f32", target, False)
+    module.triple = target.triple
+    module.data_layout = str(jit.target_machine(target).target_data)
+    return str(module)
+
+
+@pytest.mark.parametrize("pipeline", ["vectorised", "standard"])
+def test_a_helper_emits_the_same_object_code_and_ir_as_this_process(pipeline):
+    target = selected_target()
+    machine = jit.target_machine(target)
+    if pipeline == "vectorised":
+        text = _gemm_text()
+    else:
+        module = _scaling_module(3.0)
+        module.triple, module.data_layout = target.triple, str(machine.target_data)
+        text = str(module)
+    spec = target.machine_spec(codegen.OPT_LEVEL)
+    (from_helper,) = compile_helpers.HelperBatch(
+        [codegen.request(spec, pipeline, text)], 1
+    ).results()
+    assert from_helper is not None
+    here = codegen.object_code(text, machine, pipeline)
+    assert from_helper[0] == here[0]
+    assert from_helper[1] == here[1]
+
+
+def test_a_helper_answers_each_request_and_marks_the_failed_one():
+    target = selected_target()
+    spec = target.machine_spec(codegen.OPT_LEVEL)
+    good = _scaling_module(2.0)
+    good.triple = target.triple
+    requests = [
+        codegen.request(spec, "standard", str(good)),
+        codegen.request(spec, "standard", "this is not LLVM IR"),
+        codegen.request(spec, "no such pipeline", str(good)),
+        codegen.request(spec, "standard", str(good)),
+    ]
+    results = compile_helpers.HelperBatch(requests, 1).results()
+    assert [result is None for result in results] == [False, True, True, False]
+    assert results[0] == results[3]
+
+
+@pytest.mark.parametrize("cut", [0, 1, 20, -1])
+def test_replies_cut_short_count_as_failed(cut):
+    target = selected_target()
+    module = _scaling_module(5.0)
+    module.triple = target.triple
+    spec = target.machine_spec(codegen.OPT_LEVEL)
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVE, codegen.__file__],
+        input=codegen.request(spec, "standard", str(module)) * 2,
+        capture_output=True,
+        check=True,
+    )
+    whole = codegen.replies(done.stdout, 2)
+    assert all(result is not None for result in whole)
+    kept = done.stdout[: len(done.stdout) // 2 + cut] if cut >= 0 else done.stdout[:-1]
+    assert codegen.replies(kept, 2)[1] is None
+    assert codegen.replies(b"{not json\n" + done.stdout, 1) == [None]
+    assert codegen.replies(json.dumps({"object": "x"}).encode() + b"\n", 1) == [None]
+
+
+_SERVE = textwrap.dedent(
+    """
+    import importlib.util, sys
+    spec = importlib.util.spec_from_file_location("codegen", sys.argv[1])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    module.serve(sys.stdin.buffer, sys.stdout.buffer)
+    """
+)
+
+
+@pytest.mark.parametrize("executable", ["works", "missing", "fails"])
+def test_modules_compiled_beside_helpers_run_whatever_the_helper_did(
+    monkeypatch, tmp_path, executable
+):
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GRAPHC_COMPILE_HELPERS", "2")
+    if executable == "missing":
+        monkeypatch.setattr(compile_helpers.sys, "executable", str(tmp_path / "no-python"))
+    elif executable == "fails":
+        monkeypatch.setattr(compile_helpers, "_LAUNCH", "import sys; sys.exit(3)")
+    scales = [1.5, 2.5, 3.5]
+    before = jit.compile_counts()["compiled"]
+    prepared = jit.prepare_modules([_scaling_module(scale) for scale in scales])
+    assert [entry.outcome for entry in prepared] == ["compiled"] * 3
+    for entry, scale in zip(prepared, scales, strict=True):
+        _run_scaling(entry.load(), scale)
+    assert jit.compile_counts()["compiled"] == before + 3
+    assert len(list(tmp_path.glob("*.o"))) == 3
+
+
+def test_helper_count_leaves_one_module_here_and_follows_the_setting(monkeypatch):
+    monkeypatch.setenv("GRAPHC_COMPILE_HELPERS", "3")
+    assert [compile_helpers.helper_count(n) for n in (0, 1, 2, 5)] == [0, 0, 1, 3]
+    monkeypatch.setenv("GRAPHC_COMPILE_HELPERS", "0")
+    assert compile_helpers.helper_count(5) == 0
+    monkeypatch.delenv("GRAPHC_COMPILE_HELPERS")
+    monkeypatch.setattr(compile_helpers.os, "sched_getaffinity", lambda _: {0}, raising=False)
+    assert compile_helpers.helper_count(5) == 0
+
+
+# A cold compile of an MLP Adam step in a fresh process: the GEMM library and the step's
+# module compile side by side (helpers on) or one after the other (off); the loss is the same.
+_COLD_STEP = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import graphc as gc
+    from graphc import nn, optim
+    from graphc.backends.llvm import jit
+
+    gc.manual_seed(0)
+    x = gc.input("x", ("B", 20))
+    y = gc.input("y", ("B",), "int64")
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 5))
+    loss = nn.CrossEntropyLoss()(model(x), y)
+    step = gc.compile([x, y], loss, updates=optim.Adam(model.parameters()).minimize(loss))
+    rng = np.random.default_rng(1)
+    feeds = rng.standard_normal((8, 20)).astype(np.float32), rng.integers(0, 5, 8)
+    losses = [float(step(*feeds)) for _ in range(3)]
+    print(json.dumps({"losses": losses, "counts": jit.compile_counts()}))
+    """
+)
+
+
+def test_a_cold_training_step_compiled_beside_a_helper_equals_one_compiled_alone(tmp_path):
+    outcomes = {}
+    for helpers in ("1", "0"):
+        environment = {
+            "GRAPHC_CACHE_DIR": str(tmp_path / helpers),
+            "GRAPHC_COMPILE_HELPERS": helpers,
+            "GRAPHC_NUM_THREADS": "1",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", _COLD_STEP],
+            env={**os.environ, **environment},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outcomes[helpers] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcomes["1"]["losses"] == outcomes["0"]["losses"]
+    for outcome in outcomes.values():
+        assert outcome["counts"]["compiled"] >= 2  # the GEMM library and the step
+    assert sorted(p.read_bytes() for p in (tmp_path / "1").glob("*.o")) == sorted(
+        p.read_bytes() for p in (tmp_path / "0").glob("*.o")
+    )
