@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -22,11 +23,12 @@ I64 = ir.IntType(64)
 _PARALLEL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 
 
-def _recording_task() -> tuple[object, int]:
+def _recording_task(worker_factor: int = 1) -> tuple[object, int]:
     """Compile `task(record, chunk, thread)` that adds 1 to record[1 + chunk], stores the
     thread number in record[1 + chunks + chunk] (chunks = record[0]) and then spins for
-    record[1 + 2 * chunks] cycles, so that workers get a share."""
-    module = ir.Module(name="pool_test_task")
+    record[1 + 2 * chunks] cycles (times worker_factor on a worker), so that workers get a
+    share."""
+    module = ir.Module(name=f"pool_test_task_{worker_factor}")
     fn = ir.Function(
         module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), I64, I64]), "task"
     )
@@ -38,6 +40,8 @@ def _recording_task() -> tuple[object, int]:
     b.atomic_rmw("add", b.gep(words, [b.add(one, chunk)]), one, "monotonic")
     b.store(thread, b.gep(words, [b.add(b.add(one, chunks), chunk)]))
     cycles = b.load(b.gep(words, [b.add(one, b.mul(chunks, ir.Constant(I64, 2)))]))
+    on_worker = b.icmp_signed("!=", thread, ir.Constant(I64, 0))
+    cycles = b.select(on_worker, b.mul(cycles, ir.Constant(I64, worker_factor)), cycles)
     clock = ir.Function(module, ir.FunctionType(I64, []), "llvm.readcyclecounter")
     start = b.call(clock, [])
     spin = fn.append_basic_block("spin")
@@ -51,9 +55,9 @@ def _recording_task() -> tuple[object, int]:
     return compiled, compiled.address("task")
 
 
-@pytest.fixture(scope="module")
-def pool():
-    compiled, task = _recording_task()
+def _pool_runner(worker_factor: int = 1):
+    """Yield run(chunks, threads, cycles) -> (runs of each chunk, thread of each chunk)."""
+    compiled, task = _recording_task(worker_factor)
     parallel = _PARALLEL(parallel_address())
 
     def run(chunks: int, threads: int, cycles: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +69,17 @@ def pool():
 
     yield run
     del compiled
+
+
+@pytest.fixture(scope="module")
+def pool():
+    yield from _pool_runner()
+
+
+@pytest.fixture(scope="module")
+def slow_worker_pool():
+    """A pool whose tasks spin four times longer on a worker than on the caller."""
+    yield from _pool_runner(worker_factor=4)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
@@ -85,6 +100,23 @@ def test_workers_take_a_share(pool):
         if (pool(64, 2, cycles=1_000_000)[1] > 0).any():
             return
     pytest.fail("no worker ran a chunk of 40 jobs of 64 long chunks")
+
+
+def test_a_woken_worker_that_runs_late_does_not_make_the_pool_back_off(slow_worker_pool):
+    # Job X: the worker sleeps when it is published (after 50 ms without jobs), wakes, takes
+    # the second chunk and finishes it long after the caller's: without the excuse for a
+    # woken worker the pool then ran the next 16 jobs on the caller alone, so job Y, published
+    # right after, never had a worker chunk. Scheduling decides whether the worker joins X
+    # and Y at all, so a few tries are allowed; the penalties Y earns are cleared first.
+    for _ in range(20):
+        for _ in range(PENALTY_JOBS << MAX_STRIKES):
+            slow_worker_pool(2, 2)
+        time.sleep(0.05)
+        _, first = slow_worker_pool(2, 2, cycles=2_000_000)
+        _, second = slow_worker_pool(2, 2, cycles=2_000_000)
+        if (first > 0).any() and (second > 0).any():
+            return
+    pytest.fail("in no try did a woken worker join a job and then the next one")
 
 
 def test_jobs_submitted_from_several_threads_at_once(pool):

@@ -94,6 +94,8 @@ class _Pool:
         self.penalty = self._global("graphc_pool_penalty", I64)
         self.mxcsr = self._global("graphc_pool_mxcsr", I32)
         self.strikes = self._global("graphc_pool_strikes", I64)
+        # Workers waiting on the condition variable (changed and read under the mutex).
+        self.sleepers = self._global("graphc_pool_sleepers", I64)
         self.mutex = self._global("graphc_pool_mutex", ir.ArrayType(I8, _SYNC_BYTES))
         self.cond = self._global("graphc_pool_cond", ir.ArrayType(I8, _SYNC_BYTES))
 
@@ -226,7 +228,10 @@ class _Pool:
         b.position_at_end(check)
         b.cbranch(self._new_job(b, b.load(seen)), woken, doze)
         b.position_at_end(doze)
+        one = ir.Constant(I64, 1)
+        b.store(b.add(b.load(self.sleepers), one), self.sleepers)
         b.call(cond_wait, [cond, mutex])
+        b.store(b.sub(b.load(self.sleepers), one), self.sleepers)
         b.branch(check)
         b.position_at_end(woken)
         b.call(unlock, [mutex])
@@ -313,25 +318,31 @@ class _Pool:
 
         b.position_at_end(pooled)
         self._after_fork(b, fn)
-        self._start_workers(b, fn, worker, width)
+        started = self._start_workers(b, fn, worker, width)
         start = self.cycles(b)
-        generation = self._publish(b, task, record, chunks, width)
+        generation, asleep = self._publish(b, task, record, chunks, width)
         b.call(claim, [generation, ir.Constant(I64, 0)])
         own_done = self.cycles(b)
         self._wait_for(b, fn, chunks)
-        self._judge(b, b.sub(own_done, start), b.sub(self.cycles(b), own_done))
+        waited = b.sub(self.cycles(b), own_done)
+        self._judge(b, b.sub(own_done, start), waited, b.or_(started, asleep))
         b.store_atomic(ir.Constant(I32, 0), self.busy, "release", 4)
         b.ret_void()
         return fn
 
-    def _judge(self, b: ir.IRBuilder, own: ir.Value, waited: ir.Value) -> None:
+    def _judge(self, b: ir.IRBuilder, own: ir.Value, waited: ir.Value, excused: ir.Value) -> None:
         """After a job, penalise the pool if the caller waited for running chunks more than
         half as long as it worked itself (a worker was descheduled, as when another process
         occupies its core): the next PENALTY_JOBS << (strikes - 1) jobs run on the caller
         alone, one strike more for each slow job; a job that was not slow takes one strike
-        off, so a core that stays busy keeps the pool backed off."""
+        off, so a core that stays busy keeps the pool backed off. A job that started a worker
+        or woke a sleeping one is excused: a new or woken thread is late for reasons that
+        say nothing of the next jobs (it starts on a cold core and touches its workspace
+        for the first time), and penalising it made the first 16 calls of every program, and
+        the first after each pause between calls, run on one thread."""
         one = ir.Constant(I64, 1)
-        slow = b.icmp_unsigned(">", b.mul(waited, ir.Constant(I64, 2)), own)
+        late = b.icmp_unsigned(">", b.mul(waited, ir.Constant(I64, 2)), own)
+        slow = b.and_(late, b.not_(excused))
         before = b.load(self.strikes)
         more = b.select(
             b.icmp_unsigned("<", before, ir.Constant(I64, MAX_STRIKES)), b.add(before, one), before
@@ -375,10 +386,14 @@ class _Pool:
         b.branch(same)
         b.position_at_end(same)
 
-    def _start_workers(self, b: ir.IRBuilder, fn: ir.Function, worker: ir.Function, width) -> None:
-        """Start workers 1 .. width-1 that do not exist yet (a failed start leaves fewer)."""
+    def _start_workers(
+        self, b: ir.IRBuilder, fn: ir.Function, worker: ir.Function, width
+    ) -> ir.Value:
+        """Start workers 1 .. width-1 that do not exist yet (a failed start leaves fewer);
+        return whether it started any."""
         create = self.declare("pthread_create", I32, I64.as_pointer(), I8_PTR, worker.type, I8_PTR)
         handle = b.alloca(I64)
+        before = b.load(self.workers)
         head = fn.append_basic_block("start_worker")
         body = fn.append_basic_block("start_body")
         started = fn.append_basic_block("started")
@@ -397,9 +412,11 @@ class _Pool:
         b.store(number, self.workers)
         b.branch(head)
         b.position_at_end(end)
+        return b.icmp_signed("!=", b.load(self.workers), before)
 
-    def _publish(self, b: ir.IRBuilder, task, record, chunks, width) -> ir.Value:
-        """Write the job under a new generation and wake sleeping workers; return it."""
+    def _publish(self, b: ir.IRBuilder, task, record, chunks, width) -> tuple[ir.Value, ir.Value]:
+        """Write the job under a new generation and wake sleeping workers; return the
+        generation and whether any worker was asleep."""
         old = b.load_atomic(self.state, "acquire", 8)
         generation = b.and_(
             b.add(b.lshr(old, ir.Constant(I64, 32)), ir.Constant(I64, 1)),
@@ -419,9 +436,10 @@ class _Pool:
         unlock = self.declare("pthread_mutex_unlock", I32, I8_PTR)
         broadcast = self.declare("pthread_cond_broadcast", I32, I8_PTR)
         b.call(lock, [self.sync(b, self.mutex)])
+        asleep = b.icmp_signed(">", b.load(self.sleepers), ir.Constant(I64, 0))
         b.call(broadcast, [self.sync(b, self.cond)])
         b.call(unlock, [self.sync(b, self.mutex)])
-        return generation
+        return generation, asleep
 
     def _wait_for(self, b: ir.IRBuilder, fn: ir.Function, chunks) -> None:
         """Spin until every chunk has finished, yielding the core now and then so that a
