@@ -207,3 +207,19 @@ def test_a_cold_training_step_compiled_beside_a_helper_equals_one_compiled_alone
     assert sorted(p.read_bytes() for p in (tmp_path / "1").glob("*.o")) == sorted(
         p.read_bytes() for p in (tmp_path / "0").glob("*.o")
     )
+
+
+def test_each_module_asked_for_counts_once_by_how_it_came(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    module = _scaling_module(7.0)
+
+    def counted(ask) -> dict[str, int]:
+        before = jit.compile_counts()
+        kept = ask()
+        _run_scaling(kept, 7.0)
+        return {name: jit.compile_counts()[name] - before[name] for name in before}
+
+    assert counted(lambda: jit.compile_module(module)) == {"compiled": 1, "loaded": 0, "reused": 0}
+    assert counted(lambda: jit.compile_module(module)) == {"compiled": 0, "loaded": 0, "reused": 1}
+    jit.clear_memory_cache()
+    assert counted(lambda: jit.compile_module(module)) == {"compiled": 0, "loaded": 1, "reused": 0}

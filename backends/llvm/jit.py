@@ -241,11 +241,11 @@ class PreparedModule:
     def load(self) -> CompiledModule:
         """Return the module loaded into an engine of its own (or the one memory held). A
         module that calls library functions loads after they are registered."""
-        compiled = self.compiled
-        if compiled is None:
-            assert self.stored is not None
-            compiled = _load_object(*self.stored, target_machine(self.target), self.target)
-            _remember(self.key, compiled)
+        if self.compiled is not None:
+            return self.compiled  # counted as reused when memory was asked
+        assert self.stored is not None
+        compiled = _load_object(*self.stored, target_machine(self.target), self.target)
+        _remember(self.key, compiled)
         with _memory_lock:
             _counts[self.outcome] += 1
         return compiled
