@@ -138,10 +138,11 @@ def test_modules_compiled_beside_helpers_run_whatever_the_helper_did(
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("GRAPHC_COMPILE_HELPERS", "2")
     if executable == "missing":
-        monkeypatch.setattr(compile_helpers.sys, "executable", str(tmp_path / "no-python"))
+        monkeypatch.setattr(compile_helpers.sys, "executable", str(tmp_path / "python-gone"))
     elif executable == "fails":
         monkeypatch.setattr(compile_helpers, "_LAUNCH", "import sys; sys.exit(3)")
     scales = [1.5, 2.5, 3.5]
+    assert compile_helpers.helper_count(len(scales)) == 2  # helpers are tried, whatever they do
     before = jit.compile_counts()["compiled"]
     prepared = jit.prepare_modules([_scaling_module(scale) for scale in scales])
     assert [entry.outcome for entry in prepared] == ["compiled"] * 3
@@ -158,6 +159,20 @@ def test_helper_count_leaves_one_module_here_and_follows_the_setting(monkeypatch
     assert compile_helpers.helper_count(5) == 0
     monkeypatch.delenv("GRAPHC_COMPILE_HELPERS")
     monkeypatch.setattr(compile_helpers.os, "sched_getaffinity", lambda _: {0}, raising=False)
+    assert compile_helpers.helper_count(5) == 0
+
+
+@pytest.mark.parametrize("executable", ["", "/usr/bin/uwsgi", "/opt/app/MyApp.exe"])
+def test_no_helpers_where_the_executable_is_not_python(monkeypatch, executable):
+    monkeypatch.setenv("GRAPHC_COMPILE_HELPERS", "3")
+    assert compile_helpers.helper_count(5) == 3
+    monkeypatch.setattr(compile_helpers.sys, "executable", executable)
+    assert compile_helpers.helper_count(5) == 0
+
+
+def test_no_helpers_in_a_frozen_application(monkeypatch):
+    monkeypatch.setenv("GRAPHC_COMPILE_HELPERS", "3")
+    monkeypatch.setattr(compile_helpers.sys, "frozen", True, raising=False)
     assert compile_helpers.helper_count(5) == 0
 
 

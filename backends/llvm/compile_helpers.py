@@ -50,9 +50,18 @@ def helper_count(modules: int) -> int:
         limit = len(os.sched_getaffinity(0)) - 1
     else:
         limit = (os.cpu_count() or 1) - 1
-    if not sys.executable:
+    if not _runs_python():
         return 0
     return max(0, min(limit, modules - 1))
+
+
+def _runs_python() -> bool:
+    """Return whether sys.executable starts a Python interpreter: not in a frozen application
+    or a program that embeds Python (there it names the program itself, which must not be
+    started again)."""
+    if getattr(sys, "frozen", False) or not sys.executable:
+        return False
+    return Path(sys.executable).name.lower().startswith("python")
 
 
 class HelperBatch:
