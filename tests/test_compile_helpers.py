@@ -238,3 +238,61 @@ def test_each_module_asked_for_counts_once_by_how_it_came(monkeypatch, tmp_path)
     assert counted(lambda: jit.compile_module(module)) == {"compiled": 0, "loaded": 0, "reused": 1}
     jit.clear_memory_cache()
     assert counted(lambda: jit.compile_module(module)) == {"compiled": 0, "loaded": 1, "reused": 0}
+
+
+# Threads that each compile a cold program with matmuls of their own at once: the library
+# modules they share are compiled (beside some graph's module) and registered once, and
+# every program runs right.
+_COLD_THREADS = textwrap.dedent(
+    """
+    import json, threading
+    import numpy as np
+    import graphc as gc
+    from graphc.backends.llvm import jit, runtime_library
+
+    failures = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        dtype = ("float32", "float64")[seed % 2]
+        m, k, n = (int(v) for v in rng.integers(3, 40, 3))
+        a, b = gc.input("a", (m, k), dtype), gc.input("b", (k, n), dtype)
+        f = gc.compile([a, b], (a @ b).tanh() + seed)
+        x = rng.standard_normal((m, k)).astype(dtype)
+        y = rng.standard_normal((k, n)).astype(dtype)
+        want = np.tanh(x.astype(np.float64) @ y.astype(np.float64)) + seed
+        if not np.allclose(f(x, y), want, rtol=1e-4, atol=1e-4):
+            failures.append(seed)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    library = len(runtime_library._registered)
+    print(json.dumps({"failures": failures, "counts": jit.compile_counts(), "library": library}))
+    """
+)
+
+
+def test_threads_compiling_cold_programs_at_once_share_the_library(tmp_path):
+    environment = {
+        **os.environ,
+        "GRAPHC_CACHE_DIR": str(tmp_path),
+        "GRAPHC_COMPILE_HELPERS": "2",
+        "GRAPHC_NUM_THREADS": "2",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _COLD_THREADS],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["failures"] == []
+    # 6 graph modules and the library modules (the f32 and f64 GEMMs, the thread pool, maybe
+    # a narrow GEMM), each compiled once.
+    assert outcome["library"] >= 3
+    assert outcome["counts"]["compiled"] == 6 + outcome["library"]
