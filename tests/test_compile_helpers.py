@@ -17,6 +17,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm import codegen, compile_helpers, gemm, jit
 from graphc.backends.llvm.target import selected_target
+from graphc.errors import CompileError
 
 
 def _scaling_module(scale: float) -> ir.Module:
@@ -160,6 +161,13 @@ def test_helper_count_leaves_one_module_here_and_follows_the_setting(monkeypatch
     monkeypatch.delenv("GRAPHC_COMPILE_HELPERS")
     monkeypatch.setattr(compile_helpers.os, "sched_getaffinity", lambda _: {0}, raising=False)
     assert compile_helpers.helper_count(5) == 0
+
+
+@pytest.mark.parametrize("setting", ["many", "-1", "1.5", ""])
+def test_a_helper_setting_that_is_no_count_is_named_in_the_error(monkeypatch, setting):
+    monkeypatch.setenv("GRAPHC_COMPILE_HELPERS", setting)
+    with pytest.raises(CompileError, match="GRAPHC_COMPILE_HELPERS must be a whole number"):
+        compile_helpers.helper_count(3)
 
 
 @pytest.mark.parametrize("executable", ["", "/usr/bin/uwsgi", "/opt/app/MyApp.exe"])

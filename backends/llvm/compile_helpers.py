@@ -22,6 +22,7 @@ from pathlib import Path
 import llvmlite
 
 from graphc.backends.llvm import codegen
+from graphc.errors import CompileError
 
 # Long enough for any module graphc makes; a helper that takes longer is given up on, and its
 # modules compile in this process.
@@ -45,7 +46,11 @@ def helper_count(modules: int) -> int:
     (or GRAPHC_COMPILE_HELPERS), at most one per module beyond the one compiled here."""
     configured = os.environ.get("GRAPHC_COMPILE_HELPERS")
     if configured is not None:
-        limit = max(0, int(configured))
+        if not configured.strip().isdigit():
+            raise CompileError(
+                f"GRAPHC_COMPILE_HELPERS must be a whole number of processes, got {configured!r}"
+            )
+        limit = int(configured)
     elif hasattr(os, "sched_getaffinity"):
         limit = len(os.sched_getaffinity(0)) - 1
     else:
