@@ -209,21 +209,15 @@ _COLD_STEP = textwrap.dedent(
 
 
 def test_a_cold_training_step_compiled_beside_a_helper_equals_one_compiled_alone(tmp_path):
-    outcomes = {}
-    for helpers in ("1", "0"):
-        environment = {
-            "GRAPHC_CACHE_DIR": str(tmp_path / helpers),
-            "GRAPHC_COMPILE_HELPERS": helpers,
-            "GRAPHC_NUM_THREADS": "1",
-        }
-        done = subprocess.run(
-            [sys.executable, "-c", _COLD_STEP],
-            env={**os.environ, **environment},
-            capture_output=True,
-            text=True,
-            check=True,
+    outcomes = {
+        helpers: _fresh_process(
+            _COLD_STEP,
+            GRAPHC_CACHE_DIR=str(tmp_path / helpers),
+            GRAPHC_COMPILE_HELPERS=helpers,
+            GRAPHC_NUM_THREADS="1",
         )
-        outcomes[helpers] = json.loads(done.stdout.strip().splitlines()[-1])
+        for helpers in ("1", "0")
+    }
     assert outcomes["1"]["losses"] == outcomes["0"]["losses"]
     for outcome in outcomes.values():
         assert outcome["counts"]["compiled"] >= 2  # the GEMM library and the step
@@ -284,23 +278,22 @@ _COLD_THREADS = textwrap.dedent(
 
 
 def test_threads_compiling_cold_programs_at_once_share_the_library(tmp_path):
-    environment = {
-        **os.environ,
-        "GRAPHC_CACHE_DIR": str(tmp_path),
-        "GRAPHC_COMPILE_HELPERS": "2",
-        "GRAPHC_NUM_THREADS": "2",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", _COLD_THREADS],
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
+    outcome = _fresh_process(
+        _COLD_THREADS,
+        GRAPHC_CACHE_DIR=str(tmp_path),
+        GRAPHC_COMPILE_HELPERS="2",
+        GRAPHC_NUM_THREADS="2",
     )
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome["failures"] == []
     # 6 graph modules and the library modules (the f32 and f64 GEMMs, the thread pool, maybe
     # a narrow GEMM), each compiled once.
     assert outcome["library"] >= 3
     assert outcome["counts"]["compiled"] == 6 + outcome["library"]
+
+
+def _fresh_process(script: str, **variables: str) -> dict:
+    """Return the JSON object that script prints last, run by a fresh interpreter with these
+    environment variables set."""
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, env={**os.environ, **variables}, capture_output=True, check=True)
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
