@@ -83,21 +83,13 @@ def _register(module: _LibraryModule, compiled: CompiledModule) -> None:
     _registered.add(module.source.description)
 
 
-def _load_library(module: _LibraryModule, target: CpuTarget | None = None) -> None:
-    """Compile (or load) and register a library module unless this process has."""
+def _load_pool() -> None:
+    """Compile (or load) and register the thread pool unless this process has, for callers
+    outside generated code (tests, gc.set_flush_denormal)."""
+    pool = _pool_module(selected_target())
     with _LIBRARY_LOCK:
-        if module.source.description not in _registered:
-            _register(module, compile_module(module.source, target))
-
-
-def gemm_symbol(dtype: str, target: CpuTarget | None = None, narrow: bool = False) -> str:
-    """Return the symbol of the shared GEMM for dtype (of the narrow plan with narrow),
-    compiling and registering it once per target (default: the selected target, as for
-    compile_module)."""
-    target = target if target is not None else selected_target()
-    module = _gemm_module(dtype, target, narrow)
-    _load_library(module, target)
-    return module.symbols[0]
+        if pool.source.description not in _registered:
+            _register(pool, compile_module(pool.source))
 
 
 def gemm_declaration(
@@ -150,13 +142,13 @@ def parallel_declaration(module: ir.Module) -> ir.Function:
 def parallel_address() -> int:
     """Return graphc_parallel's address (compiling the pool on first use), for callers
     outside generated code such as tests."""
-    _load_library(_pool_module(selected_target()))
+    _load_pool()
     return llvm.address_of_symbol(PARALLEL_NAME)
 
 
 def flush_denormals(on: bool) -> bool:
     """Set or clear flush-to-zero and denormals-are-zero for the calling thread (the pool's
     workers follow the caller); return False where the CPU has no such mode."""
-    _load_library(_pool_module(selected_target()))
+    _load_pool()
     function = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(llvm.address_of_symbol(FLUSH_NAME))
     return bool(function(int(on)))
