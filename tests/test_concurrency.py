@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -114,3 +115,35 @@ def test_a_running_function_does_not_block_another():
     thread.join()
     np.testing.assert_array_equal(result[0], data * 3.0)
     np.testing.assert_array_equal(first(data), data + 1.0)
+
+
+@pytest.mark.parametrize("steps", [None, 3], ids=["one step", "repeat(3)"])
+def test_other_python_threads_run_while_a_call_computes(steps):
+    """The native call releases the GIL while it computes, as a ctypes call does."""
+    x = gc.input("x", (1 << 22,))
+    function = gc.compile([x], [(x.sin() * x.cos()).sin().sum()], backend="llvm")
+    if steps is not None:
+        function = function.repeat(steps)
+    data = np.linspace(-3.0, 3.0, 1 << 22, dtype=np.float32)
+    feed = data if steps is None else np.stack([data] * steps)
+    function(feed)
+    ticks: list[float] = []
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+
+    thread = threading.Thread(target=tick)
+    thread.start()
+    calls = []
+    for _ in range(3):
+        start = time.perf_counter()
+        function(feed)
+        calls.append((start, time.perf_counter()))
+    done.set()
+    thread.join()
+    # The native part is nearly all of a call: look in the middle half of each.
+    middles = [(start + (end - start) / 4, end - (end - start) / 4) for start, end in calls]
+    during = [t for t in ticks for start, end in middles if start < t < end]
+    assert during, f"no other thread ran during calls of {[e - s for s, e in calls]} s"

@@ -1,7 +1,7 @@
-"""`i64 graph_run(i64* frame)`: the function Python calls, once per call.
+"""`i64 graph_run(i64* frame)`: the function a call runs, once per call (through the builtin
+of python_entry.py, or ctypes where that cannot read CPython's objects).
 
-It reads what the call needs from the frame (a one-argument call crosses ctypes fastest: a
-second argument costs more than writing the frame), clears the error record, writes the
+It reads what the call needs from the frame, clears the error record, writes the
 address of each of the call's arrays into its table slot (read from the array objects the
 frame's `arrays` points at: cheaper here than in Python) and runs graph_steps. It returns 0
 when every kernel ran, 1 when one failed (the error record says how), and SHARED when asked
@@ -31,7 +31,10 @@ STEPS_ARGS = ("table", "sizes", "error", "threads", "steps")
 # outputs), how many are fed, the address of the table slot of each (-1: none) and of the
 # bytes of each (the installed call's); then the Variables: how many and the address of a
 # (slot, bytes, updated) triple for each; last, written per call, the address of the call's
-# array objects (0: Python wrote the table), its low bit set to screen them.
+# array objects (0: Python wrote the table), its low bit set to screen them. After graph_run's
+# fields, what the Python builtin that calls it reads (python_entry.py): graph_run's address,
+# libpython's functions that release and take back the GIL and count a reference, and the
+# address of the status objects' addresses.
 FRAME = (
     *STEPS_ARGS,
     "data_offset",
@@ -42,7 +45,13 @@ FRAME = (
     "variable_count",
     "variables",
     "arrays",
+    "run",
+    "save_thread",
+    "restore_thread",
+    "incref",
+    "statuses",
 )
+RUN_FIELDS = FRAME.index("arrays") + 1
 VARIABLE_FIELDS = 3
 SHARED = 2
 _ZERO = ir.Constant(I64, 0)
@@ -55,7 +64,8 @@ def emit_run_function(module: ir.Module, steps: ir.Function) -> None:
     (frame,) = run.args
     b = ir.IRBuilder(run.append_basic_block("entry"))
     field = {
-        name: b.load(b.gep(frame, [ir.Constant(I64, i)]), name=name) for i, name in enumerate(FRAME)
+        name: b.load(b.gep(frame, [ir.Constant(I64, i)]), name=name)
+        for i, name in enumerate(FRAME[:RUN_FIELDS])
     }
     pointer_types = steps.function_type.args[:3]
     table, sizes, error = (

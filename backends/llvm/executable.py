@@ -52,6 +52,7 @@ from graphc.backends.llvm.program import (
     build_module,
     slot_names,
 )
+from graphc.backends.llvm.python_entry import entry_builtins, frame_fields
 from graphc.backends.llvm.runtime_library import compile_with_library, gemm_declaration
 from graphc.dims import evaluate_shape
 from graphc.errors import IndexingError, located
@@ -59,7 +60,6 @@ from graphc.graph import Graph
 from graphc.passes.fusion import partition
 from graphc.recent import RecentValues
 
-_ARRAYS = FRAME.index("arrays")
 _RUN = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)
 _VALUE = operator.attrgetter("value")
 
@@ -155,10 +155,14 @@ class LLVMExecutable(RunsBound):
             "variable_count": len(self._variable_spans) // VARIABLE_FIELDS,
             "variables": self._variable_spans.ctypes.data,
             "arrays": 0,  # each call's
+            "run": self.compiled.address(RUN_NAME),
+            **frame_fields(),
         }
         self._frame = np.array([frame[name] for name in FRAME], dtype=np.int64)
-        self._frame_address = self._frame.ctypes.data
-        self._frame_view = self._frame.data  # a memoryview: writes an item faster than numpy
+        # {screen: run a call on a tuple of its arrays, returning graph_run's status}.
+        self._enter = entry_builtins(self._frame) or {
+            screen: functools.partial(self._enter_by_ctypes, screen) for screen in (False, True)
+        }
         # The bound calls of the most recent symbol sizes, and the one whose sizes and
         # intermediates' addresses the table holds now.
         self._bound_calls: RecentValues[Runner] = RecentValues(PLANS_KEPT)
@@ -270,19 +274,15 @@ class LLVMExecutable(RunsBound):
                 address = WORKSPACES.get(self._workspace_bytes).address
                 if address != self._workspace_address:
                     self._table[self._workspace_slot] = self._workspace_address = address
-            # The entry reads the arrays' addresses from the objects (kept alive by `handed`).
+            # The entry reads the arrays' addresses from the objects.
             handed = (*feeds, *arrays)
-            if TUPLE_ITEMS_OFFSET is None:
-                self._write_addresses(handed)
-            else:
-                self._frame_view[_ARRAYS] = id(handed) + TUPLE_ITEMS_OFFSET + screen  # bit 0
             if call.steps is None:
-                status = self._run_entry(self._frame_address)
+                status = self._enter[screen](handed)
                 if status == SHARED:
                     return None
                 if status:
                     self._raise_on_error("")
-            elif self._run_steps(call.steps) == SHARED:
+            elif self._run_steps(call.steps, handed, screen) == SHARED:
                 return None
             if self._sources is None:
                 return arrays  # the output buffers' arrays, out's own when it was given
@@ -294,12 +294,14 @@ class LLVMExecutable(RunsBound):
                     np.copyto(target, result)
             return list(out)
 
-    def _write_addresses(self, handed: Sequence[np.ndarray]) -> None:
-        """Write the addresses of a call's arrays (fed, then outputs) into their table
-        slots, where native code cannot read them from the objects."""
+    def _enter_by_ctypes(self, screen: bool, handed: tuple) -> int:
+        """Run graph_run through ctypes, where native code cannot read CPython's objects:
+        write the addresses of the call's arrays (fed, then outputs) into their table slots
+        here. Where it cannot read them, it cannot screen them either (screens_memory)."""
         for slot, array in zip(self._array_slots, handed, strict=True):
             if slot >= 0:
                 self._table[slot] = data_address(array)
+        return self._run_entry(self._frame.ctypes.data)
 
     def _point_at_variables(self) -> None:
         """Write the addresses of the arrays the variables hold now into the table."""
@@ -326,11 +328,11 @@ class LLVMExecutable(RunsBound):
         self._table[self._temp_slots] = call.temp_addresses
         self._installed = call
 
-    def _run_steps(self, steps: int) -> int:
-        """Run the steps entry and return its status; a step that fails gives the Variables
-        back the values they had before the call, and raises."""
+    def _run_steps(self, steps: int, handed: tuple, screen: bool) -> int:
+        """Run the steps entry on the call's arrays and return its status; a step that fails
+        gives the Variables back the values they had before the call, and raises."""
         with undone_on_error(self._updated):
-            status = self._run_entry(self._frame_address)
+            status = self._enter[screen](handed)
             if status == SHARED:
                 return status
             if status:
