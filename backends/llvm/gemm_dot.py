@@ -5,9 +5,11 @@ A Linear layer's forward `x @ W.T` at a small batch, and matrix @ vector, have A
 B's columns contiguous along K. The packed path transposes all of B into panels to use each
 element min(M, N) times; at batch 16 that copy cost as much as the arithmetic. Here a block of
 MB rows of A and NB columns of B is read one vector of K at a time into MB x NB vector
-accumulators (every load feeds MB or NB FMAs), and each accumulator is summed across its lanes
-at the end. The rows left after whole blocks go one at a time (a matrix-vector product wastes
-no FMA); an edge block of columns repeats the last column and stores only what belongs to C.
+accumulators (every load feeds MB or NB FMAs); at the end the NB accumulators of a row are
+summed across their lanes together (shared shuffles, see _lane_sums) into one short vector,
+stored with one masked store. The rows left after whole blocks go one at a time (a
+matrix-vector product wastes no FMA); an edge block of columns repeats the last column and
+stores only what belongs to C.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable
 
 from llvmlite import ir
 
-from graphc.backends.llvm.gemm_emitter import I64, Emitter, define_function
+from graphc.backends.llvm.gemm_emitter import I32, I64, Emitter, define_function
 from graphc.backends.llvm.gemm_plan import GemmPlan
 
 # A product whose smaller side of C (rows or columns) is at most this, or that makes at most
@@ -79,7 +81,7 @@ def emit_dot(module: ir.Module, plan: GemmPlan) -> ir.Function:
                 rows = _clamped(e, i0, count, m, "i")
                 a_rows = [e.element(a, irb.mul(r, a_rs), name=f"a{i}") for i, r in enumerate(rows)]
                 sums = _dot_block(e, a_rows, b_rows, whole, k)
-                _store_block(e, sums, (i0, j0), (m, n), (rows, columns), c, c_rs, accumulate)
+                _store_block(e, sums, (i0, j0), n, nb, rows, c, c_rs, accumulate)
                 return []
 
             return body
@@ -102,8 +104,9 @@ def _clamped(e: Emitter, start: ir.Value, count: int, size: ir.Value, name: str)
 
 def _dot_block(
     e: Emitter, a_rows: list[ir.Value], b_rows: list[ir.Value], whole: ir.Value, k: ir.Value
-) -> list[list[ir.Value]]:
-    """Return the MB x NB dot products of the rows of A with the columns of B, as scalars."""
+) -> list[ir.Value]:
+    """Return the MB x NB dot products of the rows of A with the columns of B: for each row,
+    a vector of its NB sums (see _lane_sums)."""
     plan, irb = e.plan, e.builder
     zero = ir.Constant(plan.vector, [0.0] * plan.lanes)
     carried = [(f"acc{i}_{j}", zero) for i in range(len(a_rows)) for j in range(len(b_rows))]
@@ -136,16 +139,57 @@ def _dot_block(
         return e.masked_load(e.vector_at(row, position, name), mask, zero, name)
 
     accumulators = accumulate_at(whole, accumulators, tail_load)
-    reduce = e.declare(
-        f"llvm.vector.reduce.fadd.v{plan.lanes}{plan.short}",
-        ir.FunctionType(plan.scalar, [plan.scalar, plan.vector]),
-    )
-    minus_zero = ir.Constant(plan.scalar, -0.0)
-    flat = [
-        irb.call(reduce, [minus_zero, value], name=f"dot{p}", fastmath=("reassoc",))
-        for p, value in enumerate(accumulators)
+    columns = len(b_rows)
+    return [
+        _lane_sums(e, accumulators[i * columns : (i + 1) * columns]) for i in range(len(a_rows))
     ]
-    return [flat[i * len(b_rows) : (i + 1) * len(b_rows)] for i in range(len(a_rows))]
+
+
+def _lane_sums(e: Emitter, vectors: list[ir.Value]) -> ir.Value:
+    """Return a vector whose lane j is the sum of the lanes of vectors[j]; its width is the
+    count of vectors rounded up to a power of two (lanes past the count repeat the last sum).
+
+    Lanes are summed as a reassociating vector reduction sums them, by halves (lane t with
+    lane t + half), but the vectors share the shuffles and adds: pairs merge into one vector
+    holding the halved partial sums of both, until one vector holds them all."""
+    irb, lanes = e.builder, e.plan.lanes
+    width = 1 << (len(vectors) - 1).bit_length()
+    groups, segment = [*vectors, *[vectors[-1]] * (width - len(vectors))], lanes
+    if width > lanes:  # more vectors than lanes (f64 with 128-bit vectors): two halves
+        halves = _lane_sums(e, groups[: width // 2]), _lane_sums(e, groups[width // 2 :])
+        return irb.shuffle_vector(
+            *halves, ir.Constant(ir.VectorType(I32, width), list(range(width)))
+        )
+    while len(groups) > 1:
+        low, high = (_half_lanes(lanes, segment, first) for first in (0, segment // 2))
+        groups = [
+            irb.fadd(irb.shuffle_vector(x, y, low), irb.shuffle_vector(x, y, high))
+            for x, y in zip(groups[::2], groups[1::2], strict=True)
+        ]
+        segment //= 2
+    (total,) = groups
+    spacing = segment
+    while segment > 1:
+        half = segment // 2
+        picks = [i + half if i % segment < half else i for i in range(lanes)]
+        shifted = irb.shuffle_vector(total, total, ir.Constant(ir.VectorType(I32, lanes), picks))
+        total, segment = irb.fadd(total, shifted), half
+    picks = [j * spacing for j in range(width)]
+    return irb.shuffle_vector(total, total, ir.Constant(ir.VectorType(I32, width), picks))
+
+
+def _half_lanes(lanes: int, segment: int, first: int) -> ir.Constant:
+    """Return the shuffle that takes, from two vectors of segments `segment` lanes long, the
+    half of each segment starting at lane `first` of it: the first vector's, then the
+    second's."""
+    half = segment // 2
+    picks = [
+        source * lanes + start + first + t
+        for source in (0, 1)
+        for start in range(0, lanes, segment)
+        for t in range(half)
+    ]
+    return ir.Constant(ir.VectorType(I32, lanes), picks)
 
 
 def _tail_mask(e: Emitter, remaining: ir.Value) -> ir.Value:
@@ -157,25 +201,40 @@ def _tail_mask(e: Emitter, remaining: ir.Value) -> ir.Value:
 
 def _store_block(
     e: Emitter,
-    sums: list[list[ir.Value]],
+    sums: list[ir.Value],
     start: tuple[ir.Value, ir.Value],
-    size: tuple[ir.Value, ir.Value],
-    clamped: tuple[list[ir.Value], list[ir.Value]],
+    columns: ir.Value,
+    block: int,
+    rows: list[ir.Value],
     c: ir.Value,
     c_rs: ir.Value,
     accumulate: ir.Value,
 ) -> None:
-    """Store each sum whose row and column lie inside C, adding C's old value if asked."""
-    irb = e.builder
-    (i0, j0), (m, n), (rows, columns) = start, size, clamped
-    for i, row_sums in enumerate(sums):
-        for j, value in enumerate(row_sums):
-            inside = irb.and_(
-                irb.icmp_signed("<", irb.add(i0, e.const(i)), m),
-                irb.icmp_signed("<", irb.add(j0, e.const(j)), n),
-            )
-            with irb.if_then(inside):
-                target = e.element(c, irb.add(irb.mul(rows[i], c_rs), columns[j]), name="c_at")
-                old = irb.load(target)
-                total = irb.select(accumulate, irb.fadd(old, value), value)
-                irb.store(total, target)
+    """Store each row's vector of sums at C[row, j0:], the first `block` lanes of it that lie
+    in the columns below `columns` (N), adding C's old values if asked."""
+    irb, plan = e.builder, e.plan
+    _, j0 = start
+    width = sums[0].type.count
+    vector = ir.VectorType(plan.scalar, width)
+    ids = ir.Constant(ir.VectorType(I64, width), list(range(width)))
+    stored = e.min(irb.sub(columns, j0), block, name="stored_columns")
+    limit = irb.insert_element(ir.Constant(ir.VectorType(I64, width), None), stored, e.const(0))
+    limit = irb.shuffle_vector(limit, limit, ir.Constant(ir.VectorType(I32, width), [0] * width))
+    mask = irb.icmp_signed("<", ids, limit, name="inside")
+    suffix = f"v{width}{plan.short}.p0"
+    align = ir.Constant(I32, plan.itemsize)
+    load = e.declare(
+        f"llvm.masked.load.{suffix}",
+        ir.FunctionType(vector, [vector.as_pointer(), I32, mask.type, vector]),
+    )
+    store = e.declare(
+        f"llvm.masked.store.{suffix}",
+        ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), I32, mask.type]),
+    )
+    zero = ir.Constant(vector, [0.0] * width)
+    for row, value in zip(rows, sums, strict=True):
+        at = e.element(c, irb.add(irb.mul(row, c_rs), j0), name="c_row")
+        target = irb.bitcast(at, vector.as_pointer(), name="c_at")
+        old = irb.call(load, [target, align, mask, zero], name="old")
+        total = irb.select(accumulate, irb.fadd(old, value), value)
+        irb.call(store, [total, target, align, mask])
