@@ -350,15 +350,43 @@ class CollectiveKernel:
     covers: tuple[int, ...] = ()
 
 
-Kernel = LoopKernel | MatmulKernel | ScatterAddKernel | ScanKernel | CollectiveKernel
+@dataclass(frozen=True, slots=True)
+class SparseUpdateKernel:
+    """A scatter-add and the in-place update that alone reads its output: `update` stores
+    variable - scale * out (`subtract`) or variable + scale * out, element by element, into
+    the variable's memory (sparse_updates.py). Where scale * 0 changes no element (it is +0.0
+    to subtract, -0.0 to add) and the source has no more elements than out, a backend may
+    clear, accumulate and update only the elements the scatter targets: the other elements
+    would get variable -/+ scale * 0, the variable's own bits. Otherwise it runs the scatter,
+    then the update."""
+
+    name: str
+    scatter: ScatterAddKernel
+    update: LoopKernel
+    scale: Expr
+    subtract: bool
+    covers: tuple[int, ...] = ()
+
+
+Kernel = (
+    LoopKernel
+    | MatmulKernel
+    | ScatterAddKernel
+    | ScanKernel
+    | CollectiveKernel
+    | SparseUpdateKernel
+)
 
 
 def nested_kernels(kernels: Iterable[Kernel]) -> Iterator[Kernel]:
-    """Yield every kernel, and the kernels of every loop's body after the loop's."""
+    """Yield every kernel, and after a loop the kernels of its body, after a sparse update
+    its scatter and update."""
     for kernel in kernels:
         yield kernel
         if isinstance(kernel, ScanKernel):
             yield from nested_kernels(kernel.body)
+        elif isinstance(kernel, SparseUpdateKernel):
+            yield from (kernel.scatter, kernel.update)
 
 
 def children(expr: Any) -> list[Any]:
@@ -444,6 +472,8 @@ def buffers_used(kernel: Kernel) -> set[str]:
             names |= buffers_used(inner)
     elif isinstance(kernel, CollectiveKernel):
         names |= {kernel.source, kernel.out}
+    elif isinstance(kernel, SparseUpdateKernel):
+        names |= buffers_used(kernel.scatter) | buffers_used(kernel.update)
     else:
         names.add(kernel.out)
         visit(kernel.value)

@@ -28,6 +28,7 @@ from graphc.backends.kernel import KernelProgram, build_program
 from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.build import updates_from_kernels
 from graphc.backends.kernel.inplace import in_place_updates
+from graphc.backends.kernel.sparse_updates import sparse_updates
 from graphc.backends.llvm import gemm
 from graphc.backends.llvm.collectives import register_collectives
 from graphc.backends.llvm.entry_point import FRAME, RUN_NAME, SHARED, VARIABLE_FIELDS
@@ -84,8 +85,9 @@ class LLVMExecutable(RunsBound):
         program = build_program(graph, self.partition)
         # Updates computed straight into their variable need no copy at the end of a call.
         self._in_place = in_place_updates(program)
+        # An embedding's SGD-style update may touch only the rows a step looked up.
         self.program: KernelProgram = replace(
-            program,
+            sparse_updates(program, self._in_place),
             updates=[(v, u) for v, u in program.updates if u not in self._in_place],
         )
         threads = thread_count()

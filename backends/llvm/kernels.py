@@ -823,3 +823,72 @@ def emit_scatter_kernel(ctx: KernelContext, kernel: k.ScatterAddKernel) -> ir.Fu
         fe.loop(kernel.vars, extents, scope, [], accumulate)
     b.ret_void()
     return fe.finish()
+
+
+def emit_sparse_update(ctx: KernelContext, kernel: k.SparseUpdateKernel) -> ir.Function:
+    """Emit a sparse update's sparse path (single-threaded): clear the scatter's output at
+    each target, add the source into it in order (as the scatter does, so each sum has the
+    scatter's bits), then at each target store the update and clear the target again, so a
+    target met twice is updated by scale * 0 the second time, which changes nothing. A bad
+    index stops it after the first pass, before any variable changes.
+
+    Where the target is a row's start plus the innermost loop variable (an embedding's row
+    and column), each pass checks the row's index once and runs along the row in vectors."""
+    scatter, update = kernel.scatter, kernel.update
+    fe = FunctionEmitter(ctx, kernel.name, buffers=sorted(k.buffers_used(kernel)))
+    b = fe.builder
+    scope = Scope()
+    zero = ir.Constant(register_type(scatter.dtype), 0.0)
+    extents = [fe.expr.index(d, scope) for d in scatter.domain]
+    (store,) = update.stores
+    (element,) = update.vars
+    target, last = scatter.target, scatter.vars[-1]
+    by_rows = (
+        isinstance(target, k.IBin)
+        and target.op == "add"
+        and target.b == last
+        and last not in k.free_vars(target.a)
+    )
+    row_vars, row_extents = (
+        (scatter.vars[:-1], extents[:-1]) if by_rows else (scatter.vars, extents)
+    )
+    row_start = target.a if by_rows else target  # type: ignore[union-attr]
+    row_length = extents[-1] if by_rows else ir.Constant(I64, 1)
+
+    def at_targets(action: Callable[[Scope, ir.Value], None]) -> None:
+        def row(outer: Scope, flat: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+            start = fe.expr.index(row_start, outer)
+
+            def column(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+                inner = outer.child()
+                if by_rows:
+                    inner.values[last] = j
+                action(inner, b.add(start, j))
+                return []
+
+            fe.counted(ir.Constant(I64, 0), row_length, [], column, "column", by_rows, by_rows)
+            return []
+
+        fe.loop(row_vars, row_extents, scope, [], row)
+
+    def clear(inner: Scope, position: ir.Value) -> None:
+        fe.store(scatter.out, position, zero)
+
+    def accumulate(inner: Scope, position: ir.Value) -> None:
+        total = b.fadd(fe.load(scatter.out, position), fe.expr.value(scatter.value, inner))
+        fe.store(scatter.out, position, total)
+
+    def apply(inner: Scope, position: ir.Value) -> None:
+        at_target = inner.child()
+        at_target.values[element] = position
+        fe.store(store.buffer, position, fe.expr.value(store.value, at_target))
+        fe.store(scatter.out, position, zero)
+
+    with b.if_then(b.icmp_signed("<", fe.args["lo"], fe.args["hi"])):
+        at_targets(clear)
+        checked = b.icmp_signed("==", b.load(fe.error), ir.Constant(I64, 0), name="indices_ok")
+        with b.if_then(checked):
+            at_targets(accumulate)
+            at_targets(apply)
+    b.ret_void()
+    return fe.finish()

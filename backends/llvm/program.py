@@ -10,7 +10,7 @@ inputs and sees the Variables as step i left them; a plain call is one step."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from llvmlite import ir
 
@@ -26,6 +26,7 @@ from graphc.backends.llvm.kernels import (
     emit_loop_kernel,
     emit_matmul_kernel,
     emit_scatter_kernel,
+    emit_sparse_update,
     loop_split,
     loop_work,
     matmul_work,
@@ -91,8 +92,6 @@ def _emit_kernels(
     """Emit calls of kernels, in order, into caller (the entry point or a loop's body, whose
     arguments are table, sizes, error and threads), branching to done after one that fails;
     kernels equal but for their buffers share one body (`sharing.py`)."""
-    b = caller.builder
-    table, sizes, error, threads = caller.function.args
     for kernel in kernels:
         if isinstance(kernel, k.ScanKernel):
 
@@ -103,17 +102,68 @@ def _emit_kernels(
             calls: list[tuple[ir.Function, Work | None]] = [(loop, None)]
         elif isinstance(kernel, k.CollectiveKernel):  # one MPI call, on this thread
             calls = [(emit_collective_kernel(ctx, caller, kernel), None)]
+        elif isinstance(kernel, k.SparseUpdateKernel):
+            _emit_sparse_update(ctx, caller, kernel, parallel, done, shared)
+            continue
         else:
             calls = list(_kernel_functions(ctx, caller, kernel, shared))
-        for function, work in calls:
-            if work is None:  # a loop runs its steps on this thread; its body's kernels split
-                b.call(function, [table, sizes, error, threads])
-            else:
-                emit_run(caller, function, work, threads if parallel else None, table, sizes, error)
-            failed = b.icmp_signed("!=", b.load(error), ir.Constant(I64, 0))
-            next_block = caller.function.append_basic_block(f"after_{function.name}")
-            b.cbranch(failed, done, next_block)
-            b.position_at_end(next_block)
+        _emit_calls(caller, calls, parallel, done)
+
+
+def _emit_calls(
+    caller: FunctionEmitter,
+    calls: Sequence[tuple[ir.Function, Work | None]],
+    parallel: bool,
+    done: ir.Block,
+) -> None:
+    """Emit the calls of kernel functions, each split over threads by its work (None: on
+    this thread), branching to done after one that fails."""
+    b = caller.builder
+    table, sizes, error, threads = caller.function.args
+    for function, work in calls:
+        if work is None:  # a loop runs its steps on this thread; its body's kernels split
+            b.call(function, [table, sizes, error, threads])
+        else:
+            emit_run(caller, function, work, threads if parallel else None, table, sizes, error)
+        failed = b.icmp_signed("!=", b.load(error), ir.Constant(I64, 0))
+        next_block = caller.function.append_basic_block(f"after_{function.name}")
+        b.cbranch(failed, done, next_block)
+        b.position_at_end(next_block)
+
+
+def _emit_sparse_update(
+    ctx: KernelContext,
+    caller: FunctionEmitter,
+    kernel: k.SparseUpdateKernel,
+    parallel: bool,
+    done: ir.Block,
+    shared: SharedBodies,
+) -> None:
+    """Emit a sparse update: its sparse path where that gives the bits of the dense one (the
+    scale times zero is the zero that leaves every element alone, and the source has no more
+    elements than the scatter's output), else the scatter and the update as usual."""
+    b = caller.builder
+    scope = Scope()
+    scale = caller.expr.value(kernel.scale, scope)
+    width = 64 if isinstance(scale.type, ir.DoubleType) else 32
+    product = b.bitcast(b.fmul(scale, ir.Constant(scale.type, 0.0)), ir.IntType(width))
+    identity = 0 if kernel.subtract else 1 << (width - 1)  # +0.0 to subtract, -0.0 to add
+    leaves_alone = b.icmp_unsigned("==", product, ir.Constant(ir.IntType(width), identity))
+    source = ir.Constant(I64, 1)
+    for extent in kernel.scatter.domain:
+        source = b.mul(source, caller.expr.index(extent, scope))
+    few = b.icmp_signed("<=", source, caller.expr.index(kernel.scatter.out_size, scope))
+    with b.if_else(b.and_(leaves_alone, few, name="sparse")) as (sparse, dense):
+        with sparse:
+            function = shared.function(kernel, emit_sparse_update)
+            _emit_calls(caller, [(function, Work(ir.Constant(I64, 1), 0))], parallel, done)
+        with dense:
+            calls = [
+                call
+                for part in (kernel.scatter, kernel.update)
+                for call in _kernel_functions(ctx, caller, part, shared)
+            ]
+            _emit_calls(caller, calls, parallel, done)
 
 
 def _steps_function(ctx: KernelContext, program: KernelProgram, main: ir.Function) -> ir.Function:
