@@ -14,6 +14,12 @@ from graphc.backends.llvm.runtime_library import parallel_declaration
 # Below this much work (elements times a cost estimate) a kernel stays on the calling thread:
 # waking a second thread costs more than it saves on small steps.
 PARALLEL_THRESHOLD = 1 << 20
+# The same inside a loop's body (gc.scan). Its kernels run back to back, step after step, so
+# the pool's workers are awake from the step's matmuls and a split costs no wake-up: an LSTM
+# step's gate and cell kernels (32 x 1024 elements) are split there. LSTM Adam step at 2
+# threads, 4 paired runs: 34.6-36.0 -> 33.2-34.6 ms at 2^16 (2^20: the MLP step at batch 16
+# got 5-10% slower when its kernels were split at 2^16).
+LOOP_PARALLEL_THRESHOLD = 1 << 16
 # Chunks per thread: more let the caller take over a late worker's share; fewer repeat less
 # per-chunk work.
 CHUNKS_PER_THREAD = 4
@@ -33,7 +39,18 @@ RECORD_TYPE = ir.LiteralStructType(
         I64,
     ]
 )
-_RUN_ARGS = ("kernel", "table", "sizes", "error", "total", "amount", "threads", "chunks", "grain")
+_RUN_ARGS = (
+    "kernel",
+    "table",
+    "sizes",
+    "error",
+    "total",
+    "amount",
+    "threshold",
+    "threads",
+    "chunks",
+    "grain",
+)
 
 
 class Work(NamedTuple):
@@ -76,10 +93,12 @@ def emit_run(
     table: ir.Value,
     sizes: ir.Value,
     error: ir.Value,
+    in_loop: bool = False,
 ) -> None:
     """Call function over its work range; when threads is given and total * cost reaches
-    PARALLEL_THRESHOLD, hand it to the pool in chunks (through the module's one `graphc_run`,
-    so a call site is one call, not a copy of the split)."""
+    PARALLEL_THRESHOLD (LOOP_PARALLEL_THRESHOLD in a loop's body), hand it to the pool in
+    chunks (through the module's one `graphc_run`, so a call site is one call, not a copy of
+    the split)."""
     b = entry.builder
     total, cost, repeats_per_chunk, grain = work
     if threads is None or (isinstance(cost, int) and cost == 0):
@@ -87,12 +106,13 @@ def emit_run(
         b.call(function, [table, sizes, error, zero, total, zero])
         return
     amount = b.mul(total, _value(cost))
+    threshold = _value(LOOP_PARALLEL_THRESHOLD if in_loop else PARALLEL_THRESHOLD)
     chunks, grain = _value(CHUNKS_PER_THREAD), _value(grain)
     if repeats_per_chunk:
         chunks, grain = _matmul_split(b, total, threads)
     b.call(
         run_task(entry.ctx.module),
-        [function, table, sizes, error, total, amount, threads, chunks, grain],
+        [function, table, sizes, error, total, amount, threshold, threads, chunks, grain],
     )
 
 
@@ -118,23 +138,25 @@ def _matmul_split(b: ir.IRBuilder, total: ir.Value, threads: ir.Value) -> tuple[
 
 
 def run_task(module: ir.Module) -> ir.Function:
-    """Return `void graphc_run(kernel, table, sizes, error, total, amount, threads, chunks,
-    grain)`: run the kernel over [0, total) on this thread, or over the pool in `chunks`
-    chunks per thread, each a multiple of `grain` elements, when `amount` (its work times a
-    cost per element) reaches PARALLEL_THRESHOLD and there is more than one thread.
+    """Return `void graphc_run(kernel, table, sizes, error, total, amount, threshold,
+    threads, chunks, grain)`: run the kernel over [0, total) on this thread, or over the pool
+    in `chunks` chunks per thread, each a multiple of `grain` elements, when `amount` (its
+    work times a cost per element) reaches `threshold` and there is more than one thread.
     Kept out of line: inlined, it would repeat the split at every kernel's call."""
     name = "graphc_run"
     if name in module.globals:
         return module.globals[name]
-    arguments = [KERNEL_TYPE.as_pointer(), *KERNEL_TYPE.args[:3], I64, I64, I64, I64, I64]
+    arguments = [KERNEL_TYPE.as_pointer(), *KERNEL_TYPE.args[:3], *[I64] * 6]
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), arguments), name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     for arg, label in zip(fn.args, _RUN_ARGS, strict=True):
         arg.name = label
-    kernel, table, sizes, error, total, amount, threads, chunks_per_thread, grain = fn.args
+    kernel, table, sizes, error, total, amount, threshold, threads, chunks_per_thread, grain = (
+        fn.args
+    )
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    big = b.icmp_signed(">=", amount, ir.Constant(I64, PARALLEL_THRESHOLD))
+    big = b.icmp_signed(">=", amount, threshold)
     wide = b.and_(big, b.icmp_signed(">", threads, ir.Constant(I64, 1)))
     with b.if_else(wide) as (pooled, alone):
         with pooled:

@@ -88,43 +88,47 @@ def _emit_kernels(
     parallel: bool,
     done: ir.Block,
     shared: SharedBodies,
+    in_loop: bool = False,
 ) -> None:
-    """Emit calls of kernels, in order, into caller (the entry point or a loop's body, whose
-    arguments are table, sizes, error and threads), branching to done after one that fails;
-    kernels equal but for their buffers share one body (`sharing.py`)."""
+    """Emit calls of kernels, in order, into caller (the entry point or, `in_loop`, a loop's
+    body, whose arguments are table, sizes, error and threads), branching to done after one
+    that fails; kernels equal but for their buffers share one body (`sharing.py`)."""
     for kernel in kernels:
         if isinstance(kernel, k.ScanKernel):
 
             def body(emitter: FunctionEmitter, failed: ir.Block, inner=kernel.body) -> None:
-                _emit_kernels(ctx, emitter, inner, parallel, failed, shared)
+                _emit_kernels(ctx, emitter, inner, parallel, failed, shared, in_loop=True)
 
             loop = emit_scan_kernel(ctx, caller, kernel, body)
             calls: list[tuple[ir.Function, Work | None]] = [(loop, None)]
         elif isinstance(kernel, k.CollectiveKernel):  # one MPI call, on this thread
             calls = [(emit_collective_kernel(ctx, caller, kernel), None)]
         elif isinstance(kernel, k.SparseUpdateKernel):
-            _emit_sparse_update(ctx, caller, kernel, parallel, done, shared)
+            _emit_sparse_update(ctx, caller, kernel, (parallel, in_loop), done, shared)
             continue
         else:
             calls = list(_kernel_functions(ctx, caller, kernel, shared))
-        _emit_calls(caller, calls, parallel, done)
+        _emit_calls(caller, calls, (parallel, in_loop), done)
 
 
 def _emit_calls(
     caller: FunctionEmitter,
     calls: Sequence[tuple[ir.Function, Work | None]],
-    parallel: bool,
+    split: tuple[bool, bool],
     done: ir.Block,
 ) -> None:
     """Emit the calls of kernel functions, each split over threads by its work (None: on
-    this thread), branching to done after one that fails."""
+    this thread) where `split` (parallel, in a loop's body) allows, branching to done after
+    one that fails."""
     b = caller.builder
     table, sizes, error, threads = caller.function.args
+    parallel, in_loop = split
     for function, work in calls:
         if work is None:  # a loop runs its steps on this thread; its body's kernels split
             b.call(function, [table, sizes, error, threads])
         else:
-            emit_run(caller, function, work, threads if parallel else None, table, sizes, error)
+            pool = threads if parallel else None
+            emit_run(caller, function, work, pool, table, sizes, error, in_loop)
         failed = b.icmp_signed("!=", b.load(error), ir.Constant(I64, 0))
         next_block = caller.function.append_basic_block(f"after_{function.name}")
         b.cbranch(failed, done, next_block)
@@ -135,7 +139,7 @@ def _emit_sparse_update(
     ctx: KernelContext,
     caller: FunctionEmitter,
     kernel: k.SparseUpdateKernel,
-    parallel: bool,
+    split: tuple[bool, bool],
     done: ir.Block,
     shared: SharedBodies,
 ) -> None:
@@ -156,14 +160,14 @@ def _emit_sparse_update(
     with b.if_else(b.and_(leaves_alone, few, name="sparse")) as (sparse, dense):
         with sparse:
             function = shared.function(kernel, emit_sparse_update)
-            _emit_calls(caller, [(function, Work(ir.Constant(I64, 1), 0))], parallel, done)
+            _emit_calls(caller, [(function, Work(ir.Constant(I64, 1), 0))], split, done)
         with dense:
             calls = [
                 call
                 for part in (kernel.scatter, kernel.update)
                 for call in _kernel_functions(ctx, caller, part, shared)
             ]
-            _emit_calls(caller, calls, parallel, done)
+            _emit_calls(caller, calls, split, done)
 
 
 def _steps_function(ctx: KernelContext, program: KernelProgram, main: ir.Function) -> ir.Function:
