@@ -16,6 +16,8 @@ import pytest
 
 import graphc as gc
 from graphc import nn, optim
+from graphc.backends.llvm import executable
+from graphc.backends.llvm.executable import LLVMExecutable
 from graphc.errors import GraphError, IndexingError, InputError
 
 RNG = np.random.default_rng(16)
@@ -377,3 +379,34 @@ def test_every_kind_of_output_is_stacked_per_step(backend):
     np.testing.assert_array_equal(targets[4], want[4] + xs.sum(axis=(0, 1)))
     for a, b in zip(targets[:4], want[:4], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "test",
+    [
+        test_out_aliasing_the_same_variable_array_is_caught_on_every_call,
+        test_out_aliasing_an_input_of_a_warm_kind_is_staged,
+        test_a_fed_view_of_an_updated_variable_of_a_warm_kind_is_read_as_it_was,
+        test_an_out_array_inside_a_fed_array_of_a_warm_kind_is_staged,
+        test_every_batch_size_after_warm_calls_is_checked_and_right,
+        test_k_steps_with_out_and_then_single_steps_continue,
+        test_a_failing_step_changes_no_variable,
+    ],
+    ids=lambda test: test.__name__.removeprefix("test_"),
+)
+def test_calls_through_ctypes_behave_the_same(monkeypatch, test):
+    """Where CPython's object layouts are unknown, the LLVM backend calls graph_run through
+    ctypes, Python writes the arrays' addresses into the table and every memory check runs
+    in Python: the same results and errors."""
+    entered = []
+    through_ctypes = LLVMExecutable._enter_by_ctypes
+
+    def counted(self, screen, handed):
+        entered.append(screen)
+        return through_ctypes(self, screen, handed)
+
+    monkeypatch.setattr(executable, "entry_builtins", lambda frame: None)
+    monkeypatch.setattr(executable, "TUPLE_ITEMS_OFFSET", None)
+    monkeypatch.setattr(LLVMExecutable, "_enter_by_ctypes", counted)
+    test("llvm")
+    assert entered and not any(entered), "the calls did not go through ctypes unscreened"
