@@ -17,8 +17,8 @@ PARALLEL_THRESHOLD = 1 << 20
 # The same inside a loop's body (gc.scan). Its kernels run back to back, step after step, so
 # the pool's workers are awake from the step's matmuls and a split costs no wake-up: an LSTM
 # step's gate and cell kernels (32 x 1024 elements) are split there. LSTM Adam step at 2
-# threads, 4 paired runs: 34.6-36.0 -> 33.2-34.6 ms at 2^16 (2^20: the MLP step at batch 16
-# got 5-10% slower when its kernels were split at 2^16).
+# threads, paired runs: 34.9-36.8 -> 32.7-34.2 ms (outside loops 2^20 stays: the MLP step
+# at batch 16 got 5-10% slower when its kernels were split at 2^16).
 LOOP_PARALLEL_THRESHOLD = 1 << 16
 # Chunks per thread: more let the caller take over a late worker's share; fewer repeat less
 # per-chunk work.
