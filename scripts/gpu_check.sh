@@ -8,15 +8,20 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-check-logs}"
 mkdir -p "$OUT"
 status=0
+# The python that holds the GPU build of PyTorch: `python` where there is one, else python3.
+PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
+export PYTHON PYTHONUNBUFFERED=1
 SETUP_SECONDS=45
 TESTS_SECONDS=240
 BENCHMARK_SECONDS=180 # 465 s in all
 
 setup() {
     nvidia-smi || true
-    python -m pip install --no-deps --no-build-isolation -e . 2>&1 | tail -n 3
-    python -c "import graphc as gc; print('device:', gc.cuda.device_name())"
-    python -c "from graphc.backends.cuda.driver import selected_driver as d; \
+    "$PYTHON" -c "import llvmlite, numpy, torch; print('llvmlite', llvmlite.__version__, \
+'numpy', numpy.__version__, 'torch', torch.__version__)"
+    "$PYTHON" -m pip install --no-deps --no-build-isolation -e . 2>&1 | tail -n 3
+    "$PYTHON" -c "import graphc as gc; print('device:', gc.cuda.device_name())"
+    "$PYTHON" -c "from graphc.backends.cuda.driver import selected_driver as d; \
 print('cuBLAS:', 'found' if d().blas() else 'not installed (own GEMM kernel only)')"
 }
 export -f setup
@@ -27,13 +32,13 @@ timeout "$SETUP_SECONDS" bash -c setup > "$OUT/setup.log" 2>&1 || status=1
 # PTX tests, then the op and gradient tables, the nn tests and the training parity with
 # "cuda" among the backends (conftest adds it when a device is present). No -x: one failure
 # must not hide the others.
-timeout "$TESTS_SECONDS" python -m pytest -q -p no:cacheprovider -n 8 \
+timeout "$TESTS_SECONDS" "$PYTHON" -m pytest -q -rfE -p no:cacheprovider -n 8 \
     tests/test_cuda_backend.py tests/test_cuda_variables.py tests/test_cuda_cublas.py \
     tests/test_cuda_scan.py tests/test_cuda_ops.py tests/test_cuda_ptx.py \
     tests/test_ops.py tests/test_grad_table.py tests/test_nn.py tests/test_training_parity.py \
     -k "cuda or ptx or emulate" > "$OUT/tests.log" 2>&1 || status=1
 
-timeout "$BENCHMARK_SECONDS" python benchmarks/gpu.py --repeat 20 > "$OUT/benchmark.log" 2>&1 \
+timeout "$BENCHMARK_SECONDS" "$PYTHON" benchmarks/gpu.py --repeat 20 > "$OUT/benchmark.log" 2>&1 \
     || status=1
 
 tail -n 5 "$OUT/setup.log" "$OUT/tests.log" "$OUT/benchmark.log"
