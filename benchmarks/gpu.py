@@ -1,17 +1,19 @@
-"""graphc's CUDA backend against PyTorch on a GPU: an elementwise chain, row softmax, GEMM and
-an MLP Adam step; prints median milliseconds and the ratio peer / graphc (> 1: graphc faster).
+"""graphc's CUDA backend against PyTorch on a GPU: an elementwise chain, row softmax, the sum
+of a matrix, GEMM and an MLP Adam step; prints median milliseconds and the ratio peer / graphc
+(> 1: graphc faster).
 
 A graphc call copies its inputs in and its outputs out, so the elementwise chain and softmax
 are timed as whole calls (host arrays in, host arrays out), next to torch doing the same copies
 and to torch on tensors already on the device; and device-resident: inputs and result in
 Variables, which stay on the device between calls as torch's tensors do, with the bandwidth
 reached (GB/s = the bytes the work must move / time) and its share of the device's peak (from
-its memory clock and bus width). The GEMM multiplies two Variables and returns a scalar, so
-the times are the GEMM's, not the copies'. The training step runs as `repeat(k)`, which
-copies each step's batch in and its loss out; torch is timed doing the same copies, and with
-its batches already on the device. The GEMM and the training step run twice, with cuBLAS
-(when it is installed, graphc hands large plain matmuls to it) and with graphc's own GEMM
-kernel only (GRAPHC_CUBLAS=0). On a machine with a GPU:
+its memory clock and bus width). The sum of a matrix is timed device-resident only. The GEMM
+multiplies two Variables and returns a scalar, so the times are the GEMM's, not the copies'.
+The training step runs as `repeat(k)`, which copies each step's batch in and its loss out;
+torch is timed doing the same copies, and with its batches already on the device. The GEMM
+and the training step run twice, with cuBLAS (when it is installed, graphc hands large plain
+matmuls to it) and with graphc's own GEMM kernel only (GRAPHC_CUBLAS=0). On a machine with a
+GPU:
 
     python benchmarks/gpu.py [--repeat 20] [--quick]
 """
@@ -142,6 +144,17 @@ def softmax(torch: Any, rows: int, width: int, repeat: int, peak: float | None) 
     report_bandwidth(2 * host.nbytes, {"graphc": graphc_ms, "torch": torch_ms}, peak)
 
 
+def whole_sum(torch: Any, n: int, repeat: int, peak: float | None) -> None:
+    """The sum of an n x n float32 matrix into one number: the whole matrix read once."""
+    host = np.random.default_rng(4).standard_normal((n, n)).astype(np.float32)
+    want = np.array(host.astype(np.float64).sum(), np.float32)
+    device = torch.from_numpy(host).cuda()
+    torch_ms = median_ms(on_device(torch, lambda: device.sum()), repeat)
+    graphc_ms = resident_ms([host], lambda v: v.sum(), want, repeat)
+    report(f"sum of {n}x{n}, resident", graphc_ms, {"torch on device": torch_ms})
+    report_bandwidth(host.nbytes, {"graphc": graphc_ms, "torch": torch_ms}, peak)
+
+
 def compiled_with_cublas(use: bool, *args: Any, **kwargs: Any) -> gc.Function:
     """Return gc.compile(...) for the CUDA backend with cuBLAS allowed or not (GRAPHC_CUBLAS,
     read when the executable is made); without it every matmul runs the own GEMM kernel."""
@@ -262,6 +275,7 @@ def main() -> None:
     # frame copy and error read-back (tens of microseconds) stay small next to the kernel.
     elementwise(torch, (1 << 26) // scale, args.repeat, peak)
     softmax(torch, 65536 // scale, 1024, args.repeat, peak)
+    whole_sum(torch, 8192 // scale, args.repeat, peak)
     gemm(torch, 4096 // scale, args.repeat)
     for batch in (128, 4096 // scale):
         mlp_step(torch, batch, 20, max(3, args.repeat // 4))

@@ -93,6 +93,59 @@ def test_integer_and_leading_axis_reductions(rng):
     np.testing.assert_array_equal(argmax, a.argmax(-1))
 
 
+def _launch_grids(f) -> dict[str, list[str]]:
+    return {info.name: [launch.grid for launch in info.launches] for info in f.kernels()}
+
+
+def test_wide_reductions_run_over_partials_on_many_blocks(rng):
+    """A reduction of many elements into a few runs in two kernels: chunks of the elements
+    into a partials buffer on many blocks, then the few outputs over the partials."""
+    x = gc.input("x", (4096, 512))
+    y = gc.input("y", (3, 70000), gc.float64)
+    n = gc.input("n", (96, 1024), gc.int64)
+    p = gc.input("p", (65536,))
+    outputs = [x.sum(), x.amax(), x.amin(), gc.sqrt((x * x).mean()) + 1, y.sum(-1), n.sum()]
+    f = gc.compile([x, y, n, p], [*outputs, p.prod(), p.sum(0, keepdim=True)], backend="cuda")
+    grids = _launch_grids(f)
+    partials = [name for name in grids if "_partials" in name]
+    assert len(partials) == 8, grids
+    if "emulator" not in gc.cuda.device_name():  # the emulator runs at most a few blocks
+        assert all(int(grids[name][0]) >= 32 for name in partials), grids
+    a = rng.standard_normal((4096, 512)).astype(np.float32)
+    b = rng.standard_normal((3, 70000))
+    c = rng.integers(-(1 << 40), 1 << 40, (96, 1024))
+    d = (1 + 1e-3 * rng.standard_normal(65536)).astype(np.float32)
+    got = f(a, b, c, d)
+    wide = a.astype(np.float64)
+    np.testing.assert_allclose(got[0], wide.sum(), rtol=1e-5)
+    np.testing.assert_array_equal(got[1], a.max())
+    np.testing.assert_array_equal(got[2], a.min())
+    np.testing.assert_allclose(got[3], np.sqrt((wide * wide).mean()) + 1, rtol=1e-5)
+    np.testing.assert_allclose(got[4], b.sum(-1), rtol=1e-12)
+    np.testing.assert_array_equal(got[5], c.sum())
+    np.testing.assert_allclose(got[6], np.prod(d.astype(np.float64)), rtol=1e-4)
+    np.testing.assert_allclose(got[7], [d.astype(np.float64).sum()], rtol=1e-5)
+
+
+def test_reductions_that_stay_in_one_pass(rng):
+    """Few elements, extents with no divisor to chunk by, symbolic extents, many outputs and
+    argmax keep one kernel, with the same results."""
+    x = gc.input("x", (65537,))
+    s = gc.input("s", ("B", 70000))
+    f = gc.compile(
+        [x, s], [x.sum(), x[:1000].sum(), s.sum(), s.sum(0), s.argmax(-1)], backend="cuda"
+    )
+    assert not [name for name in _launch_grids(f) if "_partials" in name]
+    a = rng.standard_normal(65537).astype(np.float32)
+    b = rng.standard_normal((2, 70000)).astype(np.float32)
+    whole, head, total, columns, argmax = f(a, b)
+    np.testing.assert_allclose(whole, a.astype(np.float64).sum(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(head, a[:1000].astype(np.float64).sum(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(total, b.astype(np.float64).sum(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(columns, b.sum(0), rtol=1e-6)
+    np.testing.assert_array_equal(argmax, b.argmax(-1))
+
+
 @pytest.mark.parametrize("dtype", [gc.float32, gc.float64])
 def test_batched_matmul_with_strided_operands_and_epilogue(rng, dtype):
     a = gc.input("a", (3, "M", 70), dtype)

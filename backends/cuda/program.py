@@ -10,6 +10,7 @@ from graphc.backends.cuda.dialect import DeviceDialect, KernelDialect
 from graphc.backends.cuda.launches import Launches
 from graphc.backends.cuda.module import build_module
 from graphc.backends.cuda.ptx import PtxModule, compile_ptx
+from graphc.backends.cuda.wide_reductions import split_wide_reductions
 from graphc.backends.kernel import KernelProgram, build_program
 from graphc.backends.kernel.build import updates_from_kernels
 from graphc.backends.kernel.inplace import in_place_updates
@@ -53,7 +54,7 @@ def cuda_program(graph: Graph) -> CudaProgram:
         )
     graph = updates_from_kernels(graph)
     plan = partition(graph)
-    program = without_packed_operands(build_program(graph, plan))
+    program = split_wide_reductions(without_packed_operands(build_program(graph, plan)))
     in_place = in_place_updates(program)
     copied = [(v, u) for v, u in program.updates if u not in in_place]
     return CudaProgram(graph, plan, replace(program, updates=copied), in_place)
