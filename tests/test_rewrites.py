@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_passes import graph_of, ops
 
@@ -579,6 +579,7 @@ STEPS = st.lists(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(STEPS)
+@example([(0, 0, 0, 0), (0, 2, 0, 0), (0, 14, 0, 0), (9, 17, 0, 0)])  # exp(exp(c)), log_softmax
 def test_optimize_is_a_fixed_point_on_random_graphs(steps):
     graph = build_program(steps)
     once = optimize(graph)
@@ -597,4 +598,14 @@ def test_optimize_is_a_fixed_point_on_random_graphs(steps):
     want = ReferenceExecutable(graph).run(feeds, {})
     got = ReferenceExecutable(once).run(feeds, {})
     for g, w in zip(got, want, strict=True):
+        if not exact:
+            g = _where_log_softmax_underflowed(np.asarray(g), np.asarray(w))
         assert_same_values(g, w, exact)
+
+
+def _where_log_softmax_underflowed(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Return got with -inf where want (unoptimised) is -inf and got is below the log of
+    float32's smallest normal: there softmax underflowed to 0 before its log, while the
+    rewritten log_softmax keeps the finite (right) value."""
+    underflowed = np.isneginf(want) & np.isfinite(got) & (got < np.log(np.finfo(np.float32).tiny))
+    return np.where(underflowed, -np.inf, got)
