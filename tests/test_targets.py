@@ -335,6 +335,45 @@ def test_compiled_matmuls_match_numpy(name: str, dtype, use_target) -> None:
     np.testing.assert_allclose(gram, (x.T @ x)[:5], rtol=tolerance, atol=tolerance * 130)
 
 
+def _window_extremum(windows: np.ndarray, largest: bool) -> np.ndarray:
+    """Return LLVM's maximum (minimum) over the last axis: NaN where a window holds one, and
+    of a window's zeros +0 for the maximum (-0 for the minimum) if it holds that one."""
+    with np.errstate(invalid="ignore"):
+        found = windows.max(-1) if largest else windows.min(-1)
+    zero = np.float32(0.0 if largest else -0.0)
+    has_zero = (windows == 0) & (np.signbit(windows) == np.signbit(zero))
+    found = np.where((found == 0) & has_zero.any(-1), zero, found)
+    return np.where(np.isnan(windows).any(-1), np.nan, found)
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_pooling_windows_keep_nan_and_signed_zeros_on_every_target(name: str, use_target) -> None:
+    """A window's max and min (compares and selects on the AVX2 and SSE2 plans, LLVM's
+    maximum and minimum elsewhere): NaN wherever a window holds one, +0 over -0 for the max
+    and -0 over +0 for the min, in either order."""
+    target = use_target(name)
+    rng = np.random.default_rng(3)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.5, -2.0], np.float32)
+    data = rng.choice(special, (4, 3, 8, 8)).astype(np.float32)
+    data[0, 0, :2, :2] = [[0.0, -0.0], [-0.0, -0.0]]
+    data[0, 1, :2, :2] = [[-0.0, -0.0], [-0.0, 0.0]]
+    x = gc.input("x", ("B", 3, 8, 8))
+    f = gc.compile([x], [gc.max_pool2d(x, 2), -gc.max_pool2d(-x, 2), x.amax(-1), x.amin(-1)])
+    windows = data.reshape(4, 3, 4, 2, 4, 2).transpose(0, 1, 2, 4, 3, 5).reshape(4, 3, 4, 4, 4)
+    wants = [
+        _window_extremum(windows, True),
+        _window_extremum(windows, False),
+        _window_extremum(data, True),
+        _window_extremum(data, False),
+    ]
+    for got, want in zip(f(data), wants, strict=True):
+        np.testing.assert_array_equal(got, want)
+        numbers = ~np.isnan(want)
+        np.testing.assert_array_equal(np.signbit(got[numbers]), np.signbit(want[numbers]))
+    if target.isa in ("avx2", "sse2"):  # the max pool's row loop vectorises
+        assert "<8 x float>" in f.llvm_ir() or "<4 x float>" in f.llvm_ir()
+
+
 def test_compile_caches_key_on_the_target(use_target, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     module = ir.Module(name="keys")

@@ -72,6 +72,7 @@ class ExpressionEmitter:
         error_pointer: ir.Value,
         math: Callable[[str, DType], ir.Function],
         loop: Callable[..., list[ir.Value]],
+        window_extrema_by_selects: bool = False,
     ) -> None:
         self.module = module
         self.builder = builder
@@ -80,6 +81,7 @@ class ExpressionEmitter:
         self.error_pointer = error_pointer
         self.math = math
         self.loop = loop
+        self.window_extrema_by_selects = window_extrema_by_selects
 
     # -- integers ---------------------------------------------------------------------------
     def index(self, e: k.IntExpr, scope: Scope) -> ir.Value:
@@ -257,6 +259,20 @@ class ExpressionEmitter:
         result.add_incoming(loaded, inside)
         result.add_incoming(otherwise, before)
         return result
+
+    def _selected_extremum(self, op: str, dtype: DType, a: ir.Value, b_: ir.Value) -> ir.Value:
+        """Return llvm.maximum (minimum) of a and b, NaN if either is and +0 above -0, as
+        compares and selects. x86 has no vector instruction for the intrinsic before AVX-512,
+        and its cost kept the loop around a max pool's unrolled window scalar on the AVX2
+        plan (9x slower); on AVX-512 the intrinsic is the faster of the two."""
+        b = self.builder
+        bits = ir.IntType(dtype.bits)
+        merge = b.and_ if op == "max" else b.or_  # of +0 and -0: +0 for max, -0 for min
+        tie = b.bitcast(merge(b.bitcast(a, bits), b.bitcast(b_, bits)), a.type)
+        wins, loses = (">", "<") if op == "max" else ("<", ">")
+        result = b.select(b.fcmp_ordered("==", a, b_), tie, b.fadd(a, b_))  # else a NaN
+        result = b.select(b.fcmp_ordered(loses, a, b_), b_, result)
+        return b.select(b.fcmp_ordered(wins, a, b_), a, result)
 
     def _intrinsic(self, name: str, dtype: DType, *args: ir.Value) -> ir.Value:
         """Call an overloaded float intrinsic (declared by hand: llvmlite's declare_intrinsic
@@ -477,14 +493,7 @@ class ExpressionEmitter:
         the loop that vectorises. A short, constant one (a pooling window) is unrolled, and
         the loop around it vectorises the one-pass form: the two-pass one measured 2x slower
         there."""
-        if e.op not in _ARG_OPS or not e.body.dtype.is_float:
-            return False
-        count = 1
-        for extent in e.extents:
-            if not isinstance(extent, k.IConst):
-                return True
-            count *= extent.value
-        return count > _UNROLLED
+        return e.op in _ARG_OPS and e.body.dtype.is_float and not _unrolled(e)
 
     def reductions(
         self, group: Sequence[k.Reduce], scope: Scope, pieces: Sequence[Piece] | None = None
@@ -521,9 +530,8 @@ class ExpressionEmitter:
                 updated: list[ir.Value] = []
                 for e in group:
                     state = carried[len(updated) : len(updated) + _width(e)]
-                    updated += self.combine(
-                        e.op, e.body.dtype, state, self.value(e.body, inner), flat
-                    )
+                    value = self.value(e.body, inner)
+                    updated += self.combine(e.op, e.body.dtype, state, value, flat, _unrolled(e))
                 return updated
 
             return combine
@@ -562,9 +570,12 @@ class ExpressionEmitter:
             ty, {"sum": 0, "prod": 1, "max": low, "argmax": low, "min": high, "argmin": high}[op]
         )
 
-    def combine(self, op, dtype: DType, carried, value, flat) -> list[ir.Value]:
+    def combine(
+        self, op, dtype: DType, carried, value, flat, unrolled: bool = False
+    ) -> list[ir.Value]:
         """Return a reduction's carried values (argmax and argmin: value and index) after one
-        more element, `value` at flat index `flat`."""
+        more element, `value` at flat index `flat`; `unrolled`: the reduction is a few
+        constant steps (a pooling window), which LLVM unrolls into the loop around it."""
         b = self.builder
         acc = carried[0]
         if dtype.is_float:
@@ -572,6 +583,8 @@ class ExpressionEmitter:
                 return [b.fadd(acc, value, flags=REASSOC)]
             if op == "prod":
                 return [b.fmul(acc, value, flags=REASSOC)]
+            if op in ("max", "min") and unrolled and self.window_extrema_by_selects:
+                return [self._selected_extremum(op, dtype, acc, value)]
             if op in ("max", "min"):
                 return [self._intrinsic(f"llvm.{op}imum", dtype, acc, value)]
             better = b.fcmp_ordered(">" if op == "argmax" else "<", value, acc)
@@ -589,3 +602,14 @@ class ExpressionEmitter:
                 return [b.select(bigger, value, acc)]
             take = bigger
         return [b.select(take, value, acc), b.select(take, flat, carried[1])]
+
+
+def _unrolled(e: k.Reduce) -> bool:
+    """Return whether a Reduce runs a few constant steps (at most _UNROLLED), which LLVM
+    unrolls into the loop around it."""
+    count = 1
+    for extent in e.extents:
+        if not isinstance(extent, k.IConst):
+            return False
+        count *= extent.value
+    return count <= _UNROLLED

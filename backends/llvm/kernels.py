@@ -54,6 +54,9 @@ class KernelContext:
     workspace_bytes: int
     # Buffers that share memory with another (an update computed in its variable's place).
     aliases: dict[str, str] = field(default_factory=dict)
+    # Whether a pooling window's max and min are compares and selects rather than LLVM's
+    # maximum/minimum, which the target has no vector instruction for (x86 without AVX-512).
+    window_extrema_by_selects: bool = False
 
     def canonical(self, buffer: str) -> str:
         """Return the name of the buffer whose memory `buffer` is."""
@@ -111,6 +114,7 @@ class FunctionEmitter:
             self.error,
             lambda op, dtype: ctx.math(ctx.module, op, dtype.short),
             self.loop,
+            ctx.window_extrema_by_selects,
         )
 
     def _at_entry(self, make: Callable[[ir.IRBuilder], ir.Value]) -> ir.Value:

@@ -34,6 +34,7 @@ from graphc.backends.llvm.kernels import (
 from graphc.backends.llvm.parallel import CHUNK_GRAIN, Work, emit_run
 from graphc.backends.llvm.scan import emit_scan_kernel
 from graphc.backends.llvm.sharing import SharedBodies
+from graphc.backends.llvm.target import selected_target
 from graphc.dtypes import float32
 
 ENTRY_NAME = "graph_main"
@@ -65,8 +66,17 @@ def build_module(
     slots = {name: position for position, name in enumerate(slot_names(program))}
     dtypes = {name: spec.dtype for name, spec in program.buffers.items()}
     dtypes["workspace"] = float32
+    isa = selected_target().isa
     ctx = KernelContext(
-        module, slots, dtypes, program.symbols, math, gemm, workspace_bytes, dict(aliases or {})
+        module,
+        slots,
+        dtypes,
+        program.symbols,
+        math,
+        gemm,
+        workspace_bytes,
+        dict(aliases or {}),
+        window_extrema_by_selects=isa in ("avx2", "sse2"),
     )
     entry = FunctionEmitter(ctx, ENTRY_NAME, ENTRY_TYPE, ("table", "sizes", "error", "threads"))
     b = entry.builder
