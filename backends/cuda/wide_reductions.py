@@ -1,6 +1,6 @@
 """Wide reductions in two passes. The CUDA backend gives each output element of a reduction
-one block of threads: a sum of a 4096 x 4096 matrix has one output element, so one
-block of the device's 132 would read all 64 MB.
+one block of threads: the sum of a 4096 x 4096 matrix has one output element, so one block
+(of an H200's 132 multiprocessors) would read all 64 MB.
 
 A kernel whose few output elements each reduce many elements becomes two: the first splits
 the reduced elements into equal chunks, each chunk's reduction one element of a partials
@@ -9,8 +9,8 @@ now over the partials. Only reductions whose partial results combine with the sa
 (sum, max, min, prod: not argmax or argmin, whose partials would need their indices), over
 constant extents (the chunks divide the leading reduced dims exactly, so no chunk reads past
 the end) that read memory contiguously (so each chunk gets a block too), in kernels outside
-loops. A sum's rounding then differs from one pass's in the last
-bits, as it does between any two summation orders.
+loops. A sum's rounding then differs from one pass's in the last bits, as it does between
+any two summation orders.
 """
 
 from __future__ import annotations
