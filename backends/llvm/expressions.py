@@ -260,19 +260,19 @@ class ExpressionEmitter:
         result.add_incoming(otherwise, before)
         return result
 
-    def _selected_extremum(self, op: str, dtype: DType, a: ir.Value, b_: ir.Value) -> ir.Value:
-        """Return llvm.maximum (minimum) of a and b, NaN if either is and +0 above -0, as
+    def _selected_extremum(self, op: str, dtype: DType, x: ir.Value, y: ir.Value) -> ir.Value:
+        """Return llvm.maximum (minimum) of x and y, NaN if either is and +0 above -0, as
         compares and selects. x86 has no vector instruction for the intrinsic before AVX-512,
         and its cost kept the loop around a max pool's unrolled window scalar on the AVX2
-        plan (9x slower); on AVX-512 the intrinsic is the faster of the two."""
+        plan (6-9x slower); on AVX-512 the intrinsic is the faster of the two."""
         b = self.builder
         bits = ir.IntType(dtype.bits)
         merge = b.and_ if op == "max" else b.or_  # of +0 and -0: +0 for max, -0 for min
-        tie = b.bitcast(merge(b.bitcast(a, bits), b.bitcast(b_, bits)), a.type)
+        tie = b.bitcast(merge(b.bitcast(x, bits), b.bitcast(y, bits)), x.type)
         wins, loses = (">", "<") if op == "max" else ("<", ">")
-        result = b.select(b.fcmp_ordered("==", a, b_), tie, b.fadd(a, b_))  # else a NaN
-        result = b.select(b.fcmp_ordered(loses, a, b_), b_, result)
-        return b.select(b.fcmp_ordered(wins, a, b_), a, result)
+        result = b.select(b.fcmp_ordered("==", x, y), tie, b.fadd(x, y))  # else a NaN
+        result = b.select(b.fcmp_ordered(loses, x, y), y, result)
+        return b.select(b.fcmp_ordered(wins, x, y), x, result)
 
     def _intrinsic(self, name: str, dtype: DType, *args: ir.Value) -> ir.Value:
         """Call an overloaded float intrinsic (declared by hand: llvmlite's declare_intrinsic
