@@ -8,7 +8,7 @@ import sys
 from graphc.errors import GraphError, register_internal_root
 from graphc.graph import Graph
 from graphc.passes.constant_fold import FOLD, constant_fold
-from graphc.passes.conv_gemm import CONV_GEMM, conv_gemm
+from graphc.passes.conv_gemm import CONV_GEMM, FLAT_WINDOWS, conv_gemm
 from graphc.passes.cse import CSE, cse
 from graphc.passes.dce import DCE, dce
 from graphc.passes.pool_argmax import POOL_ARGMAX
@@ -40,6 +40,7 @@ register_tier(CANONICALIZE, 10)
 register_tier(STABILIZE, 20)
 register_tier(FOLD, 30)
 register_tier(SIMPLIFY, 40)
+register_tier(FLAT_WINDOWS, 44)
 register_tier(CONV_GEMM, 45)
 register_tier(POOL_ARGMAX, 46)
 register_tier(CSE, 50)

@@ -9,7 +9,8 @@ reverse topological order:
 2. Graph outputs, update values, and ops that start a kernel of their own (matmul,
    scatter-add, convolution and pooling) get their own buffer and kernel (a "root"). A loop
    (scan) is a kernel of its own too: its inputs are buffers, and its results, the
-   tuple_get nodes, are roots of its kernel (buffers it stores).
+   tuple_get nodes, are roots of its kernel (buffers it stores). So is `flat_im2col`, whose
+   input is a buffer: it copies runs of that buffer's memory.
 3. Any other node (elementwise, random, reductions) joins its consumers' kernel when all of
    them are in one kernel; otherwise it becomes a root. A scalar feeding a larger kernel is a
    root too, so its math runs once rather than once per element. A reduction joins a kernel
@@ -48,6 +49,7 @@ from graphc.ops.registry import fusion_role
 # Roles that start a kernel of their own, and the kind of kernel each starts.
 _KERNEL_OF_ROLE = {
     "root": "loop",
+    "windows": "loop",
     "matmul": "matmul",
     "scatter_add": "scatter_add",
     "loop": "scan",
@@ -97,9 +99,13 @@ def partition(graph: Graph) -> Partition:
     users = graph.users()
     forced = {n.id for n in graph.outputs} | {value.id for _, value in graph.updates}
     forced |= _matmul_operand_roots(graph)
-    # A loop steps through its inputs' memory, and MPI sends from memory: each is a buffer.
+    # A loop steps through its inputs' memory, MPI sends from memory, and flat windows are
+    # runs of their padded input's memory: each is a buffer.
     forced |= {
-        s.id for n in graph.nodes if fusion_role(n) in ("loop", "collective") for s in n.inputs
+        s.id
+        for n in graph.nodes
+        if fusion_role(n) in ("loop", "collective", "windows")
+        for s in n.inputs
     }
     root_of: dict[int, int | None] = {}
     node_by_id = {n.id: n for n in graph.nodes}

@@ -1895,6 +1895,34 @@ for _cid, _xs, _ws, _s, _p, _d, _g in _CONV:
         diff=True,
     )
 
+
+def _flat_windows(kernel, dilation, rows):
+    """Return numpy's flat_im2col: every tap's run gathered by one fancy index."""
+
+    def windows(x):
+        n, c, hp, wp = x.shape
+        (kh, kw), (dh, dw) = kernel, dilation
+        starts = np.arange(kh)[:, None] * dh * wp + np.arange(kw)[None, :] * dw
+        positions = starts[:, :, None] + np.arange(rows * wp)
+        return x.reshape(n, c, hp * wp)[:, :, positions].transpose(1, 2, 3, 0, 4)
+
+    return windows
+
+
+_FLAT_WINDOWS = (
+    # id, padded input shape, kernel, dilation, rows
+    ("3x3", (2, 3, 7, 6), (3, 3), (1, 1), 4),
+    ("dilated", (1, 2, 9, 7), (2, 3), (2, 2), 5),
+    ("1x2", (2, 1, 3, 5), (1, 2), (1, 1), 2),
+)
+for _fid, _xs, _k, _d, _rows in _FLAT_WINDOWS:
+    add(
+        f"flat_im2col_{_fid}",
+        lambda x, k=_k, d=_d, r=_rows: _prim("flat_im2col", [x], kernel=k, dilation=d, rows=r),
+        _flat_windows(_k, _d, _rows),
+        F(*_xs),
+    )
+
 # == pooling and its gradient ops =============================================================
 _POOL = (
     # id, x shape, kernel, stride, padding, dilation, ceil_mode

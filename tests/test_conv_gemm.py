@@ -182,6 +182,66 @@ def test_forward_and_weight_gradient_gather_the_windows_once() -> None:
     assert len(windows) == 2, windows
 
 
+def _flat(conv: Conv) -> bool:
+    """Return whether an inference graph takes this convolution's windows along flat rows."""
+    stride = conv.stride if isinstance(conv.stride, tuple) else (conv.stride, conv.stride)
+    narrow = conv.w[0] // conv.groups <= 32
+    return conv.as_gemm and conv.w[2:] != (1, 1) and stride == (1, 1) and narrow
+
+
+def _inference_conv(conv: Conv, backend: str) -> gc.Function:
+    """Return the Function of conv2d(x, w) and its input gradient: no weight gradient, so
+    the windows are taken along the padded input's flat rows where the stride is 1."""
+    x = gc.input("x", ("B", *conv.x[1:]))
+    w = gc.input("w", conv.w)
+    y = F.conv2d(x, w, **conv.options)
+    g = gc.input("g", ("B", *y.shape[1:]))
+    (dx,) = gc.grad((y * g).sum(), [x])
+    return gc.compile([x, w, g], [y, dx], backend=backend)
+
+
+@pytest.mark.parametrize("conv", GRID, ids=lambda c: c.name)
+def test_inference_convolutions_match_pytorch(conv: Conv, backend: str, rng) -> None:
+    function = _inference_conv(conv, backend)
+    for batch in (2, 3, 0):
+        x, w, g = _arrays(conv, batch, rng)
+        want = _torch_conv(conv, x, w, g)[:2]
+        for got, expected in zip(function(x, w, g), want, strict=True):
+            assert got.shape == expected.shape
+            if expected.size:
+                _assert_close(got, expected, 1e-4)
+
+
+@pytest.mark.parametrize("conv", GRID, ids=lambda c: c.name)
+def test_inference_convolutions_copy_flat_rows(conv: Conv) -> None:
+    kernels = _ops_by_kernel(_inference_conv(conv, "llvm"))
+    flat = [ops for ops in kernels if "flat_im2col" in ops]
+    windows = [ops for ops in kernels if "im2col" in ops]
+    assert len(flat) == (1 if _flat(conv) else 0), kernels
+    if _flat(conv):  # the input gradient's 1x1 windows of g may remain
+        assert len(windows) <= 1, kernels
+
+
+def test_the_columns_past_each_row_never_reach_the_output(backend: str) -> None:
+    """The flat runs' extra columns read the next row's first pixels: inf and NaN there must
+    not leak into the outputs beside them."""
+    conv = NAMED["channels_last"]
+    x = gc.input("x", ("B", *conv.x[1:]))
+    w = gc.input("w", conv.w)
+    function = gc.compile([x, w], F.conv2d(x, w, **conv.options), backend=backend)
+    rng = np.random.default_rng(1)
+    xs, ws = rng.standard_normal((2, *conv.x[1:])).astype(np.float32), rng.standard_normal(conv.w)
+    xs[:, :, :, 0], xs[0, 1, :, -1] = np.inf, np.nan
+    want = torch.nn.functional.conv2d(
+        torch.from_numpy(xs.astype(np.float64)), torch.from_numpy(ws), **conv.options
+    ).numpy()
+    got = function(xs, ws.astype(np.float32))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-3)
+
+
 @dataclass(frozen=True)
 class Transposed:
     """One transposed convolution: x (N, C_in, H, W), weight (C_in, C_out/groups, kH, kW)."""

@@ -198,6 +198,8 @@ def _graphc_models() -> dict:
     rng = np.random.default_rng(0)
     x = gc.input("x", ("B", 3, 9, 9))
     conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+    # Stride 1 and no weight gradient: its windows are flat_im2col's runs of flattened rows.
+    dilated = nn.Conv2d(3, 5, 3, padding=(1, 2), dilation=(1, 2))
     up = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)
     pooled = gc.avg_pool2d(gc.max_pool2d(x, 3, 2, 1, ceil_mode=True), 2, 1, count_include_pad=False)
     images = {
@@ -222,7 +224,13 @@ def _graphc_models() -> dict:
         ),
         "conv_pool_transpose": (
             [x],
-            [up(gc.relu(conv(x))), pooled, x.reshape(-1, 27 * 9).softmax(1), x[:, 1:, ::2, -3:]],
+            [
+                up(gc.relu(conv(x))),
+                pooled,
+                x.reshape(-1, 27 * 9).softmax(1),
+                x[:, 1:, ::2, -3:],
+                dilated(x),
+            ],
             images,
         ),
         "embedding_layer_norm": (

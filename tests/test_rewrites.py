@@ -190,8 +190,19 @@ _CONV = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1}
 
 
 def _conv2d():
+    """A convolution too wide for flat rows (64 output channels): im2col + matmul."""
+    x, w = gc.input("x", (2, 3, 6, 6)), gc.input("w", (64, 3, 3, 3))
+    return [x, w], [node("conv2d", x, w, **_CONV)], ()
+
+
+def _inference_conv2d():
     x, w = gc.input("x", (2, 3, 6, 6)), gc.input("w", (4, 3, 3, 3))
     return [x, w], [node("conv2d", x, w, **_CONV)], ()
+
+
+def _over_flat_rows(graph):
+    assert "conv2d" not in ops(graph) and "im2col" not in ops(graph)
+    assert {"pad", "flat_im2col", "matmul", "slice"} <= set(ops(graph))
 
 
 def _conv2d_weight_grad():
@@ -305,6 +316,7 @@ CASES = [
     Case("drop_noop_updates", _drop_noop_updates, _expect_no_updates),
     Case("merge_residual_scans", _merge_residual_scans, _expect_two_scans, exact=False),
     Case("read_untransposed", _permuted_back_in_a_loop, _expect_backward_reads_w, exact=False),
+    Case("conv2d_over_flat_rows", _inference_conv2d, _over_flat_rows, exact=False),
     Case("conv2d_as_gemm", _conv2d, _as_matmul("conv2d"), exact=False),
     Case("max_pool2d_grad_from_argmax", _overlapping_max_pool_grad, _from_recorded_maxima),
     Case(
@@ -507,6 +519,7 @@ def test_register_tier_orders_by_position(monkeypatch):
         "fold",
         "extra",
         "simplify",
+        "flat_windows",
         "conv_gemm",
         "pool_argmax",
         "cse",

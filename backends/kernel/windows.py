@@ -169,7 +169,20 @@ def _col2im(ctx, node, index):
     return Reduce("sum", (i, j), (IConst(kh), IConst(kw)), body, dtype)
 
 
+def _flat_im2col(ctx, node, index):
+    """Window tap (i, j) of image n, channel c at flat position q: x[n, c].flat[i*dh*Wp +
+    j*dw + q], one offset linear in every index (the input is a buffer: see fusion.py)."""
+    c, i, j, n, q = index.dims()
+    x = node.inputs[0]
+    channels, height, width = x.type.shape[1:]
+    (dh, dw) = node.attrs["dilation"]
+    image = imul(iadd(imul(n, IConst(channels)), c), IConst(height * width))
+    tap = iadd(imul(i, IConst(dh * width)), imul(j, IConst(dw)))
+    return ctx.value(x, Index(x.type.shape, linear=iadd(iadd(image, tap), q)))
+
+
 register("im2col", _im2col)
+register("flat_im2col", _flat_im2col)
 register("col2im", _col2im)
 
 

@@ -348,6 +348,29 @@ def im2col(context: ExportContext, node: gc.Node) -> str:
     )
 
 
+@emits("flat_im2col")
+def flat_im2col(context: ExportContext, node: gc.Node) -> str:
+    """Every tap's run of the flattened padded image, (C, kH, kW, N, OH * Wp): one Slice of
+    the flattened rows per tap, stacked and moved into graphc's layout."""
+    (x,) = _operands(context, node)
+    _, channels, height, width = node.inputs[0].type.shape
+    (kh, kw), (dh, dw) = node.attrs["kernel"], node.attrs["dilation"]
+    length = node.attrs["rows"] * width
+    flat = context.add("Reshape", [x, context.const([0, channels, height * width], np.int64)])
+    taps = []
+    for i in range(kh):
+        for j in range(kw):
+            start = i * dh * width + j * dw
+            bounds = [context.const([value], np.int64) for value in (start, start + length, 2)]
+            tap = context.add("Slice", [flat, *bounds])
+            taps.append(context.add("Unsqueeze", [tap, context.const([2], np.int64)]))
+    stacked = context.add("Concat", taps, axis=2)
+    shape = context.const([0, channels, kh, kw, length], np.int64)
+    return context.add(
+        "Transpose", [context.add("Reshape", [stacked, shape])], perm=[1, 2, 3, 0, 4]
+    )
+
+
 @emits("col2im")
 def col2im(context: ExportContext, node: gc.Node) -> str:
     """The windows (C, kH, kW, N, OH, OW) summed back onto the image: ONNX's Col2Im."""

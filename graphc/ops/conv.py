@@ -1,5 +1,5 @@
 """2-D convolution (NCHW, stride, padding, dilation, groups), pooling, their gradient ops, and
-im2col and col2im, the movement that makes a convolution a matmul.
+im2col, flat_im2col and col2im, the movement that makes a convolution a matmul.
 
 The batch dim may be symbolic; channel and spatial dims must be concrete. The reference
 implementations gather the kernel's taps one (i, j) offset at a time, so no im2col buffer
@@ -230,6 +230,49 @@ def _col2im_reference(args, attrs, env):
 
 
 define_op("col2im", "conv", _col2im_infer, _col2im_reference)
+
+
+# flat_im2col: the windows of an already padded image (N, C, Hp, Wp) taken along its flattened
+# rows, for a stride-1 convolution: (C, kH, kW, N, OH * Wp), where window tap (i, j) of image
+# n, channel c is the contiguous run x[n, c].flat[i*dh*Wp + j*dw :][: OH * Wp]. Position
+# oh * Wp + ow is output (oh, ow) for ow < Wp - (kW - 1) * dw; the other (kW - 1) * dw of every
+# Wp positions run into the next row and are left for the reader to skip. Every run is one
+# contiguous copy, where im2col copies rows of OW (14 floats on MNIST's second convolution)
+# at a loop's cost each. attrs kernel, dilation, rows (OH).
+def _flat_im2col_infer(types, attrs):
+    (x,) = types
+    require_dtype(x, "float", "the padded input")
+    c, hp, wp = _spatial(x, "the padded input")
+    (kh, kw), (dh, dw), rows = attrs["kernel"], attrs["dilation"], attrs["rows"]
+    if rows < 1 or (kh - 1) * dh * wp + (kw - 1) * dw + rows * wp > hp * wp:
+        raise ShapeError(
+            f"{rows} rows of {kh}x{kw} windows (dilation {(dh, dw)}) reach past the flattened "
+            f"{hp}x{wp} padded input"
+        )
+    return TensorType((c, kh, kw, x.shape[0], rows * wp), x.dtype)
+
+
+def _flat_im2col_reference(args, attrs, env):
+    (x,) = args
+    n, c, hp, wp = x.shape
+    (kh, kw), (dh, dw), length = attrs["kernel"], attrs["dilation"], attrs["rows"] * wp
+    flat = x.reshape(n, c, hp * wp).transpose(1, 0, 2)
+    out = np.empty((c, kh, kw, n, length), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            start = i * dh * wp + j * dw
+            out[:, i, j] = flat[:, :, start : start + length]
+    return out
+
+
+define_op(
+    "flat_im2col",
+    "conv",
+    _flat_im2col_infer,
+    _flat_im2col_reference,
+    differentiable=False,
+    fusion="windows",
+)
 
 
 # Pooling: attrs kernel, stride, padding, dilation (pairs) and ceil_mode; avg_pool2d has no

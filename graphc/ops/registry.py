@@ -65,6 +65,7 @@ FUSION_ROLES = {
     "inline": "index arithmetic, inlined into every consumer (movement, casts, scalars)",
     "fuse": "joins its consumers' kernel when they are all one kernel (elementwise, reduce)",
     "root": "starts a loop kernel of its own (convolution, pooling)",
+    "windows": "starts a loop kernel of its own that reads its input from memory (flat_im2col)",
     "matmul": "starts a GEMM kernel of its own, reading its operands as strided views",
     "scatter_add": "starts a scatter-add kernel of its own",
     "loop": "runs a body graph once per step (scan): a kernel of its own reading buffers",
