@@ -257,6 +257,7 @@ def _conv2d_over_flat_rows(node: Node) -> Node | None:
     windows = build.reshape(runs, geometry.groups, geometry.depth, geometry.batch * rows * width)
     n, channels = node.type.shape[:2]
     product = _forward_product(build, windows, w)
+    sizes: tuple[Dim, ...]
     if windows_on_the_left(geometry):
         grid = build.reshape(product, n, rows, width, channels)
         sizes, perm = (n, rows, columns, channels), (0, 3, 1, 2)
