@@ -55,10 +55,12 @@ ONE_PANEL = 64
 _UNIT_WINDOW = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
 # Output channels per group up to which an inference convolution's windows are copied as flat
 # runs (flat_windows): each extra column costs the GEMM that many multiply-adds per tap. One
-# thread, 3x3 windows with padding 1, relu(conv2d) with the flat runs against im2col, paired:
-# Zen 4 (AVX-512) 0.74-0.95x at 16-32 channels (MNIST's (64, 16, 14, 14) -> 32 0.90x, batch
-# 1 0.74x) but 1.07-1.14x at 64-128 (and 1.09x for 3 input channels); the AVX2 plan 0.50-0.82x
-# at 16-32 (MNIST's layer 0.69x) and 0.82-1.03x at 64-128.
+# thread, 3x3 windows with padding 1, relu(conv2d) with the flat runs against im2col, paired
+# (benchmarks/RESULTS.md): Zen 4 (AVX-512) 0.74-1.11x the time at 16-32 output channels (MNIST's
+# (64, 16, 14, 14) -> 32 0.90x, at batch 1 0.74x; 1.09x with 3 input channels) and 0.77-1.14x
+# at 64-128 (four of five layers slower); the AVX2 plan 0.50-1.08x at 16-32 (MNIST's second
+# layer 0.69x, its 1-channel first 1.08x) and 0.74-1.03x at 64-128. The rewrite runs before a
+# target is chosen, so the limit is where AVX-512 stops gaining.
 FLAT_CHANNELS = 32
 
 
@@ -224,8 +226,9 @@ def _forward_product(build: _Builder, windows: Node, w: Node) -> Node:
 
 def flat_windows(geometry: Geometry) -> bool:
     """Return True where conv2d's windows are taken along the padded input's flattened rows
-    (`flat_im2col`): a stride-1 window of more than one tap with at most FLAT_CHANNELS output
-    channels per group. The windows are then copied as runs of OH * Wp instead of OH rows of
+    (`flat_im2col`): a stride-1 convolution in GEMM form (`as_gemm`) that is not pointwise
+    (a 1x1 window with padding is flat too), with at most FLAT_CHANNELS output channels per
+    group. The windows are then copied as runs of OH * Wp instead of OH rows of
     OW, each of which costs a loop's bookkeeping, and the GEMM computes (kW - 1) * dilation
     more columns per row, which its readers skip (16 for 14 on MNIST's 14x14 layer)."""
     return (

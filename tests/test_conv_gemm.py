@@ -12,6 +12,7 @@ import pytest
 
 import graphc as gc
 from graphc.nn import functional as F
+from graphc.ops.registry import make_node
 
 torch = pytest.importorskip("torch")
 
@@ -185,8 +186,9 @@ def test_forward_and_weight_gradient_gather_the_windows_once() -> None:
 def _flat(conv: Conv) -> bool:
     """Return whether an inference graph takes this convolution's windows along flat rows."""
     stride = conv.stride if isinstance(conv.stride, tuple) else (conv.stride, conv.stride)
+    pointwise = conv.w[2:] == (1, 1) and conv.padding in (0, (0, 0)) and stride == (1, 1)
     narrow = conv.w[0] // conv.groups <= 32
-    return conv.as_gemm and conv.w[2:] != (1, 1) and stride == (1, 1) and narrow
+    return conv.as_gemm and not pointwise and stride == (1, 1) and narrow
 
 
 def _inference_conv(conv: Conv, backend: str) -> gc.Function:
@@ -220,6 +222,20 @@ def test_inference_convolutions_copy_flat_rows(conv: Conv) -> None:
     assert len(flat) == (1 if _flat(conv) else 0), kernels
     if _flat(conv):  # the input gradient's 1x1 windows of g may remain
         assert len(windows) <= 1, kernels
+
+
+@pytest.mark.parametrize(
+    "attrs, message",
+    [
+        ({"kernel": (1, 2), "dilation": (1, -1), "rows": 3}, "at least 1"),
+        ({"kernel": (0, 2), "dilation": (1, 1), "rows": 3}, "at least 1"),
+        ({"kernel": (2, 2), "dilation": (1, 1), "rows": 3}, "reach past"),
+    ],
+)
+def test_flat_windows_that_leave_the_input_are_refused(attrs: dict, message: str) -> None:
+    x = gc.input("x", ("B", 1, 3, 4))
+    with pytest.raises(gc.errors.ShapeError, match=message):
+        make_node("flat_im2col", [x.node], attrs)
 
 
 def test_the_columns_past_each_row_never_reach_the_output(backend: str) -> None:

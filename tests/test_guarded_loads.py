@@ -84,21 +84,34 @@ def _fenced(shape: tuple[int, ...], at_end: bool) -> tuple[np.ndarray, mmap.mmap
     return array, mapping
 
 
+# The convolution's windows: 40 channels keep im2col (its guarded reads of the fenced input),
+# 4 take flat_im2col over a padded copy, and a 3x1 window without padding takes flat_im2col
+# straight from the fenced input, its last run ending at the input's last element.
+WINDOWS = {
+    "im2col": ((40, 3, 3, 3), 1, "im2col"),
+    "flat_padded": ((4, 3, 3, 3), 1, "flat_im2col"),
+    "flat_unpadded": ((4, 3, 3, 1), 0, "flat_im2col"),
+}
+
+
+@pytest.mark.parametrize("windows", sorted(WINDOWS))
 @pytest.mark.parametrize("at_end", [False, True], ids=["after_a_fence", "before_a_fence"])
-def test_padded_reads_stay_inside_the_input(rng, at_end):
+def test_padded_reads_stay_inside_the_input(rng, at_end, windows):
+    shape, padding, op = WINDOWS[windows]
     values = rng.standard_normal((2, 3, 14, 14)).astype(np.float32)
     x_value, mapping = _fenced(values.shape, at_end)
     x_value[...] = values
-    weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    weight = rng.standard_normal(shape).astype(np.float32)
     x = gc.input("x", values.shape)
     padded = F.pad(x, (1, 2, 2, 1))
-    convolved = F.conv2d(x, gc.tensor(weight), padding=1)
+    convolved = F.conv2d(x, gc.tensor(weight), padding=padding)
     f = gc.compile([x], [padded, convolved])
+    assert op in {node.op for _, nodes in f.kernels() for node in nodes}
     got_padded, got_convolved = f(x_value)
     np.testing.assert_array_equal(got_padded, np.pad(values, ((0, 0), (0, 0), (2, 1), (1, 2))))
     torch = pytest.importorskip("torch")
     want = torch.nn.functional.conv2d(
-        torch.from_numpy(values), torch.from_numpy(weight), padding=1
+        torch.from_numpy(values), torch.from_numpy(weight), padding=padding
     ).numpy()
     np.testing.assert_allclose(got_convolved, want, rtol=1e-4, atol=1e-4)
     del x_value

@@ -244,6 +244,10 @@ def _flat_im2col_infer(types, attrs):
     require_dtype(x, "float", "the padded input")
     c, hp, wp = _spatial(x, "the padded input")
     (kh, kw), (dh, dw), rows = attrs["kernel"], attrs["dilation"], attrs["rows"]
+    if min(kh, kw, dh, dw) < 1:
+        raise ShapeError(
+            f"needs a kernel and a dilation of at least 1, got {(kh, kw)} and {(dh, dw)}"
+        )
     if rows < 1 or (kh - 1) * dh * wp + (kw - 1) * dw + rows * wp > hp * wp:
         raise ShapeError(
             f"{rows} rows of {kh}x{kw} windows (dilation {(dh, dw)}) reach past the flattened "
