@@ -36,7 +36,7 @@ window): `as_gemm` decides.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,18 +202,24 @@ def windows_on_the_left(geometry: Geometry) -> bool:
 @node_rewrite("conv2d")
 def conv2d_as_gemm(node: Node) -> Node | None:
     """conv2d(x, w) -> weights(w) @ windows(x), or (windows(x)^T @ weights(w)^T)^T."""
-    x, w = node.inputs
-    geometry = _geometry(x.type.shape, w.type.shape, node.type.shape[2:], node.attrs)
-    if not as_gemm(geometry):
+    build = _forward_builder(node, as_gemm)
+    if build is None:
         return None
-    build = _Builder(node, geometry)
+    x, w = node.inputs
     product = _forward_product(build, build.windows(x), w)
-    if windows_on_the_left(geometry):
+    if windows_on_the_left(build.geometry):
         n, channels, height, width = node.type.shape
         pixels = build.reshape(product, n, height * width, channels)
         channels_first = build.permute(pixels, 0, 2, 1)
         return build.named(build.reshape(channels_first, *node.type.shape))
     return build.named(build.image(product, node.type.shape))
+
+
+def _forward_builder(node: Node, wanted: Callable[[Geometry], bool]) -> _Builder | None:
+    """Return the builder of a conv2d node's replacement where its geometry is wanted."""
+    x, w = node.inputs
+    geometry = _geometry(x.type.shape, w.type.shape, node.type.shape[2:], node.attrs)
+    return _Builder(node, geometry) if wanted(geometry) else None
 
 
 def _forward_product(build: _Builder, windows: Node, w: Node) -> Node:
@@ -241,11 +247,11 @@ def flat_windows(geometry: Geometry) -> bool:
 
 def _conv2d_over_flat_rows(node: Node) -> Node | None:
     """conv2d(x, w) -> the GEMM form over flat_im2col(pad(x)), its garbage columns sliced off."""
-    x, w = node.inputs
-    geometry = _geometry(x.type.shape, w.type.shape, node.type.shape[2:], node.attrs)
-    if not flat_windows(geometry):
+    build = _forward_builder(node, flat_windows)
+    if build is None:
         return None
-    build = _Builder(node, geometry)
+    x, w = node.inputs
+    geometry = build.geometry
     (ph, pw), (dh, dw) = geometry.window["padding"], geometry.window["dilation"]
     kw, width = geometry.kernel[1], geometry.in_hw[1] + 2 * pw
     # The last windows' runs reach (kW - 1) * dw past the padded image: rows of zeros more.
