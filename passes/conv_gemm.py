@@ -234,9 +234,9 @@ def flat_windows(geometry: Geometry) -> bool:
     """Return True where conv2d's windows are taken along the padded input's flattened rows
     (`flat_im2col`): a stride-1 convolution in GEMM form (`as_gemm`) that is not pointwise
     (a 1x1 window with padding is flat too), with at most FLAT_CHANNELS output channels per
-    group. The windows are then copied as runs of OH * Wp instead of OH rows of
-    OW, each of which costs a loop's bookkeeping, and the GEMM computes (kW - 1) * dilation
-    more columns per row, which its readers skip (16 for 14 on MNIST's 14x14 layer)."""
+    group. The windows are then copied as runs of OH * Wp instead of OH rows of OW, each of
+    which costs a loop's bookkeeping, and the GEMM computes (kW - 1) * dilation more columns
+    per row, which its readers skip (16 for 14 on MNIST's 14x14 layer)."""
     return (
         as_gemm(geometry)
         and not geometry.pointwise
@@ -256,8 +256,8 @@ def _conv2d_over_flat_rows(node: Node) -> Node | None:
     kw, width = geometry.kernel[1], geometry.in_hw[1] + 2 * pw
     # The last windows' runs reach (kW - 1) * dw past the padded image: rows of zeros more.
     below = ph + math.ceil((kw - 1) * dw / width)
-    padded = x
-    if (ph, pw, below) != (0, 0, 0):
+    padded = x  # a 1-wide window without padding reads x itself (fusion keeps it a buffer)
+    if pw or below:
         pads = ((0, 0), (0, 0), (ph, below), (pw, pw))
         padded = build("pad", [x], {"pads": pads, "value": 0.0})
     rows, columns = geometry.out_hw
