@@ -12,10 +12,15 @@ reverse topological order:
    tuple_get nodes, are roots of its kernel (buffers it stores). So is `flat_im2col`, whose
    input is a buffer: it copies runs of that buffer's memory.
 3. Any other node (elementwise, random, reductions) joins its consumers' kernel when all of
-   them are in one kernel; otherwise it becomes a root. A scalar feeding a larger kernel is a
-   root too, so its math runs once rather than once per element. A reduction joins a kernel
-   over its own shape, or one over its input's shape that reads it broadcast along the
-   reduced, trailing axes (so the backend computes it once per row, before the row's loop).
+   them are in one kernel that is not one of rule 2's; otherwise it becomes a root. The one
+   exception is a pool whose windows never overlap (role `disjoint_windows`): an elementwise
+   node joins it when it reads each of the node's elements at most once (through elementwise
+   ops of the node's shape, permutes, reshapes and slices), so a convolution's bias and ReLU
+   run inside the 2x2 pool after it instead of storing an image the pool reads back. A
+   scalar feeding a larger kernel is a root too, so its math runs once rather than once per
+   element. A reduction joins a kernel over its own shape, or one over its input's shape
+   that reads it broadcast along the reduced, trailing axes (so the backend computes it once
+   per row, before the row's loop).
    A reduction whose one user is a reduction of the same op and dtype joins it, and the
    lowering folds the two into one loop nest over the first one's input (a sum over the
    batch dim of a sum over the spatial dims: one pass, read in the input's order).
@@ -50,6 +55,7 @@ from graphc.ops.registry import fusion_role
 _KERNEL_OF_ROLE = {
     "root": "loop",
     "windows": "loop",
+    "disjoint_windows": "loop",
     "matmul": "matmul",
     "scatter_add": "scatter_add",
     "loop": "scan",
@@ -141,7 +147,9 @@ def partition(graph: Graph) -> Partition:
             )
         if joinable:
             (target,) = roots
-            joinable = fusion_role(node_by_id[target]) not in _KERNEL_OF_ROLE
+            joinable = fusion_role(node_by_id[target]) not in _KERNEL_OF_ROLE or (
+                _read_once(node, node_by_id[target], users)
+            )
         root_of[node.id] = next(iter(roots)) if joinable else node.id
 
     groups: dict[int, Group] = {}
@@ -162,6 +170,34 @@ def partition(graph: Graph) -> Partition:
     buffers |= {root.id for group in groups.values() for root in group.roots}
     free = {node_id for node_id, root in root_of.items() if root is None}
     return Partition(_merge_epilogues(ordered, free), buffers)
+
+
+# Movement ops that read each element of their input at most once.
+_ONE_TO_ONE = ("permute", "reshape", "slice")
+
+
+def _read_once(node: Node, root: Node, users: dict[int, list[Node]]) -> bool:
+    """Return True if node is elementwise and root has windows that never overlap and reads
+    each of node's elements at most once: through elementwise ops of node's shape and
+    movement ops that read each element once (not a broadcast, which repeats them)."""
+    if fusion_role(root) != "disjoint_windows" or get_op(node.op).kind != "elementwise":
+        return False
+    stack, seen = [node], set()
+    while stack:
+        current = stack.pop()
+        if current.id in seen:
+            continue
+        seen.add(current.id)
+        for user in users[current.id]:
+            if user is root:
+                continue
+            if get_op(user.op).kind == "elementwise":
+                if not _same_shape(user, current):
+                    return False
+            elif user.op not in _ONE_TO_ONE:
+                return False
+            stack.append(user)
+    return True
 
 
 def _reduction_joins(reduction: Node, root: Node) -> bool:

@@ -369,11 +369,22 @@ def _max_pool_windows(x: np.ndarray, attrs) -> np.ndarray:
     return np.stack([xp[view] for _, _, view in _taps(xp, a["kernel"], out_hw, a)], axis=2)
 
 
+def _pool_fusion(node) -> str:
+    """Return a pool's fusion role: `disjoint_windows` where no two windows share a tap along
+    either dim (a stride of at least the window's span), so the math it reads can run inside
+    it (bias and ReLU before a 2x2 pool: no kernel of their own, no buffer between)."""
+    a = _pool_attrs(node.attrs)
+    spans = [d * (k - 1) + 1 for k, d in zip(a["kernel"], a["dilation"], strict=True)]
+    disjoint = all(s >= span for s, span in zip(a["stride"], spans, strict=True))
+    return "disjoint_windows" if disjoint else "root"
+
+
 define_op(
     "max_pool2d",
     "pool",
     _pool_infer,
     lambda args, attrs, env: _max_pool_windows(args[0], attrs).max(axis=2),
+    fusion=_pool_fusion,
 )
 
 
@@ -529,7 +540,7 @@ def _avg_pool_reference(args, attrs, env):
     return _avg_pool_sum(x, a, out_hw) / _avg_divisor(x.shape[2:], out_hw, a, x.dtype)
 
 
-define_op("avg_pool2d", "pool", _pool_infer, _avg_pool_reference)
+define_op("avg_pool2d", "pool", _pool_infer, _avg_pool_reference, fusion=_pool_fusion)
 
 
 def _avg_pool_grad_infer(types, attrs):

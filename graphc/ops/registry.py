@@ -65,6 +65,11 @@ FUSION_ROLES = {
     "inline": "index arithmetic, inlined into every consumer (movement, casts, scalars)",
     "fuse": "joins its consumers' kernel when they are all one kernel (elementwise, reduce)",
     "root": "starts a loop kernel of its own (convolution, pooling)",
+    "disjoint_windows": (
+        "starts a loop kernel of its own whose windows never overlap (a 2x2 pool with stride"
+        " 2): the elementwise ops only it reads join it, each element computed once, in the"
+        " one window that reads it"
+    ),
     "windows": "starts a loop kernel of its own that reads its input from memory (flat_im2col)",
     "matmul": "starts a GEMM kernel of its own, reading its operands as strided views",
     "scatter_add": "starts a scatter-add kernel of its own",
