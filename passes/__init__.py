@@ -7,6 +7,7 @@ import sys
 
 from graphc.errors import GraphError, register_internal_root
 from graphc.graph import Graph
+from graphc.passes.channels_last_pools import CHANNELS_LAST_POOLS
 from graphc.passes.constant_fold import FOLD, constant_fold
 from graphc.passes.conv_gemm import CONV_GEMM, FLAT_WINDOWS, conv_gemm
 from graphc.passes.cse import CSE, cse
@@ -43,6 +44,7 @@ register_tier(SIMPLIFY, 40)
 register_tier(FLAT_WINDOWS, 44)
 register_tier(CONV_GEMM, 45)
 register_tier(POOL_ARGMAX, 46)
+register_tier(CHANNELS_LAST_POOLS, 47)
 register_tier(CSE, 50)
 register_tier(SCAN, 55)
 register_tier(LOOP_VIEWS, 56)

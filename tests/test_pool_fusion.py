@@ -134,3 +134,94 @@ def test_nan_and_inf_reach_the_pooled_output(compiled_backend) -> None:
     got = _check([x], [y], [data], compiled_backend)(data)
     assert np.isnan(got[0, 0, 0, 0]) and np.isposinf(got[0, 0, 1, 1])
     assert got[0, 0, 1, 0] == 0.0
+
+
+# A convolution whose product comes out channels last (32 output channels: windows^T @
+# weights^T) followed by bias, ReLU and a max pool, in a graph that trains nothing.
+def _channels_last_block(pool_options: dict, batch="batch"):
+    x = gc.input("x", (batch, 16, 14, 14))
+    w = gc.input("w", (32, 16, 3, 3))
+    b = gc.input("b", (32,))
+    h = F.relu(F.conv2d(x, w, b, padding=1))
+    return (x, w, b), h, F.max_pool2d(h, **pool_options)
+
+
+def _block_arrays(rng, batch: int = 2):
+    return [
+        rng.standard_normal((batch, 16, 14, 14)).astype(np.float32),
+        rng.standard_normal((32, 16, 3, 3)).astype(np.float32) * 0.2,
+        rng.standard_normal(32).astype(np.float32),
+    ]
+
+
+def _torch_block(arrays, pool_options: dict):
+    torch = pytest.importorskip("torch")
+    x, w, b = (torch.from_numpy(a) for a in arrays)
+    h = torch.relu(torch.nn.functional.conv2d(x, w, b, padding=1))
+    return torch.nn.functional.max_pool2d(h, **pool_options).numpy()
+
+
+@pytest.mark.parametrize(
+    "pool_options",
+    [
+        {"kernel_size": 2, "stride": 2},
+        {"kernel_size": 3, "stride": 3},  # 14 = 4 * 3 + 2: the last rows are never read
+        {"kernel_size": 2, "stride": 3, "dilation": 2},
+    ],
+)
+def test_a_pool_of_a_channels_last_product_runs_along_its_channels(
+    compiled_backend, rng, pool_options
+) -> None:
+    inputs, _, y = _channels_last_block(pool_options)
+    arrays = _block_arrays(rng)
+    function = gc.compile(inputs, y, backend=compiled_backend)
+    np.testing.assert_allclose(
+        function(*arrays), _torch_block(arrays, pool_options), rtol=1e-4, atol=1e-4
+    )
+    if compiled_backend == "llvm":
+        kernels = _kernels_with_ops(function)
+        assert not any("max_pool2d" in ops for ops in kernels), kernels
+        assert any({"maximum", "where", "add"} <= ops for ops in kernels), kernels
+
+
+@pytest.mark.parametrize(
+    "pool_options",
+    [
+        {"kernel_size": 2, "stride": 2, "padding": 1},  # padded taps
+        {"kernel_size": 3, "stride": 2},  # overlapping windows
+    ],
+)
+def test_other_pools_of_a_channels_last_product_stay_pools(
+    compiled_backend, rng, pool_options
+) -> None:
+    inputs, _, y = _channels_last_block(pool_options)
+    arrays = _block_arrays(rng)
+    function = gc.compile(inputs, y, backend=compiled_backend)
+    np.testing.assert_allclose(
+        function(*arrays), _torch_block(arrays, pool_options), rtol=1e-4, atol=1e-4
+    )
+    if compiled_backend == "llvm":
+        assert any("max_pool2d" in ops for ops in _kernels_with_ops(function))
+
+
+def test_a_pooled_value_something_else_reads_stays_a_pool(compiled_backend, rng) -> None:
+    options = {"kernel_size": 2, "stride": 2}
+    inputs, h, y = _channels_last_block(options, batch=2)
+    arrays = _block_arrays(rng)
+    function = _check(inputs, [y, h], arrays, compiled_backend)
+    if compiled_backend == "llvm":
+        assert any("max_pool2d" in ops for ops in _kernels_with_ops(function))
+
+
+def test_nan_and_inf_pool_along_channels_as_the_pool_does(compiled_backend, rng) -> None:
+    options = {"kernel_size": 2, "stride": 2}
+    inputs, _, y = _channels_last_block(options, batch=1)
+    arrays = _block_arrays(rng, batch=1)
+    arrays[0][0, 3, 5, 6] = np.nan
+    arrays[0][0, 7, 0, 0] = np.inf
+    got = gc.compile(inputs, y, backend=compiled_backend)(*arrays)
+    expected = _torch_block(arrays, options)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    assert np.isnan(got).any() and np.isinf(got).any()
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-4, atol=1e-4)

@@ -205,6 +205,18 @@ def _over_flat_rows(graph):
     assert {"pad", "flat_im2col", "matmul", "slice"} <= set(ops(graph))
 
 
+def _pool_of_channels_last():
+    y, b = gc.input("y", (2, 4, 6, 3)), gc.input("b", (3, 1, 1))
+    image = (node("permute", y, perm=(0, 3, 1, 2)) + b).relu()
+    window = {"kernel": (2, 2), "stride": (2, 2), "padding": (0, 0), "dilation": (1, 1)}
+    return [y, b], [node("max_pool2d", image, **window, ceil_mode=False)], ()
+
+
+def _pooled_along_channels(graph):
+    assert "max_pool2d" not in ops(graph) and ops(graph).count("maximum") == 3
+    assert ops(graph).count("slice") == 4
+
+
 def _conv2d_weight_grad():
     x, g = gc.input("x", (2, 3, 6, 6)), gc.input("g", (2, 4, 6, 6))
     return [x, g], [node("conv2d_weight_grad", x, g, **_CONV, kernel=(3, 3))], ()
@@ -319,6 +331,7 @@ CASES = [
     Case("conv2d_over_flat_rows", _inference_conv2d, _over_flat_rows, exact=False),
     Case("conv2d_as_gemm", _conv2d, _as_matmul("conv2d"), exact=False),
     Case("max_pool2d_grad_from_argmax", _overlapping_max_pool_grad, _from_recorded_maxima),
+    Case("pools_of_channels_last_values", _pool_of_channels_last, _pooled_along_channels),
     Case(
         "conv2d_weight_grad_as_gemm",
         _conv2d_weight_grad,
@@ -522,6 +535,7 @@ def test_register_tier_orders_by_position(monkeypatch):
         "flat_windows",
         "conv_gemm",
         "pool_argmax",
+        "channels_last_pools",
         "cse",
         "scan",
         "loop_views",
