@@ -162,15 +162,17 @@ def _torch_block(arrays, pool_options: dict):
 
 
 @pytest.mark.parametrize(
-    "pool_options",
+    ("pool_options", "along_channels"),
     [
-        {"kernel_size": 2, "stride": 2},
-        {"kernel_size": 3, "stride": 3},  # 14 = 4 * 3 + 2: the last rows are never read
-        {"kernel_size": 2, "stride": 3, "dilation": 2},
+        ({"kernel_size": 2, "stride": 2}, True),
+        ({"kernel_size": 3, "stride": 3}, True),  # 14 = 4 * 3 + 2: the last rows never read
+        ({"kernel_size": 2, "stride": 3, "dilation": 2}, True),
+        ({"kernel_size": 2, "stride": 2, "padding": 1}, False),  # padded taps
+        ({"kernel_size": 3, "stride": 2}, False),  # overlapping windows
     ],
 )
 def test_a_pool_of_a_channels_last_product_runs_along_its_channels(
-    compiled_backend, rng, pool_options
+    compiled_backend, rng, pool_options, along_channels
 ) -> None:
     inputs, _, y = _channels_last_block(pool_options)
     arrays = _block_arrays(rng)
@@ -180,28 +182,9 @@ def test_a_pool_of_a_channels_last_product_runs_along_its_channels(
     )
     if compiled_backend == "llvm":
         kernels = _kernels_with_ops(function)
-        assert not any("max_pool2d" in ops for ops in kernels), kernels
-        assert any({"maximum", "where", "add"} <= ops for ops in kernels), kernels
-
-
-@pytest.mark.parametrize(
-    "pool_options",
-    [
-        {"kernel_size": 2, "stride": 2, "padding": 1},  # padded taps
-        {"kernel_size": 3, "stride": 2},  # overlapping windows
-    ],
-)
-def test_other_pools_of_a_channels_last_product_stay_pools(
-    compiled_backend, rng, pool_options
-) -> None:
-    inputs, _, y = _channels_last_block(pool_options)
-    arrays = _block_arrays(rng)
-    function = gc.compile(inputs, y, backend=compiled_backend)
-    np.testing.assert_allclose(
-        function(*arrays), _torch_block(arrays, pool_options), rtol=1e-4, atol=1e-4
-    )
-    if compiled_backend == "llvm":
-        assert any("max_pool2d" in ops for ops in _kernels_with_ops(function))
+        assert any("max_pool2d" in ops for ops in kernels) != along_channels, kernels
+        if along_channels:
+            assert any({"maximum", "where", "add"} <= ops for ops in kernels), kernels
 
 
 def test_a_pooled_value_something_else_reads_stays_a_pool(compiled_backend, rng) -> None:
