@@ -78,7 +78,8 @@ def _chain(pool: Node, users: dict[int, list[Node]], kept: set[int]) -> list[Nod
             return None
         found[node.id] = node
         images = [s for s in node.inputs if _same_shape(s, image)]
-        if not images or any(not _is_small(s) for s in node.inputs if s not in images):
+        others = [s for s in node.inputs if not _same_shape(s, image)]
+        if not images or not all(map(_is_small, others)):
             return None
         stack.extend(images)
     for node in found.values():
