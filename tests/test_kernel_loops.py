@@ -186,10 +186,11 @@ def test_embedding_window_lookup_matches_numpy(backend, rng):
     np.testing.assert_array_equal(f(ids), (vectors[ids.reshape(-1)] * 2).reshape(7, 125))
 
 
-@pytest.mark.parametrize("width", [1, 7, 14, 25, 63, 64, 65, 127, 128, 200])
+@pytest.mark.parametrize("width", [1, 7, 14, 25, 63, 64, 65, 127, 128, 200, 224, 300, 511])
 def test_rows_of_every_width_match_numpy(backend, rng, width):
-    # Rows below SHORT_ROW run masked vector iterations to their end, longer ones a scalar
-    # remainder: both against numpy, with a broadcast operand that keeps the rows apart.
+    # Rows below SHORT_ROW (and longer ones with a long remainder) run masked vector
+    # iterations to their end, the others a scalar remainder: both against numpy, with a
+    # broadcast operand that keeps the rows apart.
     bias_value = rng.standard_normal(width).astype(np.float32)
     x = gc.input("x", ("N", width))
     f = gc.compile([x], [gc.tanh(x + gc.Variable(bias_value)) * 2], backend=backend)
@@ -223,6 +224,8 @@ def test_only_short_rows_ask_for_masked_vector_iterations():
         return "llvm.loop.vectorize.predicate.enable" in f._executable.llvm_ir  # unoptimised
 
     assert hinted(25) and not hinted(1024)
+    # Longer rows are masked where the main loop would leave a long scalar remainder.
+    assert hinted(224) and hinted(300) and not hinted(256) and not hinted(196)
 
 
 @pytest.mark.parametrize("op", ["sum", "max", "min", "prod"])
