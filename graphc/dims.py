@@ -182,6 +182,12 @@ def dims_equal(a: Dim, b: Dim) -> bool:
     return _make(_terms(a)) == _make(_terms(b))
 
 
+def same_dims(a: Iterable[Dim], b: Iterable[Dim]) -> bool:
+    """Return whether two shapes are equal for every binding of their symbols."""
+    a, b = tuple(a), tuple(b)
+    return len(a) == len(b) and all(map(dims_equal, a, b))
+
+
 def is_static(shape: Iterable[Dim]) -> bool:
     """Return True when every dim is a plain int."""
     return all(isinstance(d, int) for d in shape)

@@ -17,7 +17,7 @@ taps are combined in the pool's order by `maximum`, which propagates NaN as the 
 
 from __future__ import annotations
 
-from graphc.dims import Dim, dims_equal
+from graphc.dims import Dim, same_dims
 from graphc.graph import Graph, Node
 from graphc.ops import get_op
 from graphc.ops.registry import fusion_role, make_node
@@ -37,10 +37,6 @@ def _is_small(node: Node) -> bool:
     """Return True for a scalar, or a tensor of rank <= 4 with at most one dim that is not 1."""
     wide = [d for d in node.type.shape if not (isinstance(d, int) and d == 1)]
     return node.type.ndim <= 4 and len(wide) <= 1
-
-
-def _same_shape(a: Node, b: Node) -> bool:
-    return a.type.ndim == b.type.ndim and all(map(dims_equal, a.type.shape, b.type.shape))
 
 
 def _taps(pool: Node) -> list[tuple[int, int]] | None:
@@ -77,8 +73,8 @@ def _chain(pool: Node, users: dict[int, list[Node]], kept: set[int]) -> list[Nod
         if get_op(node.op).kind != "elementwise":
             return None
         found[node.id] = node
-        images = [s for s in node.inputs if _same_shape(s, image)]
-        others = [s for s in node.inputs if not _same_shape(s, image)]
+        images = [s for s in node.inputs if same_dims(s.type.shape, image.type.shape)]
+        others = [s for s in node.inputs if not same_dims(s.type.shape, image.type.shape)]
         if not images or not all(map(_is_small, others)):
             return None
         stack.extend(images)

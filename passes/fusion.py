@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from graphc.dims import dims_equal
+from graphc.dims import dims_equal, same_dims
 from graphc.graph import Graph, Node
 from graphc.ops import get_op
 from graphc.ops.movement import contiguous_strides
@@ -274,9 +274,7 @@ def _matmul_operand_roots(graph: Graph) -> set[int]:
 
 
 def _same_shape(a: Node, b: Node) -> bool:
-    return len(a.type.shape) == len(b.type.shape) and all(
-        map(dims_equal, a.type.shape, b.type.shape)
-    )
+    return same_dims(a.type.shape, b.type.shape)
 
 
 def _keeps_index(reader: Node, source: Node) -> bool:
@@ -409,7 +407,7 @@ def _same_elements(a: Node, b: Node) -> bool:
     loop over either's elements stores both at the same offsets."""
     kept_a = [d for d in a.type.shape if not (isinstance(d, int) and d == 1)]
     kept_b = [d for d in b.type.shape if not (isinstance(d, int) and d == 1)]
-    return len(kept_a) == len(kept_b) and all(map(dims_equal, kept_a, kept_b))
+    return same_dims(kept_a, kept_b)
 
 
 def _epilogue_target(

@@ -19,17 +19,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphc.dims import dims_equal
+from graphc.dims import same_dims
 from graphc.errors import ShapeError
 from graphc.graph import Graph, Node
 from graphc.ops import get_op
 from graphc.ops.registry import make_node
 from graphc.ops.shape_rules import broadcast_shapes
 from graphc.passes.rewrite import Tier, node_rewrite, run_tier
-
-
-def _same_shape(a: tuple, b: tuple) -> bool:
-    return len(a) == len(b) and all(map(dims_equal, a, b))
 
 
 def _rebuilt(node: Node, inputs: list[Node], attrs=None, op: str | None = None) -> Node:
@@ -46,7 +42,7 @@ def _rebuilt(node: Node, inputs: list[Node], attrs=None, op: str | None = None) 
 @node_rewrite("reshape")
 def noop_reshape(node: Node) -> Node | None:
     """reshape(x) to x's own shape -> x."""
-    if _same_shape(node.inputs[0].type.shape, node.type.shape):
+    if same_dims(node.inputs[0].type.shape, node.type.shape):
         return node.inputs[0]
     return None
 
@@ -54,7 +50,7 @@ def noop_reshape(node: Node) -> Node | None:
 @node_rewrite("broadcast_to")
 def noop_broadcast(node: Node) -> Node | None:
     """broadcast_to(x) to x's own shape -> x."""
-    if _same_shape(node.inputs[0].type.shape, node.type.shape):
+    if same_dims(node.inputs[0].type.shape, node.type.shape):
         return node.inputs[0]
     return None
 
@@ -149,7 +145,7 @@ def unbroadcast_operands(node: Node) -> Node | None:
             shape = broadcast_shapes(*(n.type.shape for n in trial))
         except ShapeError:
             continue
-        if _same_shape(shape, node.type.shape):
+        if same_dims(shape, node.type.shape):
             inputs, changed = trial, True
     return _rebuilt(node, inputs) if changed else None
 
@@ -195,9 +191,9 @@ def _other_operand(
     equal to value and x already of the result's shape (so dropping the op drops no
     broadcast)."""
     a, b = node.inputs
-    if _constant_is(b, value, negative) and _same_shape(a.type.shape, node.type.shape):
+    if _constant_is(b, value, negative) and same_dims(a.type.shape, node.type.shape):
         return a
-    if commutes and _constant_is(a, value, negative) and _same_shape(b.type.shape, node.type.shape):
+    if commutes and _constant_is(a, value, negative) and same_dims(b.type.shape, node.type.shape):
         return b
     return None
 
@@ -233,7 +229,7 @@ def small_power(node: Node) -> Node | None:
     base, exponent = node.inputs
     if not node.type.dtype.is_float or base.type.dtype != node.type.dtype:
         return None
-    if not _same_shape(base.type.shape, node.type.shape):
+    if not same_dims(base.type.shape, node.type.shape):
         return None
     if _constant_is(exponent, 1):
         return base

@@ -29,6 +29,7 @@ from graphc.backends.kernel.lowering import register
 from graphc.dims import Dim
 from graphc.dtypes import DType, bool_, int32, int64
 from graphc.graph import Node
+from graphc.ops.conv import windows_disjoint
 
 
 def _window_position(out_i: IntExpr, tap: IntExpr, stride: int, dilation: int, pad: int):
@@ -282,7 +283,7 @@ def _covering(ctx, node, gy: Node, h: IntExpr, w: IntExpr) -> Covering:
     for position, k, s, p, d, windows, size in zip(
         (h, w), *_pool_geometry(node), gy.type.shape[2:], node.type.shape[2:], strict=True
     ):
-        if s >= (k - 1) * d + 1:
+        if windows_disjoint(k, s, d):
             row, offset, ok = _only_window(position, k, s, p, d, windows, size)
         else:
             # Overlapping windows: every tap of the window names the window that puts it on

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from graphc.dims import Dim, dims_equal
+from graphc.dims import Dim
 from graphc.errors import DTypeError, GraphError, ShapeError, located, user_location
 from graphc.math_ops import as_tensor
 from graphc.tensor import Tensor
@@ -46,12 +46,6 @@ def float_arg(value: Any, role: str) -> Tensor:
     if not t.dtype.is_float:
         raise dtype_error(f"{role} must be floating point, got {t!r}; call .float() first")
     return t
-
-
-def same_dims(a: Iterable[Dim], b: Iterable[Dim]) -> bool:
-    """Return whether two shapes are equal for every binding of their symbols."""
-    a, b = tuple(a), tuple(b)
-    return len(a) == len(b) and all(map(dims_equal, a, b))
 
 
 def pair(value: Any, name: str) -> tuple[int, int]:

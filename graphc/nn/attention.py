@@ -13,12 +13,11 @@ import math
 from collections.abc import Callable
 
 import graphc as gc
-from graphc.dims import Dim
+from graphc.dims import Dim, same_dims
 from graphc.nn._checks import (
     dtype_error,
     float_arg,
     graph_error,
-    same_dims,
     shape_error,
     shape_text,
     tensor_arg,

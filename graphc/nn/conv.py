@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from graphc.dims import static_dim
+from graphc.dims import same_dims, static_dim
 from graphc.nn import functional as F
 from graphc.nn import init
-from graphc.nn._checks import graph_error, pair, same_dims, shape_error, shape_text, tensor_arg
+from graphc.nn._checks import graph_error, pair, shape_error, shape_text, tensor_arg
 from graphc.nn.linear import init_bias, new_parameter
 from graphc.nn.module import Module
 from graphc.tensor import Tensor

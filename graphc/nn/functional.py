@@ -15,16 +15,8 @@ from typing import Any
 import numpy as np
 
 import graphc as gc
-from graphc.dims import Dim, static_dim, static_shape
-from graphc.nn._checks import (
-    float_arg,
-    graph_error,
-    pair,
-    same_dims,
-    shape_error,
-    shape_text,
-    tensor_arg,
-)
+from graphc.dims import Dim, same_dims, static_dim, static_shape
+from graphc.nn._checks import float_arg, graph_error, pair, shape_error, shape_text, tensor_arg
 from graphc.nn.attention import scaled_dot_product_attention
 from graphc.nn.losses import (
     binary_cross_entropy,

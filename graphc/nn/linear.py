@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from graphc.dims import same_dims
 from graphc.nn import functional as F
 from graphc.nn import init
-from graphc.nn._checks import same_dims, shape_error, shape_text, tensor_arg
+from graphc.nn._checks import shape_error, shape_text, tensor_arg
 from graphc.nn.module import Module, Parameter
 from graphc.tensor import Tensor
 

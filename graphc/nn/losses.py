@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import graphc as gc
-from graphc.dims import static_dim
+from graphc.dims import same_dims, static_dim
 from graphc.nn._checks import (
     check_reduction,
     dtype_error,
     float_arg,
     graph_error,
-    same_dims,
     shape_error,
     shape_text,
     tensor_arg,

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import graphc as gc
-from graphc.nn._checks import graph_error, same_dims, shape_error, shape_text, tensor_arg
+from graphc.dims import same_dims
+from graphc.nn._checks import graph_error, shape_error, shape_text, tensor_arg
 from graphc.nn.dropout import Dropout
 from graphc.nn.rnn_cells import (
     Carry,

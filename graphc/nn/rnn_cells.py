@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import graphc as gc
+from graphc.dims import same_dims
 from graphc.nn import functional as F
 from graphc.nn import init
-from graphc.nn._checks import float_arg, graph_error, same_dims, shape_error, shape_text
+from graphc.nn._checks import float_arg, graph_error, shape_error, shape_text
 from graphc.nn.linear import new_parameter
 from graphc.nn.module import Module
 from graphc.tensor import Tensor

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 import graphc as gc
-from graphc.dims import dims_equal
+from graphc.dims import dims_equal, same_dims
 from graphc.nn import functional as F
 from graphc.nn import init
-from graphc.nn._checks import float_arg, graph_error, same_dims, shape_error, shape_text
+from graphc.nn._checks import float_arg, graph_error, shape_error, shape_text
 from graphc.nn.attention import attend, causal_mask, check_mask
 from graphc.nn.containers import ModuleList
 from graphc.nn.dropout import Dropout

@@ -369,14 +369,19 @@ def _max_pool_windows(x: np.ndarray, attrs) -> np.ndarray:
     return np.stack([xp[view] for _, _, view in _taps(xp, a["kernel"], out_hw, a)], axis=2)
 
 
+def windows_disjoint(kernel: int, stride: int, dilation: int) -> bool:
+    """Return whether pooling windows along one dim never share a tap: the stride reaches the
+    window's span."""
+    return stride >= (kernel - 1) * dilation + 1
+
+
 def _pool_fusion(node) -> str:
     """Return a pool's fusion role: `disjoint_windows` where no two windows share a tap along
-    either dim (a stride of at least the window's span), so the math it reads can run inside
-    it (bias and ReLU before a 2x2 pool: no kernel of their own, no buffer between)."""
+    either dim, so the math it reads can run inside it (bias and ReLU before a 2x2 pool: no
+    kernel of their own, no buffer between)."""
     a = _pool_attrs(node.attrs)
-    spans = [d * (k - 1) + 1 for k, d in zip(a["kernel"], a["dilation"], strict=True)]
-    disjoint = all(s >= span for s, span in zip(a["stride"], spans, strict=True))
-    return "disjoint_windows" if disjoint else "root"
+    geometry = zip(a["kernel"], a["stride"], a["dilation"], strict=True)
+    return "disjoint_windows" if all(windows_disjoint(*g) for g in geometry) else "root"
 
 
 define_op(

@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 
 import graphc as gc
-from graphc.dims import Dim, dims_equal
+from graphc.dims import Dim, dims_equal, same_dims
 from graphc.nn._checks import (
     dtype_error,
     graph_error,
-    same_dims,
     shape_error,
     shape_text,
     tensor_arg,
