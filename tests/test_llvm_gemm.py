@@ -265,6 +265,28 @@ def test_zero_depth_writes_zeros_or_keeps_c(jit: JitGemm, dtype: str) -> None:
     assert np.all(c == 2.5)
 
 
+@pytest.mark.parametrize("skinny", [False, True], ids=["packed", "skinny"])
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("shape", [(48, 64, 40), (12, 96, 9), (53, 70, 21)])
+def test_whole_and_edge_tiles_overwrite_c(
+    jit: JitGemm, skinny: bool, transpose_a: bool, shape: tuple[int, int, int]
+) -> None:
+    # Whole tiles store without masks and edge tiles with them: either way C's old contents,
+    # NaN here, must neither leak into an overwrite nor be skipped by an accumulation.
+    m, n, k = shape
+    rng = np.random.default_rng(29)
+    x = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(np.float32)
+    a = x.T if transpose_a else x
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = np.full((m, n), np.nan, dtype=np.float32)
+    jit.call("f32", a, b, c, skinny=skinny)
+    assert_gemm_close("f32", c, a, b)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    c[:] = c0
+    jit.call("f32", a, b, c, accumulate=True, skinny=skinny)
+    assert_gemm_close("f32", c, a, b, c0)
+
+
 @pytest.mark.parametrize("dtype", ["f32", "f64"])
 def test_column_output_with_and_without_transposition(jit: JitGemm, dtype: str) -> None:
     # A contiguous C[M, 1] is computed as C.T = B.T @ A.T; a strided column cannot be.

@@ -133,6 +133,21 @@ class Emitter:
         align = ir.Constant(I32, plan.itemsize)
         return self.builder.call(fn, [ptr, align, mask, passthru], name=name)
 
+    def load_lanes(
+        self, ptr: ir.Value, mask: ir.Value | None, passthru: ir.Value, name: str
+    ) -> ir.Value:
+        """Return the vector at ptr: all of it when mask is None, else as masked_load."""
+        if mask is None:
+            return self.builder.load(ptr, name=name, align=self.plan.itemsize, typ=self.plan.vector)
+        return self.masked_load(ptr, mask, passthru, name)
+
+    def store_lanes(self, value: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
+        """Store all of value at ptr when mask is None, else as masked_store."""
+        if mask is None:
+            self.builder.store(value, ptr, align=self.plan.itemsize)
+        else:
+            self.masked_store(value, ptr, mask)
+
     def masked_store(self, value: ir.Value, ptr: ir.Value, mask: ir.Value) -> None:
         """Store the lanes of value that mask turns on."""
         vec, plan = self.plan.vector, self.plan

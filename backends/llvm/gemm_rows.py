@@ -6,7 +6,8 @@ panels; for a small product (a gradient at batch 4, x @ W at batch 16) the copie
 loops and the masked edge tiles cost more than the FMAs. This path keeps a tile of the
 micro-kernel's kind (ROW_TILE rows by the plan's vectors of columns, in registers) and its
 rank-1 updates, but broadcasts A[i, k] straight from A and loads B's row k straight from B.
-Rows left after whole tiles go one at a time; the last block of columns is masked.
+Rows left after whole tiles go one at a time; the last block of columns, if partial, is masked
+(only it: AVX2's masked store is microcoded on Zen 3, slow even with every lane on).
 """
 
 from __future__ import annotations
@@ -34,8 +35,16 @@ def emit_rows(module: ir.Module, plan: GemmPlan) -> ir.Function:
     full_rows = irb.sub(m, irb.srem(m, e.const(ROW_TILE)), name="full_rows")
 
     def column_block(j0: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
-        masks = e.column_masks(irb.sub(n, j0), name="columns")
+        columns = irb.sub(n, j0, name="columns")
+        whole = irb.icmp_signed(">=", columns, e.const(plan.nr), name="whole_columns")
+        with irb.if_else(whole) as (then, otherwise):
+            with then:
+                rows_of_tiles(j0, [None] * plan.vectors)
+            with otherwise:
+                rows_of_tiles(j0, e.column_masks(columns, name="columns"))
+        return []
 
+    def rows_of_tiles(j0: ir.Value, masks: list[ir.Value | None]) -> None:
         def row_block(count: int):
             def body(i0: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
                 tile = _tile(e, count, masks, (a, a_rs, a_cs), (b, b_rs), (i0, j0), k)
@@ -46,7 +55,6 @@ def emit_rows(module: ir.Module, plan: GemmPlan) -> ir.Function:
 
         e.loop("i0", 0, full_rows, ROW_TILE, row_block(ROW_TILE))
         e.loop("i1", full_rows, m, 1, row_block(1))
-        return []
 
     e.loop("j0", 0, n, plan.nr, column_block)
     irb.ret_void()
@@ -56,7 +64,7 @@ def emit_rows(module: ir.Module, plan: GemmPlan) -> ir.Function:
 def _tile(
     e: Emitter,
     rows: int,
-    masks: list[ir.Value],
+    masks: list[ir.Value | None],
     a: tuple[ir.Value, ir.Value, ir.Value],
     b: tuple[ir.Value, ir.Value],
     origin: tuple[ir.Value, ir.Value],
@@ -75,7 +83,7 @@ def _tile(
     def update(depth: ir.Value, accumulators: list[ir.Value]) -> list[ir.Value]:
         b_row = e.element(b_start, irb.mul(depth, b_rs), "b_row")
         b_vectors = [
-            e.masked_load(e.vector_at(b_row, v * plan.lanes, f"b{v}"), mask, zero, f"bv{v}")
+            e.load_lanes(e.vector_at(b_row, v * plan.lanes, f"b{v}"), mask, zero, f"bv{v}")
             for v, mask in enumerate(masks)
         ]
         updated = []
@@ -94,7 +102,7 @@ def _tile(
 def _store_tile(
     e: Emitter,
     tile: list[list[ir.Value]],
-    masks: list[ir.Value],
+    masks: list[ir.Value | None],
     c: tuple[ir.Value, ir.Value],
     origin: tuple[ir.Value, ir.Value],
     accumulate: ir.Value,
@@ -107,6 +115,6 @@ def _store_tile(
         row = e.element(c_ptr, irb.add(irb.mul(irb.add(i0, e.const(r)), c_rs), j0), f"c{r}")
         for v, (value, mask) in enumerate(zip(vectors, masks, strict=True)):
             target = e.vector_at(row, v * plan.lanes, f"c{r}_{v}")
-            old = e.masked_load(target, mask, zero, f"old{r}_{v}")
+            old = e.load_lanes(target, mask, zero, f"old{r}_{v}")
             total = irb.select(accumulate, irb.fadd(old, value), value)
-            e.masked_store(total, target, mask)
+            e.store_lanes(total, target, mask)
