@@ -228,6 +228,19 @@ def test_only_short_rows_ask_for_masked_vector_iterations():
     assert hinted(224) and hinted(300) and not hinted(256) and not hinted(196)
 
 
+def test_a_whole_short_row_is_not_unrolled_before_vectorising_but_its_vector_loop_may_be():
+    # The row of 14 is kept from the full unroller (it would become 14 scalar stores); the
+    # vector loop made of it gets hints of its own, without that one, so its two masked
+    # iterations can be unrolled and their masks become constants.
+    x = gc.input("x", ("N", 14))
+    f = gc.compile([x], [x * gc.Variable(np.full(14, 2.0, np.float32))], backend="llvm")
+    hints = f._executable.llvm_ir  # unoptimised
+    assert "llvm.loop.unroll.disable" in hints
+    assert '!{ !"llvm.loop.vectorize.followup_vectorized", !' in hints
+    data = np.arange(42, dtype=np.float32).reshape(3, 14)
+    np.testing.assert_array_equal(f(data), data * 2)
+
+
 @pytest.mark.parametrize("op", ["sum", "max", "min", "prod"])
 @pytest.mark.parametrize("shape", [(5, 7), (37, 300), (1100, 600), (3, 4, 257)])
 def test_column_reductions_match_numpy(backend, rng, op, shape):
