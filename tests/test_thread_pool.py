@@ -17,7 +17,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm.jit import compile_module
 from graphc.backends.llvm.runtime_library import parallel_address
-from graphc.backends.llvm.thread_pool import MAX_STRIKES, PENALTY_JOBS
+from graphc.backends.llvm.thread_pool import LATE_CYCLES, MAX_STRIKES, PENALTY_JOBS
 
 I64 = ir.IntType(64)
 _PARALLEL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
@@ -119,6 +119,25 @@ def test_a_woken_worker_that_runs_late_does_not_make_the_pool_back_off(slow_work
         if all(joined):
             return
     pytest.fail("in no try did a woken worker join two jobs and then the next one")
+
+
+def test_a_worker_late_by_less_than_a_time_slice_does_not_make_the_pool_back_off(
+    slow_worker_pool,
+):
+    # Jobs whose worker chunk takes four times the caller's 20,000 cycles keep the caller
+    # waiting three times as long as it worked, but for less than LATE_CYCLES: a hiccup, not
+    # a descheduled worker. Were those strikes, 50 of them in a row would run the next jobs
+    # on the caller alone, so job Y right after them would have no worker chunk.
+    assert LATE_CYCLES > 3 * 20_000
+    for _ in range(20):
+        for _ in range(PENALTY_JOBS << MAX_STRIKES):
+            slow_worker_pool(2, 2)
+        for _ in range(50):
+            slow_worker_pool(2, 2, cycles=20_000)
+        _, ran_on = slow_worker_pool(2, 2, cycles=2_000_000)
+        if (ran_on > 0).any():
+            return
+    pytest.fail("in no try did a worker join the job after 50 jobs it was a little late for")
 
 
 def test_jobs_submitted_from_several_threads_at_once(pool):

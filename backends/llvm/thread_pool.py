@@ -26,9 +26,10 @@ After a fork the child starts its own workers. Workers run a job's chunks in the
 floating-point mode (x86: its SSE control word, so `gc.set_flush_denormal` reaches them).
 
 A worker can still be descheduled in the middle of a chunk, and the caller must wait for it.
-When that costs the caller more than half of its own work twice before a job goes well, the
-pool backs off: the next jobs run on the caller alone (16, then 32, ... as slow jobs outnumber
-good ones), then it tries again; one slow job among good ones is forgiven.
+When that costs the caller more than half of its own work (and more than a hiccup's few tens
+of microseconds) twice before a job goes well, the pool backs off: the next jobs run on the
+caller alone (16, then 32, ... as slow jobs outnumber good ones), then it tries again; one
+slow job among good ones is forgiven.
 On a shared machine a step then runs about as fast as on one thread, instead of stalling at
 every kernel.
 """
@@ -54,6 +55,13 @@ SPIN_CYCLES = 1 << 19
 # MAX_STRIKES.
 PENALTY_JOBS = 16
 MAX_STRIKES = 10
+# A wait shorter than this many cycles (about 40-55 us at 2.4-3.3 GHz) never makes a job slow:
+# a descheduled worker keeps the caller waiting for a time slice (milliseconds), while waits
+# this short are a VM's or another library's hiccups. Judged on the ratio alone, a process
+# that had run a PyTorch forward (whose idle thread shares a core now and then) backed the
+# pool off in most runs: an MLP's inference at batch 64 on two threads took 0.33-0.50 ms
+# (median of 50 calls after 20, six processes), 0.30-0.46 with this floor (Zen 3).
+LATE_CYCLES = 1 << 17
 # Spins of the caller between yields of its core while it waits for running chunks.
 SPINS_PER_YIELD = 256
 
@@ -333,19 +341,22 @@ class _Pool:
 
     def _judge(self, b: ir.IRBuilder, own: ir.Value, waited: ir.Value, excused: ir.Value) -> None:
         """After a job, penalise the pool if the caller waited for running chunks more than
-        half as long as it worked itself (a worker was descheduled, as when another process
-        occupies its core): one strike more for each slow job, and from two strikes the next
-        PENALTY_JOBS << (strikes - 2) jobs run on the caller alone; a job that was not slow
-        takes one strike off, so a core that stays busy keeps the pool backed off. The first
-        strike costs nothing: a worker late once among good jobs (an interrupt, the VM's
-        host) says little, and 16 jobs alone for it cost an LSTM training step 1.3 ms of 36
-        at 2 threads. A job that started a worker
-        or woke a sleeping one is excused: a new or woken thread is late for reasons that
-        say nothing of the next jobs (it starts on a cold core and touches its workspace
-        for the first time), and penalising it made the first 16 calls of every program, and
-        the first after each pause between calls, run on one thread."""
+        half as long as it worked itself, and more than LATE_CYCLES (a worker was
+        descheduled, as when another process occupies its core): one strike more for each
+        slow job, and from two strikes the next PENALTY_JOBS << (strikes - 2) jobs run on the
+        caller alone; a job that was not slow takes one strike off, so a core that stays busy
+        keeps the pool backed off. The first strike costs nothing: a worker late once among
+        good jobs (an interrupt, the VM's host) says little, and 16 jobs alone for it cost an
+        LSTM training step 1.3 ms of 36 at 2 threads. A job that started a worker or woke a
+        sleeping one is excused: a new or woken thread is late for reasons that say nothing
+        of the next jobs (it starts on a cold core and touches its workspace for the first
+        time), and penalising it made the first 16 calls of every program, and the first
+        after each pause between calls, run on one thread."""
         one = ir.Constant(I64, 1)
-        late = b.icmp_unsigned(">", b.mul(waited, ir.Constant(I64, 2)), own)
+        late = b.and_(
+            b.icmp_unsigned(">", b.mul(waited, ir.Constant(I64, 2)), own),
+            b.icmp_unsigned(">", waited, ir.Constant(I64, LATE_CYCLES)),
+        )
         slow = b.and_(late, b.not_(excused))
         before = b.load(self.strikes)
         more = b.select(
