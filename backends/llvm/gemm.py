@@ -416,7 +416,16 @@ def _emit_micro_kernel(module: ir.Module, plan: GemmPlan, strided: bool) -> ir.F
     acc = e.loop("k", 0, k_main, plan.unroll, unrolled, tile)
     tail = [(f"{name}.tail", value) for (name, _), value in zip(tile, acc, strict=True)]
     acc = e.loop("k_tail", k_main, kc, 1, update, tail)
-    _store_tile(e, acc, c, c_row_stride, mr, nr, beta)
+    whole = e.builder.and_(
+        e.builder.icmp_signed("==", mr, e.const(plan.mr), name="all_rows"),
+        e.builder.icmp_signed("==", nr, e.const(plan.nr), name="all_columns"),
+        name="whole_tile",
+    )
+    with e.builder.if_else(whole) as (then, otherwise):
+        with then:
+            _store_whole_tile(e, acc, c, c_row_stride, beta)
+        with otherwise:
+            _store_tile(e, acc, c, c_row_stride, mr, nr, beta)
     e.builder.ret_void()
     return fn
 
@@ -455,29 +464,6 @@ def _rank1_update(
     return out
 
 
-def _store_tile(
-    e: Emitter,
-    acc: list[ir.Value],
-    c: ir.Value,
-    c_row_stride: ir.Value,
-    mr: ir.Value,
-    nr: ir.Value,
-    beta: ir.Value,
-) -> None:
-    """Write the first mr rows and nr columns of the tile to C, adding C's old values if beta."""
-    plan, b = e.plan, e.builder
-    whole = b.and_(
-        b.icmp_signed("==", mr, e.const(plan.mr), name="all_rows"),
-        b.icmp_signed("==", nr, e.const(plan.nr), name="all_columns"),
-        name="whole_tile",
-    )
-    with b.if_else(whole) as (then, otherwise):
-        with then:
-            _store_whole_tile(e, acc, c, c_row_stride, beta)
-        with otherwise:
-            _store_edge_tile(e, acc, c, c_row_stride, mr, nr, beta)
-
-
 def _store_whole_tile(
     e: Emitter, acc: list[ir.Value], c: ir.Value, c_row_stride: ir.Value, beta: ir.Value
 ) -> None:
@@ -494,12 +480,12 @@ def _store_whole_tile(
                         ptr = e.vector_at(c, at, f"c{i}_{v}.ptr")
                         value = acc[i * plan.vectors + v]
                         if adds:
-                            old = e.load_lanes(ptr, None, value, name=f"c{i}_{v}.old")
+                            old = b.load(ptr, align=plan.itemsize, typ=plan.vector)
                             value = b.fadd(value, old, name=f"c{i}_{v}.new")
-                        e.store_lanes(value, ptr, None)
+                        b.store(value, ptr, align=plan.itemsize)
 
 
-def _store_edge_tile(
+def _store_tile(
     e: Emitter,
     acc: list[ir.Value],
     c: ir.Value,
@@ -508,7 +494,8 @@ def _store_edge_tile(
     nr: ir.Value,
     beta: ir.Value,
 ) -> None:
-    """Write the first mr rows and nr columns of an edge tile with masked loads and stores."""
+    """Write the first mr rows and nr columns of the tile to C, adding C's old values if beta,
+    with masked loads and stores (an edge tile; a whole one takes _store_whole_tile)."""
     plan, b = e.plan, e.builder
     store_masks = e.column_masks(nr, name="store_mask")
     beta_lanes = e.splat(beta, name="beta_lanes")
