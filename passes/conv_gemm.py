@@ -256,16 +256,20 @@ def _conv2d_over_flat_rows(node: Node) -> Node | None:
     kw, width = geometry.kernel[1], geometry.in_hw[1] + 2 * pw
     # The last windows' runs reach (kW - 1) * dw past the padded image: rows of zeros more.
     below = ph + math.ceil((kw - 1) * dw / width)
-    padded = x  # a 1-wide window without padding reads x itself (fusion keeps it a buffer)
-    if pw or below:
-        pads = ((0, 0), (0, 0), (ph, below), (pw, pw))
-        padded = build("pad", [x], {"pads": pads, "value": 0.0})
     rows, columns = geometry.out_hw
     attrs = {"kernel": geometry.kernel, "dilation": (dh, dw), "rows": rows}
-    runs = build("flat_im2col", [padded], attrs)
-    windows = build.reshape(runs, geometry.groups, geometry.depth, geometry.batch * rows * width)
     n, channels = node.type.shape[:2]
-    product = _forward_product(build, windows, w)
+    if windows_on_the_left(geometry) and dw == 1:
+        # Channels last, a kernel row's taps are one run per pixel: the GEMM reads them in place.
+        image = _padded(build, build.permute(x, 0, 2, 3, 1), (ph, below), (pw, pw), 1)
+        taps = build.reshape(build.permute(w, 2, 3, 1, 0), geometry.depth, channels)
+        product = build("window_matmul", [image, taps], attrs)
+    else:
+        runs = build("flat_im2col", [_padded(build, x, (ph, below), (pw, pw), 2)], attrs)
+        windows = build.reshape(
+            runs, geometry.groups, geometry.depth, geometry.batch * rows * width
+        )
+        product = _forward_product(build, windows, w)
     sizes: tuple[Dim, ...]
     if windows_on_the_left(geometry):
         grid = build.reshape(product, n, rows, width, channels)
@@ -275,6 +279,16 @@ def _conv2d_over_flat_rows(node: Node) -> Node | None:
         sizes, perm = (channels, n, rows, columns), (1, 0, 2, 3)
     kept = build("slice", [grid], {"starts": (0, 0, 0, 0), "sizes": sizes, "steps": (1, 1, 1, 1)})
     return build.named(build.permute(kept, *perm))
+
+
+def _padded(build: _Builder, x: Node, rows: tuple[int, int], columns: tuple[int, int], axis: int):
+    """Return x padded with zeros along its rows (at axis) and columns (the next axis); with
+    no padding, x itself (a 1-wide window: fusion makes it a buffer)."""
+    if not any(rows + columns):
+        return x
+    pads = [(0, 0)] * x.type.ndim
+    pads[axis], pads[axis + 1] = rows, columns
+    return build("pad", [x], {"pads": tuple(pads), "value": 0.0})
 
 
 def _inference_convolutions(graph: Graph) -> tuple[Graph, int]:

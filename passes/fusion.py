@@ -10,7 +10,8 @@ reverse topological order:
    scatter-add, convolution and pooling) get their own buffer and kernel (a "root"). A loop
    (scan) is a kernel of its own too: its inputs are buffers, and its results, the
    tuple_get nodes, are roots of its kernel (buffers it stores). So is `flat_im2col`, whose
-   input is a buffer: it copies runs of that buffer's memory.
+   input is a buffer: it copies runs of that buffer's memory; and `window_matmul`'s padded
+   image is a buffer its GEMM reads as overlapping windows.
 3. Any other node (elementwise, random, reductions) joins its consumers' kernel when all of
    them are in one kernel that is not one of rule 2's; otherwise it becomes a root. The one
    exception is a pool whose windows never overlap (role `disjoint_windows`): an elementwise
@@ -105,14 +106,16 @@ def partition(graph: Graph) -> Partition:
     users = graph.users()
     forced = {n.id for n in graph.outputs} | {value.id for _, value in graph.updates}
     forced |= _matmul_operand_roots(graph)
-    # A loop steps through its inputs' memory, MPI sends from memory, and flat windows are
-    # runs of their padded input's memory: each is a buffer.
+    # A loop steps through its inputs' memory, MPI sends from memory, flat windows are runs
+    # of their padded input's memory, and window_matmul's GEMM reads its padded image's
+    # memory as overlapping windows: each is a buffer.
     forced |= {
         s.id
         for n in graph.nodes
         if fusion_role(n) in ("loop", "collective", "windows")
         for s in n.inputs
     }
+    forced |= {n.inputs[0].id for n in graph.nodes if n.op == "window_matmul"}
     root_of: dict[int, int | None] = {}
     node_by_id = {n.id: n for n in graph.nodes}
 

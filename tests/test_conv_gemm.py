@@ -60,6 +60,10 @@ GRID = [
     Conv("channels_last", (2, 3, 9, 9), (32, 3, 3, 3), padding=1),
     Conv("channels_last_64_stride2", (2, 5, 8, 9), (64, 5, 3, 3), stride=2, padding=1),
     Conv("channels_last_25", (1, 2, 7, 7), (25, 2, 3, 3), padding=(1, 0), dilation=(1, 2)),
+    # Inference products of these read the channels-last windows in place (window_matmul):
+    # rows of taps 2 apart, and a 3x1 window that reads the unpadded input itself.
+    Conv("channels_last_dilated_rows", (2, 3, 9, 8), (40, 3, 3, 2), padding=1, dilation=(2, 1)),
+    Conv("channels_last_column", (2, 4, 7, 6), (30, 4, 3, 1)),
 ]
 NAMED = {conv.name: conv for conv in GRID}
 
@@ -156,7 +160,8 @@ def test_forward_products_of_25_to_64_channels_put_the_windows_on_the_left(
     x = gc.input("x", ("B", *conv.x[1:]))
     y = F.conv2d(x, gc.Variable(np.ones(conv.w, np.float32)), **conv.options)
     function = gc.compile([x], [y], backend="llvm")
-    (product,) = [node for _, nodes in function.kernels() for node in nodes if node.op == "matmul"]
+    products = {"matmul", "window_matmul"}
+    (product,) = [node for _, nodes in function.kernels() for node in nodes if node.op in products]
     assert (product.type.shape[-1] == conv.w[0]) == swapped, product
 
 
@@ -191,6 +196,15 @@ def _flat(conv: Conv) -> bool:
     return conv.as_gemm and not pointwise and stride == (1, 1) and narrow
 
 
+def _window_product(conv: Conv) -> bool:
+    """Return whether an inference graph computes this convolution's product as a
+    window_matmul over its channels-last padded input: flat windows on the left of the
+    product (one group of 25-64 output channels) without dilation along the width."""
+    dilation = conv.dilation if isinstance(conv.dilation, tuple) else (conv.dilation,) * 2
+    on_the_left = conv.groups == 1 and 24 < conv.w[0] <= 64
+    return _flat(conv) and on_the_left and dilation[1] == 1
+
+
 def _inference_conv(conv: Conv, backend: str) -> gc.Function:
     """Return the Function of conv2d(x, w) and its input gradient: no weight gradient, so
     the windows are taken along the padded input's flat rows where the stride is 1."""
@@ -218,8 +232,11 @@ def test_inference_convolutions_match_pytorch(conv: Conv, backend: str, rng) -> 
 def test_inference_convolutions_copy_flat_rows(conv: Conv) -> None:
     kernels = _ops_by_kernel(_inference_conv(conv, "llvm"))
     flat = [ops for ops in kernels if "flat_im2col" in ops]
+    products = [ops for ops in kernels if "window_matmul" in ops]
     windows = [ops for ops in kernels if "im2col" in ops]
-    assert len(flat) == (1 if _flat(conv) else 0), kernels
+    in_place = _window_product(conv)
+    assert len(flat) == (1 if _flat(conv) and not in_place else 0), kernels
+    assert len(products) == (1 if in_place else 0), kernels
     if _flat(conv):  # the input gradient's 1x1 windows of g may remain
         assert len(windows) <= 1, kernels
 

@@ -200,6 +200,8 @@ def _graphc_models() -> dict:
     conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
     # Stride 1 and no weight gradient: its windows are flat_im2col's runs of flattened rows.
     dilated = nn.Conv2d(3, 5, 3, padding=(1, 2), dilation=(1, 2))
+    # 32 channels: the product reads the channels-last padded input's windows (window_matmul).
+    wide = nn.Conv2d(3, 32, 3, padding=(2, 1), dilation=(2, 1))
     up = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)
     pooled = gc.avg_pool2d(gc.max_pool2d(x, 3, 2, 1, ceil_mode=True), 2, 1, count_include_pad=False)
     images = {
@@ -230,6 +232,7 @@ def _graphc_models() -> dict:
                 x.reshape(-1, 27 * 9).softmax(1),
                 x[:, 1:, ::2, -3:],
                 dilated(x),
+                wide(x),
             ],
             images,
         ),

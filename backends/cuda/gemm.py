@@ -51,6 +51,7 @@ class _Tile:
     b_base: ir.Value
     epilogue_extents: list[ir.Value]
     scope: Scope
+    a_runs: tuple[ir.Value, ir.Value] | None  # A's depth runs' length and stride, if in runs
 
 
 def emit_gemm(kf: KernelFunction, kernel: k.MatmulKernel) -> None:
@@ -86,8 +87,14 @@ def emit_gemm(kf: KernelFunction, kernel: k.MatmulKernel) -> None:
     col0 = b.mul(b.srem(within, tiles_n), _i(TILE), name="col0")
     scope = uniform.child()
     a_base, b_base = _batch_offsets(kf, kernel, batch, matrix, scope)
+    segments = kernel.a_segments
+    runs = (
+        None
+        if segments is None
+        else (index(segments.length, uniform), index(segments.stride, uniform))
+    )
     tile = _Tile(
-        m, n, depth, a_strides, b_strides, matrix, row0, col0, a_base, b_base, extents, scope
+        m, n, depth, a_strides, b_strides, matrix, row0, col0, a_base, b_base, extents, scope, runs
     )
     with d.threads():
         for slot in accumulators:
@@ -141,8 +148,13 @@ def _copy_slices(
     d, b = kf.dialect, kf.builder
     zero = ir.Constant(register_type(kernel.dtype), 0.0)
 
-    def copy(pointer, base, strides, row, column, inside, target) -> None:
-        offset = b.add(base, b.add(b.mul(row, strides[0]), b.mul(column, strides[1])))
+    def copy(pointer, base, strides, row, column, inside, target, runs=None) -> None:
+        at_column = b.mul(column, strides[1])
+        if runs is not None:  # A's depth in runs: column k is k % length into run k // length
+            length, stride = runs
+            run, within = b.sdiv(column, length), b.srem(column, length)
+            at_column = b.add(b.mul(within, strides[1]), b.mul(run, stride))
+        offset = b.add(base, b.add(b.mul(row, strides[0]), at_column))
         # An element outside reads the matrix's first instead (always there), then is zeroed.
         value = b.load(b.gep(pointer, [b.select(inside, offset, base)]))
         b.store(b.select(inside, value, zero), target)
@@ -153,7 +165,16 @@ def _copy_slices(
         i, k_a = b.add(tile.row0, row), b.add(k0, kk)
         inside = b.and_(b.icmp_signed("<", i, tile.m), b.icmp_signed("<", k_a, tile.depth))
         target = b.gep(buffers[0], [b.add(b.mul(kk, _i(TILE)), row)])
-        copy(kf.pointer(kernel.a.buffer), tile.a_base, tile.a_strides, i, k_a, inside, target)
+        copy(
+            kf.pointer(kernel.a.buffer),
+            tile.a_base,
+            tile.a_strides,
+            i,
+            k_a,
+            inside,
+            target,
+            tile.a_runs,
+        )
         kk, column = b.lshr(element, _i(6)), b.and_(element, _i(TILE - 1))
         k_b, j = b.add(k0, kk), b.add(tile.col0, column)
         inside = b.and_(b.icmp_signed("<", k_b, tile.depth), b.icmp_signed("<", j, tile.n))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from graphc.backends.kernel.coalesce import coalesce_kernels
 from graphc.backends.kernel.index import Index, dim_expr
 from graphc.backends.kernel.ir import (
+    DepthSegments,
     IBin,
     IConst,
     IndexCheck,
@@ -26,7 +27,7 @@ from graphc.backends.kernel.ir import (
     loads,
 )
 from graphc.backends.kernel.lowering import LoweringContext, kernel_rule
-from graphc.dims import Dim, dim_prod, dims_equal
+from graphc.dims import Dim, dim_prod, dims_equal, static_shape
 from graphc.dtypes import DType, int64
 from graphc.errors import CompileError
 from graphc.graph import Graph, Node
@@ -274,6 +275,8 @@ def _operand(node: Node, names, batch_rank: int, vector_role: str) -> Operand:
 
 
 def _matmul_kernel(name, node: Node, names, epilogue, covers) -> MatmulKernel:
+    if node.op == "window_matmul":
+        return _window_matmul_kernel(name, node, names, epilogue, covers)
     a_node, b_node = node.inputs
     a_shape = a_node.type.shape if a_node.type.ndim > 1 else (1, a_node.type.shape[0])
     b_shape = b_node.type.shape if b_node.type.ndim > 1 else (b_node.type.shape[0], 1)
@@ -297,6 +300,39 @@ def _matmul_kernel(name, node: Node, names, epilogue, covers) -> MatmulKernel:
         node.type.dtype,
         epilogue,
         covers,
+    )
+
+
+def _window_matmul_kernel(name, node: Node, names, epilogue, covers) -> MatmulKernel:
+    """Return a window_matmul as a batched GEMM over the images whose A reads the padded
+    image (a buffer, contiguous) in place: pixel p's row starts at p * C, and the kW * C taps
+    of kernel row i at i * dh * Wp * C more (the depth's runs)."""
+    image, weight = node.inputs
+    # window_matmul's type rule leaves only the batch dim symbolic.
+    height, width, channels = static_shape(image.type.shape[1:])
+    (kh, kw), (dh, _) = node.attrs["kernel"], node.attrs["dilation"]
+    batch, positions, out_channels = (dim_expr(d) for d in node.type.shape)
+    depth = IConst(kh * kw * channels)
+    a = Operand(
+        names[image.id],
+        (batch, positions, depth),
+        (IConst(height * width * channels), IConst(channels), IConst(1)),
+    )
+    b = _operand(weight, names, 1, "right")
+    segments = DepthSegments(IConst(kw * channels), IConst(dh * width * channels))
+    return MatmulKernel(
+        name,
+        a,
+        b,
+        names[node.id],
+        (batch,),
+        positions,
+        out_channels,
+        depth,
+        node.type.dtype,
+        epilogue,
+        covers,
+        a_segments=segments,
     )
 
 

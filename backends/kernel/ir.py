@@ -268,13 +268,24 @@ PACKED_B_SLACK = 64
 
 
 @dataclass(frozen=True, slots=True)
+class DepthSegments:
+    """A's depth in runs of `length` columns, run r starting r * `stride` elements after the
+    first (a window_matmul's kernel rows): column k of A is at (k % length) * its column
+    stride + (k // length) * stride, and K is a whole number of runs."""
+
+    length: IntExpr
+    stride: IntExpr
+
+
+@dataclass(frozen=True, slots=True)
 class MatmulKernel:
     """out[batch..., M, N] = a @ b over broadcast batch dims, then the epilogue stores (which
     may read `out` at the domain index) run over the same domain.
 
     packed_b names a buffer (K x (N + PACKED_B_SLACK) elements) where a loop's B, the same at
     every step, is packed once before the loop in the backend's GEMM layout (`ScanKernel`); a
-    backend without one reads b."""
+    backend without one reads b. a_segments, where set, lays A's depth out in runs
+    (`DepthSegments`); such a kernel has no packed_b."""
 
     name: str
     a: Operand
@@ -288,6 +299,7 @@ class MatmulKernel:
     epilogue: LoopKernel | None = None
     covers: tuple[int, ...] = ()
     packed_b: str | None = None
+    a_segments: DepthSegments | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -371,6 +371,24 @@ def flat_im2col(context: ExportContext, node: gc.Node) -> str:
     )
 
 
+@emits("window_matmul")
+def window_matmul(context: ExportContext, node: gc.Node) -> str:
+    """The taps of every pixel of the flattened padded image, one Slice per tap concatenated
+    along the channels in (i, j, c) order, times the weight matrix: one MatMul."""
+    x, w = _operands(context, node)
+    _, height, width, channels = node.inputs[0].type.shape
+    (kh, kw), (dh, _) = node.attrs["kernel"], node.attrs["dilation"]
+    length = node.attrs["rows"] * width
+    flat = context.add("Reshape", [x, context.const([0, height * width, channels], np.int64)])
+    taps = []
+    for i in range(kh):
+        for j in range(kw):
+            start = i * dh * width + j
+            bounds = [context.const([value], np.int64) for value in (start, start + length, 1)]
+            taps.append(context.add("Slice", [flat, *bounds]))
+    return context.add("MatMul", [context.add("Concat", taps, axis=2), w])
+
+
 @emits("col2im")
 def col2im(context: ExportContext, node: gc.Node) -> str:
     """The windows (C, kH, kW, N, OH, OW) summed back onto the image: ONNX's Col2Im."""

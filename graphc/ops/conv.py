@@ -1,5 +1,6 @@
 """2-D convolution (NCHW, stride, padding, dilation, groups), pooling, their gradient ops, and
-im2col, flat_im2col and col2im, the movement that makes a convolution a matmul.
+im2col, flat_im2col and col2im, the movement that makes a convolution a matmul, and
+window_matmul, the product that reads a channels-last image's windows in place.
 
 The batch dim may be symbolic; channel and spatial dims must be concrete. The reference
 implementations gather the kernel's taps one (i, j) offset at a time, so no im2col buffer
@@ -276,6 +277,68 @@ define_op(
     _flat_im2col_reference,
     differentiable=False,
     fusion="windows",
+)
+
+
+# window_matmul: a stride-1 convolution's product over the flat windows of a channels-last
+# padded image, read where they lie (no im2col): x (N, Hp, Wp, C), w (kH * kW * C, O) with its
+# rows in (i, j, c) order, out (N, rows * Wp, O) with out[n, p] the sum over taps (i, j) of
+# pixel p + i * dh * Wp + j of x[n]'s flattened rows times w's (i, j) block. As in
+# flat_im2col, position oh * Wp + ow is output (oh, ow) for ow < Wp - (kW - 1) and the other
+# columns run into the next row. Channels last, the kW * C taps of a kernel row are one
+# contiguous run per pixel, so the GEMM reads each kernel row's windows as a matrix (rows C
+# apart) in place; that needs a dilation of 1 along the width. attrs kernel, dilation, rows.
+def _window_matmul_infer(types, attrs):
+    x, w = types
+    dtype = same_dtype(types, "the padded image and the weight")
+    require_dtype(x, "float", "the padded image")
+    shape = x.shape
+    if x.ndim != 4 or not all(isinstance(d, int) for d in shape[1:]):
+        raise ShapeError(
+            "the padded image must be (N, Hp, Wp, C) with only N symbolic, got "
+            f"{format_shape(shape)}"
+        )
+    _, hp, wp, c = shape
+    (kh, kw), (dh, dw), rows = attrs["kernel"], attrs["dilation"], attrs["rows"]
+    if min(kh, kw, dh) < 1 or dw != 1:
+        raise ShapeError(
+            f"needs a kernel of at least 1x1, a row dilation of at least 1 and a column "
+            f"dilation of 1, got {(kh, kw)} and {(dh, dw)}"
+        )
+    if w.ndim != 2 or not all(isinstance(d, int) for d in w.shape) or w.shape[0] != kh * kw * c:
+        raise ShapeError(
+            f"the weight must be a concrete ({kh * kw * c}, O) matrix for {kh}x{kw} windows of "
+            f"{c} channels, got {format_shape(w.shape)}"
+        )
+    if rows < 1 or (kh - 1) * dh * wp + (kw - 1) + rows * wp > hp * wp:
+        raise ShapeError(
+            f"{rows} rows of {kh}x{kw} windows (row dilation {dh}) reach past the flattened "
+            f"{hp}x{wp} padded image"
+        )
+    return TensorType((shape[0], rows * wp, w.shape[1]), dtype)
+
+
+def _window_matmul_reference(args, attrs, env):
+    x, w = args
+    n, hp, wp, c = x.shape
+    (kh, kw), (dh, _), length = attrs["kernel"], attrs["dilation"], attrs["rows"] * wp
+    pixels = x.reshape(n, hp * wp, c)
+    taps = w.reshape(kh, kw, c, w.shape[1])
+    out = np.zeros((n, length, w.shape[1]), dtype=np.result_type(x, w))
+    for i in range(kh):
+        for j in range(kw):
+            start = i * dh * wp + j
+            out += pixels[:, start : start + length] @ taps[i, j]
+    return out
+
+
+define_op(
+    "window_matmul",
+    "conv",
+    _window_matmul_infer,
+    _window_matmul_reference,
+    differentiable=False,
+    fusion="matmul",
 )
 
 
