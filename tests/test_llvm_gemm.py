@@ -42,8 +42,7 @@ _SIGNATURE = ctypes.CFUNCTYPE(
     ctypes.c_void_p,
     ctypes.c_int32,
     ctypes.c_void_p,
-    ctypes.c_int64,
-    ctypes.c_int64,
+    *(ctypes.c_int64,) * 4,
 )
 _NUMPY = {"f32": np.float32, "f64": np.float64}
 # Bound on |C - A @ B| relative to |A| @ |B| (the magnitude the rounding error scales with).
@@ -87,11 +86,14 @@ class JitGemm:
         workspace: np.ndarray | None = None,
         skinny: bool = False,
         packed: tuple[np.ndarray, int, int] | None = None,
+        runs: tuple[int, int] | None = None,
     ) -> None:
         """Run C (+)= A @ B in place; A and B may be any strided views, C has unit column stride.
         skinny lets the GEMM take its dot-product path where A and B are laid out for it;
-        packed = (buffer, columns, first column) reads B from a buffer packed by pack()."""
-        (m, k), n = a.shape, b.shape[1]
+        packed = (buffer, columns, first column) reads B from a buffer packed by pack(); runs =
+        (run length, run stride) reads A's depth in runs, a then being the first run."""
+        m, (k, n) = a.shape[0], b.shape
+        run_length, run_stride = runs if runs else (k, 0)
         item = c.itemsize
         assert c.shape == (m, n) and (m == 0 or n <= 1 or c.strides[1] == item)
         if workspace is None:
@@ -113,13 +115,15 @@ class JitGemm:
             | (gemm.SKINNY if skinny else 0)
             | (gemm.PACKED_B if packed else 0),
             *((packed[0].ctypes.data, packed[1], packed[2]) if packed else (None, 0, 0)),
+            run_length,
+            run_stride,
         )
 
     def pack(self, dtype: str, b: np.ndarray, packed: np.ndarray) -> None:
         """Pack all of B (any strided view) into packed, as a loop does before its first step."""
         (k, n), item = b.shape, b.itemsize
         args = (0, n, k, None, 0, 0, b.ctypes.data, b.strides[0] // item, b.strides[1] // item)
-        self.functions[dtype](*args, None, 0, None, gemm.PACK_B, packed.ctypes.data, 0, 0)
+        self.functions[dtype](*args, None, 0, None, gemm.PACK_B, packed.ctypes.data, 0, 0, k, 0)
 
 
 def aligned_workspace(dtype: str, target: CpuTarget) -> np.ndarray:
@@ -263,6 +267,42 @@ def test_zero_depth_writes_zeros_or_keeps_c(jit: JitGemm, dtype: str) -> None:
     c[:] = 2.5
     jit.call(dtype, a, b, c, accumulate=True)
     assert np.all(c == 2.5)
+
+
+# M, N, a run's length (None: one more than the plan's KC), runs, A's row and column strides.
+RUNS = {
+    "windows": (50, 32, 48, 3, 16, 1),  # a window_matmul's: rows overlap, runs in one block
+    "taps": (37, 16, 3, 3, 1, 1),  # a single channel's 3x3 windows: runs shorter than unroll
+    "many_blocks": (20, 70, 200, 7, 9, 1),  # more runs than one depth block of KC holds
+    "longer_than_kc": (9, 40, None, 2, 3, 1),  # each run split into depth blocks
+    "strided": (13, 24, 5, 4, 40, 3),  # columns 3 apart: the strided micro-kernel
+    "one_run": (11, 20, 30, 1, 30, 1),
+}
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("case", sorted(RUNS))
+def test_depth_in_runs(jit: JitGemm, dtype: str, case: str, accumulate: bool) -> None:
+    """A[i, k] at i * row stride + (k % L) * column stride + (k / L) * run stride: whatever
+    the flags ask (skinny here), every run is multiplied and added, and nothing else."""
+    m, n, length, runs, row_stride, column_stride = RUNS[case]
+    length = length or jit.plan(dtype).kc + 1
+    run_stride = (length - 1) * column_stride + 7
+    rng = np.random.default_rng(runs * 1009 + length)
+    size = (m - 1) * row_stride + (length - 1) * column_stride + (runs - 1) * run_stride + 1
+    flat = rng.standard_normal(size).astype(_NUMPY[dtype])
+    k = np.arange(length * runs)
+    at = np.arange(m)[:, None] * row_stride + (k % length) * column_stride
+    a = flat[at + (k // length) * run_stride]
+    first_run = np.lib.stride_tricks.as_strided(
+        flat, (m, length), (row_stride * flat.itemsize, column_stride * flat.itemsize)
+    )
+    b = rng.standard_normal((length * runs, n)).astype(_NUMPY[dtype])
+    c0 = rng.standard_normal((m, n)).astype(_NUMPY[dtype])
+    c = c0.copy() if accumulate else np.full((m, n), np.nan, dtype=_NUMPY[dtype])
+    jit.call(dtype, first_run, b, c, accumulate, skinny=True, runs=(length, run_stride))
+    assert_gemm_close(dtype, c, a, b, c0 if accumulate else None)
 
 
 @pytest.mark.parametrize("skinny", [False, True], ids=["packed", "skinny"])

@@ -17,6 +17,8 @@ thread its own workspace and a disjoint block of columns (offset B and C pointer
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from llvmlite import ir
 
 from graphc.backends.llvm.gemm_dot import dot_layout, emit_dot
@@ -61,8 +63,14 @@ def gemm_function(
                                   float* B, i64 b_row_stride, i64 b_col_stride,
                                   float* C, i64 c_row_stride,
                                   float* workspace, i32 flags,
-                                  float* packed_b, i64 packed_columns, i64 first_column)
+                                  float* packed_b, i64 packed_columns, i64 first_column,
+                                  i64 run_length, i64 run_stride)
     computes C[M, N] = A[M, K] @ B[K, N], or C += A @ B when flags has ACCUMULATE.
+
+    A's depth may come in runs (a window_matmul's kernel rows): with 0 < run_length < K,
+    A[i, k] is at A + i * a_row_stride + (k % run_length) * a_col_stride + (k / run_length) *
+    run_stride. Such a call reads A in place, takes neither skinny path and must have K <= KC
+    (one depth block) or ... one run per call; any other run_length means one run.
 
     With SKINNY (the caller's whole product is small, see gemm_dot.is_small) it reads A and B
     unpacked: by dot products when A's rows and B's columns are contiguous (gemm_dot.py), by
@@ -383,59 +391,77 @@ def _emit_micro_kernel(module: ir.Module, plan: GemmPlan, a_layout: str) -> ir.F
     With A in place (a_layout "strided" or "rows"; see IN_PLACE_PANELS: a product of a few
     column panels uses each element of A a few times, so packing it is mostly a copy): A[i, k]
     at a[i * a_row_stride + k * a_col_stride], a_col_stride 1 for "rows", rows past mr
-    reading row mr - 1 again (never stored)."""
+    reading row mr - 1 again (never stored); and A's depth may come in runs (see
+    gemm_function): column k at a[(k % run_length) * a_col_stride + (k / run_length) *
+    run_stride] (a run_length of at least kc: one run)."""
     signature = (
         "i64 kc, ptr noalias a_panel, ptr noalias b_panel, ptr noalias c, i64 c_row_stride,"
         " i64 mr, i64 nr, i1 beta"
     )
-    suffix = "" if a_layout == "packed" else f"_{a_layout}"
-    if a_layout != "packed":
-        signature += ", i64 a_row_stride, i64 a_col_stride"
+    in_place = a_layout != "packed"
+    suffix = f"_{a_layout}" if in_place else ""
+    if in_place:
+        signature += ", i64 a_row_stride, i64 a_col_stride, i64 run_length, i64 run_stride"
     fn, e = define_function(module, plan, f"{plan.name}_micro_kernel{suffix}", signature)
     kc, a_panel, b_panel, c, c_row_stride, mr, nr, beta = fn.args[:8]
-    if a_layout != "packed":
-        a_row_stride, a_col_stride = fn.args[8:]
-        last_row = e.builder.sub(mr, e.const(1), name="last_row")
+    irb = e.builder
+    if in_place:
+        a_row_stride, a_col_stride, run_length, run_stride = fn.args[8:]
+        last_row = irb.sub(mr, e.const(1), name="last_row")
         rows = [
-            e.builder.mul(e.min(e.const(i), last_row, name=f"a_row{i}"), a_row_stride)
+            irb.mul(e.min(e.const(i), last_row, name=f"a_row{i}"), a_row_stride)
             for i in range(plan.mr)
         ]
         column_step: ir.Value = a_col_stride if a_layout == "strided" else e.const(1)
     else:
         rows = [e.const(i) for i in range(plan.mr)]
         column_step = e.const(plan.mr)
+        run_length, run_stride = kc, e.const(0)
     zero = ir.Constant(plan.vector, None)
     tile = [(f"c{i}_{v}", zero) for i in range(plan.mr) for v in range(plan.vectors)]
 
-    def update(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
-        a_column = e.builder.mul(k, column_step, name="a_col")
-        a_elements = [
-            e.element(a_panel, e.builder.add(a_column, row, name="a_at"), "a") for row in rows
-        ]
-        return _rank1_update(e, a_elements, b_panel, k, acc)
+    def run(r: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+        first = irb.mul(r, run_length, name="run_start")
+        depth = e.min(irb.sub(kc, first), run_length, name="run_depth")
+        a_run = e.element(a_panel, irb.mul(r, run_stride), name="a_run")
+        b_run = e.element(b_panel, irb.mul(first, e.const(plan.nr)), name="b_run")
 
-    def unrolled(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
-        for u in range(plan.unroll):
-            acc = update(e.builder.add(k, e.const(u), name=f"k{u}") if u else k, acc)
-        return acc
+        def update(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+            a_column = irb.mul(k, column_step, name="a_col")
+            a_elements = [
+                e.element(a_run, irb.add(a_column, row, name="a_at"), "a") for row in rows
+            ]
+            return _rank1_update(e, a_elements, b_run, k, acc)
+
+        def unrolled(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+            for u in range(plan.unroll):
+                acc = update(irb.add(k, e.const(u), name=f"k{u}") if u else k, acc)
+            return acc
+
+        k_rest = irb.srem(depth, e.const(plan.unroll), name="k_rest")
+        k_main = irb.sub(depth, k_rest, name="k_main")
+        main = [(f"{name}.main", value) for (name, _), value in zip(tile, acc, strict=True)]
+        acc = e.loop("k", 0, k_main, plan.unroll, unrolled, main)
+        tail = [(f"{name}.tail", value) for (name, _), value in zip(tile, acc, strict=True)]
+        return e.loop("k_tail", k_main, depth, 1, update, tail)
 
     _prefetch_tile(e, c, c_row_stride, mr)
-    k_rest = e.builder.srem(kc, e.const(plan.unroll), name="k_rest")
-    k_main = e.builder.sub(kc, k_rest, name="k_main")
-    acc = e.loop("k", 0, k_main, plan.unroll, unrolled, tile)
-    tail = [(f"{name}.tail", value) for (name, _), value in zip(tile, acc, strict=True)]
-    acc = e.loop("k_tail", k_main, kc, 1, update, tail)
-    whole = e.builder.and_(
-        e.builder.icmp_signed("==", mr, e.const(plan.mr), name="all_rows"),
-        e.builder.icmp_signed("==", nr, e.const(plan.nr), name="all_columns"),
+    if in_place:
+        runs = irb.sdiv(irb.add(kc, irb.sub(run_length, e.const(1))), run_length, name="runs")
+        acc = e.loop("run", 0, runs, 1, run, tile)
+    else:
+        acc = run(e.const(0), [value for _, value in tile])
+    whole = irb.and_(
+        irb.icmp_signed("==", mr, e.const(plan.mr), name="all_rows"),
+        irb.icmp_signed("==", nr, e.const(plan.nr), name="all_columns"),
         name="whole_tile",
     )
-    with e.builder.if_else(whole) as (then, otherwise):
+    with irb.if_else(whole) as (then, otherwise):
         with then:
             _store_whole_tile(e, acc, c, c_row_stride, beta)
         with otherwise:
             _store_tile(e, acc, c, c_row_stride, mr, nr, beta)
-    e.builder.ret_void()
+    irb.ret_void()
     return fn
 
 
@@ -537,14 +563,16 @@ def _emit_macro_kernel(
     rows_kernel: ir.Function,
 ) -> ir.Function:
     """Emit the macro-kernel: sweep micro-tiles over A[mc, kc] and packed B[kc, nc], with A
-    packed at a, or where it lies (strides a_row_stride, a_col_stride) when a_unpacked."""
+    packed at a, or where it lies (strides a_row_stride, a_col_stride, its depth in runs of
+    run_length run_stride apart) when a_unpacked."""
     signature = (
         "i64 mc, i64 nc, i64 kc, ptr noalias a, ptr noalias b_packed, ptr noalias c,"
-        " i64 c_row_stride, i1 beta, i64 a_row_stride, i64 a_col_stride, i1 a_unpacked"
+        " i64 c_row_stride, i1 beta, i64 a_row_stride, i64 a_col_stride, i1 a_unpacked,"
+        " i64 run_length, i64 run_stride"
     )
     fn, e = define_function(module, plan, f"{plan.name}_macro_kernel", signature)
     mc, nc, kc, a_ptr, b_packed, c_ptr, c_row_stride, beta = fn.args[:8]
-    a_row_stride, a_col_stride, a_unpacked = fn.args[8:]
+    a_row_stride, a_col_stride, a_unpacked, run_length, run_stride = fn.args[8:]
     c = Matrix(c_ptr, c_row_stride, e.const(1))
     irb = e.builder
     rows_contiguous = irb.icmp_signed("==", a_col_stride, e.const(1), name="a_rows_contiguous")
@@ -561,6 +589,7 @@ def _emit_macro_kernel(
                 with unpacked:
                     a_rows = e.element(a_ptr, irb.mul(ir_start, a_row_stride), name="a_rows")
                     in_place = [kc, a_rows, *arguments, a_row_stride, a_col_stride]
+                    in_place += [run_length, run_stride]
                     with irb.if_else(rows_contiguous) as (by_rows, by_strides):
                         with by_rows:
                             irb.call(rows_kernel, in_place)
@@ -609,10 +638,16 @@ def _pack_whole_b(
 
 
 def _transpose_column_output(
-    e: Emitter, m: ir.Value, n: ir.Value, a: Matrix, b: Matrix, c_row_stride: ir.Value
+    e: Emitter,
+    m: ir.Value,
+    n: ir.Value,
+    a: Matrix,
+    b: Matrix,
+    c_row_stride: ir.Value,
+    a_in_runs: ir.Value,
 ) -> tuple[ir.Value, tuple[ir.Value, ir.Value, Matrix, Matrix]]:
     """Return whether to swap, and (M, N, A, B), swapped to compute C.T = B.T @ A.T when C is
-    a contiguous column.
+    a contiguous column (and A's depth is not in runs, which only A may have).
 
     A contiguous column C[M, 1] is also a row C.T[1, M]; as a row it fills one micro-tile row in
     MR instead of one column in NR (matrix @ vector measured 1.6x faster). The products and
@@ -622,7 +657,8 @@ def _transpose_column_output(
     one_column = irb.icmp_signed("==", n, e.const(1), name="one_column")
     contiguous = irb.icmp_signed("==", c_row_stride, e.const(1), name="contiguous_column")
     several_rows = irb.icmp_signed(">", m, e.const(1), name="several_rows")
-    swap = irb.and_(irb.and_(one_column, contiguous), several_rows, name="transpose_c")
+    swap = irb.and_(irb.and_(one_column, contiguous), several_rows)
+    swap = irb.and_(swap, irb.not_(a_in_runs), name="transpose_c")
     return swap, (
         irb.select(swap, n, m, name="m"),
         irb.select(swap, m, n, name="n"),
@@ -647,17 +683,25 @@ def _emit_driver(
     signature = (
         "i64 M, i64 N, i64 K, ptr a, i64 a_row_stride, i64 a_col_stride,"
         " ptr b, i64 b_row_stride, i64 b_col_stride, ptr c, i64 c_row_stride,"
-        " ptr workspace, i32 flags, ptr packed_b, i64 packed_columns, i64 first_column"
+        " ptr workspace, i32 flags, ptr packed_b, i64 packed_columns, i64 first_column,"
+        " i64 run_length, i64 run_stride"
     )
     fn, e = define_function(module, plan, name, signature, internal=False)
     m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, b_cs, c_ptr, c_rs, workspace, flags = fn.args[:13]
-    packed_b, packed_columns, first_column = fn.args[13:]
+    packed_b, packed_columns, first_column, run_length, run_stride = fn.args[13:]
     irb = e.builder
     with irb.if_then(_flag(e, flags, PACK_B)):
         _pack_whole_b(e, pack_b, n, k, Matrix(b_ptr, b_rs, b_cs), packed_b)
         irb.ret_void()
     accumulate_old = _flag(e, flags, ACCUMULATE, name="accumulate")
-    skinny = _flag(e, flags, SKINNY, name="skinny")
+    in_runs = irb.and_(
+        irb.icmp_signed(">", run_length, e.const(0)),
+        irb.icmp_signed("<", run_length, k),
+        name="in_runs",
+    )
+    one_run = irb.select(irb.icmp_signed(">", k, e.const(0)), k, e.const(1), name="one_run")
+    run_length = irb.select(in_runs, run_length, one_run, name="run_length")
+    skinny = irb.and_(_flag(e, flags, SKINNY), irb.not_(in_runs), name="skinny")
     by_dots = fn.append_basic_block("by_dots")
     not_dots = fn.append_basic_block("not_dots")
     by_rows = fn.append_basic_block("by_rows")
@@ -674,7 +718,7 @@ def _emit_driver(
     irb.ret_void()
     irb.position_at_end(packed)
     swapped, (m, n, a, b) = _transpose_column_output(
-        e, m, n, Matrix(a_ptr, a_rs, a_cs), Matrix(b_ptr, b_rs, b_cs), c_rs
+        e, m, n, Matrix(a_ptr, a_rs, a_cs), Matrix(b_ptr, b_rs, b_cs), c_rs, in_runs
     )
     c = Matrix(c_ptr, c_rs, e.const(1))
     at_panel = irb.icmp_signed(
@@ -683,56 +727,99 @@ def _emit_driver(
     prepacked = irb.and_(
         irb.and_(_flag(e, flags, PACKED_B), irb.not_(swapped)), at_panel, name="prepacked"
     )
+    prepacked = irb.and_(prepacked, irb.not_(in_runs), name="prepacked")
     packed_width = _panels_width(e, packed_columns)
     a_packed = e.element(workspace, plan.packed_b_elements, name="a_packed")
-    # K = 0 still makes one depth block (of depth 0), so C is overwritten with zeros.
-    k_end = irb.select(irb.icmp_signed(">", k, e.const(0)), k, e.const(1), name="k_end")
-
     a_rows_contiguous = irb.icmp_signed("==", a.col_stride, e.const(1), name="a_rows_contiguous")
+    groups, depth_group = _depth_groups(e, k, a, b, run_length, run_stride)
 
-    def column_block(jc: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
-        nc = e.min(irb.sub(n, jc), plan.nc, name="nc")
-        few_panels = irb.icmp_signed(
-            "<=", nc, e.const(IN_PLACE_PANELS * plan.nr), name="few_panels"
-        )
-        one_panel = irb.icmp_signed("<=", nc, e.const(plan.nr), name="one_panel")
-        in_place = irb.or_(one_panel, irb.and_(few_panels, a_rows_contiguous), name="a_in_place")
+    def group(g: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
+        k_g, a_g, b_g, runs = depth_group(g)
+        accumulate = irb.or_(accumulate_old, irb.icmp_signed(">", g, e.const(0)), name="added")
+        # K = 0 still makes one depth block (of depth 0), so C is overwritten with zeros.
+        k_end = irb.select(irb.icmp_signed(">", k_g, e.const(0)), k_g, e.const(1), name="k_end")
 
-        def depth_block(pc: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
-            kc = e.min(irb.sub(k, pc), plan.kc, name="kc")
-            # A prepacked B's depth block pc starts at row pc of panels packed_width wide,
-            # and its column jc at panel (first_column + jc) / NR of that block.
-            column = irb.add(first_column, jc, name="packed_column")
-            ready = e.element(
-                packed_b,
-                irb.add(irb.mul(pc, packed_width), irb.mul(column, kc)),
-                name="b_prepacked",
+        def column_block(jc: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
+            nc = e.min(irb.sub(n, jc), plan.nc, name="nc")
+            few_panels = irb.icmp_signed(
+                "<=", nc, e.const(IN_PLACE_PANELS * plan.nr), name="few_panels"
             )
-            with irb.if_then(irb.not_(prepacked)):
-                irb.call(pack_b, [kc, nc, *b.block(e, pc, jc, name="b_block"), workspace])
-            b_packed = irb.select(prepacked, ready, workspace, name="b_packed")
-            later_depth = irb.icmp_signed(">", pc, e.const(0), name="later_depth")
-            beta = irb.or_(accumulate_old, later_depth, name="beta")
+            one_panel = irb.icmp_signed("<=", nc, e.const(plan.nr), name="one_panel")
+            by_layout = irb.or_(one_panel, irb.and_(few_panels, a_rows_contiguous))
+            in_place = irb.or_(by_layout, in_runs, name="a_in_place")
 
-            def row_block(ic: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
-                mc = e.min(irb.sub(m, ic), plan.mc, name="mc")
-                a_block = a.block(e, ic, pc, name="a_block")
-                with irb.if_then(irb.not_(in_place)):
-                    irb.call(pack_a, [mc, kc, *a_block, a_packed])
-                a_source = irb.select(in_place, a_block.ptr, a_packed, name="a_source")
-                c_block = c.block(e, ic, jc, name="c_block").ptr
-                strides = [a_block.row_stride, a_block.col_stride, in_place]
-                irb.call(
-                    macro_kernel, [mc, nc, kc, a_source, b_packed, c_block, c_rs, beta, *strides]
+            def depth_block(pc: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
+                kc = e.min(irb.sub(k_g, pc), plan.kc, name="kc")
+                # A prepacked B's depth block pc starts at row pc of panels packed_width wide,
+                # and its column jc at panel (first_column + jc) / NR of that block.
+                column = irb.add(first_column, jc, name="packed_column")
+                ready = e.element(
+                    packed_b,
+                    irb.add(irb.mul(pc, packed_width), irb.mul(column, kc)),
+                    name="b_prepacked",
                 )
+                with irb.if_then(irb.not_(prepacked)):
+                    irb.call(pack_b, [kc, nc, *b_g.block(e, pc, jc, name="b_block"), workspace])
+                b_packed = irb.select(prepacked, ready, workspace, name="b_packed")
+                later_depth = irb.icmp_signed(">", pc, e.const(0), name="later_depth")
+                beta = irb.or_(accumulate, later_depth, name="beta")
+
+                def row_block(ic: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
+                    mc = e.min(irb.sub(m, ic), plan.mc, name="mc")
+                    a_block = a_g.block(e, ic, pc, name="a_block")
+                    with irb.if_then(irb.not_(in_place)):
+                        irb.call(pack_a, [mc, kc, *a_block, a_packed])
+                    a_source = irb.select(in_place, a_block.ptr, a_packed, name="a_source")
+                    c_block = c.block(e, ic, jc, name="c_block").ptr
+                    strides = [a_block.row_stride, a_block.col_stride, in_place]
+                    irb.call(
+                        macro_kernel,
+                        [mc, nc, kc, a_source, b_packed, c_block, c_rs, beta, *strides, *runs],
+                    )
+                    return []
+
+                e.loop("ic", 0, m, plan.mc, row_block)
                 return []
 
-            e.loop("ic", 0, m, plan.mc, row_block)
+            e.loop("pc", 0, k_end, plan.kc, depth_block)
             return []
 
-        e.loop("pc", 0, k_end, plan.kc, depth_block)
+        e.loop("jc", 0, n, plan.nc, column_block)
         return []
 
-    e.loop("jc", 0, n, plan.nc, column_block)
+    e.loop("group", 0, groups, 1, group)
     irb.ret_void()
     return fn
+
+
+def _depth_groups(
+    e: Emitter, k: ir.Value, a: Matrix, b: Matrix, run_length: ir.Value, run_stride: ir.Value
+) -> tuple[ir.Value, Callable[[ir.Value], tuple[ir.Value, Matrix, Matrix, list[ir.Value]]]]:
+    """Return the number of depth groups and a function emitting group g's (depth, A, B, [run
+    length, run stride]): A's runs go in groups of as many whole runs as one depth block of KC
+    holds (a run longer than KC is a group of its own, read as one run), so no depth block
+    splits a run. Without runs (run_length >= K) all of K is one group."""
+    irb, kc = e.builder, e.const(e.plan.kc)
+    fits = irb.icmp_signed("<=", run_length, kc, name="runs_fit")
+    per_group = irb.select(fits, irb.sdiv(kc, run_length), e.const(1), name="runs_per_group")
+    depth = irb.mul(per_group, run_length, name="group_depth")
+    groups = irb.sdiv(irb.add(k, irb.sub(depth, e.const(1))), depth)
+    groups = irb.select(irb.icmp_signed(">", groups, e.const(1)), groups, e.const(1), name="groups")
+
+    def group(g: ir.Value) -> tuple[ir.Value, Matrix, Matrix, list[ir.Value]]:
+        first = irb.mul(g, depth, name="group_start")
+        k_g = e.min(irb.sub(k, first), depth, name="group_depth")
+        a_g = Matrix(
+            e.element(a.ptr, irb.mul(irb.mul(g, per_group), run_stride), name="a_group"),
+            a.row_stride,
+            a.col_stride,
+        )
+        b_g = Matrix(
+            e.element(b.ptr, irb.mul(first, b.row_stride), name="b_group"),
+            b.row_stride,
+            b.col_stride,
+        )
+        length = irb.select(fits, run_length, k_g, name="group_run_length")
+        return k_g, a_g, b_g, [length, run_stride]
+
+    return groups, group

@@ -30,7 +30,7 @@ from graphc.backends.llvm.expressions import (
     memory_type,
     register_type,
 )
-from graphc.backends.llvm.gemm import ACCUMULATE, PACK_B, PACKED_B, SKINNY, gemm_plan
+from graphc.backends.llvm.gemm import PACK_B, PACKED_B, SKINNY, gemm_plan
 from graphc.backends.llvm.gemm_dot import DOT_MAX_SIDE, is_small
 from graphc.dtypes import DType, bool_
 from graphc.errors import CompileError
@@ -720,8 +720,8 @@ def narrow_gemm(kernel: k.MatmulKernel) -> bool:
 
 
 def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Function:
-    """Emit the GEMM calls of a (batched) matmul over a block of rows or columns: one per
-    matrix of the batch, or per run of A's depth where it comes in runs (`DepthSegments`)."""
+    """Emit the GEMM calls of a (batched) matmul over a block of rows or columns, one per
+    matrix of the batch (A's depth in runs where it has `DepthSegments`)."""
     buffers = [kernel.a.buffer, kernel.b.buffer, kernel.out, "workspace"]
     if kernel.packed_b is not None:
         buffers.append(kernel.packed_b)
@@ -749,6 +749,11 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
     # Decided on the whole product, so every thread's block takes the same path.
     small = is_small(b, m, n, depth)
     flags = b.select(small, ir.Constant(I32, SKINNY), ir.Constant(I32, 0), name="gemm_flags")
+    # A's depth in runs (a window_matmul's kernel rows), or one run of all of it.
+    segments = kernel.a_segments
+    runs = [depth, ir.Constant(I64, 0)]
+    if segments is not None:
+        runs = [index(segments.length, scope), index(segments.stride, scope)]
     if kernel.packed_b is None:
         packed_b = ir.Constant(elem.as_pointer(), None)
     else:
@@ -767,52 +772,31 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
         a_off = b.add(a_off, b.mul(row_start, a_rs))
         b_off = b.add(b_off, b.mul(column_start, b_cs))
         c_off = b.add(c_off, b.add(b.mul(row_start, n), column_start))
+        a_ptr = b.gep(fe.pointer(kernel.a.buffer), [a_off])
+        b_ptr = b.gep(fe.pointer(kernel.b.buffer), [b_off])
         c_ptr = b.gep(fe.pointer(kernel.out), [c_off])
-
-        def product(a_at: ir.Value, b_at: ir.Value, run_depth: ir.Value, run_flags: ir.Value):
-            a_ptr = b.gep(fe.pointer(kernel.a.buffer), [a_at])
-            b_ptr = b.gep(fe.pointer(kernel.b.buffer), [b_at])
-            b.call(
-                gemm,
-                [
-                    rows,
-                    columns,
-                    run_depth,
-                    a_ptr,
-                    a_rs,
-                    a_cs,
-                    b_ptr,
-                    b_rs,
-                    b_cs,
-                    c_ptr,
-                    n,
-                    workspace,
-                    run_flags,
-                    packed_b,
-                    n,
-                    column_start,
-                ],
-            )
-
-        if kernel.a_segments is None:
-            product(a_off, b_off, depth, flags)
-            return []
-        # One GEMM per run of A's depth, the later ones adding to the first's product.
-        length = index(kernel.a_segments.length, scope)
-        stride = index(kernel.a_segments.stride, scope)
-        added = b.or_(flags, ir.Constant(I32, ACCUMULATE), name="gemm_flags_added")
-
-        def run(r, carried):
-            later = b.icmp_signed(">", r, ir.Constant(I64, 0), name="later_run")
-            product(
-                b.add(a_off, b.mul(r, stride)),
-                b.add(b_off, b.mul(b.mul(r, length), b_rs)),
-                length,
-                b.select(later, added, flags, name="run_flags"),
-            )
-            return []
-
-        fe.counted(ir.Constant(I64, 0), b.sdiv(depth, length), [], run, "depth_run")
+        b.call(
+            gemm,
+            [
+                rows,
+                columns,
+                depth,
+                a_ptr,
+                a_rs,
+                a_cs,
+                b_ptr,
+                b_rs,
+                b_cs,
+                c_ptr,
+                n,
+                workspace,
+                flags,
+                packed_b,
+                n,
+                column_start,
+                *runs,
+            ],
+        )
         return []
 
     fe.counted(ir.Constant(I64, 0), _product(b, batch), [], batch_body, "batch")
@@ -847,6 +831,8 @@ def emit_packing(ctx: KernelContext, fe: FunctionEmitter, kernel: k.MatmulKernel
             null,
             ir.Constant(I32, PACK_B),
             b.bitcast(fe.pointer(kernel.packed_b), elem),
+            zero,
+            zero,
             zero,
             zero,
         ],
