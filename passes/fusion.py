@@ -10,8 +10,7 @@ reverse topological order:
    scatter-add, convolution and pooling) get their own buffer and kernel (a "root"). A loop
    (scan) is a kernel of its own too: its inputs are buffers, and its results, the
    tuple_get nodes, are roots of its kernel (buffers it stores). So is `flat_im2col`, whose
-   input is a buffer: it copies runs of that buffer's memory; and `window_matmul`'s padded
-   image is a buffer its GEMM reads as overlapping windows.
+   input is a buffer: it copies runs of that buffer's memory.
 3. Any other node (elementwise, random, reductions) joins its consumers' kernel when all of
    them are in one kernel that is not one of rule 2's; otherwise it becomes a root. The one
    exception is a pool whose windows never overlap (role `disjoint_windows`): an elementwise
@@ -27,7 +26,8 @@ reverse topological order:
    batch dim of a sum over the spatial dims: one pass, read in the input's order).
 4. Matmul operands must be strided views of buffers (ops with a `view` rule: permute,
    reshape, broadcast_to of a buffer); the first node under a view chain that is not a buffer
-   becomes a root.
+   becomes a root. `window_matmul`'s padded image, which its GEMM reads as overlapping
+   windows, must moreover lie in memory as a buffer of its shape would (a reshape of one).
 5. Epilogues: an elementwise root whose shape equals an earlier kernel's and that reads that
    kernel's result at the same index joins it (bias + activation after a matmul; a chain of
    materialised elementwise values), provided everything else it reads is ready by then and
@@ -106,16 +106,14 @@ def partition(graph: Graph) -> Partition:
     users = graph.users()
     forced = {n.id for n in graph.outputs} | {value.id for _, value in graph.updates}
     forced |= _matmul_operand_roots(graph)
-    # A loop steps through its inputs' memory, MPI sends from memory, flat windows are runs
-    # of their padded input's memory, and window_matmul's GEMM reads its padded image's
-    # memory as overlapping windows: each is a buffer.
+    # A loop steps through its inputs' memory, MPI sends from memory, and flat windows are
+    # runs of their padded input's memory: each is a buffer.
     forced |= {
         s.id
         for n in graph.nodes
         if fusion_role(n) in ("loop", "collective", "windows")
         for s in n.inputs
     }
-    forced |= {n.inputs[0].id for n in graph.nodes if n.op == "window_matmul"}
     root_of: dict[int, int | None] = {}
     node_by_id = {n.id: n for n in graph.nodes}
 
@@ -265,15 +263,28 @@ def _matmul_operand_roots(graph: Graph) -> set[int]:
     for node in graph.nodes:
         if fusion_role(node) != "matmul":
             continue
-        for operand in node.inputs:
+        for position, operand in enumerate(node.inputs):
             base = operand
             while get_op(base.op).view is not None:
                 base = base.inputs[0]
             if not is_buffer_source(base):
                 needed.add(base.id)
-            if strided_view(operand, lambda n, b=base: n is b) is None:
+            view = strided_view(operand, lambda n, b=base: n is b)
+            # window_matmul reads its image's memory as overlapping windows: in its own layout.
+            image = node.op == "window_matmul" and position == 0
+            if view is None or (image and not _laid_out(view)):
                 needed.add(operand.id)
     return needed
+
+
+def _laid_out(view: StridedView) -> bool:
+    """Return True if a view's elements lie in its buffer as in a buffer of its own shape (the
+    strides of dims of size 1 aside)."""
+    contiguous = contiguous_strides(view.shape)
+    return all(
+        (isinstance(d, int) and d == 1) or same_dims((s,), (c,))
+        for d, s, c in zip(view.shape, view.strides, contiguous, strict=True)
+    )
 
 
 def _same_shape(a: Node, b: Node) -> bool:

@@ -148,14 +148,14 @@ def test_convolutions_run_in_matmul_kernels(conv: Conv) -> None:
         ("channels_last", True),
         ("channels_last_64_stride2", True),
         ("channels_last_25", True),
-        ("first_layer", False),  # 16 channels: the skinny paths' width
+        ("first_layer", True),  # 16 channels: an inference product reads its windows in place
         ("groups2", False),
         ("same_3x3", False),
     ],
 )
-def test_forward_products_of_25_to_64_channels_put_the_windows_on_the_left(
-    name: str, swapped: bool
-) -> None:
+def test_forward_products_put_the_windows_on_the_left(name: str, swapped: bool) -> None:
+    """25-64 output channels in one group, or, for an inference product over flat windows
+    (window_matmul), 16-64."""
     conv = NAMED[name]
     x = gc.input("x", ("B", *conv.x[1:]))
     y = F.conv2d(x, gc.Variable(np.ones(conv.w, np.float32)), **conv.options)
@@ -198,10 +198,10 @@ def _flat(conv: Conv) -> bool:
 
 def _window_product(conv: Conv) -> bool:
     """Return whether an inference graph computes this convolution's product as a
-    window_matmul over its channels-last padded input: flat windows on the left of the
-    product (one group of 25-64 output channels) without dilation along the width."""
+    window_matmul over its channels-last padded input: flat windows, one group of 16-64 output
+    channels, no dilation along the width."""
     dilation = conv.dilation if isinstance(conv.dilation, tuple) else (conv.dilation,) * 2
-    on_the_left = conv.groups == 1 and 24 < conv.w[0] <= 64
+    on_the_left = conv.groups == 1 and 16 <= conv.w[0] <= 64
     return _flat(conv) and on_the_left and dilation[1] == 1
 
 

@@ -313,8 +313,11 @@ def _window_matmul_kernel(name, node: Node, names, epilogue, covers) -> MatmulKe
     (kh, kw), (dh, _) = node.attrs["kernel"], node.attrs["dilation"]
     batch, positions, out_channels = (dim_expr(d) for d in node.type.shape)
     depth = IConst(kh * kw * channels)
+    # Fusion keeps the image a buffer, or a view laid out as one (a reshape of a buffer).
+    view = strided_view(image, lambda n: n.id in names)
+    assert view is not None, f"window_matmul image {image!r} is not a view of a buffer"
     a = Operand(
-        names[image.id],
+        names[view.base.id],
         (batch, positions, depth),
         (IConst(height * width * channels), IConst(channels), IConst(1)),
     )

@@ -419,38 +419,33 @@ def _emit_micro_kernel(module: ir.Module, plan: GemmPlan, a_layout: str) -> ir.F
         run_length, run_stride = kc, e.const(0)
     zero = ir.Constant(plan.vector, None)
     tile = [(f"c{i}_{v}", zero) for i in range(plan.mr) for v in range(plan.vectors)]
+    # Where A's column k is: run_at + within * column_step, stepped along k, wrapping to the
+    # next run after run_length columns (never within one run, as for a packed panel).
+    position = [("within", e.const(0)), ("run_at", e.const(0))]
 
-    def run(r: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
-        first = irb.mul(r, run_length, name="run_start")
-        depth = e.min(irb.sub(kc, first), run_length, name="run_depth")
-        a_run = e.element(a_panel, irb.mul(r, run_stride), name="a_run")
-        b_run = e.element(b_panel, irb.mul(first, e.const(plan.nr)), name="b_run")
+    def update(k: ir.Value, state: list[ir.Value]) -> list[ir.Value]:
+        within, run_at, acc = state[0], state[1], state[2:]
+        a_column = irb.add(run_at, irb.mul(within, column_step), name="a_col")
+        a_elements = [e.element(a_panel, irb.add(a_column, row, name="a_at"), "a") for row in rows]
+        acc = _rank1_update(e, a_elements, b_panel, k, acc)
+        following = irb.add(within, e.const(1), name="following")
+        wraps = irb.icmp_signed("==", following, run_length, name="next_run")
+        within = irb.select(wraps, e.const(0), following, name="within")
+        run_at = irb.select(wraps, irb.add(run_at, run_stride), run_at, name="run_at")
+        return [within, run_at, *acc]
 
-        def update(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
-            a_column = irb.mul(k, column_step, name="a_col")
-            a_elements = [
-                e.element(a_run, irb.add(a_column, row, name="a_at"), "a") for row in rows
-            ]
-            return _rank1_update(e, a_elements, b_run, k, acc)
-
-        def unrolled(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
-            for u in range(plan.unroll):
-                acc = update(irb.add(k, e.const(u), name=f"k{u}") if u else k, acc)
-            return acc
-
-        k_rest = irb.srem(depth, e.const(plan.unroll), name="k_rest")
-        k_main = irb.sub(depth, k_rest, name="k_main")
-        main = [(f"{name}.main", value) for (name, _), value in zip(tile, acc, strict=True)]
-        acc = e.loop("k", 0, k_main, plan.unroll, unrolled, main)
-        tail = [(f"{name}.tail", value) for (name, _), value in zip(tile, acc, strict=True)]
-        return e.loop("k_tail", k_main, depth, 1, update, tail)
+    def unrolled(k: ir.Value, state: list[ir.Value]) -> list[ir.Value]:
+        for u in range(plan.unroll):
+            state = update(irb.add(k, e.const(u), name=f"k{u}") if u else k, state)
+        return state
 
     _prefetch_tile(e, c, c_row_stride, mr)
-    if in_place:
-        runs = irb.sdiv(irb.add(kc, irb.sub(run_length, e.const(1))), run_length, name="runs")
-        acc = e.loop("run", 0, runs, 1, run, tile)
-    else:
-        acc = run(e.const(0), [value for _, value in tile])
+    k_rest = irb.srem(kc, e.const(plan.unroll), name="k_rest")
+    k_main = irb.sub(kc, k_rest, name="k_main")
+    state = e.loop("k", 0, k_main, plan.unroll, unrolled, position + tile)
+    names = [name for name, _ in position + tile]
+    tail = [(f"{name}.tail", value) for name, value in zip(names, state, strict=True)]
+    acc = e.loop("k_tail", k_main, kc, 1, update, tail)[2:]
     whole = irb.and_(
         irb.icmp_signed("==", mr, e.const(plan.mr), name="all_rows"),
         irb.icmp_signed("==", nr, e.const(plan.nr), name="all_columns"),

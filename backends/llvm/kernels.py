@@ -711,11 +711,13 @@ def narrow_gemm(kernel: k.MatmulKernel) -> bool:
     """Return whether a matmul calls the narrow plan's GEMM: its columns are a constant that
     fits the narrow tile, and no B packed for the other plan waits for it. Products of at
     most DOT_MAX_SIDE columns take the skinny paths, which gain less from the narrow tile
-    than compiling its GEMM costs (0.3 s, once per machine), so they keep the other plan."""
+    than compiling its GEMM costs (0.3 s, once per machine), so they keep the other plan;
+    a product whose A's depth is in runs never takes them."""
     if kernel.packed_b is not None or not isinstance(kernel.n, k.IConst):
         return False
     narrow = gemm_plan(kernel.dtype.short, narrow=True)
-    fits = DOT_MAX_SIDE < kernel.n.value <= narrow.nr
+    fewest = 0 if kernel.a_segments is not None else DOT_MAX_SIDE
+    fits = fewest < kernel.n.value <= narrow.nr
     return fits and narrow != gemm_plan(kernel.dtype.short)
 
 
