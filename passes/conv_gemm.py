@@ -18,11 +18,14 @@ image's columns side by side, so each product is one GEMM per group however smal
 
 A graph that computes no convolution's weight gradient (inference, or gradients for the input
 only) takes a stride-1 convolution's windows along flat rows instead (`flat_windows`): x is
-padded once, and `flat_im2col` copies each tap's windows of an image as one run of OH * Wp
+padded once (a row's right padding being the next row's left padding where the windows reach
+no further), and `flat_im2col` copies each tap's windows of an image as one run of OH * Wp
 elements of the padded image's flattened rows (Wp its padded width), where im2col copies OH
-rows of OW. The product then has Wp - OW extra columns per output row, which its readers skip
-as index arithmetic. A weight gradient would multiply those columns' values (the next row's
-pixels, which may be inf) by zeros, so trained layers keep the im2col they share.
+rows of OW; with one group of 16-64 output channels `window_matmul` reads the windows of the
+channels-last padded input in place instead (`window_product`). The product then has Wp - OW
+extra columns per output row, which its readers skip as index arithmetic. A weight gradient
+would multiply those columns' values (the next row's pixels, which may be inf) by zeros, so
+trained layers keep the im2col they share.
 
 A 1x1 window with stride 1 and no padding needs no im2col: x itself is the matrix, one
 (C/G, H*W) block per image and group, and the products are batched GEMMs over the images
@@ -271,7 +274,12 @@ def _conv2d_over_flat_rows(node: Node) -> Node | None:
     x, w = node.inputs
     geometry = build.geometry
     (ph, pw), (dh, dw) = geometry.window["padding"], geometry.window["dilation"]
-    kw, width = geometry.kernel[1], geometry.in_hw[1] + 2 * pw
+    kw = geometry.kernel[1]
+    # Along the flat rows a row's right padding is the next row's left padding, as far as
+    # the windows reach into it: a 3x3 window with padding 1 then has one zero column between
+    # rows instead of two, and its product one extra column per row of output instead of two.
+    sides = (pw, 0 if pw <= (kw - 1) * dw else pw)
+    width = geometry.in_hw[1] + sum(sides)
     # The last windows' runs reach (kW - 1) * dw past the padded image: rows of zeros more.
     below = ph + math.ceil((kw - 1) * dw / width)
     rows, columns = geometry.out_hw
@@ -281,14 +289,14 @@ def _conv2d_over_flat_rows(node: Node) -> Node | None:
     if in_place:
         # Channels last, a kernel row's taps are one run per pixel: the GEMM reads them in place.
         if geometry.channels == 1:  # the same memory: pad along the rows, not a dim of size 1
-            padded = _padded(build, x, (ph, below), (pw, pw), 2)
+            padded = _padded(build, x, (ph, below), sides, 2)
             image = build.reshape(padded, n, *padded.type.shape[2:], 1)
         else:
-            image = _padded(build, build.permute(x, 0, 2, 3, 1), (ph, below), (pw, pw), 1)
+            image = _padded(build, build.permute(x, 0, 2, 3, 1), (ph, below), sides, 1)
         taps = build.reshape(build.permute(w, 2, 3, 1, 0), geometry.depth, channels)
         product = build("window_matmul", [image, taps], attrs)
     else:
-        runs = build("flat_im2col", [_padded(build, x, (ph, below), (pw, pw), 2)], attrs)
+        runs = build("flat_im2col", [_padded(build, x, (ph, below), sides, 2)], attrs)
         windows = build.reshape(
             runs, geometry.groups, geometry.depth, geometry.batch * rows * width
         )

@@ -242,6 +242,26 @@ def test_inference_convolutions_copy_flat_rows(conv: Conv) -> None:
 
 
 @pytest.mark.parametrize(
+    "name, width",
+    [
+        ("channels_last", 9 + 1),  # 3x3, padding 1: one zero column between rows
+        ("first_layer", 8 + 1),
+        ("dilation2", 9 + 1),  # padding 1 along the width, taps 2 apart: 1 <= 4
+        ("same_3x3", 9 + 1),
+        ("no_padding", 7),
+    ],
+)
+def test_flat_rows_share_one_padding_between_rows(name: str, width: int) -> None:
+    """Along the flat rows a row's right padding is the next row's left padding: the padded
+    input is W + pw wide, not W + 2 pw (the outputs are checked against PyTorch above)."""
+    conv = NAMED[name]
+    nodes = [node for _, ops in _inference_conv(conv, "llvm").kernels() for node in ops]
+    (windows,) = [node for node in nodes if node.op in {"flat_im2col", "window_matmul"}]
+    image = windows.inputs[0].type.shape
+    assert (image[2] if windows.op == "window_matmul" else image[3]) == width, image
+
+
+@pytest.mark.parametrize(
     "attrs, message",
     [
         ({"kernel": (1, 2), "dilation": (1, -1), "rows": 3}, "at least 1"),
