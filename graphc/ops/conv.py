@@ -236,8 +236,9 @@ define_op("col2im", "conv", _col2im_infer, _col2im_reference)
 # flat_im2col: the windows of an already padded image (N, C, Hp, Wp) taken along its flattened
 # rows, for a stride-1 convolution: (C, kH, kW, N, OH * Wp), where window tap (i, j) of image
 # n, channel c is the contiguous run x[n, c].flat[i*dh*Wp + j*dw :][: OH * Wp]. Position
-# oh * Wp + ow is output (oh, ow) for ow < Wp - (kW - 1) * dw; the other (kW - 1) * dw of every
-# Wp positions run into the next row and are left for the reader to skip. Every run is one
+# oh * Wp + ow is the window whose first tap is pixel (oh, ow); from ow = Wp - (kW - 1) * dw on
+# its taps run into the next row, whose first pixels a left-padded image's rows make zeros:
+# the reader keeps the windows that stand for outputs and skips the others. Every run is one
 # contiguous copy, where im2col copies rows of OW (14 floats on MNIST's second convolution)
 # at a loop's cost each. attrs kernel, dilation, rows (OH).
 def _flat_im2col_infer(types, attrs):
@@ -283,11 +284,12 @@ define_op(
 # window_matmul: a stride-1 convolution's product over the flat windows of a channels-last
 # padded image, read where they lie (no im2col): x (N, Hp, Wp, C), w (kH * kW * C, O) with its
 # rows in (i, j, c) order, out (N, rows * Wp, O) with out[n, p] the sum over taps (i, j) of
-# pixel p + i * dh * Wp + j of x[n]'s flattened rows times w's (i, j) block. As in
-# flat_im2col, position oh * Wp + ow is output (oh, ow) for ow < Wp - (kW - 1) and the other
-# columns run into the next row. Channels last, the kW * C taps of a kernel row are one
-# contiguous run per pixel, so the GEMM reads each kernel row's windows as a matrix (rows C
-# apart) in place; that needs a dilation of 1 along the width. attrs kernel, dilation, rows.
+# pixel p + i * dh * Wp + j of x[n]'s flattened rows times w's (i, j) block: position
+# oh * Wp + ow is the window whose first tap is pixel (oh, ow), and the reader skips the
+# windows that stand for no output, as flat_im2col's does. Channels last, the kW * C taps of
+# a kernel row are one contiguous run per pixel, so the GEMM reads each kernel row's windows
+# as a matrix (rows C apart) in place; that needs a dilation of 1 along the width. attrs
+# kernel, dilation, rows.
 def _window_matmul_infer(types, attrs):
     x, w = types
     dtype = same_dtype(types, "the padded image and the weight")
