@@ -55,6 +55,7 @@ def _pack_loop_invariant_operands(
             isinstance(kernel, k.MatmulKernel)
             and kernel.b.buffer in implicit
             and not kernel.batch
+            and kernel.a_segments is None  # a window_matmul packs its B per call
             and kernel.dtype in (float32, float64)
         ):
             (node,) = [n for n in body.nodes if n.id in kernel.covers and n.op == "matmul"]
