@@ -69,8 +69,9 @@ def gemm_function(
 
     A's depth may come in runs (a window_matmul's kernel rows): with 0 < run_length < K,
     A[i, k] is at A + i * a_row_stride + (k % run_length) * a_col_stride + (k / run_length) *
-    run_stride. Such a call reads A in place, takes neither skinny path and must have K <= KC
-    (one depth block) or ... one run per call; any other run_length means one run.
+    run_stride. Such a call reads A in place and takes neither skinny path; its depth goes in
+    groups of whole runs that fit one block of KC (`_depth_groups`), so any K works. Any
+    other run_length means one run.
 
     With SKINNY (the caller's whole product is small, see gemm_dot.is_small) it reads A and B
     unpacked: by dot products when A's rows and B's columns are contiguous (gemm_dot.py), by
