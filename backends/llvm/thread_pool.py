@@ -26,9 +26,9 @@ After a fork the child starts its own workers. Workers run a job's chunks in the
 floating-point mode (x86: its SSE control word, so `gc.set_flush_denormal` reaches them).
 
 A worker can still be descheduled in the middle of a chunk, and the caller must wait for it.
-When that costs the caller more than half of its own work (and more than a hiccup's few tens
-of microseconds) twice before a job goes well, the pool backs off: the next jobs run on the
-caller alone (16, then 32, ... as slow jobs outnumber good ones), then it tries again; one
+When that costs the caller more than half of its own work (and more than the few hundred
+microseconds of a hiccup) twice before a job goes well, the pool backs off: the next jobs run
+on the caller alone (16, then 32, ... as slow jobs outnumber good ones), then it tries again; one
 slow job among good ones is forgiven.
 On a shared machine a step then runs about as fast as on one thread, instead of stalling at
 every kernel.
@@ -55,13 +55,15 @@ SPIN_CYCLES = 1 << 19
 # MAX_STRIKES.
 PENALTY_JOBS = 16
 MAX_STRIKES = 10
-# A wait shorter than this many cycles (about 40-55 us at 2.4-3.3 GHz) never makes a job slow:
-# a descheduled worker keeps the caller waiting for a time slice (milliseconds), while waits
-# this short are a VM's or another library's hiccups. Judged on the ratio alone, a process
-# that had run a PyTorch forward (whose idle thread shares a core now and then) backed the
-# pool off in most runs: an MLP's inference at batch 64 on two threads took 0.33-0.50 ms
-# (median of 50 calls after 20, six processes), 0.30-0.46 with this floor (Zen 3).
-LATE_CYCLES = 1 << 17
+# A wait shorter than this many cycles (about 0.3-0.45 ms at 2.4-3.3 GHz) never makes a job
+# slow: a descheduled worker keeps the caller waiting for a time slice (0.75-3 ms), while
+# shorter waits are a VM's or another library's hiccups, or a worker whose core is still
+# waking up. Judged on the ratio alone, a process that had run a PyTorch forward backed the
+# pool off in most runs; with a floor of 2^17 cycles it still did in 2 of 8: a penalty let
+# the worker sleep, the job after its wake-up kept the caller waiting 40-150 us (130-470
+# thousand cycles) and backed it off again, and an MLP's inference at batch 64 on two threads
+# ran at 0.45-0.49 ms, one thread's speed (0.25-0.34 in the other runs; Zen 3, a VM).
+LATE_CYCLES = 1 << 20
 # Spins of the caller between yields of its core while it waits for running chunks.
 SPINS_PER_YIELD = 256
 
