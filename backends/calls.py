@@ -47,6 +47,14 @@ class Storage(Protocol):
         """Return the current value, a read-only view of the host array."""
         ...
 
+    def current_host(self) -> np.ndarray:
+        """Return the host array, current, for a caller that only reads it."""
+        ...
+
+    def mark_host_written(self) -> None:
+        """Note that a write through `value` has ended."""
+        ...
+
     def is_current(self, copy: DeviceCopy) -> bool:
         """Return whether a device copy holds the current value."""
         ...
@@ -88,6 +96,7 @@ def undone_on_error(storages: Sequence[Storage]) -> Iterator[None]:
     except BaseException:
         for storage, value in zip(storages, saved, strict=True):
             np.copyto(storage.value, value)
+            storage.mark_host_written()
         raise
 
 

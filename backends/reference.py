@@ -81,5 +81,7 @@ class ReferenceExecutable:
         # Every value exists before any variable changes, so a failure above changed nothing.
         new_values = [np.array(values[value.id]) for _, value in self.graph.updates]
         for (variable, _), value in zip(self.graph.updates, new_values, strict=True):
-            np.copyto(variable.attrs["storage"].value, value)
+            storage = variable.attrs["storage"]
+            np.copyto(storage.value, value)
+            storage.mark_host_written()
         return outputs

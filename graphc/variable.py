@@ -29,20 +29,36 @@ class VariableStorage:
     - `value` is the host array for code that may write it (the CPU backends, `assign`): a
       newer device value is copied in first, and every device copy becomes stale, so the
       next device call uploads what the host holds then. A backend that runs on the host
-      array reads `value` at every call.
+      array reads `value` at every call for the Variables the call updates (and calls
+      `mark_host_written()` after it), `current_host()` for the others.
     - `read()` is the same array for code that only reads it (`.numpy()`, `state_dict()`,
-      `gc.save`, uploads): a newer device value is copied in, device copies stay current.
+      `gc.save`, uploads), as a read-only view: a newer device value is copied in, device
+      copies stay current.
     - A device backend asks `is_current(copy)` before a call (uploading `read()` and calling
       `mark_current(copy)` if not), and calls `mark_written(copy)` after a call that changed
       the value there (the host array and every other copy are then stale). A failed call
       changes no copy, so it tells the storage nothing.
 
     The host array itself never changes (`host`: what memory-overlap checks compare), only
-    its contents. Every change of state takes the storage's lock, so a read on one thread and
-    a device call on another leave it consistent (though not ordered: order such calls).
+    its contents. `version` counts the times they changed: code that writes them through
+    `value` calls `mark_host_written()` when it is done, and a newer device value copied in
+    counts too; so a backend that keeps something derived from the value (a GEMM's packed
+    copy of a weight) knows when to derive it again.
+    Every change of state takes the storage's lock, so a read on one thread and a device call
+    on another leave it consistent (though not ordered: order such calls).
     """
 
-    __slots__ = ("host", "name", "shape", "dtype", "trainable", "_copies", "_host_current", "_lock")
+    __slots__ = (
+        "host",
+        "name",
+        "shape",
+        "dtype",
+        "trainable",
+        "version",
+        "device_copies",
+        "_host_current",
+        "_lock",
+    )
 
     def __init__(self, value: np.ndarray, name: str, trainable: bool) -> None:
         self.host = value
@@ -50,8 +66,10 @@ class VariableStorage:
         self.shape = tuple(int(d) for d in value.shape)
         self.dtype = dtypes.from_numpy(value.dtype)
         self.trainable = trainable
-        # Device copies holding the current value; when there are none, the host holds it.
-        self._copies: list[DeviceCopy] = []
+        self.version = 0
+        # Device copies holding the current value; when there are none, the host holds it
+        # (a backend on the host may skip `value` and `current_host()` while it is empty).
+        self.device_copies: list[DeviceCopy] = []
         self._host_current = True
         self._lock = threading.RLock()
 
@@ -59,44 +77,55 @@ class VariableStorage:
     def value(self) -> np.ndarray:
         """Return the host array, holding the current value, for a caller that may write it:
         device copies become stale."""
-        if self._copies:
+        if self.device_copies:
             with self._lock:
                 self._bring_to_host()
-                self._copies = []
+                self.device_copies = []
+        return self.host
+
+    def mark_host_written(self) -> None:
+        """Note that a write of the host array (through `value`) has ended: what was derived
+        from the contents before, or while it ran, is stale."""
+        self.version += 1
+
+    def current_host(self) -> np.ndarray:
+        """Return the host array, holding the current value, for code that only reads it (a
+        backend's pointer table): device copies stay current."""
+        if self.device_copies:
+            with self._lock:
+                self._bring_to_host()
+                self.device_copies = [copy for copy in self.device_copies if not copy.released]
         return self.host
 
     def read(self) -> np.ndarray:
         """Return the current value as a read-only view of the host array (device copies stay
         current: the caller does not write it)."""
-        if self._copies:
-            with self._lock:
-                self._bring_to_host()
-                self._copies = [copy for copy in self._copies if not copy.released]
-        view = self.host.view()
+        view = self.current_host().view()
         view.setflags(write=False)
         return view
 
     def is_current(self, copy: DeviceCopy) -> bool:
         """Return whether a device copy holds the current value."""
-        return any(held is copy for held in self._copies)
+        return any(held is copy for held in self.device_copies)
 
     def mark_current(self, copy: DeviceCopy) -> None:
         """Note that a device copy was given the current value (from `read()`)."""
         with self._lock:
             if not self.is_current(copy):
-                self._copies.append(copy)
+                self.device_copies.append(copy)
 
     def mark_written(self, copy: DeviceCopy) -> None:
         """Note that a call changed the value in a device copy: it alone holds the new one."""
         with self._lock:
-            self._copies = [copy]
+            self.device_copies = [copy]
             self._host_current = False
 
     def _bring_to_host(self) -> None:
         """Copy the current value into the host array if a device copy holds a newer one."""
         if not self._host_current:
-            self._copies[0].download(self.host)
+            self.device_copies[0].download(self.host)
             self._host_current = True
+            self.version += 1
 
     def checked(self, new_value: Any) -> np.ndarray:
         """Return new_value as an array of this variable's shape and dtype, or raise."""
@@ -152,6 +181,7 @@ class Variable(Tensor):
     def assign(self, value: Any) -> None:
         """Overwrite the value in place with an array of the same shape and dtype."""
         np.copyto(self.storage.value, self.storage.checked(value))
+        self.storage.mark_host_written()
 
     def numpy(self) -> np.ndarray:
         """Return a copy of the current value."""

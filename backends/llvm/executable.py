@@ -44,9 +44,12 @@ from graphc.backends.llvm.memory import (
     TUPLE_ITEMS_OFFSET,
     WORKSPACES,
     ArenaPlanner,
+    Workspace,
     data_address,
 )
 from graphc.backends.llvm.module_source import module_source
+from graphc.backends.llvm.prepacked import ROLE as PACKED_ROLE
+from graphc.backends.llvm.prepacked import packed_kernels, with_packed_weights
 from graphc.backends.llvm.program import (
     ERROR_FIELDS,
     STEP_FIELD,
@@ -62,7 +65,7 @@ from graphc.passes.fusion import partition
 from graphc.recent import RecentValues
 
 _RUN = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)
-_VALUE = operator.attrgetter("value")
+_ON_DEVICE = operator.attrgetter("device_copies")
 
 
 def thread_count() -> int:
@@ -86,9 +89,12 @@ class LLVMExecutable(RunsBound):
         # Updates computed straight into their variable need no copy at the end of a call.
         self._in_place = in_place_updates(program)
         # An embedding's SGD-style update may touch only the rows a step looked up.
-        self.program: KernelProgram = replace(
-            sparse_updates(program, self._in_place),
-            updates=[(v, u) for v, u in program.updates if u not in self._in_place],
+        self.program: KernelProgram = with_packed_weights(
+            replace(
+                sparse_updates(program, self._in_place),
+                updates=[(v, u) for v, u in program.updates if u not in self._in_place],
+            ),
+            graph.updated_storages(),
         )
         threads = thread_count()
         parallel = threads > 1
@@ -117,7 +123,11 @@ class LLVMExecutable(RunsBound):
         self._threads = threads
         self._slots = slot_names(self.program)
         self._table = np.zeros(len(self._slots), dtype=np.uint64)
-        self._sizes = np.zeros(max(1, len(self.program.symbols)), dtype=np.int64)
+        # The symbols' sizes, then a word per packed weight: nonzero to pack it again.
+        self._packed = packed_kernels(self.program)
+        self._sizes = np.zeros(
+            max(1, len(self.program.symbols) + len(self._packed)), dtype=np.int64
+        )
         self._error = np.zeros(ERROR_FIELDS, dtype=np.int64)
         # Each pool thread packs into its own slice of the calling thread's workspace.
         uses_gemm = any(
@@ -181,10 +191,12 @@ class LLVMExecutable(RunsBound):
     def memory_stats(self) -> dict[str, int]:
         """Return the arena size in bytes (intermediates) of the last call's shapes, the GEMM
         workspace a call needs from its thread's shared one (0 without a matmul), and how
-        many updates are computed straight into their variables (the rest are copied)."""
+        many updates are computed straight into their variables (the rest are copied), and
+        the bytes of the weights kept packed for the GEMM (`prepacked.py`)."""
         return {
             "arena_bytes": self._planner.arena_bytes,
             "workspace_bytes": self._workspace_bytes,
+            "packed_weight_bytes": sum(copy.nbytes for copy in self._packed_copies),
             "in_place_updates": len(self._in_place),
             "copied_updates": len(self.program.updates),
         }
@@ -196,6 +208,7 @@ class LLVMExecutable(RunsBound):
         self._variable_slots: list[tuple[int, Storage]] = []
         self._output_slots: list[tuple[int, str]] = []
         temps: list[tuple[int, str]] = []
+        packed: dict[str, Workspace] = {}
         feeds = {f"in_{node.name}": i for i, node in enumerate(self.graph.inputs)}
         for slot, name in enumerate(self._slots):
             if name == "workspace":
@@ -212,11 +225,27 @@ class LLVMExecutable(RunsBound):
                 self._variable_slots.append((slot, variable.node.attrs["storage"]))
             elif spec.role == "output":
                 self._output_slots.append((slot, name))
+            elif spec.role == PACKED_ROLE:  # aligned like the GEMM's workspace
+                packed[name] = Workspace(_static_bytes(spec))
+                self._table[slot] = packed[name].address
             else:
                 temps.append((slot, name))
-        self._variable_storages = tuple(storage for _, storage in self._variable_slots)
-        # (slot, bytes, updated) of each Variable's table entry, for graph_run's screen.
+        # The Variables a call writes come first: it reads them through `value`.
         updated = {id(storage) for storage in self.graph.updated_storages()}
+        self._variable_slots.sort(key=lambda entry: id(entry[1]) not in updated)
+        self._variable_storages = tuple(storage for _, storage in self._variable_slots)
+        written = sum(id(storage) in updated for storage in self._variable_storages)
+        self._written_storages = self._variable_storages[:written]
+        self._read_storages = self._variable_storages[written:]
+        # Each packed weight's copy, the storage it is packed from and the version it holds
+        # (-1: none yet; the packing word of each starts nonzero).
+        self._packed_copies = [packed[name] for _, name in self._packed]
+        buffers = self.program.buffers
+        self._packed_storages = [
+            buffers[kernel.b.buffer].node.attrs["storage"] for kernel, _ in self._packed
+        ]
+        self._packed_versions = [-1] * len(self._packed)
+        # (slot, bytes, updated) of each Variable's table entry, for graph_run's screen.
         self._variable_spans = np.array(
             [
                 (
@@ -229,7 +258,7 @@ class LLVMExecutable(RunsBound):
             dtype=np.int64,
         ).reshape(-1)
         # The arrays whose addresses the table holds for the variables (None: not yet).
-        self._variables: Sequence[np.ndarray | None] = [None] * len(self._variable_slots)
+        self._variables: list[np.ndarray] | None = None
         self._temp_slots = np.array([slot for slot, _ in temps], dtype=np.intp)
         self._temp_names = [name for _, name in temps]
         # Where each output buffer's array comes from in out=: the first output it is.
@@ -263,9 +292,13 @@ class LLVMExecutable(RunsBound):
         with self._lock:
             if call is not self._installed or call.generation != self._planner.generation:
                 self._install(call)
+            # The host arrays never move: only a device value to copy in (or device copies to
+            # mark stale) asks for more than the first call's addresses.
             storages = self._variable_storages
-            if storages and not all(map(operator.is_, map(_VALUE, storages), self._variables)):
+            if storages and (self._variables is None or any(map(_ON_DEVICE, storages))):
                 self._point_at_variables()
+            if self._packed:
+                self._mark_stale_packs()
             if out is None:
                 arrays = [np.empty(shape, dtype) for shape, dtype in call.outputs]
             elif self._sources is None:
@@ -278,14 +311,18 @@ class LLVMExecutable(RunsBound):
                     self._table[self._workspace_slot] = self._workspace_address = address
             # The entry reads the arrays' addresses from the objects.
             handed = (*feeds, *arrays)
-            if call.steps is None:
-                status = self._enter[screen](handed)
-                if status == SHARED:
+            try:
+                if call.steps is None:
+                    status = self._enter[screen](handed)
+                    if status == SHARED:
+                        return None
+                    if status:
+                        self._raise_on_error("")
+                elif self._run_steps(call.steps, handed, screen) == SHARED:
                     return None
-                if status:
-                    self._raise_on_error("")
-            elif self._run_steps(call.steps, handed, screen) == SHARED:
-                return None
+            finally:
+                for storage in self._written_storages:
+                    storage.mark_host_written()
             if self._sources is None:
                 return arrays  # the output buffers' arrays, out's own when it was given
             results = self._collect(arrays, feeds, call.steps)
@@ -305,9 +342,20 @@ class LLVMExecutable(RunsBound):
                 self._table[slot] = data_address(array)
         return self._run_entry(self._frame.ctypes.data)
 
+    def _mark_stale_packs(self) -> None:
+        """Set the packing word of each packed weight whose Variable changed since it was
+        packed (the entry point packs it again and clears the word)."""
+        versions = self._packed_versions
+        base = len(self.program.symbols)
+        for index, storage in enumerate(self._packed_storages):
+            if storage.version != versions[index]:
+                self._sizes[base + index] = 1
+                versions[index] = storage.version
+
     def _point_at_variables(self) -> None:
         """Write the addresses of the arrays the variables hold now into the table."""
-        arrays = [storage.value for storage in self._variable_storages]
+        arrays = [storage.value for storage in self._written_storages]
+        arrays += [storage.current_host() for storage in self._read_storages]
         for (slot, _), array in zip(self._variable_slots, arrays, strict=True):
             self._table[slot] = data_address(array)
         self._variables = arrays

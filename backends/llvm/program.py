@@ -1,7 +1,8 @@
 """Build the LLVM module of a kernel program: one function per kernel and one entry point,
 `void graph_main(i8** table, i64* sizes, i64* error, i64 threads)`, that runs every kernel in
 order (splitting large ones over graphc's thread pool), stops at the first run-time error,
-and only then copies update values into the variables and source outputs into place.
+and only then copies update values into the variables and source outputs into place. sizes
+holds the symbols' sizes, then a word per packed weight (`prepacked.py`).
 
 Python calls graph_run (entry_point.py), which runs `graph_steps`: graph_main once per step,
 over inputs and outputs stacked along a leading steps dim. After each step it moves every
@@ -32,6 +33,7 @@ from graphc.backends.llvm.kernels import (
     matmul_work,
 )
 from graphc.backends.llvm.parallel import CHUNK_GRAIN, Work, emit_run
+from graphc.backends.llvm.prepacked import emit_packing_when_stale, packed_kernels
 from graphc.backends.llvm.scan import emit_scan_kernel
 from graphc.backends.llvm.sharing import SharedBodies
 from graphc.backends.llvm.target import selected_target
@@ -82,6 +84,9 @@ def build_module(
     b = entry.builder
     table, sizes, error, threads = entry.function.args
     done = entry.function.append_basic_block("failed")
+    # The weights whose packed copies are stale (words after the symbol sizes say which).
+    for word, (kernel, _) in enumerate(packed_kernels(program), start=len(program.symbols)):
+        emit_packing_when_stale(ctx, entry, kernel, word)
     _emit_kernels(ctx, entry, program.kernels, parallel, done, SharedBodies(ctx))
     _commit(entry, program)
     b.ret_void()
