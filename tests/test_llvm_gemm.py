@@ -181,7 +181,7 @@ SHAPES = [
     (121, 130, 33),
     (250, 70, 270),
     (3, 2100, 5),
-    # More than gemm.IN_PLACE_PANELS panels of every plan: A packed.
+    # Rows of B longer than gemm.IN_PLACE_ROW_BYTES in every plan: A packed.
     (50, 300, 40),
     (61, 530, 20),
 ]

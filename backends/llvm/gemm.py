@@ -40,14 +40,18 @@ SKINNY = 2
 PACKED_B = 4  # B is already packed whole at packed_b (by a call with PACK_B)
 PACK_B = 8  # only pack all of B into packed_b
 # A column block of one panel reads A where it lies (each element of A is used once, so
-# packing would only copy it), and so does a block of at most IN_PLACE_PANELS panels when A's
-# rows are contiguous. Packing A pays for itself over many panels (1024 x 1024 x 1024 f32:
-# 167 GFLOP/s packed, 155 in place); over a few it is mostly a copy. One thread, AVX-512:
-# 2048 x 512 @ 512 x N went 142 -> 170 GFLOP/s at N = 128, 150 -> 171 at 192, 153 -> 165 at
-# 256; the AVX2 plan (16-column panels) 82-86 -> 100 at N = 48 and 64. A transposed A (a
-# weight gradient's dY.T) read in place over several panels steps a whole column per k in
-# every row: 2048 x 512 @ 512 x 256 went 133 -> 88, so it is packed.
-IN_PLACE_PANELS = 4
+# packing would only copy it), and so does a block whose rows of B take at most
+# IN_PLACE_ROW_BYTES when A's rows are contiguous. Packing A pays for itself over many panels
+# (1024 x 1024 x 1024 f32: 167 GFLOP/s packed, 155 in place); over a few it is mostly a copy.
+# One thread, AVX-512 (4 panels of 64 f32): 2048 x 512 @ 512 x N went 142 -> 170 GFLOP/s at
+# N = 128, 150 -> 171 at 192, 153 -> 165 at 256. AVX2 (Zen 3; panels of 16 f32, 8 f64), at 4
+# panels then: 82-86 -> 100 at N = 48 and 64; at 16 panels, 2048 x 512 @ 512 x 256 90.7-92.5
+# -> 95.6-97.1 (x 128: 86-87 -> 96-97), 512 x 1024 @ 1024 x 256 89-90 -> 93-94, an MLP's
+# inference at batch 64 (784-256-256-10) 0.394-0.398 -> 0.379-0.381 ms, f64 x 64 and x 128
+# 42-46 -> 46-47. A transposed A (a weight gradient's dY.T) read in place over several panels
+# steps a whole column per k in every row: 2048 x 512 @ 512 x 256 went 133 -> 88, so it is
+# packed.
+IN_PLACE_ROW_BYTES = 1024
 
 
 def gemm_function(
@@ -389,7 +393,7 @@ _A_LAYOUTS = ("packed", "strided", "rows")
 def _emit_micro_kernel(module: ir.Module, plan: GemmPlan, a_layout: str) -> ir.Function:
     """Emit the micro-kernel: C[mr, nr] (+)= A panel @ B panel with the tile in registers.
 
-    With A in place (a_layout "strided" or "rows"; see IN_PLACE_PANELS: a product of a few
+    With A in place (a_layout "strided" or "rows"; see IN_PLACE_ROW_BYTES: a product of a few
     column panels uses each element of A a few times, so packing it is mostly a copy): A[i, k]
     at a[i * a_row_stride + k * a_col_stride], a_col_stride 1 for "rows", rows past mr
     reading row mr - 1 again (never stored); and A's depth may come in runs (see
@@ -738,7 +742,7 @@ def _emit_driver(
         def column_block(jc: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
             nc = e.min(irb.sub(n, jc), plan.nc, name="nc")
             few_panels = irb.icmp_signed(
-                "<=", nc, e.const(IN_PLACE_PANELS * plan.nr), name="few_panels"
+                "<=", nc, e.const(IN_PLACE_ROW_BYTES // plan.itemsize), name="few_panels"
             )
             one_panel = irb.icmp_signed("<=", nc, e.const(plan.nr), name="one_panel")
             by_layout = irb.or_(one_panel, irb.and_(few_panels, a_rows_contiguous))
