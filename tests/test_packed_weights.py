@@ -12,6 +12,7 @@ import pytest
 import graphc as gc
 from graphc.backends.cuda.driver import DRIVER_VARIABLE
 from graphc.backends.llvm.gemm import gemm_plan
+from graphc.backends.llvm.gemm_dot import DOT_MAX_SIDE
 from graphc.backends.llvm.prepacked import packed_kernels
 from graphc.errors import IndexingError
 
@@ -63,6 +64,10 @@ def test_only_the_weights_a_function_reads_are_packed(rng):
     assert _packed(_predict(gc.Variable(w.numpy().T.copy()), transposed=False)) == 1
     # A step that writes w packs it at every call, inside the GEMM.
     assert _packed(_sgd(w, "llvm")) == 0
+    # A product of at most DOT_MAX_SIDE columns always takes a skinny path, which reads B
+    # where it lies.
+    few = gc.Variable(np.ones((DOT_MAX_SIDE, FEATURES), np.float32))
+    assert _packed(_predict(few)) == 0
 
 
 @pytest.mark.parametrize("writer", ["assign", "llvm", "reference", "cuda", "state_dict"])

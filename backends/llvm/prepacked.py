@@ -22,6 +22,7 @@ from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.build import BufferSpec
 from graphc.backends.llvm.expressions import I64
 from graphc.backends.llvm.gemm import gemm_plan
+from graphc.backends.llvm.gemm_dot import DOT_MAX_SIDE
 from graphc.backends.llvm.kernels import FunctionEmitter, KernelContext, emit_packing, narrow_gemm
 from graphc.dtypes import float32, float64
 
@@ -59,6 +60,7 @@ def _packable(kernel: k.Kernel, program: KernelProgram, written: set[int]) -> bo
         and id(spec.node.attrs["storage"]) not in written
         and isinstance(kernel.k, k.IConst)
         and isinstance(kernel.n, k.IConst)
+        and kernel.n.value > DOT_MAX_SIDE  # else always skinny: B is read where it lies
         and not kernel.batch
         and kernel.a_segments is None
         and kernel.dtype in (float32, float64)
