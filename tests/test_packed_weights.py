@@ -144,3 +144,14 @@ def test_a_function_reading_a_weight_another_thread_trains(rng, data):
         reader.join()
     # Whatever the reader packed while a step was writing w, the step's end made it stale.
     _check(predict, w, x)
+
+
+def test_a_float64_weight_without_a_transpose(rng):
+    w = gc.Variable(rng.standard_normal((FEATURES, UNITS)), name="w")  # float64
+    x = gc.input("x", ("B", FEATURES), gc.float64)
+    f = gc.compile([x], [x @ w], backend="llvm")
+    assert _packed(f) == 1
+    inputs = rng.standard_normal((BATCH, FEATURES))
+    for _ in range(2):
+        np.testing.assert_allclose(f(inputs), inputs @ w.numpy(), rtol=1e-12, atol=1e-12)
+        w.assign(rng.standard_normal((FEATURES, UNITS)))
