@@ -29,8 +29,9 @@ class VariableStorage:
     - `value` is the host array for code that may write it (the CPU backends, `assign`): a
       newer device value is copied in first, and every device copy becomes stale, so the
       next device call uploads what the host holds then. A backend that runs on the host
-      array reads `value` at every call for the Variables the call updates (and calls
-      `mark_host_written()` after it), `current_host()` for the others.
+      array asks for `value` (the Variables its call updates; it calls `mark_host_written()`
+      after the call) or `current_host()` (the others) whenever any of them has device
+      copies; while none has, the host arrays are current where they lie.
     - `read()` is the same array for code that only reads it (`.numpy()`, `state_dict()`,
       `gc.save`, uploads), as a read-only view: a newer device value is copied in, device
       copies stay current.

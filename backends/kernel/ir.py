@@ -302,6 +302,13 @@ class MatmulKernel:
     a_segments: DepthSegments | None = None
 
 
+def packs_b_whole(kernel: MatmulKernel) -> bool:
+    """Return whether a matmul's B may be packed whole ahead of its calls (`packed_b`): one
+    matrix (no batch dims), A's depth not in runs (the GEMM groups such a depth itself and
+    packs B per group), a float dtype."""
+    return not kernel.batch and kernel.a_segments is None and kernel.dtype.is_float
+
+
 @dataclass(frozen=True, slots=True)
 class ScatterAddKernel:
     """out = 0; then out[index(i)] += value(i) for every i of the source domain, in order."""

@@ -19,7 +19,7 @@ from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.build import GROUP_BUILDERS, BufferSpec, KernelProgram, build_program
 from graphc.backends.kernel.index import dim_expr
 from graphc.dims import Dim, dim_add, dim_prod
-from graphc.dtypes import DType, float32, float64
+from graphc.dtypes import DType
 from graphc.graph import Graph, Node
 from graphc.ops.registry import make_node
 from graphc.passes import optimize
@@ -54,9 +54,7 @@ def _pack_loop_invariant_operands(
         if (
             isinstance(kernel, k.MatmulKernel)
             and kernel.b.buffer in implicit
-            and not kernel.batch
-            and kernel.a_segments is None  # a window_matmul packs its B per call
-            and kernel.dtype in (float32, float64)
+            and k.packs_b_whole(kernel)
         ):
             (node,) = [n for n in body.nodes if n.id in kernel.covers and n.op == "matmul"]
             b_shape = node.inputs[1].type.shape

@@ -257,8 +257,8 @@ class LLVMExecutable(RunsBound):
             ],
             dtype=np.int64,
         ).reshape(-1)
-        # The arrays whose addresses the table holds for the variables (None: not yet).
-        self._variables: list[np.ndarray] | None = None
+        # Whether the table holds the Variables' addresses (their host arrays never move).
+        self._variables_pointed = False
         self._temp_slots = np.array([slot for slot, _ in temps], dtype=np.intp)
         self._temp_names = [name for _, name in temps]
         # Where each output buffer's array comes from in out=: the first output it is.
@@ -295,7 +295,7 @@ class LLVMExecutable(RunsBound):
             # The host arrays never move: only a device value to copy in (or device copies to
             # mark stale) asks for more than the first call's addresses.
             storages = self._variable_storages
-            if storages and (self._variables is None or any(map(_ON_DEVICE, storages))):
+            if storages and (not self._variables_pointed or any(map(_ON_DEVICE, storages))):
                 self._point_at_variables()
             if self._packed:
                 self._mark_stale_packs()
@@ -358,7 +358,7 @@ class LLVMExecutable(RunsBound):
         arrays += [storage.current_host() for storage in self._read_storages]
         for (slot, _), array in zip(self._variable_slots, arrays, strict=True):
             self._table[slot] = data_address(array)
-        self._variables = arrays
+        self._variables_pointed = True
 
     def _install(self, call: _BoundCall) -> None:
         """Write the call's symbol sizes and its intermediates' addresses into the table,

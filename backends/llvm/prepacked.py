@@ -24,7 +24,6 @@ from graphc.backends.llvm.expressions import I64
 from graphc.backends.llvm.gemm import gemm_plan
 from graphc.backends.llvm.gemm_dot import DOT_MAX_SIDE
 from graphc.backends.llvm.kernels import FunctionEmitter, KernelContext, emit_packing, narrow_gemm
-from graphc.dtypes import float32, float64
 
 ROLE = "packed"
 
@@ -61,9 +60,7 @@ def _packable(kernel: k.Kernel, program: KernelProgram, written: set[int]) -> bo
         and isinstance(kernel.k, k.IConst)
         and isinstance(kernel.n, k.IConst)
         and kernel.n.value > DOT_MAX_SIDE  # else always skinny: B is read where it lies
-        and not kernel.batch
-        and kernel.a_segments is None
-        and kernel.dtype in (float32, float64)
+        and k.packs_b_whole(kernel)
         and not narrow_gemm(kernel)  # the narrow plan's GEMM reads B unpacked
     )
 
