@@ -51,10 +51,12 @@ SIGNATURE = ctypes.CFUNCTYPE(
     ctypes.c_void_p,
     ctypes.c_int32,
     ctypes.c_void_p,
-    *(ctypes.c_int64,) * 4,
+    *(ctypes.c_int64,) * 7,
 )
 # The arguments after flags of a call that packs B itself (then A's depth: one run).
 NO_PREPACKED_B = (None, 0, 0)
+# The last arguments: A's rows in no runs.
+NO_ROW_RUNS = (0, 0, 0)
 
 
 def compile_kernels(
@@ -135,7 +137,7 @@ def measure(
     c_numpy = np.empty_like(c)
     workspace = aligned_workspace(gemm.workspace_bytes(dtype, target))
     args = (n, n, n, a.ctypes.data, n, 1, b.ctypes.data, n, 1, c.ctypes.data, n)
-    args += (workspace.ctypes.data, 0, *NO_PREPACKED_B, n, 0)
+    args += (workspace.ctypes.data, 0, *NO_PREPACKED_B, n, 0, *NO_ROW_RUNS)
 
     def run_graphc() -> None:
         function(*args)
@@ -171,7 +173,7 @@ def measure_skinny(
         args = (m, 256, 784, x.ctypes.data, 784, 1, w.ctypes.data)
         args += (weights.strides[0] // item, weights.strides[1] // item)
         args += (results[flags].ctypes.data, 256, workspace.ctypes.data, flags)
-        args += (*NO_PREPACKED_B, 784, 0)
+        args += (*NO_PREPACKED_B, 784, 0, *NO_ROW_RUNS)
         return lambda: function(*args)
 
     unpacked, packed, _ = interleaved_medians(by(gemm.SKINNY), by(0), repeats)

@@ -23,7 +23,9 @@ no further), and `flat_im2col` copies each tap's windows of an image as one run 
 elements of the padded image's flattened rows (Wp its padded width), where im2col copies OH
 rows of OW; with one group of 16-64 output channels `window_matmul` reads the windows of the
 channels-last padded input in place instead (`window_product`). The product then has Wp - OW
-extra columns per output row, which its readers skip as index arithmetic. A weight gradient
+extra columns per output row, which its readers skip as index arithmetic; a window_matmul
+over rows of at least ROW_RUN_LEAST outputs leaves them out (the GEMM reads each output row's
+windows as a run of its rows). A weight gradient
 would multiply those columns' values (the next row's pixels, which may be inf) by zeros, so
 trained layers keep the im2col they share.
 
@@ -45,7 +47,7 @@ from typing import Any
 
 from graphc.dims import Dim, static_dim, static_shape
 from graphc.graph import Graph, Node
-from graphc.ops.conv import conv_output_size
+from graphc.ops.conv import ROW_RUN_LEAST, conv_output_size
 from graphc.ops.registry import make_node
 from graphc.passes.rewrite import GraphRewrite, Tier, node_rewrite, rewrite, run_tier
 
@@ -286,7 +288,11 @@ def _conv2d_over_flat_rows(node: Node) -> Node | None:
     attrs = {"kernel": geometry.kernel, "dilation": (dh, dw), "rows": rows}
     n, channels = node.type.shape[:2]
     in_place = window_product(geometry)
+    product_columns = width
     if in_place:
+        # Rows of at least ROW_RUN_LEAST windows: the product leaves out the extra columns.
+        product_columns = columns if columns >= ROW_RUN_LEAST else width
+        attrs["columns"] = product_columns
         # Channels last, a kernel row's taps are one run per pixel: the GEMM reads them in place.
         if geometry.channels == 1:  # the same memory: pad along the rows, not a dim of size 1
             padded = _padded(build, x, (ph, below), sides, 2)
@@ -303,13 +309,15 @@ def _conv2d_over_flat_rows(node: Node) -> Node | None:
         product = _forward_product(build, windows, w)
     sizes: tuple[Dim, ...]
     if in_place or windows_on_the_left(geometry):
-        grid = build.reshape(product, n, rows, width, channels)
+        grid = build.reshape(product, n, rows, product_columns, channels)
         sizes, perm = (n, rows, columns, channels), (0, 3, 1, 2)
     else:
         grid = build.reshape(product, channels, n, rows, width)
         sizes, perm = (channels, n, rows, columns), (1, 0, 2, 3)
-    kept = build("slice", [grid], {"starts": (0, 0, 0, 0), "sizes": sizes, "steps": (1, 1, 1, 1)})
-    return build.named(build.permute(kept, *perm))
+    if product_columns != columns:
+        steps = (1, 1, 1, 1)
+        grid = build("slice", [grid], {"starts": (0, 0, 0, 0), "sizes": sizes, "steps": steps})
+    return build.named(build.permute(grid, *perm))
 
 
 def _padded(build: _Builder, x: Node, rows: tuple[int, int], columns: tuple[int, int], axis: int):

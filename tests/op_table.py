@@ -1924,34 +1924,38 @@ for _fid, _xs, _k, _d, _rows in _FLAT_WINDOWS:
     )
 
 
-def _window_product(kernel, dilation, rows):
-    """Return numpy's window_matmul: every pixel's taps gathered by one fancy index (in
-    (i, j, c) order), times the weight matrix."""
+def _window_product(kernel, dilation, rows, columns):
+    """Return numpy's window_matmul: the taps of every pixel (oh, ow) with ow < columns
+    gathered by one fancy index (in (i, j, c) order), times the weight matrix."""
 
     def product(x, w):
         n, hp, wp, c = x.shape
         (kh, kw), (dh, _) = kernel, dilation
         starts = np.arange(kh)[:, None] * dh * wp + np.arange(kw)[None, :]
-        positions = np.arange(rows * wp)[:, None, None] + starts
-        taps = x.reshape(n, hp * wp, c)[:, positions]  # (N, P, kH, kW, C)
-        return taps.reshape(n, rows * wp, kh * kw * c) @ w
+        pixels = (np.arange(rows)[:, None] * wp + np.arange(columns)).reshape(-1)
+        taps = x.reshape(n, hp * wp, c)[:, pixels[:, None, None] + starts]  # (N, P, kH, kW, C)
+        return taps.reshape(n, rows * columns, kh * kw * c) @ w
 
     return product
 
 
 _WINDOW_PRODUCTS = (
-    # id, padded image shape (N, Hp, Wp, C), kernel, dilation, rows, output channels
-    ("3x3", (2, 7, 6, 3), (3, 3), (1, 1), 4, 5),
-    ("dilated", ("B", 9, 7, 2), (2, 3), (2, 1), 5, 4),
-    ("1x2", (2, 3, 5, 1), (1, 2), (1, 1), 2, 3),
+    # id, padded image shape (N, Hp, Wp, C), kernel, dilation, rows, columns, output channels
+    ("3x3", (2, 7, 6, 3), (3, 3), (1, 1), 4, 6, 5),
+    ("dilated", ("B", 9, 7, 2), (2, 3), (2, 1), 5, 7, 4),
+    ("1x2", (2, 3, 5, 1), (1, 2), (1, 1), 2, 5, 3),
+    # Fewer columns than the padded width: each output row's windows are a run of the GEMM's
+    # rows (at least ROW_RUN_LEAST of them).
+    ("row_runs", (2, 6, 15, 3), (3, 3), (1, 1), 3, 13, 5),
+    ("row_runs_1ch", ("B", 8, 14, 1), (3, 3), (1, 1), 5, 12, 16),
 )
-for _wid, _xs, _k, _d, _rows, _o in _WINDOW_PRODUCTS:
+for _wid, _xs, _k, _d, _rows, _columns, _o in _WINDOW_PRODUCTS:
     add(
         f"window_matmul_{_wid}",
-        lambda x, w, k=_k, d=_d, r=_rows: _prim(
-            "window_matmul", [x, w], kernel=k, dilation=d, rows=r
+        lambda x, w, k=_k, d=_d, r=_rows, c=_columns: _prim(
+            "window_matmul", [x, w], kernel=k, dilation=d, rows=r, columns=c
         ),
-        _window_product(_k, _d, _rows),
+        _window_product(_k, _d, _rows, _columns),
         F(*_xs),
         F(_k[0] * _k[1] * _xs[3], _o),
     )

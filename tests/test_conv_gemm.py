@@ -64,6 +64,10 @@ GRID = [
     # rows of taps 2 apart, and a 3x1 window that reads the unpadded input itself.
     Conv("channels_last_dilated_rows", (2, 3, 9, 8), (40, 3, 3, 2), padding=1, dilation=(2, 1)),
     Conv("channels_last_column", (2, 4, 7, 6), (30, 4, 3, 1)),
+    # Rows of at least 12 outputs: the window_matmul's product leaves the extra columns out.
+    Conv("wide_rows", (2, 4, 6, 14), (16, 4, 3, 3), padding=1),
+    Conv("wide_first_layer", (2, 1, 5, 13), (24, 1, 3, 3), padding=1),
+    Conv("wide_dilated_rows", (1, 3, 9, 12), (20, 3, 3, 2), padding=1, dilation=(2, 1)),
 ]
 NAMED = {conv.name: conv for conv in GRID}
 
@@ -262,6 +266,31 @@ def test_flat_rows_share_one_padding_between_rows(name: str, width: int) -> None
 
 
 @pytest.mark.parametrize(
+    "name, columns",
+    [("wide_rows", 14), ("wide_first_layer", 13), ("wide_dilated_rows", 13), ("channels_last", 10)],
+)
+def test_rows_of_twelve_outputs_leave_the_extra_columns_out(name: str, columns: int) -> None:
+    """A window_matmul whose output rows hold at least ROW_RUN_LEAST windows computes only
+    those (the GEMM reads each row's windows as a run of its rows); narrower rows keep the
+    padded width's extra columns, which the reader skips."""
+    conv = NAMED[name]
+    nodes = [node for _, ops in _inference_conv(conv, "llvm").kernels() for node in ops]
+    (product,) = [node for node in nodes if node.op == "window_matmul"]
+    assert product.attrs["columns"] == columns
+    rows = product.attrs["rows"]
+    assert product.type.shape[1:] == (rows * columns, conv.w[0])
+
+
+@pytest.mark.parametrize("columns", [11, 16])
+def test_window_products_of_other_widths_are_refused(columns: int) -> None:
+    x = gc.input("x", ("B", 8, 15, 2))
+    w = gc.input("w", (18, 4))
+    attrs = {"kernel": (3, 3), "dilation": (1, 1), "rows": 5, "columns": columns}
+    with pytest.raises(gc.errors.ShapeError, match="columns of windows"):
+        make_node("window_matmul", [x.node, w.node], attrs)
+
+
+@pytest.mark.parametrize(
     "attrs, message",
     [
         ({"kernel": (1, 2), "dilation": (1, -1), "rows": 3}, "at least 1"),
@@ -275,10 +304,11 @@ def test_flat_windows_that_leave_the_input_are_refused(attrs: dict, message: str
         make_node("flat_im2col", [x.node], attrs)
 
 
-def test_the_columns_past_each_row_never_reach_the_output(backend: str) -> None:
+@pytest.mark.parametrize("name", ["channels_last", "wide_rows"])
+def test_the_columns_past_each_row_never_reach_the_output(name: str, backend: str) -> None:
     """The flat runs' extra columns read the next row's first pixels: inf and NaN there must
-    not leak into the outputs beside them."""
-    conv = NAMED["channels_last"]
+    not leak into the outputs beside them (nor the runs of rows skipping them)."""
+    conv = NAMED[name]
     x = gc.input("x", ("B", *conv.x[1:]))
     w = gc.input("w", conv.w)
     function = gc.compile([x, w], F.conv2d(x, w, **conv.options), backend=backend)

@@ -42,7 +42,7 @@ _SIGNATURE = ctypes.CFUNCTYPE(
     ctypes.c_void_p,
     ctypes.c_int32,
     ctypes.c_void_p,
-    *(ctypes.c_int64,) * 4,
+    *(ctypes.c_int64,) * 7,
 )
 _NUMPY = {"f32": np.float32, "f64": np.float64}
 # Bound on |C - A @ B| relative to |A| @ |B| (the magnitude the rounding error scales with).
@@ -87,13 +87,17 @@ class JitGemm:
         skinny: bool = False,
         packed: tuple[np.ndarray, int, int] | None = None,
         runs: tuple[int, int] | None = None,
+        row_runs: tuple[int, int, int, int] | None = None,
     ) -> None:
         """Run C (+)= A @ B in place; A and B may be any strided views, C has unit column stride.
         skinny lets the GEMM take its dot-product path where A and B are laid out for it;
         packed = (buffer, columns, first column) reads B from a buffer packed by pack(); runs =
-        (run length, run stride) reads A's depth in runs, a then being the first run."""
+        (run length, run stride) reads A's depth in runs, a then being the first run; row_runs =
+        (M, run length, run stride, first row) reads M rows of A in runs, a then being the first
+        run's first row."""
         m, (k, n) = a.shape[0], b.shape
         run_length, run_stride = runs if runs else (k, 0)
+        m, *rows = row_runs if row_runs else (m, 0, 0, 0)
         item = c.itemsize
         assert c.shape == (m, n) and (m == 0 or n <= 1 or c.strides[1] == item)
         if workspace is None:
@@ -117,13 +121,15 @@ class JitGemm:
             *((packed[0].ctypes.data, packed[1], packed[2]) if packed else (None, 0, 0)),
             run_length,
             run_stride,
+            *rows,
         )
 
     def pack(self, dtype: str, b: np.ndarray, packed: np.ndarray) -> None:
         """Pack all of B (any strided view) into packed, as a loop does before its first step."""
         (k, n), item = b.shape, b.itemsize
         args = (0, n, k, None, 0, 0, b.ctypes.data, b.strides[0] // item, b.strides[1] // item)
-        self.functions[dtype](*args, None, 0, None, gemm.PACK_B, packed.ctypes.data, 0, 0, k, 0)
+        packing = (gemm.PACK_B, packed.ctypes.data, 0, 0, k, 0, 0, 0, 0)
+        self.functions[dtype](*args, None, 0, None, *packing)
 
 
 def aligned_workspace(dtype: str, target: CpuTarget) -> np.ndarray:
@@ -302,6 +308,59 @@ def test_depth_in_runs(jit: JitGemm, dtype: str, case: str, accumulate: bool) ->
     c0 = rng.standard_normal((m, n)).astype(_NUMPY[dtype])
     c = c0.copy() if accumulate else np.full((m, n), np.nan, dtype=_NUMPY[dtype])
     jit.call(dtype, first_run, b, c, accumulate, skinny=True, runs=(length, run_stride))
+    assert_gemm_close(dtype, c, a, b, c0 if accumulate else None)
+
+
+# M, N, rows per run (None: the plan's MR), first row, depth runs (length, count), A's column
+# stride. A's rows are 5 x its column stride apart, runs of rows 3 rows and 1 element more.
+ROW_RUNS = {
+    "image_rows": (196, 32, 14, 0, (48, 1), 1),  # MNIST's second layer, one image
+    "thread_block": (98, 16, 14, 103, (48, 1), 1),  # a second thread's rows: phase 5
+    "tile_rows": (33, 20, None, 5, (9, 1), 1),  # a run of one tile's rows
+    "many_row_blocks": (700, 8, 29, 3, (7, 1), 1),  # blocks of MC rows start mid-run
+    "window": (60, 24, 13, 0, (12, 3), 1),  # depth in runs too
+    "strided": (40, 20, 12, 7, (10, 1), 3),  # columns 3 apart: the strided micro-kernel
+}
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("case", sorted(ROW_RUNS))
+def test_rows_in_runs(jit: JitGemm, dtype: str, case: str, accumulate: bool) -> None:
+    """Row i of A is row r = first + i of runs of L rows: at (r % L) * row stride + (r / L) *
+    run stride. Every row is read from its run, whatever the flags ask (skinny here), and C's
+    rows stay contiguous."""
+    m, n, length, first, (depth_length, depth_runs), column_stride = ROW_RUNS[case]
+    length = length or jit.plan(dtype).mr
+    row_stride = 5 * column_stride
+    run_stride = (length + 3) * row_stride + 1
+    depth_stride = (depth_length - 1) * column_stride + 2
+    last_row = first + m - 1
+    rows = np.arange(first, first + m)
+    row_at = (rows % length) * row_stride + (rows // length) * run_stride
+    k = np.arange(depth_length * depth_runs)
+    column_at = (k % depth_length) * column_stride + (k // depth_length) * depth_stride
+    size = int(row_at.max() + column_at.max()) + 1
+    assert row_at.max() == (last_row % length) * row_stride + (last_row // length) * run_stride
+    rng = np.random.default_rng(m * 31 + n)
+    flat = rng.standard_normal(size).astype(_NUMPY[dtype])
+    a = flat[row_at[:, None] + column_at]
+    first_row = np.lib.stride_tricks.as_strided(
+        flat, (1, depth_length), (row_stride * flat.itemsize, column_stride * flat.itemsize)
+    )
+    b = rng.standard_normal((k.size, n)).astype(_NUMPY[dtype])
+    c0 = rng.standard_normal((m, n)).astype(_NUMPY[dtype])
+    c = c0.copy() if accumulate else np.full((m, n), np.nan, dtype=_NUMPY[dtype])
+    jit.call(
+        dtype,
+        first_row,
+        b,
+        c,
+        accumulate,
+        skinny=True,
+        runs=(depth_length, depth_stride),
+        row_runs=(m, length, run_stride, first),
+    )
     assert_gemm_close(dtype, c, a, b, c0 if accumulate else None)
 
 

@@ -99,9 +99,10 @@ def plan_gemm(
 ) -> GemmCall | None:
     """Return the cuBLAS call computing a matmul kernel's product (its epilogue aside) for
     these symbol sizes, or None if the own kernel should: small, integers, a layout cuBLAS
-    cannot address (A's depth in runs), or a product in a Variable's memory (`aliased`),
+    cannot address (A's depth or rows in runs), or a product in a Variable's memory (`aliased`),
     which cuBLAS would write even after a failed kernel, where the own kernel does nothing."""
-    if aliased or kernel.dtype not in (float32, float64) or kernel.a_segments is not None:
+    in_runs = kernel.a_depth_runs is not None or kernel.a_row_runs is not None
+    if aliased or kernel.dtype not in (float32, float64) or in_runs:
         return None
     m, n, depth = (evaluate(x, bindings) for x in (kernel.m, kernel.n, kernel.k))
     extents = [evaluate(x, bindings) for x in kernel.batch]

@@ -52,6 +52,7 @@ class _Tile:
     epilogue_extents: list[ir.Value]
     scope: Scope
     a_runs: tuple[ir.Value, ir.Value] | None  # A's depth runs' length and stride, if in runs
+    a_row_runs: tuple[ir.Value, ir.Value] | None  # A's row runs' length and stride, if in runs
 
 
 def emit_gemm(kf: KernelFunction, kernel: k.MatmulKernel) -> None:
@@ -87,14 +88,25 @@ def emit_gemm(kf: KernelFunction, kernel: k.MatmulKernel) -> None:
     col0 = b.mul(b.srem(within, tiles_n), _i(TILE), name="col0")
     scope = uniform.child()
     a_base, b_base = _batch_offsets(kf, kernel, batch, matrix, scope)
-    segments = kernel.a_segments
-    runs = (
-        None
-        if segments is None
-        else (index(segments.length, uniform), index(segments.stride, uniform))
+    runs, row_runs = (
+        None if found is None else (index(found.length, uniform), index(found.stride, uniform))
+        for found in (kernel.a_depth_runs, kernel.a_row_runs)
     )
     tile = _Tile(
-        m, n, depth, a_strides, b_strides, matrix, row0, col0, a_base, b_base, extents, scope, runs
+        m,
+        n,
+        depth,
+        a_strides,
+        b_strides,
+        matrix,
+        row0,
+        col0,
+        a_base,
+        b_base,
+        extents,
+        scope,
+        runs,
+        row_runs,
     )
     with d.threads():
         for slot in accumulators:
@@ -148,13 +160,18 @@ def _copy_slices(
     d, b = kf.dialect, kf.builder
     zero = ir.Constant(register_type(kernel.dtype), 0.0)
 
-    def copy(pointer, base, strides, row, column, inside, target, runs=None) -> None:
-        at_column = b.mul(column, strides[1])
-        if runs is not None:  # A's depth in runs: column k is k % length into run k // length
-            length, stride = runs
-            run, within = b.sdiv(column, length), b.srem(column, length)
-            at_column = b.add(b.mul(within, strides[1]), b.mul(run, stride))
-        offset = b.add(base, b.add(b.mul(row, strides[0]), at_column))
+    def along(position, stride, runs) -> ir.Value:
+        """Return the offset of a row or column, `runs` (length, stride) apart if in runs."""
+        if runs is None:
+            return b.mul(position, stride)
+        length, run_stride = runs
+        run, within = b.sdiv(position, length), b.srem(position, length)
+        return b.add(b.mul(within, stride), b.mul(run, run_stride))
+
+    def copy(pointer, base, strides, row, column, inside, target, runs=(None, None)) -> None:
+        places = zip((row, column), strides, runs, strict=True)
+        at_row, at_column = (along(*place) for place in places)
+        offset = b.add(base, b.add(at_row, at_column))
         # An element outside reads the matrix's first instead (always there), then is zeroed.
         value = b.load(b.gep(pointer, [b.select(inside, offset, base)]))
         b.store(b.select(inside, value, zero), target)
@@ -173,7 +190,7 @@ def _copy_slices(
             k_a,
             inside,
             target,
-            tile.a_runs,
+            (tile.a_row_runs, tile.a_runs),
         )
         kk, column = b.lshr(element, _i(6)), b.and_(element, _i(TILE - 1))
         k_b, j = b.add(k0, kk), b.add(tile.col0, column)

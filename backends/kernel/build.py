@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from graphc.backends.kernel.coalesce import coalesce_kernels
 from graphc.backends.kernel.index import Index, dim_expr
 from graphc.backends.kernel.ir import (
-    DepthSegments,
     IBin,
     IConst,
     IndexCheck,
@@ -17,6 +16,7 @@ from graphc.backends.kernel.ir import (
     LoopKernel,
     MatmulKernel,
     Operand,
+    Runs,
     ScatterAddKernel,
     Store,
     ValueIndex,
@@ -306,11 +306,13 @@ def _matmul_kernel(name, node: Node, names, epilogue, covers) -> MatmulKernel:
 def _window_matmul_kernel(name, node: Node, names, epilogue, covers) -> MatmulKernel:
     """Return a window_matmul as a batched GEMM over the images whose A reads the padded
     image (a buffer, contiguous) in place: pixel p's row starts at p * C, and the kW * C taps
-    of kernel row i at i * dh * Wp * C more (the depth's runs)."""
+    of kernel row i at i * dh * Wp * C more (the depth's runs); with fewer columns than Wp,
+    each output row's windows are a run of A's rows, Wp * C apart."""
     image, weight = node.inputs
     # window_matmul's type rule leaves only the batch dim symbolic.
     height, width, channels = static_shape(image.type.shape[1:])
     (kh, kw), (dh, _) = node.attrs["kernel"], node.attrs["dilation"]
+    columns = node.attrs["columns"]
     batch, positions, out_channels = (dim_expr(d) for d in node.type.shape)
     depth = IConst(kh * kw * channels)
     # Fusion keeps the image a buffer, or a view laid out as one (a reshape of a buffer).
@@ -322,7 +324,8 @@ def _window_matmul_kernel(name, node: Node, names, epilogue, covers) -> MatmulKe
         (IConst(height * width * channels), IConst(channels), IConst(1)),
     )
     b = _operand(weight, names, 1, "right")
-    segments = DepthSegments(IConst(kw * channels), IConst(dh * width * channels))
+    depth_runs = Runs(IConst(kw * channels), IConst(dh * width * channels))
+    row_runs = None if columns == width else Runs(IConst(columns), IConst(width * channels))
     return MatmulKernel(
         name,
         a,
@@ -335,7 +338,8 @@ def _window_matmul_kernel(name, node: Node, names, epilogue, covers) -> MatmulKe
         node.type.dtype,
         epilogue,
         covers,
-        a_segments=segments,
+        a_depth_runs=depth_runs,
+        a_row_runs=row_runs,
     )
 
 

@@ -268,10 +268,13 @@ PACKED_B_SLACK = 64
 
 
 @dataclass(frozen=True, slots=True)
-class DepthSegments:
-    """A's depth in runs of `length` columns, run r starting r * `stride` elements after the
-    first (a window_matmul's kernel rows): column k of A is at (k % length) * its column
-    stride + (k // length) * stride, and K is a whole number of runs."""
+class Runs:
+    """A's depth or rows in runs of `length`, run r starting r * `stride` elements after the
+    first. Depth (a window_matmul's kernel rows): column k of A is at (k % length) * its
+    column stride + (k // length) * stride, and K is a whole number of runs. Rows (a
+    window_matmul's output rows): row i is at (i % length) * its row stride + (i // length)
+    * stride, M is a whole number of runs, and a run holds at least window_matmul's
+    ROW_RUN_LEAST rows."""
 
     length: IntExpr
     stride: IntExpr
@@ -284,8 +287,8 @@ class MatmulKernel:
 
     packed_b names a buffer (K x (N + PACKED_B_SLACK) elements) where a loop's B, the same at
     every step, is packed once before the loop in the backend's GEMM layout (`ScanKernel`); a
-    backend without one reads b. a_segments, where set, lays A's depth out in runs
-    (`DepthSegments`); such a kernel has no packed_b."""
+    backend without one reads b. a_depth_runs and a_row_runs, where set, lay A's depth and
+    rows out in runs (`Runs`); such a kernel has no packed_b."""
 
     name: str
     a: Operand
@@ -299,14 +302,15 @@ class MatmulKernel:
     epilogue: LoopKernel | None = None
     covers: tuple[int, ...] = ()
     packed_b: str | None = None
-    a_segments: DepthSegments | None = None
+    a_depth_runs: Runs | None = None
+    a_row_runs: Runs | None = None
 
 
 def packs_b_whole(kernel: MatmulKernel) -> bool:
     """Return whether a matmul's B may be packed whole ahead of its calls (`packed_b`): one
     matrix (no batch dims), A's depth not in runs (the GEMM groups such a depth itself and
     packs B per group), a float dtype."""
-    return not kernel.batch and kernel.a_segments is None and kernel.dtype.is_float
+    return not kernel.batch and kernel.a_depth_runs is None and kernel.dtype.is_float
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,8 @@ PACK_B = 8  # only pack all of B into packed_b
 # steps a whole column per k in every row: 2048 x 512 @ 512 x 256 went 133 -> 88, so it is
 # packed.
 IN_PLACE_ROW_BYTES = 1024
+# The row_length standing for no row runs: longer than any M, and no sum of it overflows.
+NO_ROW_RUNS = 1 << 48
 
 
 def gemm_function(
@@ -68,7 +70,8 @@ def gemm_function(
                                   float* C, i64 c_row_stride,
                                   float* workspace, i32 flags,
                                   float* packed_b, i64 packed_columns, i64 first_column,
-                                  i64 run_length, i64 run_stride)
+                                  i64 run_length, i64 run_stride,
+                                  i64 row_length, i64 row_stride, i64 first_row)
     computes C[M, N] = A[M, K] @ B[K, N], or C += A @ B when flags has ACCUMULATE.
 
     A's depth may come in runs (a window_matmul's kernel rows): with 0 < run_length < K,
@@ -76,6 +79,13 @@ def gemm_function(
     run_stride. Such a call reads A in place and takes neither skinny path; its depth goes in
     groups of whole runs that fit one block of KC (`_depth_groups`), so any K works. Any
     other run_length means one run.
+
+    A's rows may come in runs too (a window_matmul's output rows, without the windows that
+    stand for no output): with row_length > 0, A's row i is row r = first_row + i of the
+    runs, at A + (r % row_length) * a_row_stride + (r / row_length) * row_stride; C's rows
+    stay contiguous. A run holds at least MR rows (ROW_RUN_LEAST covers every plan), so a
+    micro-tile's rows cross into the next run at most once. Such a call reads A in place and
+    takes neither skinny path. A row_length of 0 means no runs (first_row is then ignored).
 
     With SKINNY (the caller's whole product is small, see gemm_dot.is_small) it reads A and B
     unpacked: by dot products when A's rows and B's columns are contiguous (gemm_dot.py), by
@@ -396,9 +406,11 @@ def _emit_micro_kernel(module: ir.Module, plan: GemmPlan, a_layout: str) -> ir.F
     With A in place (a_layout "strided" or "rows"; see IN_PLACE_ROW_BYTES: a product of a few
     column panels uses each element of A a few times, so packing it is mostly a copy): A[i, k]
     at a[i * a_row_stride + k * a_col_stride], a_col_stride 1 for "rows", rows past mr
-    reading row mr - 1 again (never stored); and A's depth may come in runs (see
-    gemm_function): column k at a[(k % run_length) * a_col_stride + (k / run_length) *
-    run_stride] (a run_length of at least kc: one run)."""
+    reading row mr - 1 again (never stored), and row_skip elements further from the row
+    where row_phase + i reaches row_length (A's rows in runs, see gemm_function; row_phase
+    is the tile's first row's place in its run, and a run holds at least MR rows); and A's
+    depth may come in runs (see gemm_function): column k at a[(k % run_length) *
+    a_col_stride + (k / run_length) * run_stride] (a run_length of at least kc: one run)."""
     signature = (
         "i64 kc, ptr noalias a_panel, ptr noalias b_panel, ptr noalias c, i64 c_row_stride,"
         " i64 mr, i64 nr, i1 beta"
@@ -407,16 +419,22 @@ def _emit_micro_kernel(module: ir.Module, plan: GemmPlan, a_layout: str) -> ir.F
     suffix = f"_{a_layout}" if in_place else ""
     if in_place:
         signature += ", i64 a_row_stride, i64 a_col_stride, i64 run_length, i64 run_stride"
+        signature += ", i64 row_phase, i64 row_length, i64 row_skip"
     fn, e = define_function(module, plan, f"{plan.name}_micro_kernel{suffix}", signature)
     kc, a_panel, b_panel, c, c_row_stride, mr, nr, beta = fn.args[:8]
     irb = e.builder
     if in_place:
-        a_row_stride, a_col_stride, run_length, run_stride = fn.args[8:]
+        a_row_stride, a_col_stride, run_length, run_stride = fn.args[8:12]
+        row_phase, row_length, row_skip = fn.args[12:]
         last_row = irb.sub(mr, e.const(1), name="last_row")
-        rows = [
-            irb.mul(e.min(e.const(i), last_row, name=f"a_row{i}"), a_row_stride)
-            for i in range(plan.mr)
-        ]
+        rows = []
+        for i in range(plan.mr):
+            row = e.min(e.const(i), last_row, name=f"a_row{i}")
+            past_run = irb.icmp_signed(
+                ">=", irb.add(row_phase, row), row_length, name=f"a_row{i}_past_run"
+            )
+            skip = irb.select(past_run, row_skip, e.const(0), name=f"a_row{i}_skip")
+            rows.append(irb.add(irb.mul(row, a_row_stride), skip, name=f"a_row{i}_at"))
         column_step: ir.Value = a_col_stride if a_layout == "strided" else e.const(1)
     else:
         rows = [e.const(i) for i in range(plan.mr)]
@@ -564,32 +582,36 @@ def _emit_macro_kernel(
 ) -> ir.Function:
     """Emit the macro-kernel: sweep micro-tiles over A[mc, kc] and packed B[kc, nc], with A
     packed at a, or where it lies (strides a_row_stride, a_col_stride, its depth in runs of
-    run_length run_stride apart) when a_unpacked."""
+    run_length run_stride apart, its rows in runs of row_length, the first row at row_phase
+    of its run and row_skip elements more between runs) when a_unpacked."""
     signature = (
         "i64 mc, i64 nc, i64 kc, ptr noalias a, ptr noalias b_packed, ptr noalias c,"
         " i64 c_row_stride, i1 beta, i64 a_row_stride, i64 a_col_stride, i1 a_unpacked,"
-        " i64 run_length, i64 run_stride"
+        " i64 run_length, i64 run_stride, i64 row_phase, i64 row_length, i64 row_skip"
     )
     fn, e = define_function(module, plan, f"{plan.name}_macro_kernel", signature)
     mc, nc, kc, a_ptr, b_packed, c_ptr, c_row_stride, beta = fn.args[:8]
-    a_row_stride, a_col_stride, a_unpacked, run_length, run_stride = fn.args[8:]
+    a_row_stride, a_col_stride, a_unpacked, run_length, run_stride = fn.args[8:13]
+    row_phase, row_length, row_skip = fn.args[13:]
     c = Matrix(c_ptr, c_row_stride, e.const(1))
     irb = e.builder
     rows_contiguous = irb.icmp_signed("==", a_col_stride, e.const(1), name="a_rows_contiguous")
+    tile_rows = irb.mul(e.const(plan.mr), a_row_stride, name="tile_rows")
 
     def column_panel(jr: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
         nr = e.min(irb.sub(nc, jr), plan.nr, name="nr")
         b_panel = e.element(b_packed, irb.mul(jr, kc), name="b_panel")
 
-        def row_panel(ir_start: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
+        def row_panel(ir_start: ir.Value, place: list[ir.Value]) -> list[ir.Value]:
+            phase, a_at = place
             mr = e.min(irb.sub(mc, ir_start), plan.mr, name="mr")
             c_tile = c.block(e, ir_start, jr, name="c_tile").ptr
             arguments = [b_panel, c_tile, c_row_stride, mr, nr, beta]
             with irb.if_else(a_unpacked) as (unpacked, packed):
                 with unpacked:
-                    a_rows = e.element(a_ptr, irb.mul(ir_start, a_row_stride), name="a_rows")
+                    a_rows = e.element(a_ptr, a_at, name="a_rows")
                     in_place = [kc, a_rows, *arguments, a_row_stride, a_col_stride]
-                    in_place += [run_length, run_stride]
+                    in_place += [run_length, run_stride, phase, row_length, row_skip]
                     with irb.if_else(rows_contiguous) as (by_rows, by_strides):
                         with by_rows:
                             irb.call(rows_kernel, in_place)
@@ -598,9 +620,15 @@ def _emit_macro_kernel(
                 with packed:
                     a_panel = e.element(a_ptr, irb.mul(ir_start, kc), name="a_panel")
                     irb.call(micro_kernel, [kc, a_panel, *arguments])
-            return []
+            # The next tile's first row: MR rows on, past the end of its run at most once.
+            following = irb.add(phase, e.const(plan.mr), name="following")
+            next_run = irb.icmp_signed(">=", following, row_length, name="next_run")
+            phase = irb.select(next_run, irb.sub(following, row_length), following)
+            a_at = irb.add(a_at, tile_rows)
+            a_at = irb.add(a_at, irb.select(next_run, row_skip, e.const(0)), name="a_at")
+            return [phase, a_at]
 
-        e.loop("ir", 0, mc, plan.mr, row_panel)
+        e.loop("ir", 0, mc, plan.mr, row_panel, [("phase", row_phase), ("a_at", e.const(0))])
         return []
 
     e.loop("jr", 0, nc, plan.nr, column_panel)
@@ -684,11 +712,12 @@ def _emit_driver(
         "i64 M, i64 N, i64 K, ptr a, i64 a_row_stride, i64 a_col_stride,"
         " ptr b, i64 b_row_stride, i64 b_col_stride, ptr c, i64 c_row_stride,"
         " ptr workspace, i32 flags, ptr packed_b, i64 packed_columns, i64 first_column,"
-        " i64 run_length, i64 run_stride"
+        " i64 run_length, i64 run_stride, i64 row_length, i64 row_stride, i64 first_row"
     )
     fn, e = define_function(module, plan, name, signature, internal=False)
     m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, b_cs, c_ptr, c_rs, workspace, flags = fn.args[:13]
-    packed_b, packed_columns, first_column, run_length, run_stride = fn.args[13:]
+    packed_b, packed_columns, first_column, run_length, run_stride = fn.args[13:18]
+    row_length, row_stride, first_row = fn.args[18:]
     irb = e.builder
     with irb.if_then(_flag(e, flags, PACK_B)):
         _pack_whole_b(e, pack_b, n, k, Matrix(b_ptr, b_rs, b_cs), packed_b)
@@ -701,7 +730,9 @@ def _emit_driver(
     )
     one_run = irb.select(irb.icmp_signed(">", k, e.const(0)), k, e.const(1), name="one_run")
     run_length = irb.select(in_runs, run_length, one_run, name="run_length")
-    skinny = irb.and_(_flag(e, flags, SKINNY), irb.not_(in_runs), name="skinny")
+    row_runs = irb.icmp_signed(">", row_length, e.const(0), name="row_runs")
+    in_place_runs = irb.or_(in_runs, row_runs, name="in_place_runs")
+    skinny = irb.and_(_flag(e, flags, SKINNY), irb.not_(in_place_runs), name="skinny")
     by_dots = fn.append_basic_block("by_dots")
     not_dots = fn.append_basic_block("not_dots")
     by_rows = fn.append_basic_block("by_rows")
@@ -717,8 +748,15 @@ def _emit_driver(
     irb.call(rows, [m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, c_ptr, c_rs, accumulate_old])
     irb.ret_void()
     irb.position_at_end(packed)
+    # Without row runs: one run longer than any M, no skip, first row 0.
+    row_length = irb.select(row_runs, row_length, e.const(NO_ROW_RUNS), name="row_length")
+    first_row = irb.select(row_runs, first_row, e.const(0), name="first_row")
+    a_run = e.element(a_ptr, irb.mul(irb.sdiv(first_row, row_length), row_stride), name="first_run")
+    first_phase = irb.srem(first_row, row_length, name="first_phase")
+    row_skip = irb.sub(row_stride, irb.mul(row_length, a_rs))
+    row_skip = irb.select(row_runs, row_skip, e.const(0), name="row_skip")
     swapped, (m, n, a, b) = _transpose_column_output(
-        e, m, n, Matrix(a_ptr, a_rs, a_cs), Matrix(b_ptr, b_rs, b_cs), c_rs, in_runs
+        e, m, n, Matrix(a_run, a_rs, a_cs), Matrix(b_ptr, b_rs, b_cs), c_rs, in_place_runs
     )
     c = Matrix(c_ptr, c_rs, e.const(1))
     at_panel = irb.icmp_signed(
@@ -746,7 +784,7 @@ def _emit_driver(
             )
             one_panel = irb.icmp_signed("<=", nc, e.const(plan.nr), name="one_panel")
             by_layout = irb.or_(one_panel, irb.and_(few_panels, a_rows_contiguous))
-            in_place = irb.or_(by_layout, in_runs, name="a_in_place")
+            in_place = irb.or_(by_layout, in_place_runs, name="a_in_place")
 
             def depth_block(pc: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
                 kc = e.min(irb.sub(k_g, pc), plan.kc, name="kc")
@@ -766,15 +804,26 @@ def _emit_driver(
 
                 def row_block(ic: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
                     mc = e.min(irb.sub(m, ic), plan.mc, name="mc")
-                    a_block = a_g.block(e, ic, pc, name="a_block")
+                    row = irb.add(first_phase, ic, name="block_row")
+                    phase = irb.srem(row, row_length, name="block_phase")
+                    run_at = irb.mul(irb.sdiv(row, row_length), row_stride)
+                    row_at = irb.add(run_at, irb.mul(phase, a_g.row_stride), name="block_row_at")
+                    a_block = a_g.block(e, 0, pc, name="a_block")
+                    a_block = Matrix(
+                        e.element(a_block.ptr, row_at, name="a_block_rows"),
+                        a_block.row_stride,
+                        a_block.col_stride,
+                    )
                     with irb.if_then(irb.not_(in_place)):
                         irb.call(pack_a, [mc, kc, *a_block, a_packed])
                     a_source = irb.select(in_place, a_block.ptr, a_packed, name="a_source")
                     c_block = c.block(e, ic, jc, name="c_block").ptr
                     strides = [a_block.row_stride, a_block.col_stride, in_place]
+                    row_runs = [phase, row_length, row_skip]
                     irb.call(
                         macro_kernel,
-                        [mc, nc, kc, a_source, b_packed, c_block, c_rs, beta, *strides, *runs],
+                        [mc, nc, kc, a_source, b_packed, c_block, c_rs, beta, *strides, *runs]
+                        + row_runs,
                     )
                     return []
 

@@ -716,14 +716,14 @@ def narrow_gemm(kernel: k.MatmulKernel) -> bool:
     if kernel.packed_b is not None or not isinstance(kernel.n, k.IConst):
         return False
     narrow = gemm_plan(kernel.dtype.short, narrow=True)
-    fewest = 0 if kernel.a_segments is not None else DOT_MAX_SIDE
+    fewest = 0 if kernel.a_depth_runs is not None else DOT_MAX_SIDE
     fits = fewest < kernel.n.value <= narrow.nr
     return fits and narrow != gemm_plan(kernel.dtype.short)
 
 
 def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Function:
     """Emit the GEMM calls of a (batched) matmul over a block of rows or columns, one per
-    matrix of the batch (A's depth in runs where it has `DepthSegments`)."""
+    matrix of the batch (A's depth or rows in runs where it has `Runs`)."""
     buffers = [kernel.a.buffer, kernel.b.buffer, kernel.out, "workspace"]
     if kernel.packed_b is not None:
         buffers.append(kernel.packed_b)
@@ -752,10 +752,21 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
     small = is_small(b, m, n, depth)
     flags = b.select(small, ir.Constant(I32, SKINNY), ir.Constant(I32, 0), name="gemm_flags")
     # A's depth in runs (a window_matmul's kernel rows), or one run of all of it.
-    segments = kernel.a_segments
+    depth_runs = kernel.a_depth_runs
     runs = [depth, ir.Constant(I64, 0)]
-    if segments is not None:
-        runs = [index(segments.length, scope), index(segments.stride, scope)]
+    if depth_runs is not None:
+        runs = [index(depth_runs.length, scope), index(depth_runs.stride, scope)]
+    # A's rows in runs (a window_matmul's output rows): the GEMM finds the block's first row.
+    row_runs = kernel.a_row_runs
+    runs += [ir.Constant(I64, 0)] * 2
+    if row_runs is not None:
+        tallest = gemm_plan(kernel.dtype.short, narrow=narrow_gemm(kernel)).mr
+        if not (isinstance(row_runs.length, k.IConst) and row_runs.length.value >= tallest):
+            raise CompileError(
+                f"{kernel.name}: A's rows come in runs of {row_runs.length}, fewer than the "
+                f"GEMM's {tallest}-row tiles"
+            )
+        runs[2:] = [index(row_runs.length, scope), index(row_runs.stride, scope)]
     if kernel.packed_b is None:
         packed_b = ir.Constant(elem.as_pointer(), None)
     else:
@@ -771,7 +782,8 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
             a_off = b.add(a_off, b.mul(i, index(kernel.a.strides[position], scope)))
             b_off = b.add(b_off, b.mul(i, index(kernel.b.strides[position], scope)))
         c_off = b.mul(flat, b.mul(m, n))
-        a_off = b.add(a_off, b.mul(row_start, a_rs))
+        if row_runs is None:
+            a_off = b.add(a_off, b.mul(row_start, a_rs))
         b_off = b.add(b_off, b.mul(column_start, b_cs))
         c_off = b.add(c_off, b.add(b.mul(row_start, n), column_start))
         a_ptr = b.gep(fe.pointer(kernel.a.buffer), [a_off])
@@ -797,6 +809,7 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
                 n,
                 column_start,
                 *runs,
+                row_start,
             ],
         )
         return []
@@ -833,10 +846,7 @@ def emit_packing(ctx: KernelContext, fe: FunctionEmitter, kernel: k.MatmulKernel
             null,
             ir.Constant(I32, PACK_B),
             b.bitcast(fe.pointer(kernel.packed_b), elem),
-            zero,
-            zero,
-            zero,
-            zero,
+            *[zero] * 7,
         ],
     )
 

@@ -374,11 +374,13 @@ def flat_im2col(context: ExportContext, node: gc.Node) -> str:
 @emits("window_matmul")
 def window_matmul(context: ExportContext, node: gc.Node) -> str:
     """The taps of every pixel of the flattened padded image, one Slice per tap concatenated
-    along the channels in (i, j, c) order, times the weight matrix: one MatMul."""
+    along the channels in (i, j, c) order, times the weight matrix: one MatMul; then, with
+    fewer columns than the padded width, each row's first columns."""
     x, w = _operands(context, node)
     _, height, width, channels = node.inputs[0].type.shape
     (kh, kw), (dh, _) = node.attrs["kernel"], node.attrs["dilation"]
-    length = node.attrs["rows"] * width
+    rows, columns = node.attrs["rows"], node.attrs["columns"]
+    length = rows * width
     flat = context.add("Reshape", [x, context.const([0, height * width, channels], np.int64)])
     taps = []
     for i in range(kh):
@@ -386,7 +388,13 @@ def window_matmul(context: ExportContext, node: gc.Node) -> str:
             start = i * dh * width + j
             bounds = [context.const([value], np.int64) for value in (start, start + length, 1)]
             taps.append(context.add("Slice", [flat, *bounds]))
-    return context.add("MatMul", [context.add("Concat", taps, axis=2), w])
+    product = context.add("MatMul", [context.add("Concat", taps, axis=2), w])
+    if columns == width:
+        return product
+    grid = context.add("Reshape", [product, context.const([0, rows, width, -1], np.int64)])
+    bounds = [context.const([value], np.int64) for value in (0, columns, 2)]
+    kept = context.add("Slice", [grid, *bounds])
+    return context.add("Reshape", [kept, context.const([0, rows * columns, -1], np.int64)])
 
 
 @emits("col2im")

@@ -283,13 +283,21 @@ define_op(
 
 # window_matmul: a stride-1 convolution's product over the flat windows of a channels-last
 # padded image, read where they lie (no im2col): x (N, Hp, Wp, C), w (kH * kW * C, O) with its
-# rows in (i, j, c) order, out (N, rows * Wp, O) with out[n, p] the sum over taps (i, j) of
-# pixel p + i * dh * Wp + j of x[n]'s flattened rows times w's (i, j) block: position
-# oh * Wp + ow is the window whose first tap is pixel (oh, ow), and the reader skips the
-# windows that stand for no output, as flat_im2col's does. Channels last, the kW * C taps of
-# a kernel row are one contiguous run per pixel, so the GEMM reads each kernel row's windows
-# as a matrix (rows C apart) in place; that needs a dilation of 1 along the width. attrs
-# kernel, dilation, rows.
+# rows in (i, j, c) order, out (N, rows * columns, O) with out[n, oh * columns + ow] the sum
+# over taps (i, j) of pixel p = oh * Wp + ow + i * dh * Wp + j of x[n]'s flattened rows times
+# w's (i, j) block: the window whose first tap is pixel (oh, ow). Channels last, the kW * C
+# taps of a kernel row are one contiguous run per pixel, so the GEMM reads each kernel row's
+# windows as a matrix (rows C apart) in place; that needs a dilation of 1 along the width.
+# With columns = Wp the product's rows are one run, and the reader skips the windows that
+# stand for no output, as flat_im2col's does; with fewer, each output row's windows are a run
+# of the GEMM's rows, which needs at least ROW_RUN_LEAST of them. attrs kernel, dilation,
+# rows, columns.
+#
+# The tallest micro-tile of the CPU GEMM's plans (12 rows): a tile then crosses into the next
+# run of rows at most once.
+ROW_RUN_LEAST = 12
+
+
 def _window_matmul_infer(types, attrs):
     x, w = types
     dtype = same_dtype(types, "the padded image and the weight")
@@ -317,7 +325,13 @@ def _window_matmul_infer(types, attrs):
             f"{rows} rows of {kh}x{kw} windows (row dilation {dh}) reach past the flattened "
             f"{hp}x{wp} padded image"
         )
-    return TensorType((shape[0], rows * wp, w.shape[1]), dtype)
+    columns = attrs["columns"]
+    if columns != wp and not ROW_RUN_LEAST <= columns < wp:
+        raise ShapeError(
+            f"needs {wp} columns of windows (the padded width) or {ROW_RUN_LEAST} to {wp - 1}, "
+            f"got {columns}"
+        )
+    return TensorType((shape[0], rows * columns, w.shape[1]), dtype)
 
 
 def _window_matmul_reference(args, attrs, env):
@@ -331,7 +345,8 @@ def _window_matmul_reference(args, attrs, env):
         for j in range(kw):
             start = i * dh * wp + j
             out += pixels[:, start : start + length] @ taps[i, j]
-    return out
+    grid = out.reshape(n, attrs["rows"], wp, w.shape[1])[:, :, : attrs["columns"]]
+    return np.ascontiguousarray(grid).reshape(n, attrs["rows"] * attrs["columns"], w.shape[1])
 
 
 define_op(
