@@ -105,6 +105,33 @@ def test_results_do_not_depend_on_thread_count(monkeypatch, threads):
     np.testing.assert_allclose(columns, np.exp(value * value).mean(0), rtol=1e-5)
 
 
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+@pytest.mark.parametrize(
+    "batch, m, k, n, shared_b",
+    [
+        (5, 301, 40, 17, True),  # blocks of 768 or 512 rows end inside a matrix
+        (7, 130, 50, 40, False),
+        (3, 1000, 64, 8, True),
+        (64, 20, 40, 30, False),  # many matrices to a block
+        (4, 64, 256, 300, False),  # more columns than rows: each matrix's columns are split
+    ],
+)
+def test_batched_matmuls_split_the_rows_of_all_their_matrices(
+    monkeypatch, threads, batch, m, k, n, shared_b
+):
+    """A batched matmul's work range is the rows of its matrices one after another, so a
+    thread's block may end inside one matrix and the next start there: each part is its own
+    GEMM call, and the product does not depend on where the blocks fall."""
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
+    a = gc.input("a", ("B", m, k))
+    b = gc.input("b", (k, n) if shared_b else ("B", k, n))
+    f = _compile([a, b], [a @ b])
+    x = rng.standard_normal((batch, m, k)).astype(np.float32)
+    y = rng.standard_normal((k, n) if shared_b else (batch, k, n)).astype(np.float32)
+    want = x.astype(np.float64) @ y
+    np.testing.assert_allclose(f(x, y), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 def test_one_compilation_serves_every_batch_size():
     x = gc.input("x", ("B", 3))
     f = _compile([x], [(x * x).sum(1) + x[:, 0]])

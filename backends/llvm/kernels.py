@@ -698,13 +698,18 @@ def _row_invariant_reductions(kernel: k.LoopKernel, inner: k.Var) -> list[k.Redu
 def matmul_work(
     emitter: FunctionEmitter, kernel: k.MatmulKernel, scope: Scope
 ) -> tuple[ir.Value, ir.Value]:
-    """Return a matmul's work range (its rows if it has at least as many as columns, else its
-    columns: the split the kernel reads lo and hi in) and the flops per unit of that range."""
+    """Return a matmul's work range and the flops per unit of it: the rows of its matrices
+    one after another, if a matrix has at least as many rows as columns, else the columns
+    (of every matrix). The kernel reads lo and hi the same way."""
     b = emitter.builder
     index = emitter.expr.index
     m, n, depth = index(kernel.m, scope), index(kernel.n, scope), index(kernel.k, scope)
     batch = _product(b, [index(d, scope) for d in kernel.batch])
-    return _max(b, m, n), b.mul(b.mul(_min(b, m, n), depth), b.mul(batch, ir.Constant(I64, 2)))
+    two = ir.Constant(I64, 2)
+    by_rows = b.icmp_signed(">=", m, n)
+    total = b.select(by_rows, b.mul(batch, m), n)
+    cost = b.select(by_rows, b.mul(b.mul(n, depth), two), b.mul(b.mul(m, depth), b.mul(batch, two)))
+    return total, cost
 
 
 def narrow_gemm(kernel: k.MatmulKernel) -> bool:
@@ -732,12 +737,14 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
     scope = Scope()
     index = fe.expr.index
     m, n, depth = index(kernel.m, scope), index(kernel.n, scope), index(kernel.k, scope)
+    # The block: rows lo..hi of the matrices one after another (each matrix's share of them
+    # is one GEMM call), or columns lo..hi of every matrix (see matmul_work).
+    lo, hi = fe.args["lo"], fe.args["hi"]
+    zero = ir.Constant(I64, 0)
     by_rows = b.icmp_signed(">=", m, n, name="by_rows")
-    count = b.sub(fe.args["hi"], fe.args["lo"], name="count")
-    rows = b.select(by_rows, count, m, name="rows")
-    columns = b.select(by_rows, n, count, name="columns")
-    row_start = b.select(by_rows, fe.args["lo"], ir.Constant(I64, 0), name="row_start")
-    column_start = b.select(by_rows, ir.Constant(I64, 0), fe.args["lo"], name="column_start")
+    height = _max(b, m, ir.Constant(I64, 1))
+    columns = b.select(by_rows, n, b.sub(hi, lo), name="columns")
+    column_start = b.select(by_rows, zero, lo, name="column_start")
     a_rs, a_cs = index(kernel.a.strides[-2], scope), index(kernel.a.strides[-1], scope)
     b_rs, b_cs = index(kernel.b.strides[-2], scope), index(kernel.b.strides[-1], scope)
     batch = [index(d, scope) for d in kernel.batch]
@@ -774,6 +781,10 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
         flags = b.or_(flags, ir.Constant(I32, PACKED_B), name="gemm_flags")
 
     def batch_body(flat, carried):
+        first_row = b.mul(flat, m)
+        row_start = b.select(by_rows, _max(b, b.sub(lo, first_row), zero), zero, name="row_start")
+        row_end = b.select(by_rows, _min(b, b.sub(hi, first_row), m), m, name="row_end")
+        rows = b.sub(row_end, row_start, name="rows")
         remaining = flat
         a_off, b_off = ir.Constant(I64, 0), ir.Constant(I64, 0)
         for position in reversed(range(len(batch))):
@@ -814,7 +825,10 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
         )
         return []
 
-    fe.counted(ir.Constant(I64, 0), _product(b, batch), [], batch_body, "batch")
+    first = b.select(by_rows, b.sdiv(lo, height), zero, name="first_matrix")
+    last = b.sdiv(b.add(hi, b.sub(height, ir.Constant(I64, 1))), height)
+    end = b.select(by_rows, _min(b, last, _product(b, batch)), _product(b, batch), name="end")
+    fe.counted(first, end, [], batch_body, "batch")
     b.ret_void()
     return fe.finish()
 
