@@ -68,6 +68,9 @@ GRID = [
     Conv("wide_rows", (2, 4, 6, 14), (16, 4, 3, 3), padding=1),
     Conv("wide_first_layer", (2, 1, 5, 13), (24, 1, 3, 3), padding=1),
     Conv("wide_dilated_rows", (1, 3, 9, 12), (20, 3, 3, 2), padding=1, dilation=(2, 1)),
+    # 3 kernel rows of 192 taps: more than one depth block holds, so the GEMM packs the
+    # weights per group of runs, not once for all the images.
+    Conv("deep_wide_rows", (2, 64, 5, 12), (32, 64, 3, 3), padding=1),
 ]
 NAMED = {conv.name: conv for conv in GRID}
 
@@ -267,7 +270,13 @@ def test_flat_rows_share_one_padding_between_rows(name: str, width: int) -> None
 
 @pytest.mark.parametrize(
     "name, columns",
-    [("wide_rows", 14), ("wide_first_layer", 13), ("wide_dilated_rows", 13), ("channels_last", 10)],
+    [
+        ("wide_rows", 14),
+        ("wide_first_layer", 13),
+        ("wide_dilated_rows", 13),
+        ("deep_wide_rows", 12),
+        ("channels_last", 10),
+    ],
 )
 def test_rows_of_twelve_outputs_leave_the_extra_columns_out(name: str, columns: int) -> None:
     """A window_matmul whose output rows hold at least ROW_RUN_LEAST windows computes only

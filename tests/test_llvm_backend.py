@@ -114,6 +114,7 @@ def test_results_do_not_depend_on_thread_count(monkeypatch, threads):
         (3, 1000, 64, 8, True),
         (64, 20, 40, 30, False),  # many matrices to a block
         (4, 64, 256, 300, False),  # more columns than rows: each matrix's columns are split
+        (3, 700, 1100, 70, True),  # B packed once, in three depth blocks
     ],
 )
 def test_batched_matmuls_split_the_rows_of_all_their_matrices(
@@ -121,7 +122,8 @@ def test_batched_matmuls_split_the_rows_of_all_their_matrices(
 ):
     """A batched matmul's work range is the rows of its matrices one after another, so a
     thread's block may end inside one matrix and the next start there: each part is its own
-    GEMM call, and the product does not depend on where the blocks fall."""
+    GEMM call, and the product does not depend on where the blocks fall. A B the matrices
+    share is packed once per block."""
     monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
     a = gc.input("a", ("B", m, k))
     b = gc.input("b", (k, n) if shared_b else ("B", k, n))

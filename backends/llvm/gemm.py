@@ -92,12 +92,13 @@ def gemm_function(
     rows of B when B's rows are (gemm_rows.py); other layouts are packed. A and B are read
     through both strides, so transposed operands need no copy; C's columns are contiguous.
 
-    A loop that multiplies by the same B at every step packs it once: a call with PACK_B packs
-    all of B[K, N] into packed_b (K x (N rounded up to NR) elements, 64-byte aligned like the
-    workspace) and computes nothing; calls with PACKED_B then read their B from there, their
-    columns starting at first_column of a packed B of packed_columns columns (a block that
-    does not start at a panel packs as usual). workspace holds workspace_bytes(dtype, target)
-    bytes, 64-byte aligned, private to the call.
+    A loop that multiplies by the same B at every step packs it once (and so does a batched
+    product whose matrices share B): a call with PACK_B packs all of B[K, N] into packed_b
+    (K x (N rounded up to NR) elements, 64-byte aligned like the workspace) and computes
+    nothing; calls with PACKED_B then read their B from there, their columns starting at
+    first_column of a packed B of packed_columns columns (a block that does not start at a
+    panel packs as usual, and so does a depth in runs of more than one group). workspace
+    holds workspace_bytes(dtype, target) bytes, 64-byte aligned, private to the call.
     """
     plan = gemm_plan(dtype, target, narrow)
     if plan.name in module.globals:
@@ -771,11 +772,14 @@ def _emit_driver(
     prepacked = irb.and_(
         irb.and_(_flag(e, flags, PACKED_B), irb.not_(swapped)), at_panel, name="prepacked"
     )
-    prepacked = irb.and_(prepacked, irb.not_(in_runs), name="prepacked")
+    groups, depth_group = _depth_groups(e, k, a, b, run_length, run_stride)
+    # A depth in runs packs B per group of runs: a whole B packed ahead has that layout only
+    # where one group holds all of K.
+    one_group = irb.icmp_signed("==", groups, e.const(1), name="one_group")
+    prepacked = irb.and_(prepacked, irb.or_(irb.not_(in_runs), one_group), name="prepacked")
     packed_width = _panels_width(e, packed_columns)
     a_packed = e.element(workspace, plan.packed_b_elements, name="a_packed")
     a_rows_contiguous = irb.icmp_signed("==", a.col_stride, e.const(1), name="a_rows_contiguous")
-    groups, depth_group = _depth_groups(e, k, a, b, run_length, run_stride)
 
     def group(g: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
         k_g, a_g, b_g, runs = depth_group(g)

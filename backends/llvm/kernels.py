@@ -779,6 +779,11 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
     else:
         packed_b = b.bitcast(fe.pointer(kernel.packed_b), elem.as_pointer())
         flags = b.or_(flags, ir.Constant(I32, PACKED_B), name="gemm_flags")
+    shared_b = kernel.batch and all(
+        isinstance(stride, k.IConst) and stride.value == 0 for stride in kernel.b.strides[:-2]
+    )
+    if shared_b and kernel.packed_b is None:
+        flags, packed_b = _pack_shared_b(fe, kernel, gemm, (m, n, depth), flags, workspace)
 
     def batch_body(flat, carried):
         first_row = b.mul(flat, m)
@@ -831,6 +836,60 @@ def emit_matmul_kernel(ctx: KernelContext, kernel: k.MatmulKernel) -> ir.Functio
     fe.counted(first, end, [], batch_body, "batch")
     b.ret_void()
     return fe.finish()
+
+
+def _pack_shared_b(
+    fe: FunctionEmitter,
+    kernel: k.MatmulKernel,
+    gemm: ir.Function,
+    sizes: tuple[ir.Value, ir.Value, ir.Value],
+    flags: ir.Value,
+    workspace: ir.Value,
+) -> tuple[ir.Value, ir.Value]:
+    """Pack the B that a batched matmul's matrices share once, into the thread's workspace
+    (the GEMM's own B block, unused while it reads a packed B), where the block splits rows,
+    the product takes the packed path, B fits, and has more than one column (a call computing
+    one column may transpose the product and pack its A there instead); return the flags and
+    packed_b of its calls. Each call would otherwise pack the same B again (a convolution's
+    weights, 64 times at batch 64)."""
+    b = fe.builder
+    m, n, depth = sizes
+    plan = gemm_plan(kernel.dtype.short, narrow=narrow_gemm(kernel))
+    panels = b.sdiv(b.add(n, ir.Constant(I64, plan.nr - 1)), ir.Constant(I64, plan.nr))
+    size = b.mul(depth, b.mul(panels, ir.Constant(I64, plan.nr)))
+    fits = b.icmp_signed("<=", size, ir.Constant(I64, plan.packed_b_elements))
+    # A in runs never takes the skinny paths (gemm_function).
+    in_runs = kernel.a_depth_runs is not None or kernel.a_row_runs is not None
+    packed_path = ir.Constant(ir.IntType(1), 1)
+    if not in_runs:
+        packed_path = b.icmp_signed("==", flags, ir.Constant(I32, 0))
+    by_rows = b.and_(b.icmp_signed(">=", m, n), b.icmp_signed(">", n, ir.Constant(I64, 1)))
+    ahead = b.and_(b.and_(by_rows, packed_path), fits, name="b_packed_ahead")
+    zero = ir.Constant(I64, 0)
+    null = ir.Constant(workspace.type, None)
+    with b.if_then(ahead):
+        b.call(
+            gemm,
+            [
+                zero,
+                n,
+                depth,
+                null,
+                zero,
+                zero,
+                b.bitcast(fe.pointer(kernel.b.buffer), workspace.type),
+                fe.expr.index(kernel.b.strides[-2], Scope()),
+                fe.expr.index(kernel.b.strides[-1], Scope()),
+                null,
+                zero,
+                null,
+                ir.Constant(I32, PACK_B),
+                workspace,
+                *[zero] * 7,
+            ],
+        )
+    flags = b.select(ahead, ir.Constant(I32, PACKED_B), flags, name="gemm_flags")
+    return flags, b.select(ahead, workspace, null, name="packed_b")
 
 
 def emit_packing(ctx: KernelContext, fe: FunctionEmitter, kernel: k.MatmulKernel) -> None:
