@@ -863,8 +863,9 @@ def _pack_shared_b(
     packed_path = ir.Constant(ir.IntType(1), 1)
     if not in_runs:
         packed_path = b.icmp_signed("==", flags, ir.Constant(I32, 0))
-    by_rows = b.and_(b.icmp_signed(">=", m, n), b.icmp_signed(">", n, ir.Constant(I64, 1)))
-    ahead = b.and_(b.and_(by_rows, packed_path), fits, name="b_packed_ahead")
+    splits_rows = b.icmp_signed(">=", m, n)
+    columns = b.icmp_signed(">", n, ir.Constant(I64, 1))
+    ahead = b.and_(b.and_(b.and_(splits_rows, columns), packed_path), fits, name="b_packed_ahead")
     zero = ir.Constant(I64, 0)
     null = ir.Constant(workspace.type, None)
     with b.if_then(ahead):
