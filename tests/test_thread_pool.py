@@ -108,13 +108,15 @@ def test_a_woken_worker_that_runs_late_does_not_make_the_pool_back_off(slow_work
     # strikes, the second would run the next 16 jobs on the caller alone, so job Y, published
     # right after X2, would have no worker chunk. Scheduling decides whether the worker joins
     # each job at all, so a few tries are allowed; the penalties Y earns are cleared first.
+    # The caller's chunk (20 million cycles, some ms) leaves a woken worker time to claim the
+    # other on a machine busy with other processes (2 million failed 20 tries there).
     for _ in range(20):
         for _ in range(PENALTY_JOBS << MAX_STRIKES):
             slow_worker_pool(2, 2)
         joined = []
         for pause in (0.05, 0.05, 0.0):
             time.sleep(pause)
-            _, ran_on = slow_worker_pool(2, 2, cycles=2_000_000)
+            _, ran_on = slow_worker_pool(2, 2, cycles=20_000_000)
             joined.append(bool((ran_on > 0).any()))
         if all(joined):
             return
