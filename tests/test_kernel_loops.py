@@ -310,6 +310,49 @@ def test_only_reads_across_rows_run_in_tiles():
     assert not tiled(lambda x: x.T.sum(dim=1))  # a reduction keeps its own loops
 
 
+def test_only_plain_transposing_copies_run_in_blocks():
+    from graphc.backends.kernel.transposes import transposed_copy
+
+    def blocks(make, shape=(100, 40)) -> list:
+        x = gc.input("x", shape)
+        f = gc.compile([x], [make(x)], backend="llvm")
+        return [transposed_copy(kernel, 8) for kernel in _loop_kernels(f)]
+
+    (copy,) = blocks(lambda x: x.T)
+    assert copy is not None and copy.step == 40
+    (copy,) = blocks(lambda x: x.permute(0, 3, 1, 2).reshape(3, 1568), (3, 7, 7, 32))
+    assert copy is not None and copy.step == 32  # the MNIST CNN's flatten
+    assert blocks(lambda x: x.T * 2) == [None]  # computes more than a copy
+    assert blocks(lambda x: x.T, (100, 37)) == [None]  # 37 rows: not in blocks of 8
+    assert blocks(lambda x: x.T, (24, 16)) == [None]  # rows of 24 are not read across
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+@pytest.mark.parametrize(
+    "shape, perm",
+    [
+        ((64, 7, 7, 32), (0, 3, 1, 2)),  # rows of 49: 6 blocks of columns and one left
+        ((100, 48), (1, 0)),  # 6 blocks of rows: three pairs
+        ((5, 40, 33), (0, 2, 1)),  # 5 blocks of rows in each of 5 matrices
+        ((3, 24, 100), (0, 2, 1)),  # an odd number of blocks of rows
+        ((2, 1024, 16), (0, 2, 1)),  # rows 4 KiB apart: one block of rows at a time
+        ((1024, 640), (1, 0)),  # large enough to split over threads, chunks start mid-row
+    ],
+)
+@pytest.mark.parametrize("dtype", [gc.float32, gc.float64, gc.int32, gc.int64, gc.bool_])
+def test_block_transposes_match_numpy(monkeypatch, rng, threads, shape, perm, dtype):
+    """Plain transposing copies run in register-transposed blocks (llvm/transposed_copy.py):
+    whole rows in blocks of 8 (4-byte elements) or 4 (8-byte), the rows at a chunk's ends
+    and the columns past the last block element by element, booleans element by element;
+    bitwise against numpy."""
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
+    x = gc.input("x", shape, dtype)
+    f = gc.compile([x], [x.permute(*perm)], backend="llvm")
+    values = rng.standard_normal(shape) * 1000
+    xv = (values > 0) if dtype == gc.bool_ else values.astype(dtype.numpy)
+    np.testing.assert_array_equal(f(xv), xv.transpose(perm))
+
+
 @pytest.mark.parametrize("threads", ["1", "3"])
 @pytest.mark.parametrize(
     "shape, perm",

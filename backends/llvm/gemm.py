@@ -30,6 +30,7 @@ from graphc.backends.llvm.gemm_emitter import (
 )
 from graphc.backends.llvm.gemm_plan import KC_MAX, GemmPlan, gemm_plan, workspace_bytes
 from graphc.backends.llvm.gemm_rows import emit_rows
+from graphc.backends.llvm.register_blocks import transpose_block
 from graphc.backends.llvm.target import CpuTarget
 
 __all__ = ["KC_MAX", "GemmPlan", "gemm_function", "gemm_plan", "workspace_bytes"]
@@ -183,7 +184,7 @@ def _pack_b_transposed(e: Emitter, kc: ir.Value, b: Matrix, dest: ir.Value) -> N
             column = irb.add(first, e.const(j))
             at = e.element(b.ptr, b.offset(e, k0, column, "b_at"), "b_column")
             columns.append(irb.load(irb.bitcast(at, vector_pointer), align=plan.itemsize))
-        for row, vector in enumerate(_transpose(irb, columns)):
+        for row, vector in enumerate(transpose_block(irb, columns)):
             at = irb.add(irb.mul(irb.add(k0, e.const(row)), e.const(plan.nr)), first)
             target = irb.bitcast(e.element(dest, at, "packed"), vector_pointer)
             irb.store(vector, target, align=plan.vector_align)
@@ -200,32 +201,6 @@ def _pack_b_transposed(e: Emitter, kc: ir.Value, b: Matrix, dest: ir.Value) -> N
 
     e.loop("k0", 0, whole, lanes, block_rows)
     _pack_b_columns(e, whole, kc, e.const(plan.nr), b, dest)
-
-
-def _transpose(irb: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
-    """Return the transpose of a square block held as one vector per row: at each stage, row
-    pairs b apart swap their off-diagonal b-lane blocks (b = L/2, L/4, ..., 1)."""
-    size = len(rows)
-    rows = list(rows)
-    step = size // 2
-    while step:
-        for i in range(size):
-            if (i // step) % 2:
-                continue
-            j = i + step
-            keep = [lane if (lane // step) % 2 == 0 else size + lane - step for lane in range(size)]
-            take = [lane + step if (lane // step) % 2 == 0 else size + lane for lane in range(size)]
-            rows[i], rows[j] = (
-                irb.shuffle_vector(rows[i], rows[j], _lane_mask(keep)),
-                irb.shuffle_vector(rows[i], rows[j], _lane_mask(take)),
-            )
-        step //= 2
-    return rows
-
-
-def _lane_mask(lanes: list[int]) -> ir.Constant:
-    """Return a shufflevector mask picking the given lanes of the two vectors' concatenation."""
-    return ir.Constant(ir.VectorType(I32, len(lanes)), lanes)
 
 
 def _pack_b_columns(

@@ -18,7 +18,7 @@ from graphc.backends.kernel.reductions import (
     reduction_groups,
     row_cache,
 )
-from graphc.backends.kernel.transposes import reads_across_rows
+from graphc.backends.kernel.transposes import TILE_COLUMNS, TILE_ROWS, reads_across_rows
 from graphc.backends.llvm.expressions import (
     I1,
     I8,
@@ -32,6 +32,7 @@ from graphc.backends.llvm.expressions import (
 )
 from graphc.backends.llvm.gemm import PACK_B, PACKED_B, SKINNY, gemm_plan
 from graphc.backends.llvm.gemm_dot import DOT_MAX_SIDE, is_small
+from graphc.backends.llvm.transposed_copy import block_copy, emit_transposed_copy
 from graphc.dtypes import DType, bool_
 from graphc.errors import CompileError
 
@@ -268,10 +269,6 @@ VECTOR_STEP = 64
 # Columns of a row whose column reductions (reductions.column_reductions) run together: one
 # accumulator per column on the stack.
 COLUMN_BLOCK = 256
-# A tile of a kernel that reads across rows: 16 rows share the lines they read (16 floats
-# each), and 64 columns of 16 rows read 64 lines and write 64, well inside L1.
-TILE_ROWS = 16
-TILE_COLUMNS = 64
 _PREDICATE_TAIL = ("llvm.loop.vectorize.predicate.enable", True)
 # A loop of a constant, small trip count is unrolled whole before vectorisation, into scalar
 # code: a 28-element im2col row became 28 scalar loads instead of two masked vector ones.
@@ -398,7 +395,7 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
         b.add(fe.args["hi"], b.sub(safe_inner, ir.Constant(I64, 1))), safe_inner, name="end_row"
     )
     if reads_across_rows(kernel):
-        _emit_row_tiles(fe, kernel, scope, extents, (first_row, end_row))
+        _emit_transposing(fe, kernel, scope, extents, (first_row, end_row))
         b.ret_void()
         return fe.finish()
     groups = reduction_groups(_row_invariant_reductions(kernel, inner_var))
@@ -496,6 +493,34 @@ def _row_part(
     b = fe.builder
     start = _max(b, b.sub(fe.args["lo"], row_start), first)
     return start, _min(b, b.sub(fe.args["hi"], row_start), last)
+
+
+def _emit_transposing(
+    fe: FunctionEmitter,
+    kernel: k.LoopKernel,
+    scope: Scope,
+    extents: list[ir.Value],
+    rows: tuple[ir.Value, ir.Value],
+) -> None:
+    """Emit the rows of a kernel that reads across rows: in blocks transposed in registers
+    where it only copies (transposed_copy.block_copy), else in tiles of elements."""
+    copy = block_copy(fe, kernel)
+    if copy is None:
+        _emit_row_tiles(fe, kernel, scope, extents, rows)
+        return
+    outer_vars, inner_var = kernel.vars[:-1], kernel.vars[-1]
+
+    def source_offset(row: ir.Value) -> ir.Value:
+        row_scope = scope.child()
+        indices = _indices_of(fe.builder, row, outer_vars, extents)
+        row_scope.values.update(zip(outer_vars, indices, strict=True))
+        row_scope.values[inner_var] = ir.Constant(I64, 0)
+        return fe.expr.index(copy.source.offset, row_scope)
+
+    def elementwise(part: tuple[ir.Value, ir.Value]) -> None:
+        _emit_row_tiles(fe, kernel, scope, extents, part)
+
+    emit_transposed_copy(fe, kernel, copy, rows, source_offset, elementwise)
 
 
 def _emit_row_tiles(
