@@ -322,6 +322,8 @@ def test_only_plain_transposing_copies_run_in_blocks():
     assert copy is not None and copy.step == 40
     (copy,) = blocks(lambda x: x.permute(0, 3, 1, 2).reshape(3, 1568), (3, 7, 7, 32))
     assert copy is not None and copy.step == 32  # the MNIST CNN's flatten
+    (copy,) = blocks(lambda x: x.T.reshape(-1), (64, 128))  # flattened by powers of two
+    assert copy is not None and copy.step == 128
     assert blocks(lambda x: x.T * 2) == [None]  # computes more than a copy
     assert blocks(lambda x: x.T, (100, 37)) == [None]  # 37 rows: not in blocks of 8
     assert blocks(lambda x: x.T, (24, 16)) == [None]  # rows of 24 are not read across
@@ -351,6 +353,28 @@ def test_block_transposes_match_numpy(monkeypatch, rng, threads, shape, perm, dt
     values = rng.standard_normal(shape) * 1000
     xv = (values > 0) if dtype == gc.bool_ else values.astype(dtype.numpy)
     np.testing.assert_array_equal(f(xv), xv.transpose(perm))
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize(
+    "shape, perm, loops",
+    [
+        ((64, 128), (1, 0), 2),
+        ((2, 16, 16, 64), (0, 3, 1, 2), 3),  # (2, 64, 256) once coalesced
+        ((4, 8, 64, 64), (0, 2, 1, 3), 1),
+    ],
+)
+def test_flattened_transposes_match_numpy(monkeypatch, rng, threads, shape, perm, loops):
+    """A transpose flattened to one dim loops over the transposed dims where those read
+    across rows (build._loop_kernel), even though its divisions are by powers of two; one
+    that reads along rows (the last case) keeps its flat loop: bitwise against numpy."""
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
+    x = gc.input("x", shape)
+    f = gc.compile([x], [x.permute(*perm).reshape(-1)], backend="llvm")
+    xv = rng.standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(f(xv), xv.transpose(perm).reshape(-1))
+    (kernel,) = _loop_kernels(f)
+    assert len(kernel.domain) == loops
 
 
 @pytest.mark.parametrize("threads", ["1", "3"])
