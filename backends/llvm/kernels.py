@@ -504,7 +504,7 @@ def _emit_transposing(
 ) -> None:
     """Emit the rows of a kernel that reads across rows: in blocks transposed in registers
     where it only copies (transposed_copy.block_copy), else in tiles of elements."""
-    copy = block_copy(fe, kernel)
+    copy = block_copy(kernel, fe.ctx.dtypes, fe.ctx.canonical)
     if copy is None:
         _emit_row_tiles(fe, kernel, scope, extents, rows)
         return

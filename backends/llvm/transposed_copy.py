@@ -6,7 +6,7 @@ each row vector from LANES scalar inserts, a cycle or more per element."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from llvmlite import ir
 
@@ -14,9 +14,7 @@ from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.transposes import TILE_COLUMNS, TransposedCopy, transposed_copy
 from graphc.backends.llvm.expressions import I64, memory_type
 from graphc.backends.llvm.register_blocks import transpose_block
-
-if TYPE_CHECKING:
-    from graphc.backends.llvm.kernels import FunctionEmitter
+from graphc.dtypes import DType
 
 # A block's row is one 256-bit vector (8 floats, 4 doubles); a tile is two blocks of rows, so
 # its rows fill each 64-byte line they read.
@@ -25,25 +23,39 @@ BLOCK_BYTES = 32
 ALIASING_BYTES = 4096
 
 
-def block_copy(fe: FunctionEmitter, kernel: k.LoopKernel) -> TransposedCopy | None:
+class LoopEmitter(Protocol):
+    """What the blocks need of a loop kernel's emitter (kernels.FunctionEmitter)."""
+
+    builder: ir.IRBuilder
+    args: dict[str, Any]
+
+    def pointer(self, buffer: str) -> ir.Value: ...
+
+    def counted(self, start, end, carried, body, name: str) -> list[ir.Value]: ...
+
+
+def block_copy(
+    kernel: k.LoopKernel, dtypes: dict[str, DType], canonical: Callable[[str], str]
+) -> TransposedCopy | None:
     """Return the transposed copy a kernel makes if it can run in blocks: elements of 4 or 8
-    bytes, copied unchanged into a buffer that is not the source's."""
+    bytes, copied unchanged into a buffer that is not the source's (`canonical` names the
+    buffer a buffer shares its memory with)."""
     if len(kernel.stores) != 1:
         return None
     store = kernel.stores[0]
-    dtype = fe.ctx.dtypes[store.buffer]
+    dtype = dtypes[store.buffer]
     if dtype.itemsize not in (4, 8):
         return None
     copy = transposed_copy(kernel, BLOCK_BYTES // dtype.itemsize)
     if copy is None or copy.source.dtype != dtype:
         return None
-    if fe.ctx.canonical(copy.source.buffer) == fe.ctx.canonical(store.buffer):
+    if canonical(copy.source.buffer) == canonical(store.buffer):
         return None
     return copy
 
 
 def emit_transposed_copy(
-    fe: FunctionEmitter,
+    fe: LoopEmitter,
     kernel: k.LoopKernel,
     copy: TransposedCopy,
     rows: tuple[ir.Value, ir.Value],
@@ -66,7 +78,7 @@ def emit_transposed_copy(
 
 
 def _emit_blocks(
-    fe: FunctionEmitter,
+    fe: LoopEmitter,
     kernel: k.LoopKernel,
     copy: TransposedCopy,
     rows: tuple[ir.Value, ir.Value],
