@@ -310,6 +310,70 @@ def test_only_reads_across_rows_run_in_tiles():
     assert not tiled(lambda x: x.T.sum(dim=1))  # a reduction keeps its own loops
 
 
+def _pool_gradient(x, kernel: int = 2):
+    """The gradient of a max pool of relu(x), whose kernel reads the window at i // kernel."""
+    (g,) = gc.grad((gc.nn.functional.max_pool2d(gc.relu(x), kernel) ** 2).sum(), [x])
+    return g
+
+
+def test_rows_read_at_a_division_take_its_elements_a_trip():
+    from graphc.backends.kernel.divided_rows import divided_row
+
+    def divided(make, shape) -> list:
+        x = gc.input("x", shape)
+        f = gc.compile([x], [make(x)], backend="llvm")
+        return [row for row in map(divided_row, _loop_kernels(f)) if row is not None]
+
+    rows = divided(_pool_gradient, (2, 3, 28, 28))
+    assert [(row.size, row.trips) for row in rows] == [(2, 14)]
+    (upsampled,) = divided(lambda x: _repeated(x, 2), (2, 3, 5, 7))
+    assert (upsampled.size, upsampled.trips) == (2, 7)
+    for stores in upsampled.stores:  # i // 2 became the trip's index
+        divisions = [e for s in stores for e in k.subexpressions(s.value) if _is_division(e)]
+        assert not any(upsampled.var in k.free_vars(e) for e in divisions)
+    assert divided(lambda x: _pool_gradient(x, 5), (1, 2, 10, 10)) == []  # 5: too many copies
+    assert divided(_pool_gradient, (1, 2, 9, 9)) == []  # rows of 9 are no whole pairs
+
+
+def _repeated(x, times: int):
+    """Each element of x's rows `times` times over (np.repeat along the last dim): a load at
+    i // times."""
+    *outer, width = x.shape
+    return x.reshape(*outer, width, 1).expand(*outer, width, times).reshape(*outer, width * times)
+
+
+def _is_division(e) -> bool:
+    return isinstance(e, k.IBin) and e.op in ("div", "mod")
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize(
+    "shape, kernel",
+    [
+        ((3, 2, 28, 28), 2),  # rows of 28: 14 trips, short rows
+        ((2, 3, 12, 36), 3),
+        ((2, 2, 8, 256), 4),  # long rows
+        ((3, 2, 10, 9), 2),  # odd rows: element by element
+        ((48, 8, 28, 28), 2),  # split over threads, parts of rows at the chunks' ends
+    ],
+)
+def test_divided_rows_match_the_reference(monkeypatch, rng, threads, shape, kernel):
+    """Rows read at i // k run k elements a trip (divided_rows.py): a max pool's gradient
+    with a per-channel scale after its ReLU, and rows repeated k times; bitwise against the
+    reference backend."""
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
+    x = gc.input("x", shape)
+    scale = gc.input("scale", (shape[1], 1, 1))
+    (g,) = gc.grad((gc.nn.functional.max_pool2d(gc.relu(x) * scale, kernel) ** 2).sum(), [x])
+    outputs = [g, _repeated(x * 2, kernel)]
+    values = [rng.standard_normal(shape).astype(np.float32)]
+    values.append(rng.standard_normal((shape[1], 1, 1)).astype(np.float32))
+    got = gc.compile([x, scale], outputs, backend="llvm")(*values)
+    want = gc.compile([x, scale], outputs, backend="reference")(*values)
+    for got_value, want_value in zip(got, want, strict=True):
+        np.testing.assert_array_equal(got_value, want_value)
+
+
 def test_only_plain_transposing_copies_run_in_blocks():
     from graphc.backends.kernel.transposes import transposed_copy
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from llvmlite import ir
 
 from graphc.backends.kernel import ir as k
+from graphc.backends.kernel.divided_rows import DividedRow, divided_row
 from graphc.backends.kernel.index import row_major_offset
 from graphc.backends.kernel.reductions import (
     RowCache,
@@ -175,12 +176,21 @@ class FunctionEmitter:
 
     # -- loops ------------------------------------------------------------------------------
     def counted(
-        self, start, end, carried, body, name: str, predicated: bool = False, kept: bool = False
+        self,
+        start,
+        end,
+        carried,
+        body,
+        name: str,
+        predicated: bool = False,
+        kept: bool = False,
+        forced: bool = False,
     ) -> list[ir.Value]:
         """Emit `for i in [start, end)` carrying values; body(i, carried) -> new carried.
         `predicated` asks the vectoriser for masked vector iterations to the loop's end
         instead of a scalar remainder (a short row's elements all run in vectors); `kept`
-        keeps the loop from being unrolled whole before the vectoriser sees it."""
+        keeps the loop from being unrolled whole before the vectoriser sees it; `forced`
+        vectorises it where the cost model would not."""
         b = self.builder
         before = b.block
         head = self.function.append_basic_block(f"{name}.head")
@@ -203,7 +213,12 @@ class FunctionEmitter:
         for phi, value in zip(phis, updated, strict=True):
             phi.add_incoming(value, latch)
         back = b.branch(head)
-        wanted = ((_PREDICATE_TAIL, predicated), (_KEEP, kept), (_VECTOR_LOOP_UNROLLS, kept))
+        wanted = (
+            (_PREDICATE_TAIL, predicated),
+            (_KEEP, kept),
+            (_VECTOR_LOOP_UNROLLS, kept),
+            (_VECTORISE, forced),
+        )
         hints = [hint for hint, asked in wanted if asked]
         if hints:
             back.set_metadata("llvm.loop", _loop_id(self.ctx.module, *hints))
@@ -270,6 +285,9 @@ VECTOR_STEP = 64
 # accumulator per column on the stack.
 COLUMN_BLOCK = 256
 _PREDICATE_TAIL = ("llvm.loop.vectorize.predicate.enable", True)
+# Vectorise a loop the cost model would leave scalar: a short row taken k elements a trip
+# (divided_rows.py), whose 14 trips of a 28-wide row it judged too few.
+_VECTORISE = ("llvm.loop.vectorize.enable", True)
 # A loop of a constant, small trip count is unrolled whole before vectorisation, into scalar
 # code: a 28-element im2col row became 28 scalar loads instead of two masked vector ones.
 # The vector loop the vectoriser makes of such a loop, which would inherit the hint, may be
@@ -410,6 +428,9 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
         )
         caches.append(None if taken else cache)
 
+    plain = not (columns or groups or any(cache is not None for cache in caches))
+    divided = divided_row(kernel) if plain else None
+
     def row_body(row, carried):
         row_scope = _row_scope(scope, outer_vars, row, carried)
         row_start = b.mul(row, inner_extent, name="row_start")
@@ -441,7 +462,16 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
 
             fe.counted(first, last, [], inner_body, inner_var.name, predicated=short, kept=kept)
 
-        if columns:
+        if divided is not None:
+            # Whole rows k elements a trip (divided_rows.py); a part of a row as usual.
+            zero = ir.Constant(I64, 0)
+            whole = b.and_(b.icmp_signed("==", start, zero), b.icmp_signed("==", end, inner_extent))
+            with b.if_else(whole) as (whole_row, part_of_row):
+                with whole_row:
+                    _divided_elements(fe, divided, row_scope, row_start, short)
+                with part_of_row:
+                    elements(start, end)
+        elif columns:
             _column_blocks(fe, columns, inner_var, row_scope, (start, end), elements)
         elif short and not groups:
             # A short row wholly inside this call's part runs with constant bounds: its masked
@@ -470,6 +500,26 @@ def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
         row_body(ir.Constant(I64, 0), [])
     b.ret_void()
     return fe.finish()
+
+
+def _divided_elements(
+    fe: FunctionEmitter, divided: DividedRow, row_scope: Scope, row_start: ir.Value, short: bool
+) -> None:
+    """Emit a whole row `divided.size` elements a trip: trip j stores element size * j + r
+    with the stores whose divisions by size are gone, for each r in turn."""
+    b = fe.builder
+    size = ir.Constant(I64, divided.size)
+
+    def trip(j: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
+        trip_scope = row_scope.child()
+        trip_scope.values[divided.var] = j
+        first = b.add(row_start, b.mul(j, size))
+        for r, (stores, element) in enumerate(zip(divided.stores, divided.elements, strict=True)):
+            _store_values(fe, stores, element, trip_scope, b.add(first, ir.Constant(I64, r)))
+        return []
+
+    zero, trips = ir.Constant(I64, 0), ir.Constant(I64, divided.trips)
+    fe.counted(zero, trips, [], trip, divided.var.name, predicated=short, kept=True, forced=True)
 
 
 def _row_scope(scope: Scope, outer_vars, row: ir.Value, carried: list[ir.Value]) -> Scope:
@@ -668,8 +718,15 @@ def _emit_stores(fe: FunctionEmitter, kernel: k.LoopKernel, scope: Scope, offset
     pending = outermost_reductions(store.value for store in kernel.stores)
     for group in reduction_groups(pending, done=scope.values):
         fe.expr.reductions(group, scope)
-    element = row_major_offset(kernel.vars, kernel.domain)
-    for store in kernel.stores:
+    _store_values(fe, kernel.stores, row_major_offset(kernel.vars, kernel.domain), scope, offset)
+
+
+def _store_values(
+    fe: FunctionEmitter, stores: Sequence[k.Store], element: k.IntExpr, scope: Scope, offset
+) -> None:
+    """Store each value of the element whose row-major index is `element` at offset, in order,
+    each visible to the later ones as the load of its buffer at that element."""
+    for store in stores:
         value = fe.expr.value(store.value, scope)
         fe.store(store.buffer, offset, value)
         scope.values[k.Load(store.buffer, element, fe.ctx.dtypes[store.buffer])] = value
