@@ -1,11 +1,11 @@
 """Rows whose reads divide the position along the row by a small constant k: a 2x2 max pool's
-gradient reads its window's gradient and argmax at column i // 2 and compares i % 2, a
-nearest upsampling reads column i // 2. A vectoriser gathers such reads, or leaves the loop
-scalar, where x86 without AVX-512 turns each select into a branch that mispredicts on data
-(the MNIST CNN's training step at batch 128 spent a third of its time in two such kernels).
-Taken k elements at a time, element k * j + r for r = 0 .. k - 1 in one trip, the divisions
-vanish (`index_ranges.simplify_indices`): the reads at i // k step with j and the others are
-interleaved by k, which vectorises as wide loads and shuffles."""
+gradient reads its window's gradient and argmax at column i // 2 and compares i % 2, a row
+repeated k times (a reshape of a broadcast) reads column i // k. A vectoriser gathers such
+reads, or leaves the loop scalar, where x86 without AVX-512 turns each select into a branch
+that mispredicts on data (the MNIST CNN's training step at batch 128 spent a third of its
+time in two such kernels). Taken k elements at a time, element k * j + r for r = 0 .. k - 1
+in one trip, the divisions vanish (`index_ranges.simplify_indices`): the reads at i // k step
+with j and the others are interleaved by k, which vectorises as wide loads and shuffles."""
 
 from __future__ import annotations
 
