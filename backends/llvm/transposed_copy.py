@@ -135,8 +135,9 @@ def _emit_blocks(
     # they share are used up while held (1024^2 f32: 0.81 -> 0.52 ms against one block of
     # rows after the other), except where the output's rows are a multiple of 4 KiB apart and
     # the source's lines are not: 16 rows written a piece at a time then share an L1 set, and
-    # one block of rows at a time keeps them to 8 (8 x 64 x 32 x 32 f32 NHWC -> NCHW: 0.21 ->
-    # 0.15 ms; Zen 3, 32 KiB 8-way L1).
+    # one block of rows at a time keeps them to 8 ((8, 32, 32, 64) f32 NHWC -> NCHW, rows of
+    # 4 KiB: 0.21-0.23 ms block of columns by block, 0.15-0.21 one block of rows at a time, on
+    # a VM whose speed drifted; Zen 3, 32 KiB 8-way L1).
     row_bytes, step_bytes = width * itemsize, step * itemsize
     rows_first = row_bytes % ALIASING_BYTES == 0 and step_bytes % ALIASING_BYTES != 0
 
