@@ -281,6 +281,8 @@ def _loop_kernels(function) -> list[k.LoopKernel]:
         ((3, 7, 7, 32), (0, 3, 1, 2), (3, 1568)),  # channels last to a Linear's rows
         ((2, 5, 6, 4), (0, 3, 1, 2), (2, 120)),
         ((2, 3, 4, 5), (0, 2, 1, 3), (2, 4, 15)),  # attention's heads merged back
+        ((2, 4, 8, 32), (0, 2, 1, 3), (2, 8, 128)),  # the same divided by powers of two
+        ((2, 4, 8, 32), (0, 2, 1, 3), (16, 128)),  # and the batch and tokens merged too
     ],
 )
 def test_a_flattening_copy_loops_over_the_dims_it_flattens(backend, rng, shape, perm, flat):
@@ -425,13 +427,14 @@ def test_block_transposes_match_numpy(monkeypatch, rng, threads, shape, perm, dt
     [
         ((64, 128), (1, 0), 2),
         ((2, 16, 16, 64), (0, 3, 1, 2), 3),  # (2, 64, 256) once coalesced
-        ((4, 8, 64, 64), (0, 2, 1, 3), 1),
+        ((4, 8, 64, 64), (0, 2, 1, 3), 4),  # reads along rows of 64
+        ((4, 64), (1, 0), 1),  # rows of 4: the flat loop, shifts
     ],
 )
 def test_flattened_transposes_match_numpy(monkeypatch, rng, threads, shape, perm, loops):
-    """A transpose flattened to one dim loops over the transposed dims where those read
-    across rows (build._loop_kernel), even though its divisions are by powers of two; one
-    that reads along rows (the last case) keeps its flat loop: bitwise against numpy."""
+    """A transpose flattened to one dim loops over the transposed dims (build._domain_shape)
+    even though its divisions are by powers of two, unless those dims' rows are shorter than
+    FINER_ROW_LEAST: bitwise against numpy."""
     monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
     x = gc.input("x", shape)
     f = gc.compile([x], [x.permute(*perm).reshape(-1)], backend="llvm")

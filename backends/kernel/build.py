@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from graphc.backends.kernel.coalesce import coalesce, coalesce_kernels
+from graphc.backends.kernel.coalesce import coalesce_kernels
 from graphc.backends.kernel.index import Index, dim_expr
-from graphc.backends.kernel.index_ranges import simplify_indices
 from graphc.backends.kernel.ir import (
     IBin,
     IConst,
@@ -28,7 +27,6 @@ from graphc.backends.kernel.ir import (
     loads,
 )
 from graphc.backends.kernel.lowering import LoweringContext, kernel_rule
-from graphc.backends.kernel.transposes import reads_across_rows
 from graphc.dims import Dim, dim_prod, dims_equal, static_shape
 from graphc.dtypes import DType, int64
 from graphc.errors import CompileError
@@ -37,6 +35,11 @@ from graphc.ops import get_op
 from graphc.ops.registry import make_node
 from graphc.passes.fusion import Group, Partition, is_buffer_source, strided_view
 from graphc.types import TupleType
+
+# Where a flattening copy's reads would divide only by powers of two, the finer loops'
+# shortest row: shorter rows (a value repeated 2 or 4 times along its rows) keep the flat
+# loop, whose reads at i // k run k elements a trip (divided_rows.py).
+FINER_ROW_LEAST = 8
 
 
 @dataclass(frozen=True)
@@ -166,51 +169,34 @@ def _domain_shape(root: Node) -> tuple[Dim, ...]:
     """Return the shape a loop kernel storing root loops over: root's own, or where root
     flattens dims of a value (a reshape to fewer dims) whose sizes a read would divide the
     flattened index by, that value's, whose elements lie in the same order. Its reads then
-    index each of those dims with a loop variable of its own. Dividing by a power of two is a
-    shift, cheaper than the shorter rows of the finer loops: merging attention's heads of 32
-    back to rows of 128 keeps its rows (5% of a Transformer step), while flattening a
-    (N, 7, 7, 32) pool to a Linear's rows of 1568 took 242 us with its divisions by 49 and 7,
-    50 us without (64 images, one Zen 4 core)."""
+    index each of those dims with a loop variable of its own, and coalescing merges back the
+    dims they walk together. Flattening a (N, 7, 7, 32) pool to a Linear's rows of 1568 took
+    242 us with its divisions by 49 and 7, 50 us without (64 images, one Zen 4 core); even
+    divisions by powers of two (shifts) cost more than the finer loops' shorter rows, unless
+    those rows are shorter than FINER_ROW_LEAST: attention's heads merged back, (16, 4, 128,
+    32) to (16, 128, 128), 148 -> 41 us, to (2048, 128) 427 -> 41 us, and a transpose
+    flattened, `x.T.reshape(-1)` of 1024^2, 5.0 -> 0.51 ms, which then runs in tiles (Zen 3,
+    one thread)."""
     if root.op != "reshape" or root.inputs[0].type.ndim <= root.type.ndim:
         return tuple(root.type.shape)
     source = tuple(root.inputs[0].type.shape)
     kept = [dim_prod(root.type.shape[i:]) for i in range(1, root.type.ndim)]
-    for i in range(1, len(source)):
-        size = dim_prod(source[i:])
-        if any(dims_equal(size, boundary) for boundary in kept):
-            continue  # an output dim ends here too: no division
-        if not isinstance(size, int) or size & (size - 1):
-            return source
-    return tuple(root.type.shape)
+    divisors = [
+        size
+        for size in (dim_prod(source[i:]) for i in range(1, len(source)))
+        if not any(dims_equal(size, boundary) for boundary in kept)
+    ]
+    shifts = all(isinstance(size, int) and not size & (size - 1) for size in divisors)
+    short = isinstance(source[-1], int) and source[-1] < FINER_ROW_LEAST
+    return tuple(root.type.shape) if not divisors or (shifts and short) else source
 
 
 def _loop_kernel(
     ctx, name: str, roots: list[Node], names, covers, written: tuple[str, ...] = ()
 ) -> LoopKernel:
     """Return the loop kernel storing roots in order; `written` names buffers the kernel's
-    host (a matmul) has stored before the loop runs. A root that flattens a value read across
-    its rows (a transpose: transposes.reads_across_rows) loops over that value's dims even
-    where _domain_shape would keep the root's, so the kernel runs in tiles: `x.T.reshape(-1)`
-    of a 1024^2 float32 x went element by element at 1 GB/s (5 ms)."""
+    host (a matmul) has stored before the loop runs."""
     shape = _domain_shape(roots[0])
-    kernel = _kernel_over(shape, ctx, name, roots, names, covers, written)
-    source = tuple(roots[0].inputs[0].type.shape) if roots[0].op == "reshape" else shape
-    if len(source) > len(shape) and not _tiled(kernel):
-        finer = _kernel_over(source, ctx, name, roots, names, covers, written)
-        if _tiled(finer):
-            return finer
-    return kernel
-
-
-def _tiled(kernel: LoopKernel) -> bool:
-    """Return whether a loop kernel, as coalesce_kernels will leave it, reads across rows."""
-    return reads_across_rows(coalesce(simplify_indices(kernel)))
-
-
-def _kernel_over(
-    shape: tuple[Dim, ...], ctx, name: str, roots: list[Node], names, covers, written
-) -> LoopKernel:
-    """Return the loop kernel storing roots in order, looping over shape."""
     domain, variables = _domain(shape)
     element = Index(shape, dims=variables)
     stores = []
