@@ -16,7 +16,7 @@ import graphc as gc
 from graphc.backends.kernel import ir as k
 from graphc.backends.kernel.coalesce import coalesce
 from graphc.backends.kernel.index_ranges import simplify_indices
-from graphc.dtypes import float32, int64
+from graphc.dtypes import bool_, float32, float64, int32, int64
 
 
 def _evaluate(expr: k.IntExpr, values: dict) -> int:
@@ -374,6 +374,61 @@ def test_divided_rows_match_the_reference(monkeypatch, rng, threads, shape, kern
     want = gc.compile([x, scale], outputs, backend="reference")(*values)
     for got_value, want_value in zip(got, want, strict=True):
         np.testing.assert_array_equal(got_value, want_value)
+
+
+def test_short_rows_merge_into_the_rows_above():
+    from graphc.backends.kernel.divided_rows import divided_row, merged_short_rows
+
+    def merged(make, shape, dtype=float32) -> list:
+        x = gc.input("x", shape, dtype)
+        f = gc.compile([x], [make(x)], backend="llvm")
+        return [m for m in map(merged_short_rows, _loop_kernels(f)) if m is not None]
+
+    (to_nhwc,) = merged(lambda x: x.permute(0, 2, 3, 1) * 2, (2, 3, 8, 8))
+    assert to_nhwc.domain == (k.IConst(2), k.IConst(192))  # the 8 x 8 pixels coalesced
+    row = divided_row(to_nhwc)
+    assert (row.size, row.trips) == (3, 64)
+    for stores in row.stores:  # the channel and the pixel are constants and the trip
+        assert not any(_is_division(e) for s in stores for e in k.subexpressions(s.value))
+    assert len(merged(lambda x: x * gc.tensor(np.arange(4, dtype=np.float32)), (9, 4))) == 1
+    assert merged(lambda x: x.permute(0, 2, 3, 1) * 2, (2, 5, 8, 8)) == []  # rows of 5
+    assert merged(lambda x: x.permute(0, 2, 3, 1) * 2, (2, 1, 8, 8)) == []  # one channel
+    assert merged(lambda x: x.permute(0, 2, 1) * 2, (2, 3, 2)) != []  # a whole (2, 3) row
+    assert merged(lambda x: x.sum(dim=-1, keepdim=True) + x, (5, 3)) == []  # a reduction
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+@pytest.mark.parametrize("dtype", [float32, float64, int32, int64, bool_])
+@pytest.mark.parametrize(
+    "shape, perm",
+    [
+        ((2, 3, 8, 8), (0, 2, 3, 1)),  # an RGB image to channels last
+        ((5, 3, 7, 11), (0, 2, 3, 1)),  # odd rows
+        ((64, 3, 32, 32), (0, 2, 3, 1)),  # split over threads mid-row
+        ((3, 2, 67), (0, 2, 1)),
+        ((2, 4, 33), (0, 2, 1)),
+        ((40, 2), (0, 1)),  # rows of 2 read contiguously, beside a broadcast column
+    ],
+)
+def test_merged_short_rows_match_numpy(monkeypatch, rng, threads, dtype, shape, perm):
+    """Rows of 2 to 4 merged into the rows above them and taken k elements a trip
+    (divided_rows.merged_short_rows): a permuted copy and one times a value per column of
+    the short row; bitwise against numpy, on 1 to 3 threads."""
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
+    x = gc.input("x", shape, dtype)
+    width = shape[perm[-1]]
+    per_column = gc.input("c", (width,), dtype)
+    moved = x.permute(*perm)
+    outputs = [moved] if dtype == bool_ else [moved, moved * per_column]
+    f = gc.compile([x, per_column], outputs, backend="llvm")
+    values, scales = rng.standard_normal(shape) * 100, rng.standard_normal(width) * 100
+    xv = (values > 0) if dtype == bool_ else values.astype(dtype.numpy)
+    cv = (scales > 0) if dtype == bool_ else scales.astype(dtype.numpy)
+    got = f(xv, cv)
+    got = [got] if dtype == bool_ else got
+    np.testing.assert_array_equal(got[0], xv.transpose(perm))
+    if dtype != bool_:
+        np.testing.assert_array_equal(got[1], xv.transpose(perm) * cv)
 
 
 def test_only_plain_transposing_copies_run_in_blocks():

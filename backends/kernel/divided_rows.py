@@ -86,3 +86,30 @@ def divided_row(kernel: LoopKernel) -> DividedRow | None:
         stores.append(simplified.stores)
         elements.append(transformed(element, at_position))
     return DividedRow(size, length // size, group, tuple(stores), tuple(elements))
+
+
+def merged_short_rows(kernel: LoopKernel) -> LoopKernel | None:
+    """Return the kernel with its innermost dim, of 2 to MOST_ELEMENTS, merged into the dim
+    above it (the two read back as v // k and v % k), where divided_row then takes the
+    merged rows k elements a trip; None otherwise. A short row is an iteration of loop
+    bookkeeping per k elements: an RGB image's NCHW -> NHWC copy, rows of 3 channels."""
+    if len(kernel.vars) < 2 or not all(isinstance(d, IConst) for d in kernel.domain[-2:]):
+        return None
+    outer, inner = kernel.vars[-2:]
+    rows, size = (d.value for d in kernel.domain[-2:])
+    if not 2 <= size <= MOST_ELEMENTS:
+        return None
+    flat = Var(f"{outer.name}_{inner.name}")
+    parts = {outer: IBin("div", flat, IConst(size)), inner: IBin("mod", flat, IConst(size))}
+
+    def split(e: object) -> object:
+        return parts.get(e, e) if isinstance(e, Var) else e
+
+    merged = LoopKernel(
+        kernel.name,
+        (*kernel.domain[:-2], IConst(rows * size)),
+        (*kernel.vars[:-2], flat),
+        tuple(replace(s, value=transformed(s.value, split)) for s in kernel.stores),
+        kernel.covers,
+    )
+    return merged if divided_row(merged) is not None else None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from llvmlite import ir
 
 from graphc.backends.kernel import ir as k
-from graphc.backends.kernel.divided_rows import DividedRow, divided_row
+from graphc.backends.kernel.divided_rows import DividedRow, divided_row, merged_short_rows
 from graphc.backends.kernel.index import row_major_offset
 from graphc.backends.kernel.reductions import (
     RowCache,
@@ -394,6 +394,8 @@ def _nodes(expr, stop_at_reduce: bool) -> int:
 
 def emit_loop_kernel(ctx: KernelContext, kernel: k.LoopKernel) -> ir.Function:
     """Emit a loop kernel: rows of the domain, row-invariant reductions hoisted out of rows."""
+    if not reads_across_rows(kernel):
+        kernel = merged_short_rows(kernel) or kernel
     fe = FunctionEmitter(ctx, kernel.name, buffers=sorted(k.buffers_used(kernel)))
     b = fe.builder
     scope = Scope()
