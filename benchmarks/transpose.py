@@ -1,6 +1,7 @@
 """Benchmark copies that transpose: a square matrix, a convolution's channels-last values read
-as channels first (NHWC -> NCHW), the flatten before the MNIST CNN's Linear, and a transpose
-flattened to one dim.
+as channels first (NHWC -> NCHW), the flatten before the MNIST CNN's Linear, a transpose
+flattened to one dim, attention's heads merged back into rows, and RGB images to channels
+last.
 
 Peers: numpy (`np.ascontiguousarray` of the transposed view), PyTorch eager
 (`.permute(...).contiguous()`) and jax.jit.
@@ -24,6 +25,8 @@ LAYOUTS = {
     "NHWC (8,32,32,64) -> NCHW": ((8, 32, 32, 64), (0, 3, 1, 2), None),
     "flatten (64,7,7,32) as NCHW": ((64, 7, 7, 32), (0, 3, 1, 2), (64, 1568)),
     "1024^2 x.T.reshape(-1)": ((1024, 1024), (1, 0), (1024 * 1024,)),
+    "heads merge (16,4,128,32) -> (16,128,128)": ((16, 4, 128, 32), (0, 2, 1, 3), (16, 128, 128)),
+    "RGB (64,3,32,32) -> NHWC": ((64, 3, 32, 32), (0, 2, 3, 1), None),
 }
 DTYPES = {"f32": np.float32, "f64": np.float64}
 
