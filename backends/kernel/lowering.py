@@ -34,6 +34,7 @@ from graphc.backends.kernel.ir import (
     ibin,
     imul,
 )
+from graphc.backends.kernel.phased_gathers import phased_position
 from graphc.dtypes import DType, bool_, float64, int64
 from graphc.graph import Node
 from graphc.ops import OpDef, get_op
@@ -281,10 +282,12 @@ def _gather(ctx, node, index):
     x, idx = node.inputs
     axis = node.attrs["axis"]
     out = index.dims()
-    position = ctx.value(idx, index.broadcast_from(idx.type.shape))
-    size = dim_expr(x.type.shape[axis])
-    wrap = node.attrs.get("wrap_negative", True)
-    checked = ValueIndex(IndexCheck(position, size, axis, int64, wrap))
+    at = index.broadcast_from(idx.type.shape)
+    checked = phased_position(idx, at, x.type.shape[axis])
+    if checked is None:
+        size = dim_expr(x.type.shape[axis])
+        wrap = node.attrs.get("wrap_negative", True)
+        checked = ValueIndex(IndexCheck(ctx.value(idx, at), size, axis, int64, wrap))
     dims = tuple(checked if d == axis else out[d] for d in range(len(out)))
     return ctx.value(x, Index(x.type.shape, dims=dims))
 
