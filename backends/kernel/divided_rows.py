@@ -93,10 +93,12 @@ def merged_short_rows(kernel: LoopKernel) -> LoopKernel | None:
     above it (the two read back as v // k and v % k), where divided_row then takes the
     merged rows k elements a trip; None otherwise. A short row is an iteration of loop
     bookkeeping per k elements: an RGB image's NCHW -> NHWC copy, rows of 3 channels."""
-    if len(kernel.vars) < 2 or not all(isinstance(d, IConst) for d in kernel.domain[-2:]):
+    if len(kernel.vars) < 2:
         return None
-    outer, inner = kernel.vars[-2:]
-    rows, size = (d.value for d in kernel.domain[-2:])
+    (outer, inner), (above, last) = kernel.vars[-2:], kernel.domain[-2:]
+    if not isinstance(above, IConst) or not isinstance(last, IConst):
+        return None
+    rows, size = above.value, last.value
     if not 2 <= size <= MOST_ELEMENTS:
         return None
     flat = Var(f"{outer.name}_{inner.name}")
