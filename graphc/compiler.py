@@ -93,6 +93,16 @@ def set_flush_denormal(mode: bool) -> bool:
     return flush_denormals(bool(mode))
 
 
+def _cpu_vector_bits(backend: str) -> int | None:
+    """Return the width of the vectors of the CPU target the LLVM backend compiles for (the
+    host's, or GRAPHC_CPU's), which some rewrites follow; None for any other backend."""
+    if backend != "llvm":
+        return None
+    from graphc.backends.llvm.target import selected_target
+
+    return selected_target().vector_bits
+
+
 def _load_builtin_backends() -> None:
     # Loaded on first use, so `import graphc` does not load LLVM; a backend registered by the
     # user under a built-in name keeps its place.
@@ -184,12 +194,12 @@ def compile(  # noqa: A001 - the user-facing name, as in the design
     single = isinstance(outputs, Tensor)
     output_list = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     graph = build_graph(inputs, output_list, updates)
-    if optimize:
-        graph = optimize_graph(graph)
     name = backend or default_backend()
     _load_builtin_backends()
     if name not in _BACKENDS:
         raise GraphError(f"unknown backend {name!r}; available: {', '.join(_BACKENDS)}")
+    if optimize:
+        graph = optimize_graph(graph, vector_bits=_cpu_vector_bits(name))
     return Function(graph, _BACKENDS[name](graph), name, single or len(output_list) == 1)
 
 

@@ -9,7 +9,7 @@ from graphc.errors import GraphError, register_internal_root
 from graphc.graph import Graph
 from graphc.passes.channels_last_pools import CHANNELS_LAST_POOLS
 from graphc.passes.constant_fold import FOLD, constant_fold
-from graphc.passes.conv_gemm import CONV_GEMM, FLAT_WINDOWS, conv_gemm
+from graphc.passes.conv_gemm import CONV_GEMM, FLAT_WINDOWS, TARGET_VECTOR_BITS, conv_gemm
 from graphc.passes.cse import CSE, cse
 from graphc.passes.dce import DCE, dce
 from graphc.passes.pool_argmax import POOL_ARGMAX
@@ -51,16 +51,24 @@ register_tier(LOOP_VIEWS, 56)
 register_tier(DCE, 60)
 
 
-def optimize(graph: Graph, report: RewriteReport | None = None) -> Graph:
+def optimize(
+    graph: Graph, report: RewriteReport | None = None, *, vector_bits: int | None = None
+) -> Graph:
     """Return the verified graph with every tier run until none of them changes it.
 
     report, if given, collects per tier which rewrites fired and how often; GRAPHC_DUMP_REWRITES=1
-    prints that report to stderr.
+    prints that report to stderr. vector_bits is the width of the vectors of the CPU target the
+    graph will run on, where a rewrite's choice depends on it (`conv_gemm.channel_limits`);
+    None for another backend's graph.
     """
     dump = os.environ.get("GRAPHC_DUMP_REWRITES", "") not in ("", "0")
     if dump and report is None:
         report = RewriteReport()
-    graph = run_tiers(verify(graph), tiers(), report)
+    target = TARGET_VECTOR_BITS.set(vector_bits)
+    try:
+        graph = run_tiers(verify(graph), tiers(), report)
+    finally:
+        TARGET_VECTOR_BITS.reset(target)
     if dump:
         print(report, file=sys.stderr)
     return graph

@@ -21,8 +21,9 @@ only) takes a stride-1 convolution's windows along flat rows instead (`flat_wind
 padded once (a row's right padding being the next row's left padding where the windows reach
 no further), and `flat_im2col` copies each tap's windows of an image as one run of OH * Wp
 elements of the padded image's flattened rows (Wp its padded width), where im2col copies OH
-rows of OW; with one group of 16-64 output channels `window_matmul` reads the windows of the
-channels-last padded input in place instead (`window_product`). The product then has Wp - OW
+rows of OW; with one group of 16 or more output channels `window_matmul` reads the windows of
+the channels-last padded input in place instead (`window_product`; how many channels, for
+either, depends on the CPU target's vectors: `channel_limits`). The product then has Wp - OW
 extra columns per output row, which its readers skip as index arithmetic; a window_matmul
 over rows of at least ROW_RUN_LEAST outputs leaves them out (the GEMM reads each output row's
 windows as a run of its rows). A weight gradient
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,13 +61,12 @@ DOT_SIDE = 24
 ONE_PANEL = 64
 _UNIT_WINDOW = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
 # Output channels per group up to which an inference convolution's windows are copied as flat
-# runs (flat_windows): each extra column costs the GEMM that many multiply-adds per tap. One
-# thread, 3x3 windows with padding 1, relu(conv2d) with the flat runs against im2col, paired
-# (benchmarks/RESULTS.md): Zen 4 (AVX-512) 0.74-1.11x the time at 16-32 output channels (MNIST's
-# (64, 16, 14, 14) -> 32 0.90x, at batch 1 0.74x; 1.09x with 3 input channels) and 0.77-1.14x
-# at 64-128 (four of five layers slower); the AVX2 plan 0.50-1.08x at 16-32 (MNIST's second
-# layer 0.69x, its 1-channel first 1.08x) and 0.74-1.03x at 64-128. The rewrite runs before a
-# target is chosen, so the limit is where AVX-512 stops gaining.
+# runs (flat_windows) on a target with 512-bit vectors: each extra column costs the GEMM that
+# many multiply-adds per tap. One thread, 3x3 windows with padding 1, relu(conv2d) with the
+# flat runs against im2col, paired (benchmarks/RESULTS.md): Zen 4 (AVX-512) 0.74-1.11x the
+# time at 16-32 output channels (MNIST's (64, 16, 14, 14) -> 32 0.90x, at batch 1 0.74x; 1.09x
+# with 3 input channels) and 0.77-1.14x at 64-128 (four of five layers slower), measured
+# before window_product read the windows in place.
 FLAT_CHANNELS = 32
 # Output channels from which a flat-windows convolution reads its windows in place
 # (window_product): one AVX2 panel. One thread, Zen 3, MNIST CNN inference at batch 64 (its
@@ -73,6 +74,30 @@ FLAT_CHANNELS = 32
 # channels and writing the second layer's padded input itself. AVX-512 multiplies 16 or 32
 # columns with the narrow plan (12 x 32).
 WINDOW_CHANNELS = 16
+# Output channels per group up to which a target with narrower vectors (AVX2) takes flat
+# windows, and reads them in place (one group): im2col's copy, 9x the input for 3x3 windows,
+# costs such a target more than its GEMM gains. Zen 3, relu(conv2d), 3x3, padding 1, paired:
+# in place against im2col, one thread, 0.52-0.65x the time at 64 output channels (batch 8 at
+# 56x56, 64 at 16x16 and 8x8, 16 at 32x32), 0.64x at 128 (batch 8, 28x28), 0.91x at 256
+# (14x14); two threads 0.53-0.55x at 64, 0.69x at 128, 0.83x at 256; 512 channels at 7x7 1.38x
+# (B's rows too long to be read in place: the windows are packed), so the limit is 256.
+NARROW_VECTOR_CHANNELS = 256
+
+
+# The width in bits of the vectors of the CPU target the graph is optimised for (`optimize`'s
+# vector_bits), None where it is not optimised for one (another backend, a pass run alone):
+# then the limits of 512-bit vectors, the rewrite's only ones before they differed.
+TARGET_VECTOR_BITS: ContextVar[int | None] = ContextVar("target_vector_bits", default=None)
+
+
+def channel_limits() -> tuple[int, int]:
+    """Return the most output channels per group whose inference windows are taken along flat
+    rows (`flat_windows`), and read in place (`window_product`), for the CPU target the graph
+    is optimised for: the measured limits differ with its vectors' width."""
+    bits = TARGET_VECTOR_BITS.get()
+    if bits is None or bits >= 512:
+        return FLAT_CHANNELS, ONE_PANEL
+    return NARROW_VECTOR_CHANNELS, NARROW_VECTOR_CHANNELS
 
 
 @dataclass(frozen=True)
@@ -244,26 +269,27 @@ def _forward_product(build: _Builder, windows: Node, w: Node) -> Node:
 def flat_windows(geometry: Geometry) -> bool:
     """Return True where conv2d's windows are taken along the padded input's flattened rows
     (`flat_im2col`): a stride-1 convolution in GEMM form (`as_gemm`) that is not pointwise
-    (a 1x1 window with padding is flat too), with at most FLAT_CHANNELS output channels per
-    group. The windows are then copied as runs of OH * Wp instead of OH rows of OW, each of
-    which costs a loop's bookkeeping, and the GEMM computes (kW - 1) * dilation more columns
-    per row, which its readers skip (16 for 14 on MNIST's 14x14 layer)."""
+    (a 1x1 window with padding is flat too), with at most `channel_limits()[0]` output
+    channels per group. The windows are then copied as runs of OH * Wp instead of OH rows of
+    OW, each of which costs a loop's bookkeeping, and the GEMM computes (kW - 1) * dilation
+    more columns per row, which its readers skip (16 for 14 on MNIST's 14x14 layer)."""
     return (
         as_gemm(geometry)
         and not geometry.pointwise
         and geometry.window["stride"] == (1, 1)
-        and geometry.out_channels // geometry.groups <= FLAT_CHANNELS
+        and geometry.out_channels // geometry.groups <= channel_limits()[0]
     )
 
 
 def window_product(geometry: Geometry) -> bool:
     """Return True where a flat-windows convolution (`flat_windows`) multiplies its windows in
-    place, channels last (`window_matmul`): one group of WINDOW_CHANNELS to ONE_PANEL output
-    channels (the product's columns), no dilation along the width (a kernel row's taps are
-    then one run per pixel). Its output comes out channels last, as windows_on_the_left's."""
+    place, channels last (`window_matmul`): one group of WINDOW_CHANNELS to
+    `channel_limits()[1]` output channels (the product's columns), no dilation along the width
+    (a kernel row's taps are then one run per pixel). Its output comes out channels last, as
+    windows_on_the_left's."""
     return (
         geometry.groups == 1
-        and WINDOW_CHANNELS <= geometry.out_channels <= ONE_PANEL
+        and WINDOW_CHANNELS <= geometry.out_channels <= channel_limits()[1]
         and geometry.window["dilation"][1] == 1
     )
 

@@ -5,6 +5,7 @@ kernels, not in loop kernels that reduce over the windows."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,8 +14,11 @@ import pytest
 import graphc as gc
 from graphc.nn import functional as F
 from graphc.ops.registry import make_node
+from graphc.passes import optimize
 
 torch = pytest.importorskip("torch")
+# The module: graphc.passes exports a function of the same name.
+conv_gemm = importlib.import_module("graphc.passes.conv_gemm")
 
 CONV_OPS = {"conv2d", "conv2d_input_grad", "conv2d_weight_grad"}
 
@@ -195,24 +199,37 @@ def test_forward_and_weight_gradient_gather_the_windows_once() -> None:
     assert len(windows) == 2, windows
 
 
-def _flat(conv: Conv) -> bool:
+# The output channels per group up to which inference takes flat windows, and reads them in
+# place (conv_gemm.channel_limits), on targets with 512-bit vectors and with narrower ones.
+LIMITS = {"wide_vectors": (32, 64), "narrow_vectors": (256, 256)}
+
+
+@pytest.fixture(params=list(LIMITS))
+def limits(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """Run the test under each target's channel limits, whatever this host's vectors."""
+    chosen = LIMITS[request.param]
+    monkeypatch.setattr(conv_gemm, "channel_limits", lambda: chosen)
+    return chosen
+
+
+def _flat(conv: Conv, limits: tuple[int, int]) -> bool:
     """Return whether an inference graph takes this convolution's windows along flat rows."""
     stride = conv.stride if isinstance(conv.stride, tuple) else (conv.stride, conv.stride)
     pointwise = conv.w[2:] == (1, 1) and conv.padding in (0, (0, 0)) and stride == (1, 1)
-    narrow = conv.w[0] // conv.groups <= 32
+    narrow = conv.w[0] // conv.groups <= limits[0]
     return conv.as_gemm and not pointwise and stride == (1, 1) and narrow
 
 
-def _window_product(conv: Conv) -> bool:
+def _window_product(conv: Conv, limits: tuple[int, int]) -> bool:
     """Return whether an inference graph computes this convolution's product as a
-    window_matmul over its channels-last padded input: flat windows, one group of 16-64 output
-    channels, no dilation along the width."""
+    window_matmul over its channels-last padded input: flat windows, one group of 16 to
+    limits[1] output channels, no dilation along the width."""
     dilation = conv.dilation if isinstance(conv.dilation, tuple) else (conv.dilation,) * 2
-    on_the_left = conv.groups == 1 and 16 <= conv.w[0] <= 64
-    return _flat(conv) and on_the_left and dilation[1] == 1
+    on_the_left = conv.groups == 1 and 16 <= conv.w[0] <= limits[1]
+    return _flat(conv, limits) and on_the_left and dilation[1] == 1
 
 
-def _inference_conv(conv: Conv, backend: str) -> gc.Function:
+def _inference_conv(conv: Conv, backend: str, optimized: bool = True) -> gc.Function:
     """Return the Function of conv2d(x, w) and its input gradient: no weight gradient, so
     the windows are taken along the padded input's flat rows where the stride is 1."""
     x = gc.input("x", ("B", *conv.x[1:]))
@@ -220,7 +237,7 @@ def _inference_conv(conv: Conv, backend: str) -> gc.Function:
     y = F.conv2d(x, w, **conv.options)
     g = gc.input("g", ("B", *y.shape[1:]))
     (dx,) = gc.grad((y * g).sum(), [x])
-    return gc.compile([x, w, g], [y, dx], backend=backend)
+    return gc.compile([x, w, g], [y, dx], backend=backend, optimize=optimized)
 
 
 @pytest.mark.parametrize("conv", GRID, ids=lambda c: c.name)
@@ -235,17 +252,63 @@ def test_inference_convolutions_match_pytorch(conv: Conv, backend: str, rng) -> 
                 _assert_close(got, expected, 1e-4)
 
 
-@pytest.mark.parametrize("conv", GRID, ids=lambda c: c.name)
-def test_inference_convolutions_copy_flat_rows(conv: Conv) -> None:
+# Wider than the flat windows of targets with 512-bit vectors: in place over 4.5 and 6 panels
+# of AVX2's 16 columns (rows of 13 outputs in runs, rows of 7 with their extra columns), at
+# the narrow limit, past it, and flat copies where groups or a dilated width keep the windows
+# from being read in place.
+WIDE = [
+    Conv("wide_96", (2, 8, 6, 7), (96, 8, 3, 3), padding=1),
+    Conv("wide_72_row_runs", (1, 5, 5, 13), (72, 5, 3, 3), padding=1),
+    Conv("wide_256", (1, 3, 5, 5), (256, 3, 3, 3), padding=1),
+    Conv("wide_257", (1, 2, 4, 4), (257, 2, 3, 3), padding=1),
+    Conv("wide_groups2", (2, 8, 6, 6), (80, 4, 3, 3), padding=1, groups=2),
+    Conv("wide_dilated_width", (1, 4, 7, 9), (70, 4, 3, 3), padding=(1, 2), dilation=(1, 2)),
+]
+
+
+@pytest.mark.parametrize("conv", GRID + WIDE, ids=lambda c: c.name)
+def test_inference_convolutions_copy_flat_rows(conv: Conv, limits: tuple[int, int]) -> None:
     kernels = _ops_by_kernel(_inference_conv(conv, "llvm"))
     flat = [ops for ops in kernels if "flat_im2col" in ops]
     products = [ops for ops in kernels if "window_matmul" in ops]
     windows = [ops for ops in kernels if "im2col" in ops]
-    in_place = _window_product(conv)
-    assert len(flat) == (1 if _flat(conv) and not in_place else 0), kernels
+    in_place = _window_product(conv, limits)
+    assert len(flat) == (1 if _flat(conv, limits) and not in_place else 0), kernels
     assert len(products) == (1 if in_place else 0), kernels
-    if _flat(conv):  # the input gradient's 1x1 windows of g may remain
+    if _flat(conv, limits):  # the input gradient's 1x1 windows of g may remain
         assert len(windows) <= 1, kernels
+
+
+@pytest.mark.parametrize("conv", WIDE, ids=lambda c: c.name)
+def test_wide_inference_convolutions_match_pytorch(
+    conv: Conv, limits: tuple[int, int], backend: str, rng
+) -> None:
+    function = _inference_conv(conv, backend)
+    x, w, g = _arrays(conv, 2, rng)
+    for got, want in zip(function(x, w, g), _torch_conv(conv, x, w, g)[:2], strict=True):
+        _assert_close(got, want, 1e-4)
+
+
+def _graph_ops(graph) -> set[str]:
+    return {node.op for node in graph.nodes}
+
+
+def test_optimize_takes_the_limits_of_the_targets_vectors() -> None:
+    """512-bit vectors (or no CPU target) keep im2col for 64 output channels; narrower ones
+    read its windows in place."""
+    conv = Conv("wide_64", (2, 4, 6, 6), (64, 4, 3, 3), padding=1)
+    graph = _inference_conv(conv, "reference", optimized=False).graph
+    for bits, op in ((None, "im2col"), (512, "im2col"), (256, "window_matmul")):
+        assert op in _graph_ops(optimize(graph, vector_bits=bits)), bits
+
+
+def test_the_llvm_backend_optimizes_for_the_selected_targets_vectors(monkeypatch) -> None:
+    """compile() hands optimize the vector width of the target the LLVM backend compiles for
+    (here AVX2's, chosen by GRAPHC_CPU), and no width to the other backends."""
+    monkeypatch.setenv("GRAPHC_CPU", "avx2")
+    conv = Conv("wide_64", (2, 4, 6, 6), (64, 4, 3, 3), padding=1)
+    assert "window_matmul" in _graph_ops(_inference_conv(conv, "llvm").graph)
+    assert "im2col" in _graph_ops(_inference_conv(conv, "reference").graph)
 
 
 @pytest.mark.parametrize(
