@@ -145,7 +145,7 @@ def _ops_by_kernel(function: gc.Function) -> list[set[str]]:
 def test_convolutions_run_in_matmul_kernels(conv: Conv) -> None:
     kernels = _ops_by_kernel(_compiled_conv(conv, "llvm"))
     with_convolution = [ops for ops in kernels if ops & CONV_OPS]
-    matmuls = [ops for ops in kernels if "matmul" in ops]
+    matmuls = [ops for ops in kernels if ops & {"matmul", "window_matmul"}]
     if conv.as_gemm:
         assert not with_convolution, f"window-reduction kernels left: {with_convolution}"
         assert len(matmuls) == 3, kernels  # forward, input gradient, weight gradient
@@ -206,10 +206,11 @@ LIMITS = {"wide_vectors": (32, 64), "narrow_vectors": (256, 256)}
 
 @pytest.fixture(params=list(LIMITS))
 def limits(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
-    """Run the test under each target's channel limits, whatever this host's vectors."""
-    chosen = LIMITS[request.param]
-    monkeypatch.setattr(conv_gemm, "channel_limits", lambda: chosen)
-    return chosen
+    """Run the test as for each target's vectors (their channel limits, and whether input
+    gradients read their windows in place), whatever this host's, on every backend."""
+    narrow = request.param == "narrow_vectors"
+    monkeypatch.setattr(conv_gemm, "_narrow_vectors", lambda: narrow)
+    return LIMITS[request.param]
 
 
 def _flat(conv: Conv, limits: tuple[int, int]) -> bool:
@@ -273,8 +274,9 @@ def test_inference_convolutions_copy_flat_rows(conv: Conv, limits: tuple[int, in
     products = [ops for ops in kernels if "window_matmul" in ops]
     windows = [ops for ops in kernels if "im2col" in ops]
     in_place = _window_product(conv, limits)
+    input_grad = _input_grad_in_place(conv, limits == LIMITS["narrow_vectors"])
     assert len(flat) == (1 if _flat(conv, limits) and not in_place else 0), kernels
-    assert len(products) == (1 if in_place else 0), kernels
+    assert len(products) == in_place + input_grad, kernels
     if _flat(conv, limits):  # the input gradient's 1x1 windows of g may remain
         assert len(windows) <= 1, kernels
 
@@ -287,6 +289,48 @@ def test_wide_inference_convolutions_match_pytorch(
     x, w, g = _arrays(conv, 2, rng)
     for got, want in zip(function(x, w, g), _torch_conv(conv, x, w, g)[:2], strict=True):
         _assert_close(got, want, 1e-4)
+
+
+# Input gradients of stride-1 convolutions with at least 16 input channels: on narrower
+# vectors than AVX-512 they are convolutions of the output gradient with the flipped weight
+# over flat windows read in place (conv2d_input_grad_over_flat_rows), no col2im.
+INPUT_GRADS = [
+    Conv("igrad_same", (2, 16, 6, 7), (24, 16, 3, 3), padding=1),
+    Conv("igrad_full", (2, 16, 6, 6), (4, 16, 3, 3)),  # no padding: the flipped one pads 2
+    Conv("igrad_dilated", (1, 20, 9, 8), (8, 20, 3, 3), padding=2, dilation=2),
+    Conv("igrad_rectangular", (2, 16, 7, 9), (8, 16, 2, 3), padding=(1, 0)),
+    Conv("igrad_row_runs", (1, 32, 5, 13), (16, 32, 3, 3), padding=1),
+    Conv("igrad_padded_past", (2, 16, 5, 5), (8, 16, 1, 1), padding=1),  # pads 1 > (k-1)d
+    Conv("igrad_stride2", (2, 16, 8, 8), (8, 16, 3, 3), stride=2, padding=1),
+    Conv("igrad_groups2", (2, 32, 6, 6), (8, 16, 3, 3), padding=1, groups=2),
+]
+
+
+def _input_grad_in_place(conv: Conv, narrow: bool) -> bool:
+    """Return whether conv's input gradient becomes a window_matmul."""
+    stride = conv.stride if isinstance(conv.stride, tuple) else (conv.stride, conv.stride)
+    padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding,) * 2
+    dilation = conv.dilation if isinstance(conv.dilation, tuple) else (conv.dilation,) * 2
+    fits = all(p <= (k - 1) * d for p, k, d in zip(padding, conv.w[2:], dilation, strict=True))
+    unit = stride == (1, 1) and conv.groups == 1 and conv.w[2:] != (1, 1)
+    return narrow and unit and fits and dilation[1] == 1 and 16 <= conv.x[1] <= 256
+
+
+@pytest.mark.parametrize("conv", INPUT_GRADS, ids=lambda c: c.name)
+def test_trained_input_gradients_match_pytorch(conv: Conv, limits, backend: str, rng) -> None:
+    function = _compiled_conv(conv, backend)
+    x, w, g = _arrays(conv, 2, rng)
+    for got, want in zip(function(x, w, g), _torch_conv(conv, x, w, g), strict=True):
+        _assert_close(got, want, 1e-4)
+
+
+@pytest.mark.parametrize("conv", INPUT_GRADS, ids=lambda c: c.name)
+def test_trained_input_gradients_read_their_windows_in_place(conv: Conv, limits) -> None:
+    kernels = _ops_by_kernel(_compiled_conv(conv, "llvm"))
+    in_place = _input_grad_in_place(conv, limits == LIMITS["narrow_vectors"])
+    assert any("window_matmul" in ops for ops in kernels) == in_place, kernels
+    assert any("col2im" in ops for ops in kernels) != in_place, kernels
+    assert any("im2col" in ops for ops in kernels), kernels  # the weight gradient's windows
 
 
 def _graph_ops(graph) -> set[str]:
@@ -347,7 +391,11 @@ def test_rows_of_twelve_outputs_leave_the_extra_columns_out(name: str, columns: 
     padded width's extra columns, which the reader skips."""
     conv = NAMED[name]
     nodes = [node for _, ops in _inference_conv(conv, "llvm").kernels() for node in ops]
-    (product,) = [node for node in nodes if node.op == "window_matmul"]
+    (product,) = [
+        node
+        for node in nodes
+        if node.op == "window_matmul" and node.type.shape[-1] == conv.w[0]  # the forward's
+    ]
     assert product.attrs["columns"] == columns
     rows = product.attrs["rows"]
     assert product.type.shape[1:] == (rows * columns, conv.w[0])

@@ -60,6 +60,7 @@ class Case:
     build: Any  # () -> (inputs, outputs, updates)
     expect: Any  # Graph -> None, asserts on the optimised graph
     exact: bool = True  # same values bit for bit (NaN, inf and signed zeros included)
+    vector_bits: int | None = None  # the CPU target's vectors the graph is optimised for
 
 
 def _noop_reshape():
@@ -227,6 +228,15 @@ def _conv2d_input_grad():
     return [g, w], [node("conv2d_input_grad", g, w, **_CONV, input_hw=(6, 6))], ()
 
 
+def _wide_conv2d_input_grad():
+    g, w = gc.input("g", (2, 4, 6, 6)), gc.input("w", (4, 16, 3, 3))
+    return [g, w], [node("conv2d_input_grad", g, w, **_CONV, input_hw=(6, 6))], ()
+
+
+def _as_window_matmul(graph):
+    assert "col2im" not in ops(graph) and "window_matmul" in ops(graph)
+
+
 def _overlapping_max_pool_grad():
     x, g = gc.input("x", (2, 3, 7, 7)), gc.input("g", (2, 3, 7, 7))
     attrs = {"kernel": (3, 3), "stride": (1, 1), "padding": (1, 1), "dilation": (1, 1)}
@@ -330,6 +340,13 @@ CASES = [
     Case("read_untransposed", _permuted_back_in_a_loop, _expect_backward_reads_w, exact=False),
     Case("conv2d_over_flat_rows", _inference_conv2d, _over_flat_rows, exact=False),
     Case("conv2d_as_gemm", _conv2d, _as_matmul("conv2d"), exact=False),
+    Case(
+        "conv2d_input_grad_over_flat_rows",
+        _wide_conv2d_input_grad,
+        _as_window_matmul,
+        exact=False,
+        vector_bits=256,
+    ),
     Case("max_pool2d_grad_from_argmax", _overlapping_max_pool_grad, _from_recorded_maxima),
     Case("pools_of_channels_last_values", _pool_of_channels_last, _pooled_along_channels),
     Case(
@@ -358,15 +375,17 @@ def test_every_rewrite_has_a_case():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.rewrite for case in CASES])
-def test_rewrite(case: Case, rng):
+def test_rewrite(case: Case, rng, monkeypatch):
     inputs, outputs, updates = case.build()
     graph = graph_of(inputs, outputs, updates)
     report = RewriteReport()
-    optimized = optimize(graph, report)
+    optimized = optimize(graph, report, vector_bits=case.vector_bits)
     assert report.fired[_tier_of(case.rewrite)][case.rewrite] >= 1
     case.expect(optimized)
     assert verify(optimized) is optimized
-    assert str(optimize(optimized)) == str(optimized)
+    assert str(optimize(optimized, vector_bits=case.vector_bits)) == str(optimized)
+    # The reference backend below optimises for the same vectors.
+    monkeypatch.setattr("graphc.compiler._cpu_vector_bits", lambda backend: case.vector_bits)
     # The optimised graph computes what the graph as written computes, NaN and inf included.
     feeds = [
         special_values(t, rng) if case.exact else rng.standard_normal(t.shape).astype(np.float32)
