@@ -217,6 +217,41 @@ def test_outer_indices_carried_from_row_to_row_match_numpy(monkeypatch, rng, sha
     np.testing.assert_allclose(f(xv, yv, zv), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(6, 7, 50, 13), (5, 40, 9), (3, 2, 2, 20, 17)])
+def test_rows_in_groups_split_anywhere_match_numpy(monkeypatch, rng, shape):
+    """Short rows run in groups along the second-to-last dim (`_emit_row_groups`): kernels
+    split over three threads in chunks of 64 elements (the threshold lowered so every kernel
+    splits) start and end mid-row and mid-group; a padded channels-last pool's bounds and a
+    broadcast read depend on every index. Against numpy."""
+    from graphc.backends.llvm import parallel
+
+    monkeypatch.setenv("GRAPHC_CACHE", "0")
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", "3")
+    monkeypatch.setattr(parallel, "PARALLEL_THRESHOLD", 1)
+    *outer, rows, width = shape
+    x = gc.input("x", shape)
+    y = gc.input("y", (*outer, rows, 1))
+    padded = gc.pad(gc.relu(x * y), (0, 0, 1, 1))
+    pooled = gc.maximum(padded[..., 0::2, :], padded[..., 1::2, :])
+    f = gc.compile([x, y], [pooled], backend="llvm")
+    assert "rows.head" in f._executable.llvm_ir  # unoptimised: the rows do run in groups
+    xv = rng.standard_normal(shape).astype(np.float32)
+    yv = rng.standard_normal((*outer, rows, 1)).astype(np.float32)
+    pads = [(0, 0)] * (len(shape) - 2) + [(1, 1), (0, 0)]
+    want = np.pad(np.maximum(xv * yv, 0), pads)
+    np.testing.assert_array_equal(f(xv, yv), np.maximum(want[..., 0::2, :], want[..., 1::2, :]))
+
+
+def test_rows_in_groups_of_a_symbolic_dim_match_numpy(rng):
+    x, w = gc.input("x", (3, "N", 12)), gc.input("w", (1, "N", 1))
+    f = gc.compile([x, w], [gc.exp(x) * w + 1], backend="llvm")
+    assert "rows.head" in f._executable.llvm_ir
+    for n in (1, 7, 300):
+        xv = rng.standard_normal((3, n, 12)).astype(np.float32)
+        wv = rng.standard_normal((1, n, 1)).astype(np.float32)
+        np.testing.assert_allclose(f(xv, wv), np.exp(xv) * wv + 1, rtol=1e-6, atol=1e-6)
+
+
 def test_only_short_rows_ask_for_masked_vector_iterations():
     def hinted(width: int) -> bool:
         x = gc.input("x", ("N", width))
