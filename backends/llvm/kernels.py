@@ -59,6 +59,12 @@ class KernelContext:
     # Whether a pooling window's max and min are compares and selects rather than LLVM's
     # maximum/minimum, which the target has no vector instruction for (x86 without AVX-512).
     window_extrema_by_selects: bool = False
+    # Whether short rows run masked vector iterations to their end (`FunctionEmitter.counted`'s
+    # `predicated`): with AVX-512's mask registers a masked store is a store. AVX2's
+    # vmaskmovps store is microcoded on AMD's Zen 3, and other targets have none: there a
+    # row's remainder runs scalar (Zen 3, one thread: the CNN's Adam step at batch 32 7.21 ->
+    # 6.69 ms, the decoder's 4.19 -> 3.46, the Transformer block's 49.2 -> 43.2).
+    masked_tails: bool = False
 
     def canonical(self, buffer: str) -> str:
         """Return the name of the buffer whose memory `buffer` is."""
@@ -188,7 +194,8 @@ class FunctionEmitter:
     ) -> list[ir.Value]:
         """Emit `for i in [start, end)` carrying values; body(i, carried) -> new carried.
         `predicated` asks the vectoriser for masked vector iterations to the loop's end
-        instead of a scalar remainder (a short row's elements all run in vectors); `kept`
+        instead of a scalar remainder (a short row's elements all run in vectors) where the
+        target's masked stores are cheap (`KernelContext.masked_tails`); `kept`
         keeps the loop from being unrolled whole before the vectoriser sees it; `forced`
         vectorises it where the cost model would not."""
         b = self.builder
@@ -214,7 +221,7 @@ class FunctionEmitter:
             phi.add_incoming(value, latch)
         back = b.branch(head)
         wanted = (
-            (_PREDICATE_TAIL, predicated),
+            (_PREDICATE_TAIL, predicated and self.ctx.masked_tails),
             (_KEEP, kept),
             (_VECTOR_LOOP_UNROLLS, kept),
             (_VECTORISE, forced),

@@ -79,6 +79,7 @@ def build_module(
         workspace_bytes,
         dict(aliases or {}),
         window_extrema_by_selects=isa in ("avx2", "sse2"),
+        masked_tails=isa == "avx512",
     )
     entry = FunctionEmitter(ctx, ENTRY_NAME, ENTRY_TYPE, ("table", "sizes", "error", "threads"))
     b = entry.builder
